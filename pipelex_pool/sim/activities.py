@@ -1,0 +1,86 @@
+"""Simulated Pipelex activities: they wait, burn CPU, hold memory or fail at the rates a step asks for.
+
+They carry Pipelex's activity names so a topology's routing and scopes are exercised as in production, but
+they call no model and produce no content: a documented load model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from pipelex_pool.sim.model import SimStep, StepResult
+
+CRAFTING_ACTIVITIES = (
+    "act_llm_gen_object",
+    "act_llm_gen_text",
+    "act_llm_gen_object_list",
+    "act_img_gen_images",
+    "act_jinja2_gen_text",
+    "act_extract_gen_extract_pages",
+    "act_render_page_views",
+)
+PIPE_ACTIVITIES = ("act_assemble_graph", "act_deliver", "act_flush_trace_events")
+
+_worker_identity = f"{os.getpid()}@{os.uname().nodename}"
+
+
+def set_worker_identity(identity: str) -> None:
+    global _worker_identity
+    _worker_identity = identity
+
+
+def _burn_cpu(seconds: float) -> None:
+    deadline = time.process_time() + seconds
+    value = 0
+    while time.process_time() < deadline:
+        value = (value * 31 + 7) % 1_000_003
+
+
+async def _simulate(step: SimStep) -> StepResult:
+    info = activity.info()
+    started = time.monotonic()
+    held = bytearray(step.memory_mb * 2**20) if step.memory_mb > 0 else None
+    if held is not None:
+        for offset in range(0, len(held), 4096):  # touch every page so it counts in RSS
+            held[offset] = 1
+    if step.cpu_s > 0:
+        await asyncio.to_thread(_burn_cpu, step.cpu_s)
+    remaining = step.latency_s
+    while remaining > 0:  # wait in slices so a heartbeat timeout, if configured, is met
+        chunk = min(remaining, 1.0)
+        await asyncio.sleep(chunk)
+        remaining -= chunk
+        activity.heartbeat()
+    del held
+    if step.failure_rate > 0 and random.random() < step.failure_rate:
+        raise ApplicationError(
+            f"simulated failure of {info.activity_type} (failure_rate={step.failure_rate})",
+            type="SimulatedFailure",
+        )
+    return StepResult(
+        activity=info.activity_type,
+        task_queue=info.task_queue,
+        attempt=info.attempt,
+        worker_identity=_worker_identity,
+        duration_s=time.monotonic() - started,
+    )
+
+
+def _make(name: str) -> Callable[[SimStep], Awaitable[StepResult]]:
+    async def run(step: SimStep) -> StepResult:
+        return await _simulate(step)
+
+    run.__name__ = name
+    run.__qualname__ = name
+    return activity.defn(name=name)(run)
+
+
+crafting_activities = tuple(_make(name) for name in CRAFTING_ACTIVITIES)
+pipe_activities = tuple(_make(name) for name in PIPE_ACTIVITIES)

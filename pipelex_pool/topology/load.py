@@ -1,0 +1,222 @@
+"""Read a topology file, resolve its references and defaults, and validate it as a whole.
+
+Each section is parsed on its own so that one broken section does not hide the errors of the others: every
+error of the file is reported in one run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomlkit
+from pydantic import BaseModel, ValidationError
+from tomlkit.exceptions import ParseError
+
+from pipelex_pool.errors import Issue, Severity, TopologyError
+from pipelex_pool.packs import AppImportError, Catalog, ResolvedScope, load_app
+from pipelex_pool.topology.errors_from_pydantic import issues_from_validation
+from pipelex_pool.topology.schema import DevServer, PoolSection, ResolvedGroup, WorkerGroup
+from pipelex_pool.topology.suggest import did_you_mean
+from pipelex_pool.topology.temporal_schema import TemporalSection
+from pipelex_pool.topology.validate import check_topology
+
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A validated topology: what `up` runs and `validate` summarises."""
+
+    file: Path
+    pool: PoolSection
+    dev_server: DevServer
+    temporal: TemporalSection
+    groups: dict[str, ResolvedGroup]
+    catalog: Catalog
+    scopes: dict[str, ResolvedScope]
+    issues: list[Issue] = field(default_factory=list)  # warnings and notes (errors raise instead)
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [issue for issue in self.issues if issue.severity is Severity.WARNING]
+
+
+def expand_env(value: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
+    """Expand ${VAR} and ${VAR:-default} ($$ is a literal $); returns the text and the unset names."""
+    missing: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in environ and (environ[name] or default is None):
+            return environ[name]
+        if default is not None:
+            return default
+        missing.append(name)
+        return ""
+
+    return _ENV_REF.sub(replace, value), missing
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file to plain Python values; raises TopologyError naming the line on a syntax error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise TopologyError(str(path), [Issue("", "file not found.", "check the path.")]) from exc
+    except OSError as exc:
+        raise TopologyError(
+            str(path), [Issue("", f"cannot read the file: {exc}.", "check its permissions.")]
+        ) from exc
+    try:
+        return tomlkit.parse(text).unwrap()
+    except ParseError as exc:
+        raise TopologyError(
+            str(path),
+            [Issue(f"line {exc.line}, column {exc.col}", f"TOML syntax error: {exc}.", "fix the syntax.")],
+        ) from exc
+
+
+def _parse(
+    model: type[M], data: Any, prefix: tuple[str, ...], issues: list[Issue], file: str | None = None
+) -> M | None:
+    try:
+        return model.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        issues.extend(issues_from_validation(exc, model, prefix, file))
+        return None
+
+
+def _temporal_data(doc: dict[str, Any], path: Path, issues: list[Issue]) -> tuple[Any, str | None]:
+    """The raw [temporal] table, inline or from `[pool] temporal_config_file`, and the file it came from."""
+    pool = doc.get("pool") if isinstance(doc.get("pool"), dict) else {}
+    reference = pool.get("temporal_config_file") if isinstance(pool, dict) else None
+    if not isinstance(reference, str):
+        return doc.get("temporal"), None
+    if "temporal" in doc:
+        issues.append(
+            Issue(
+                "pool.temporal_config_file",
+                "the file has an inline [temporal] section and also references a temporal_config_file.",
+                "keep one of them.",
+            )
+        )
+        return doc.get("temporal"), None
+    referenced = (path.parent / reference).resolve()
+    try:
+        data = read_toml(referenced)
+    except TopologyError as exc:
+        problem = exc.issues[0].problem if exc.issues else "cannot be read."
+        issues.append(
+            Issue(
+                "pool.temporal_config_file",
+                f"{reference!r} ({referenced}): {problem}",
+                "fix the path or the file.",
+            )
+        )
+        return None, None
+    if "temporal" not in data:
+        issues.append(
+            Issue(
+                "pool.temporal_config_file",
+                f"{reference!r} has no [temporal] section.",
+                "point it at a pipelex.toml.",
+            )
+        )
+        return None, None
+    return data["temporal"], str(referenced)
+
+
+def _move_docs_alias(temporal: Any, issues: list[Issue], file: str | None) -> None:
+    """Pipelex's docs write [temporal.activity_queues.*]; its code reads [temporal.worker_config.activity_queues.*]."""
+    if not isinstance(temporal, dict) or "activity_queues" not in temporal:
+        return
+    worker_config = temporal.setdefault("worker_config", {})
+    if isinstance(worker_config, dict) and "activity_queues" not in worker_config:
+        worker_config["activity_queues"] = temporal.pop("activity_queues")
+        issues.append(
+            Issue(
+                "temporal.activity_queues",
+                "this is the form of Pipelex's docs; Pipelex's code reads temporal.worker_config.activity_queues.",
+                "move the tables under [temporal.worker_config.activity_queues.<activity>].",
+                Severity.WARNING,
+                file,
+            )
+        )
+
+
+def load_topology(path: str | Path, environ: Mapping[str, str] | None = None) -> Topology:
+    """Read and validate a topology file. Raises TopologyError listing every error found."""
+    environ = os.environ if environ is None else environ
+    path = Path(path)
+    doc = read_toml(path)
+    issues: list[Issue] = []
+    for key in doc:
+        if key not in ("pool", "dev_server", "workers", "temporal"):
+            issues.append(
+                Issue(
+                    key,
+                    f"unknown section [{key}].",
+                    did_you_mean(key, ["pool", "dev_server", "workers", "temporal"]),
+                )
+            )
+    pool = _parse(PoolSection, doc.get("pool"), ("pool",), issues)
+    dev_server = _parse(DevServer, doc.get("dev_server"), ("dev_server",), issues)
+    temporal_raw, temporal_file = _temporal_data(doc, path, issues)
+    _move_docs_alias(temporal_raw, issues, temporal_file)
+    temporal = _parse(TemporalSection, temporal_raw, ("temporal",), issues, temporal_file)
+    workers_raw = doc.get("workers", {})
+    groups: dict[str, WorkerGroup] = {}
+    if not isinstance(workers_raw, dict):
+        issues.append(Issue("workers", "must be a table of groups.", "write [workers.<group>] tables."))
+        workers_raw = {}
+    for name, raw in workers_raw.items():
+        group = _parse(WorkerGroup, raw, ("workers", name), issues)
+        if group is not None:
+            groups[name] = group
+    catalog: Catalog | None = None
+    if pool is not None:
+        try:
+            catalog = load_app(pool.app)
+        except AppImportError as exc:
+            issues.append(Issue("pool.app", str(exc), ""))
+    for name, group in list(groups.items()):
+        expanded: dict[str, str] = {}
+        for key, value in group.env.items():
+            expanded[key], missing = expand_env(value, environ)
+            for var in missing:
+                issues.append(
+                    Issue(
+                        f"workers.{name}.env.{key}",
+                        f"references ${{{var}}}, which is not set in the environment.",
+                        f"export {var}, or give a default: ${{{var}:-value}}.",
+                    )
+                )
+        groups[name] = group.model_copy(update={"env": expanded})
+
+    resolved: dict[str, ResolvedGroup] = {}
+    scopes: dict[str, ResolvedScope] = {}
+    if pool is not None and dev_server is not None and temporal is not None and catalog is not None:
+        resolved, scopes = check_topology(
+            pool,
+            temporal,
+            groups,
+            catalog,
+            issues,
+            complete=len(groups) == len(workers_raw),
+            temporal_file=temporal_file,
+        )
+    errors = [issue for issue in issues if issue.severity is Severity.ERROR]
+    if errors:
+        raise TopologyError(
+            str(path), errors + [issue for issue in issues if issue.severity is not Severity.ERROR]
+        )
+    assert pool is not None and dev_server is not None and temporal is not None and catalog is not None
+    return Topology(path.resolve(), pool, dev_server, temporal, resolved, catalog, scopes, issues)

@@ -1,0 +1,149 @@
+"""The topology file: `[pool]`, `[dev_server]`, `[workers.<group>]` and the Pipelex `[temporal]` section."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from pipelex_pool.topology.temporal_schema import RuntimeProfile, TemporalSection, WorkerScope
+from pipelex_pool.topology.types import Duration, Size, StrictModel
+from pipelex_pool.units import parse_duration
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+RestartMode = Literal["always", "on-failure", "never"]
+
+
+class RestartConfig(StrictModel):
+    """How failed replicas come back; `[pool.restart]` sets the defaults, a group may override any key."""
+
+    policy: RestartMode = "on-failure"
+    backoff_initial: Duration = timedelta(seconds=0.5)
+    backoff_max: Duration = timedelta(seconds=30)
+    backoff_factor: float = Field(default=2.0, ge=1.0)
+    stable_after: Duration = timedelta(seconds=30)
+    max_restarts: int = Field(default=5, ge=0)
+    window: Duration = timedelta(seconds=60)
+
+
+class RestartOverride(StrictModel):
+    policy: RestartMode | None = None
+    backoff_initial: Duration | None = None
+    backoff_max: Duration | None = None
+    backoff_factor: float | None = Field(default=None, ge=1.0)
+    stable_after: Duration | None = None
+    max_restarts: int | None = Field(default=None, ge=0)
+    window: Duration | None = None
+
+    def over(self, base: RestartConfig) -> RestartConfig:
+        return base.model_copy(update=self.model_dump(exclude_none=True))
+
+
+class PoolSection(StrictModel):
+    name: str = Field(default="pipelex", pattern=NAME_PATTERN)
+    app: str = "pipelex_pool.sim:packs"
+    temporal_config_file: str | None = None
+    socket: str | None = None
+    state_dir: str | None = None
+    log_dir: str | None = None
+    log_max_bytes: Size = 10 * 2**20
+    log_backups: int = Field(default=3, ge=0)
+    metrics: str | None = None
+    restart: RestartConfig = Field(default_factory=RestartConfig)
+
+
+class DevServer(StrictModel):
+    """The embedded default: a local `temporal server start-dev`, supervised like a worker."""
+
+    enabled: bool | Literal["auto"] = "auto"
+    ui_port: int | None = Field(default=None, ge=0, le=65535)  # None: no web UI (headless)
+    db_filename: str | None = None  # default: <state_dir>/temporal.db
+    log_level: Literal["debug", "info", "warn", "error"] = "warn"
+    start_timeout: Duration = timedelta(seconds=30)
+
+
+class Autoscale(StrictModel):
+    min: int = Field(ge=0)
+    max: int = Field(ge=1)
+    target_backlog_per_replica: int = Field(gt=0)
+    cooldown: Duration = timedelta(seconds=60)
+
+
+Readiness = str  # "notify" | "temporal" | "delay:<duration>"
+
+
+class WorkerGroup(StrictModel):
+    scope: str | None = None
+    task_queue: str | None = None
+    profile: str | None = None
+    replicas: int = Field(default=1, ge=0)
+    env: dict[str, str] = Field(default_factory=dict)
+    max_memory: Size | None = None
+    command: list[str] | None = None
+    readiness: Readiness | None = None
+    start_timeout: Duration = timedelta(seconds=60)
+    autoscale: Autoscale | None = None
+    restart: RestartOverride | None = None
+
+    @field_validator("readiness")
+    @classmethod
+    def _readiness(cls, value: str | None) -> str | None:
+        if value is None or value in ("notify", "temporal"):
+            return value
+        if value.startswith("delay:"):
+            parse_duration(value.removeprefix("delay:"))
+            return value
+        raise ValueError(f'{value!r} is not a readiness mode; use "notify", "temporal" or "delay:<duration>"')
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("command is empty; give the program and its arguments, or remove the key")
+        return value
+
+
+class TopologyFile(StrictModel):
+    """The file as written (before references are resolved)."""
+
+    pool: PoolSection = Field(default_factory=PoolSection)
+    dev_server: DevServer = Field(default_factory=DevServer)
+    workers: dict[str, WorkerGroup] = Field(default_factory=dict)
+    temporal: TemporalSection | None = None
+
+    @field_validator("workers")
+    @classmethod
+    def _group_names(cls, value: dict[str, WorkerGroup]) -> dict[str, WorkerGroup]:
+        for name in value:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"group name {name!r} must match {NAME_PATTERN} (it is used in file names)")
+        return value
+
+
+class ResolvedGroup(StrictModel):
+    """A worker group with every default applied: what the supervisor runs."""
+
+    name: str
+    scope: str
+    task_queue: str
+    profile: str
+    replicas: int
+    env: dict[str, str]
+    max_memory: int | None
+    command: list[str] | None
+    readiness: str
+    start_timeout: timedelta
+    autoscale: Autoscale | None
+    restart: RestartConfig
+    runtime_profile: RuntimeProfile
+    scope_def: WorkerScope
+
+    @property
+    def builtin(self) -> bool:
+        return self.command is None
+
+    @property
+    def graceful_shutdown_timeout(self) -> timedelta:
+        return self.runtime_profile.graceful_shutdown_timeout or timedelta(0)
