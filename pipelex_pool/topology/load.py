@@ -152,6 +152,14 @@ def _move_docs_alias(temporal: Any, issues: list[Issue], file: str | None) -> No
         )
 
 
+def _fallback_pool(raw: Any) -> PoolSection:
+    app = raw.get("app") if isinstance(raw, dict) else None
+    try:
+        return PoolSection(app=app) if isinstance(app, str) else PoolSection()
+    except ValidationError:
+        return PoolSection()
+
+
 def load_topology(path: str | Path, environ: Mapping[str, str] | None = None) -> Topology:
     """Read and validate a topology file. Raises TopologyError listing every error found."""
     environ = os.environ if environ is None else environ
@@ -181,12 +189,13 @@ def load_topology(path: str | Path, environ: Mapping[str, str] | None = None) ->
         group = _parse(WorkerGroup, raw, ("workers", name), issues)
         if group is not None:
             groups[name] = group
+    # A broken [pool] must not hide the other sections' errors: check them against the defaults meanwhile.
+    pool_for_checks = pool or _fallback_pool(doc.get("pool"))
     catalog: Catalog | None = None
-    if pool is not None:
-        try:
-            catalog = load_app(pool.app)
-        except AppImportError as exc:
-            issues.append(Issue("pool.app", str(exc), ""))
+    try:
+        catalog = load_app(pool_for_checks.app)
+    except AppImportError as exc:
+        issues.append(Issue("pool.app", str(exc), ""))
     for name, group in list(groups.items()):
         expanded: dict[str, str] = {}
         for key, value in group.env.items():
@@ -203,9 +212,9 @@ def load_topology(path: str | Path, environ: Mapping[str, str] | None = None) ->
 
     resolved: dict[str, ResolvedGroup] = {}
     scopes: dict[str, ResolvedScope] = {}
-    if pool is not None and dev_server is not None and temporal is not None and catalog is not None:
+    if temporal is not None and catalog is not None:
         resolved, scopes = check_topology(
-            pool,
+            pool_for_checks,
             temporal,
             groups,
             catalog,
