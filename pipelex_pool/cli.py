@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -12,6 +14,14 @@ from pipelex_pool import __version__
 from pipelex_pool.errors import TopologyError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+
+
+def exit_skipping_finalization(code: int) -> NoReturn:
+    """Exit without interpreter teardown after the Temporal client was used: its Rust threads can abort a
+    finalizing interpreter (PyGILState_Release, temporalio/sdk-python#300), turning a clean exit into SIGABRT."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,7 +42,9 @@ def validate(topology: Path, as_json: bool) -> None:
         loaded = load_topology(topology)
     except TopologyError as exc:
         if as_json:
-            click.echo(json.dumps({"ok": False, "file": exc.file, "issues": [i.as_dict() for i in exc.issues]}, indent=2))
+            click.echo(
+                json.dumps({"ok": False, "file": exc.file, "issues": [i.as_dict() for i in exc.issues]}, indent=2)
+            )
         else:
             errors = sum(1 for issue in exc.issues if issue.severity.value == "error")
             click.echo(f"{exc}\n{errors} error(s) in {exc.file}", err=True)
@@ -41,3 +53,47 @@ def validate(topology: Path, as_json: bool) -> None:
         click.echo(json.dumps({"ok": True, **summarize(loaded)}, indent=2))
     else:
         click.echo(render_summary(loaded))
+
+
+@main.command()
+@click.option("--task-queue", help="Queue to poll (default: default_task_queue); must be a known queue.")
+@click.option("--scope", help="Worker scope (default: worker_scopes.default_scope).")
+@click.option("--profile", help="Runtime profile (default: worker_runtime_profiles.default_profile).")
+@click.option("--no-sandbox", is_flag=True, help="Run workflows without Temporal's sandbox.")
+@click.option("--unit-testing", is_flag=True, help="Unit-testing run mode (sets PIPELEX_RUN_MODE=unit_test).")
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path),
+    help="Topology file or pipelex.toml (default: $PIPELEX_POOL_CONFIG).",
+)
+@click.option("--identity", help='Worker identity (default: "<pool>/<group>/<replica>@<host>:<pid>").')
+def worker(
+    task_queue: str | None,
+    scope: str | None,
+    profile: str | None,
+    no_sandbox: bool,
+    unit_testing: bool,
+    config: Path | None,
+    identity: str | None,
+) -> None:
+    """Run one Temporal worker, as the pool spawns it (same flags as `pipelex worker`).
+
+    Exits 0 after a graceful drain (SIGTERM, SIGINT or parent death), 78 on a configuration error, 1 when
+    Temporal cannot be reached or the worker fails.
+    """
+    import anyio
+
+    from pipelex_pool.errors import EX_CONFIG, WorkerBootError
+    from pipelex_pool.logs import configure_logging
+    from pipelex_pool.worker.config import load_worker_settings
+    from pipelex_pool.worker.run import run_worker
+
+    try:
+        settings = load_worker_settings(
+            config, task_queue, scope, profile, identity, sandbox=not no_sandbox, unit_testing=unit_testing
+        )
+    except WorkerBootError as exc:
+        click.echo(f"pipelex-pool worker: configuration error: {exc}", err=True)
+        sys.exit(EX_CONFIG)
+    configure_logging(identity=settings.identity)
+    exit_skipping_finalization(anyio.run(run_worker, settings))

@@ -102,9 +102,7 @@ def load_app(spec: str) -> Catalog:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise AppImportError(
-            f"cannot import module {module_name!r}: {exc}; install it or fix the module path"
-        ) from exc
+        raise AppImportError(f"cannot import module {module_name!r}: {exc}; install it or fix the module path") from exc
     packs = getattr(module, attr, None)
     if not isinstance(packs, Mapping) or not all(isinstance(p, TaskPack) for p in packs.values()):
         raise AppImportError(

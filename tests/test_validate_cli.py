@@ -104,8 +104,13 @@ BROKEN: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     (
         "scope-resolves-to-nothing",
-        {f"{SC}.empty": {"required_tasks_packs": ["pipe"], "disable_all_workflows": True,
-                         "disable_all_activities": True}},
+        {
+            f"{SC}.empty": {
+                "required_tasks_packs": ["pipe"],
+                "disable_all_workflows": True,
+                "disable_all_activities": True,
+            }
+        },
         f"{SC}.empty",
         "resolves to nothing",
     ),
@@ -212,7 +217,9 @@ BROKEN: list[tuple[str, dict[str, Any], str, str]] = [
 
 
 @pytest.mark.parametrize(("changes", "path", "text"), [c[1:] for c in BROKEN], ids=[c[0] for c in BROKEN])
-def test_broken_topology_exits_2_naming_path_and_fix(tmp_path: Path, changes: dict[str, Any], path: str, text: str) -> None:
+def test_broken_topology_exits_2_naming_path_and_fix(
+    tmp_path: Path, changes: dict[str, Any], path: str, text: str
+) -> None:
     file = write_topology(tmp_path, changes)
     result = run_validate(str(file))
     assert result.exit_code == 2, result.output
@@ -278,7 +285,13 @@ def test_env_defaults_expand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("PIPELEX_POOL_TEST_SET", "from-env")
     file = write_topology(
         tmp_path,
-        {"workers.llm.env": {"A": "${PIPELEX_POOL_TEST_SET}", "B": "${PIPELEX_POOL_TEST_UNSET:-fallback}", "C": "$$HOME"}},
+        {
+            "workers.llm.env": {
+                "A": "${PIPELEX_POOL_TEST_SET}",
+                "B": "${PIPELEX_POOL_TEST_UNSET:-fallback}",
+                "C": "$$HOME",
+            }
+        },
     )
     assert load_topology(file).groups["llm"].env == {"A": "from-env", "B": "fallback", "C": "$HOME"}
 
@@ -293,4 +306,6 @@ def test_referenced_pipelex_toml_errors_name_that_file(tmp_path: Path) -> None:
     )
     result = run_validate(str(tmp_path / "topology.toml"))
     assert result.exit_code == 2
-    assert f"{tmp_path / 'pipelex.toml'}: temporal.worker_runtime_profiles.profiles.p.tuning_mode: error" in result.output
+    assert (
+        f"{tmp_path / 'pipelex.toml'}: temporal.worker_runtime_profiles.profiles.p.tuning_mode: error" in result.output
+    )

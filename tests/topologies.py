@@ -105,3 +105,9 @@ def write_topology(directory: Path, changes: dict[str, Any] | None = None, name:
     path = directory / name
     path.write_text(tomlkit.dumps(apply(base_doc(), changes or {})))
     return path
+
+
+def server_changes(address: str, namespace: str) -> dict[str, Any]:
+    """Point the topology's local server at the test's Temporal server and namespace."""
+    local = "temporal.temporal_config.temporal_server_configs.local"
+    return {f"{local}.target_host": address, f"{local}.namespace": namespace}

@@ -28,12 +28,10 @@ CRAFTING_ACTIVITIES = (
 )
 PIPE_ACTIVITIES = ("act_assemble_graph", "act_deliver", "act_flush_trace_events")
 
-_worker_identity = f"{os.getpid()}@{os.uname().nodename}"
 
-
-def set_worker_identity(identity: str) -> None:
-    global _worker_identity
-    _worker_identity = identity
+def _worker_identity() -> str:
+    """The identity the pool gave this worker process (pipelex_pool.worker sets it), else pid@host."""
+    return os.environ.get("PIPELEX_POOL_IDENTITY") or f"{os.getpid()}@{os.uname().nodename}"
 
 
 def _burn_cpu(seconds: float) -> None:
@@ -68,7 +66,7 @@ async def _simulate(step: SimStep) -> StepResult:
         activity=info.activity_type,
         task_queue=info.task_queue,
         attempt=info.attempt,
-        worker_identity=_worker_identity,
+        worker_identity=_worker_identity(),
         duration_s=time.monotonic() - started,
     )
 

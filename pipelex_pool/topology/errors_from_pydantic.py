@@ -74,9 +74,7 @@ def issues_from_validation(
                 file=file,
             )
         elif kind == "missing":
-            issue = Issue(
-                path, "required key is missing.", f"add {loc[-1] if loc else 'it'} = ...", file=file
-            )
+            issue = Issue(path, "required key is missing.", f"add {loc[-1] if loc else 'it'} = ...", file=file)
         else:
             message = str(error["msg"]).removeprefix("Value error, ")
             value = error.get("input")

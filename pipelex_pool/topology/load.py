@@ -72,9 +72,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     except FileNotFoundError as exc:
         raise TopologyError(str(path), [Issue("", "file not found.", "check the path.")]) from exc
     except OSError as exc:
-        raise TopologyError(
-            str(path), [Issue("", f"cannot read the file: {exc}.", "check its permissions.")]
-        ) from exc
+        raise TopologyError(str(path), [Issue("", f"cannot read the file: {exc}.", "check its permissions.")]) from exc
     try:
         return tomlkit.parse(text).unwrap()
     except ParseError as exc:
@@ -84,7 +82,7 @@ def read_toml(path: Path) -> dict[str, Any]:
         ) from exc
 
 
-def _parse(
+def parse_section(
     model: type[M], data: Any, prefix: tuple[str, ...], issues: list[Issue], file: str | None = None
 ) -> M | None:
     try:
@@ -94,7 +92,7 @@ def _parse(
         return None
 
 
-def _temporal_data(doc: dict[str, Any], path: Path, issues: list[Issue]) -> tuple[Any, str | None]:
+def temporal_table(doc: dict[str, Any], path: Path, issues: list[Issue]) -> tuple[Any, str | None]:
     """The raw [temporal] table, inline or from `[pool] temporal_config_file`, and the file it came from."""
     pool = doc.get("pool") if isinstance(doc.get("pool"), dict) else {}
     reference = pool.get("temporal_config_file") if isinstance(pool, dict) else None
@@ -134,7 +132,7 @@ def _temporal_data(doc: dict[str, Any], path: Path, issues: list[Issue]) -> tupl
     return data["temporal"], str(referenced)
 
 
-def _move_docs_alias(temporal: Any, issues: list[Issue], file: str | None) -> None:
+def move_docs_alias(temporal: Any, issues: list[Issue], file: str | None) -> None:
     """Pipelex's docs write [temporal.activity_queues.*]; its code reads [temporal.worker_config.activity_queues.*]."""
     if not isinstance(temporal, dict) or "activity_queues" not in temporal:
         return
@@ -175,18 +173,18 @@ def load_topology(path: str | Path, environ: Mapping[str, str] | None = None) ->
                     did_you_mean(key, ["pool", "dev_server", "workers", "temporal"]),
                 )
             )
-    pool = _parse(PoolSection, doc.get("pool"), ("pool",), issues)
-    dev_server = _parse(DevServer, doc.get("dev_server"), ("dev_server",), issues)
-    temporal_raw, temporal_file = _temporal_data(doc, path, issues)
-    _move_docs_alias(temporal_raw, issues, temporal_file)
-    temporal = _parse(TemporalSection, temporal_raw, ("temporal",), issues, temporal_file)
+    pool = parse_section(PoolSection, doc.get("pool"), ("pool",), issues)
+    dev_server = parse_section(DevServer, doc.get("dev_server"), ("dev_server",), issues)
+    temporal_raw, temporal_file = temporal_table(doc, path, issues)
+    move_docs_alias(temporal_raw, issues, temporal_file)
+    temporal = parse_section(TemporalSection, temporal_raw, ("temporal",), issues, temporal_file)
     workers_raw = doc.get("workers", {})
     groups: dict[str, WorkerGroup] = {}
     if not isinstance(workers_raw, dict):
         issues.append(Issue("workers", "must be a table of groups.", "write [workers.<group>] tables."))
         workers_raw = {}
     for name, raw in workers_raw.items():
-        group = _parse(WorkerGroup, raw, ("workers", name), issues)
+        group = parse_section(WorkerGroup, raw, ("workers", name), issues)
         if group is not None:
             groups[name] = group
     # A broken [pool] must not hide the other sections' errors: check them against the defaults meanwhile.
@@ -224,8 +222,6 @@ def load_topology(path: str | Path, environ: Mapping[str, str] | None = None) ->
         )
     errors = [issue for issue in issues if issue.severity is Severity.ERROR]
     if errors:
-        raise TopologyError(
-            str(path), errors + [issue for issue in issues if issue.severity is not Severity.ERROR]
-        )
+        raise TopologyError(str(path), errors + [issue for issue in issues if issue.severity is not Severity.ERROR])
     assert pool is not None and dev_server is not None and temporal is not None and catalog is not None
     return Topology(path.resolve(), pool, dev_server, temporal, resolved, catalog, scopes, issues)

@@ -28,9 +28,7 @@ def _error(path: str, problem: str, fix: str = "") -> Issue:
     return Issue(path, problem, fix)
 
 
-def _check_temporal(
-    temporal: TemporalSection, catalog: Catalog, issues: list[Issue], file: str | None
-) -> None:
+def check_temporal(temporal: TemporalSection, catalog: Catalog, issues: list[Issue], file: str | None) -> None:
     worker_config = temporal.worker_config
     if worker_config.task_queue is not None:
         if worker_config.default_task_queue not in (None, worker_config.task_queue):
@@ -67,9 +65,7 @@ def _check_temporal(
     for name, profile in profiles.profiles.items():
         path = f"temporal.worker_runtime_profiles.profiles.{name}"
         if profile.tuning_mode == "resource_based":
-            issues.append(
-                Issue(f"{path}.tuning_mode", RESOURCE_BASED, 'set tuning_mode = "explicit".', file=file)
-            )
+            issues.append(Issue(f"{path}.tuning_mode", RESOURCE_BASED, 'set tuning_mode = "explicit".', file=file))
         elif profile.tuning_mode != "explicit":
             issues.append(
                 Issue(
@@ -117,9 +113,7 @@ def _check_temporal(
             for item in names:
                 if item not in known:
                     issues.append(
-                        Issue(
-                            f"{path}.{key}", f"unknown {kind} {item!r}.", did_you_mean(item, known), file=file
-                        )
+                        Issue(f"{path}.{key}", f"unknown {kind} {item!r}.", did_you_mean(item, known), file=file)
                     )
         if resolve_scope(scope, catalog).empty:
             issues.append(
@@ -353,9 +347,7 @@ def _check_coverage(
                 Severity.WARNING,
             )
         )
-    if groups and not any(
-        scopes[g.scope].workflows and g.task_queue == default_queue for g in groups.values()
-    ):
+    if groups and not any(scopes[g.scope].workflows and g.task_queue == default_queue for g in groups.values()):
         issues.append(
             Issue(
                 "workers",
@@ -377,10 +369,8 @@ def check_topology(
     temporal_file: str | None = None,
 ) -> tuple[dict[str, ResolvedGroup], dict[str, ResolvedScope]]:
     """Append every cross-check finding to `issues`; return the resolved groups and scopes."""
-    _check_temporal(temporal, catalog, issues, temporal_file)
-    scopes = {
-        name: resolve_scope(scope, catalog) for name, scope in temporal.worker_scopes.all_scopes().items()
-    }
+    check_temporal(temporal, catalog, issues, temporal_file)
+    scopes = {name: resolve_scope(scope, catalog) for name, scope in temporal.worker_scopes.all_scopes().items()}
     if not groups and complete:
         issues.append(_error("workers", "no worker group is defined.", "add a [workers.<group>] table."))
     resolved: dict[str, ResolvedGroup] = {}

@@ -1,0 +1,1 @@
+"""Talking to Temporal: connecting, describing task queues, the embedded dev server."""

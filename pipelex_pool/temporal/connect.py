@@ -1,0 +1,38 @@
+"""Connect a Temporal client to the server a topology selects."""
+
+from __future__ import annotations
+
+import os
+
+from temporalio.client import Client
+
+from pipelex_pool.errors import WorkerBootError
+from pipelex_pool.topology.temporal_schema import ServerConfig
+
+
+def api_key_for(server: ServerConfig) -> str | None:
+    """The server's API key, read as its config says; raises WorkerBootError when it cannot be found."""
+    if server.api_key_method == "none":
+        return None
+    if server.api_key_method == "env_var":
+        name = server.api_key_id or "TEMPORAL_API_KEY"
+        key = os.environ.get(name)
+        if not key:
+            raise WorkerBootError(f"api_key_method is env_var but ${name} is not set; export it")
+        return key
+    raise WorkerBootError(
+        'api_key_method = "secret_provider" needs Pipelex\'s secret provider, which pipelex-pool does not have; '
+        'use "env_var"'
+    )
+
+
+async def connect(server: ServerConfig, identity: str | None = None) -> Client:
+    """A client for `server` (an API key implies TLS)."""
+    api_key = api_key_for(server)
+    return await Client.connect(
+        server.target_host,
+        namespace=server.namespace,
+        api_key=api_key,
+        tls=api_key is not None,
+        identity=identity,
+    )

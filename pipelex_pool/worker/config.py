@@ -1,0 +1,143 @@
+"""What one worker runs, from its flags and its config file; every problem is a WorkerBootError (exit 78)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelex_pool.errors import Issue, Severity, TopologyError, WorkerBootError
+from pipelex_pool.packs import AppImportError, Catalog, ResolvedScope, load_app, resolve_scope
+from pipelex_pool.topology.load import move_docs_alias, parse_section, read_toml, temporal_table
+from pipelex_pool.topology.schema import PoolSection
+from pipelex_pool.topology.suggest import closest
+from pipelex_pool.topology.temporal_schema import (
+    BUILTIN_DEFAULT_PROFILE,
+    RuntimeProfile,
+    ServerConfig,
+    TemporalSection,
+)
+from pipelex_pool.topology.validate import check_temporal
+
+CONFIG_ENV = "PIPELEX_POOL_CONFIG"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    config_file: Path
+    pool: str
+    task_queue: str
+    scope_name: str
+    scope: ResolvedScope
+    profile_name: str
+    profile: RuntimeProfile
+    temporal: TemporalSection
+    server: ServerConfig
+    catalog: Catalog
+    identity: str
+    sandbox: bool
+    unit_testing: bool
+
+    @property
+    def max_task_queue_activities_per_second(self) -> float | None:
+        options = self.temporal.queue_options.get(self.task_queue)
+        return options.max_task_queue_activities_per_second if options else None
+
+
+def default_identity(pool: str, group: str, replica: str) -> str:
+    return f"{pool}/{group}/{replica}@{socket.gethostname()}:{os.getpid()}"
+
+
+def _first_error(file: Path, issues: list[Issue]) -> WorkerBootError:
+    errors = [issue for issue in issues if issue.severity is Severity.ERROR]
+    more = f" ({len(errors) - 1} more; run `pipelex-pool validate {file}`)" if len(errors) > 1 else ""
+    return WorkerBootError(errors[0].render(str(file)) + more)
+
+
+def _unknown(kind: str, flag: str, value: str, known: list[str]) -> WorkerBootError:
+    near = closest(value, known)
+    hint = f" Did you mean {near!r}?" if near else ""
+    return WorkerBootError(f"Unknown {kind} {flag} {value!r} (known: {', '.join(sorted(known))}).{hint}")
+
+
+def load_worker_settings(
+    config: Path | None,
+    task_queue: str | None,
+    scope: str | None,
+    profile: str | None,
+    identity: str | None,
+    *,
+    sandbox: bool = True,
+    unit_testing: bool = False,
+) -> WorkerSettings:
+    """Read the config (a topology file or a pipelex.toml) and check the flags against it, queue first."""
+    if config is None:
+        env = os.environ.get(CONFIG_ENV)
+        if not env:
+            raise WorkerBootError(
+                f"no config file: pass --config FILE (a topology or pipelex.toml) or set ${CONFIG_ENV}"
+            )
+        config = Path(env)
+    try:
+        doc = read_toml(config)
+    except TopologyError as exc:
+        raise _first_error(config, exc.issues) from exc
+    issues: list[Issue] = []
+    pool = parse_section(PoolSection, doc.get("pool"), ("pool",), issues) or PoolSection()
+    raw, temporal_file = temporal_table(doc, config, issues)
+    move_docs_alias(raw, issues, temporal_file)
+    temporal = parse_section(TemporalSection, raw, ("temporal",), issues, temporal_file)
+    if temporal is None or any(issue.severity is Severity.ERROR for issue in issues):
+        raise _first_error(config, issues)
+
+    # Strict --task-queue check first: a typo fails in well under a second, before any connection.
+    queue = task_queue or temporal.default_task_queue
+    known_queues = temporal.known_queues()
+    if queue not in known_queues:
+        near = closest(queue, known_queues)
+        raise WorkerBootError(
+            f"--task-queue {queue!r} is not referenced by any routing or options entry. "
+            f"Known queues: {known_queues}." + (f" Did you mean {near!r}?" if near else "")
+        )
+    scopes = temporal.worker_scopes.all_scopes()
+    scope_name = scope or temporal.worker_scopes.default_scope
+    if scope_name not in scopes:
+        raise _unknown("worker scope", "--scope", scope_name, list(scopes))
+    profiles = temporal.worker_runtime_profiles.all_profiles()
+    profile_name = profile or temporal.worker_runtime_profiles.default_profile
+    if profile_name not in profiles:
+        raise _unknown("worker runtime profile", "--profile", profile_name, list(profiles))
+    try:
+        catalog = load_app(pool.app)
+    except AppImportError as exc:
+        raise WorkerBootError(f"{config}: pool.app: {exc}") from exc
+    check_temporal(temporal, catalog, issues, temporal_file)
+    if any(issue.severity is Severity.ERROR for issue in issues):
+        raise _first_error(config, issues)
+    resolved = resolve_scope(scopes[scope_name], catalog)
+    if resolved.empty:
+        raise WorkerBootError(f"scope {scope_name!r} resolves to nothing: no workflow and no activity to register")
+    server = temporal.selected_server()
+    assert server is not None  # check_temporal reported an unknown selected_server
+    base = profiles.get(temporal.worker_runtime_profiles.default_profile, BUILTIN_DEFAULT_PROFILE)
+    return WorkerSettings(
+        config_file=config,
+        pool=pool.name,
+        task_queue=queue,
+        scope_name=scope_name,
+        scope=resolved,
+        profile_name=profile_name,
+        profile=profiles[profile_name].filled_from(base).filled_from(BUILTIN_DEFAULT_PROFILE),
+        temporal=temporal,
+        server=server,
+        catalog=catalog,
+        identity=identity
+        or default_identity(
+            pool.name,
+            os.environ.get("PIPELEX_POOL_GROUP", scope_name),
+            os.environ.get("PIPELEX_POOL_REPLICA", "0"),
+        ),
+        sandbox=sandbox,
+        unit_testing=unit_testing,
+    )

@@ -1,0 +1,200 @@
+"""Run one worker: connect, poll, announce readiness over sd_notify, drain on SIGTERM or parent death."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import structlog
+from temporalio.client import Client
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from pipelex_pool.notify import Notifier
+from pipelex_pool.sim import routing
+from pipelex_pool.temporal.connect import connect
+from pipelex_pool.temporal.pollers import QueueType, queue_pollers
+from pipelex_pool.worker.config import WorkerSettings
+
+log = structlog.get_logger("pipelex_pool.worker")
+
+IDENTITY_ENV = "PIPELEX_POOL_IDENTITY"
+PR_SET_PDEATHSIG = 1
+READINESS_POLL_S = 0.25
+DEFAULT_WATCHDOG_S = 5.0
+
+
+def set_parent_death_signal() -> None:
+    """Ask the kernel to send SIGTERM when our parent dies (Linux); the getppid() watch is the backstop."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def worker_kwargs(settings: WorkerSettings) -> dict[str, Any]:
+    """The runtime profile's fields 1:1 as `temporalio.worker.Worker` arguments."""
+    profile = settings.profile
+    return {
+        "max_cached_workflows": profile.max_cached_workflows,
+        "max_concurrent_workflow_tasks": profile.max_concurrent_workflow_tasks,
+        "max_concurrent_activities": profile.max_concurrent_activities,
+        "max_concurrent_local_activities": profile.max_concurrent_local_activities,
+        "max_concurrent_workflow_task_polls": profile.max_concurrent_workflow_task_polls,
+        "max_concurrent_activity_task_polls": profile.max_concurrent_activity_task_polls,
+        "max_activities_per_second": profile.max_activities_per_second,
+        "sticky_queue_schedule_to_start_timeout": profile.sticky_queue_schedule_to_start_timeout,
+        "max_heartbeat_throttle_interval": profile.max_heartbeat_throttle_interval,
+        "default_heartbeat_throttle_interval": profile.default_heartbeat_throttle_interval,
+        "graceful_shutdown_timeout": profile.graceful_shutdown_timeout,
+        "max_task_queue_activities_per_second": settings.max_task_queue_activities_per_second,
+    }
+
+
+def sandboxed_runner() -> SandboxedWorkflowRunner:
+    """Temporal's sandbox, with the routing table module shared with the host (it holds the worker's config)."""
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(routing.__name__)
+    return SandboxedWorkflowRunner(restrictions=restrictions)
+
+
+def build_worker(client: Client, settings: WorkerSettings) -> Worker:
+    catalog = settings.catalog
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[catalog.workflows[name] for name in settings.scope.workflows],
+        activities=[catalog.activities[name] for name in settings.scope.activities],
+        identity=settings.identity,
+        workflow_runner=sandboxed_runner() if settings.sandbox else UnsandboxedWorkflowRunner(),
+        **{key: value for key, value in worker_kwargs(settings).items() if value is not None},
+    )
+
+
+def served_types(settings: WorkerSettings) -> list[QueueType]:
+    types = []
+    if settings.scope.workflows:
+        types.append(QueueType.WORKFLOW)
+    if settings.scope.activities:
+        types.append(QueueType.ACTIVITY)
+    return types
+
+
+async def wait_until_polling(client: Client, settings: WorkerSettings) -> None:
+    """Return once Temporal lists our identity among the pollers of every queue type we serve."""
+    pending = served_types(settings)
+    while pending:
+        try:
+            for queue_type in list(pending):
+                if settings.identity in await queue_pollers(client, settings.task_queue, queue_type):
+                    pending.remove(queue_type)
+        except Exception as exc:  # RPC errors: Temporal may be restarting; readiness just waits
+            log.warning("worker.describe_failed", error=str(exc))
+        if pending:
+            await anyio.sleep(READINESS_POLL_S)
+
+
+class WorkerProcess:
+    """The life of one worker process; `drain()` is idempotent, so a second SIGTERM cannot cut it short."""
+
+    def __init__(self, settings: WorkerSettings, notifier: Notifier) -> None:
+        self.settings = settings
+        self.notifier = notifier
+        self.drain_requested = anyio.Event()
+        self.drain_reason = ""
+        self.failed: BaseException | None = None
+
+    def drain(self, reason: str) -> None:
+        if self.drain_requested.is_set():
+            log.info("worker.drain_already_in_progress", reason=reason)
+            return
+        self.drain_reason = reason
+        self.drain_requested.set()
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                self.drain(signal.Signals(signum).name)
+
+    async def _parent_watch(self, parent: int) -> None:
+        # backstop for PDEATHSIG (which a thread-exit race can miss): there is no event to wait on
+        while os.getppid() == parent:  # noqa: ASYNC110
+            await anyio.sleep(1.0)
+        self.drain("parent exited")
+
+    async def _announce(self, client: Client, worker: Worker) -> None:
+        with anyio.fail_after(None):
+            await wait_until_polling(client, self.settings)
+        self.notifier.send("READY=1", f"STATUS=polling {self.settings.task_queue}", f"MAINPID={os.getpid()}")
+        log.info(
+            "worker.ready", task_queue=self.settings.task_queue, types=[t.name for t in served_types(self.settings)]
+        )
+        usec = os.environ.get("WATCHDOG_USEC")
+        interval = int(usec) / 2e6 if usec and usec.isdigit() else DEFAULT_WATCHDOG_S
+        while worker.is_running:
+            self.notifier.send("WATCHDOG=1")
+            await anyio.sleep(interval)
+
+    async def _run(self, worker: Worker) -> None:
+        try:
+            await worker.run()
+        except Exception as exc:  # a worker that fails on its own is reported and the process exits 1
+            self.failed = exc
+            log.error("worker.failed", error=repr(exc))
+        if not self.drain_requested.is_set():
+            self.drain("worker stopped")
+
+    async def serve(self, client: Client, parent: int) -> int:
+        worker = build_worker(client, self.settings)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._signals)
+            tg.start_soon(self._parent_watch, parent)
+            tg.start_soon(self._run, worker)
+            tg.start_soon(self._announce, client, worker)
+            await self.drain_requested.wait()
+            grace = self.settings.profile.graceful_shutdown_timeout
+            log.info("worker.draining", reason=self.drain_reason, grace_s=grace.total_seconds() if grace else 0)
+            self.notifier.send("STOPPING=1", f"STATUS=draining ({self.drain_reason})")
+            if worker.is_running:
+                with anyio.CancelScope(shield=True):
+                    await worker.shutdown()
+            tg.cancel_scope.cancel()
+        log.info("worker.exited", failed=self.failed is not None)
+        return 1 if self.failed is not None else 0
+
+
+async def run_worker(settings: WorkerSettings, on_connect_error: Callable[[str], None] | None = None) -> int:
+    parent = os.getppid()
+    set_parent_death_signal()
+    os.environ[IDENTITY_ENV] = settings.identity
+    if settings.unit_testing:
+        os.environ["PIPELEX_RUN_MODE"] = "unit_test"
+    routing.install(routing.RoutingTable(settings.temporal))
+    notifier = Notifier()
+    log.info(
+        "worker.starting",
+        task_queue=settings.task_queue,
+        scope=settings.scope_name,
+        profile=settings.profile_name,
+        workflows=list(settings.scope.workflows),
+        activities=list(settings.scope.activities),
+        server=settings.server.target_host,
+        sandbox=settings.sandbox,
+    )
+    try:
+        client = await connect(settings.server, settings.identity)
+    except Exception as exc:  # unreachable server: exit 1 so the supervisor retries with backoff
+        message = (
+            f"cannot reach Temporal at {settings.server.target_host} (namespace {settings.server.namespace}): {exc}"
+        )
+        log.error("worker.connect_failed", error=message)
+        if on_connect_error:
+            on_connect_error(message)
+        return 1
+    try:
+        return await WorkerProcess(settings, notifier).serve(client, parent)
+    finally:
+        notifier.close()
