@@ -1,0 +1,1 @@
+"""The supervisor: process handles and their state machine, restart policy, spawning and the reconcile loop."""

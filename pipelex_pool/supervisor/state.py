@@ -1,0 +1,56 @@
+"""Replica states and decoded exit statuses."""
+
+from __future__ import annotations
+
+import enum
+import signal
+from dataclasses import dataclass
+
+from pipelex_pool.errors import EX_CONFIG
+
+
+class ProcState(enum.Enum):
+    """supervisord's states, the model to beat: every replica is in exactly one."""
+
+    STOPPED = "STOPPED"  # not running, and not meant to (yet)
+    STARTING = "STARTING"  # spawned, not ready yet
+    READY = "READY"  # ready (notify READY=1, seen polling, or delay passed)
+    BACKOFF = "BACKOFF"  # exited unexpectedly, waiting to be started again
+    STOPPING = "STOPPING"  # SIGTERM sent, draining
+    EXITED = "EXITED"  # exited and not to be restarted by policy (clean exit, or policy never)
+    FATAL = "FATAL"  # gave up: crash loop or configuration error, until restart-failed
+
+    @property
+    def alive(self) -> bool:
+        return self in (ProcState.STARTING, ProcState.READY, ProcState.STOPPING)
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a process ended: an exit code, or the signal that killed it."""
+
+    code: int | None = None
+    signal: int | None = None
+
+    @classmethod
+    def from_returncode(cls, returncode: int) -> ExitStatus:
+        return cls(signal=-returncode) if returncode < 0 else cls(code=returncode)
+
+    @property
+    def success(self) -> bool:
+        return self.code == 0
+
+    @property
+    def config_error(self) -> bool:
+        return self.code == EX_CONFIG
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            try:
+                name = signal.Signals(self.signal).name
+            except ValueError:
+                name = f"signal {self.signal}"
+            return f"{name} (possibly out of memory)" if self.signal == signal.SIGKILL else name
+        if self.code == EX_CONFIG:
+            return "exit 78 (configuration error)"
+        return f"exit {self.code}"
