@@ -97,3 +97,35 @@ def worker(
         sys.exit(EX_CONFIG)
     configure_logging(identity=settings.identity)
     exit_skipping_finalization(anyio.run(run_worker, settings))
+
+
+@main.command()
+@click.argument("topology", type=click.Path(path_type=Path))
+def up(topology: Path) -> None:
+    """Validate TOPOLOGY, then run the pool in the foreground until SIGTERM, SIGINT or `down`.
+
+    Refuses to start (exit 2) on any topology error, or when the pool is already running.
+    """
+    import anyio
+
+    from pipelex_pool.errors import PoolError
+    from pipelex_pool.logs import configure_logging
+    from pipelex_pool.supervisor.main import serve_pool
+    from pipelex_pool.topology.load import load_topology
+
+    try:
+        loaded = load_topology(topology)
+    except TopologyError as exc:
+        click.echo(
+            f"{exc}\npipelex-pool up: refusing to start: fix the errors above (see `pipelex-pool validate`)", err=True
+        )
+        sys.exit(EXIT_USAGE)
+    configure_logging(pool=loaded.pool.name)
+    for issue in loaded.warnings:
+        click.echo(issue.render(str(loaded.file)), err=True)
+    try:
+        code = anyio.run(serve_pool, loaded)
+    except PoolError as exc:
+        click.echo(f"pipelex-pool up: {exc}", err=True)
+        exit_skipping_finalization(EXIT_USAGE)
+    exit_skipping_finalization(code)

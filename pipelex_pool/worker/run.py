@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +14,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from pipelex_pool.notify import Notifier
+from pipelex_pool.parent_death import set_parent_death_signal
 from pipelex_pool.sim import routing
 from pipelex_pool.temporal.connect import connect
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
@@ -24,16 +23,8 @@ from pipelex_pool.worker.config import WorkerSettings
 log = structlog.get_logger("pipelex_pool.worker")
 
 IDENTITY_ENV = "PIPELEX_POOL_IDENTITY"
-PR_SET_PDEATHSIG = 1
 READINESS_POLL_S = 0.25
 DEFAULT_WATCHDOG_S = 5.0
-
-
-def set_parent_death_signal() -> None:
-    """Ask the kernel to send SIGTERM when our parent dies (Linux); the getppid() watch is the backstop."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def worker_kwargs(settings: WorkerSettings) -> dict[str, Any]:

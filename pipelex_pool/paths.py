@@ -1,0 +1,95 @@
+"""Where a pool keeps its socket, lock, state and logs; shared by the supervisor and the CLI.
+
+Order of precedence: the topology's [pool] keys, then systemd's $RUNTIME_DIRECTORY / $STATE_DIRECTORY /
+$LOGS_DIRECTORY, then $XDG_RUNTIME_DIR/pipelex-pool/<name>, then a private 0700 directory under /tmp.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelex_pool.errors import PoolError
+from pipelex_pool.topology.schema import PoolSection
+
+AF_UNIX_PATH_MAX = 107
+
+
+@dataclass(frozen=True)
+class PoolPaths:
+    runtime_dir: Path
+    socket: Path
+    state_dir: Path
+    log_dir: Path
+
+    @property
+    def lock(self) -> Path:
+        """Beside the socket: one supervisor per socket, so one per pool."""
+        return self.socket.with_name(self.socket.name + ".lock")
+
+    @property
+    def notify_dir(self) -> Path:
+        return self.runtime_dir / "notify"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "children.json"
+
+
+def runtime_base(name: str, environ: Mapping[str, str]) -> Path:
+    if environ.get("RUNTIME_DIRECTORY"):
+        return Path(environ["RUNTIME_DIRECTORY"].split(":")[0])
+    if environ.get("XDG_RUNTIME_DIR"):
+        return Path(environ["XDG_RUNTIME_DIR"]) / "pipelex-pool" / name
+    return Path("/tmp") / f"pipelex-pool-{os.getuid()}" / name
+
+
+def _resolve(value: str | None, base: Path) -> Path | None:
+    return None if value is None else (base / value).resolve()
+
+
+def resolve_paths(pool: PoolSection, topology_dir: Path, environ: Mapping[str, str] | None = None) -> PoolPaths:
+    environ = os.environ if environ is None else environ
+    base = runtime_base(pool.name, environ)
+    socket = _resolve(pool.socket, topology_dir) or base / "control.sock"
+    state = _resolve(pool.state_dir, topology_dir)
+    if state is None:
+        state = Path(environ["STATE_DIRECTORY"].split(":")[0]) if environ.get("STATE_DIRECTORY") else base / "state"
+    logs = _resolve(pool.log_dir, topology_dir)
+    if logs is None:
+        logs = Path(environ["LOGS_DIRECTORY"].split(":")[0]) if environ.get("LOGS_DIRECTORY") else base / "logs"
+    return PoolPaths(runtime_dir=socket.parent if pool.socket else base, socket=socket, state_dir=state, log_dir=logs)
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` (and parents) as 0700 and check that it is ours and private; raise PoolError otherwise.
+    Under /tmp every directory below /tmp is checked, so another user cannot pre-create one for us."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    checked = [path]
+    if path.is_relative_to("/tmp"):
+        checked = [p for p in (path, *path.parents) if p.is_relative_to("/tmp") and p != Path("/tmp")]
+    for directory in checked:
+        _ensure_private(directory)
+    return path
+
+
+def _ensure_private(directory: Path) -> None:
+    info = directory.lstat()
+    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid():
+        raise PoolError(
+            f"{directory} is not a directory owned by uid {os.getuid()}: refusing to use it for the pool's socket "
+            "and state; remove it or set [pool] socket/state_dir"
+        )
+    if info.st_mode & 0o077:
+        os.chmod(directory, 0o700)
+
+
+def check_socket_path(path: Path) -> None:
+    if len(str(path)) > AF_UNIX_PATH_MAX:
+        raise PoolError(
+            f"socket path {path} is {len(str(path))} bytes, over the AF_UNIX limit of {AF_UNIX_PATH_MAX}; "
+            "set a shorter [pool] socket"
+        )

@@ -1,0 +1,104 @@
+"""What the reconcile loop supervises: worker groups and the embedded dev server, each a list of handles."""
+
+from __future__ import annotations
+
+import enum
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelex_pool.supervisor.handle import HandleTimings, ProcessHandle
+from pipelex_pool.supervisor.policy import RestartPolicy
+from pipelex_pool.supervisor.spawn import ChildSpec, pdeathsig_wrapped, worker_spec
+from pipelex_pool.temporal.devserver import dev_server_command, split_target
+from pipelex_pool.topology.load import Topology
+from pipelex_pool.topology.schema import ResolvedGroup, RestartConfig
+from pipelex_pool.units import parse_duration
+
+STOP_MARGIN_S = 5.0
+DEFAULT_WATCHDOG_S = 15.0
+DEV_SERVER_GROUP = "temporal-dev-server"
+
+
+class Readiness(enum.Enum):
+    NOTIFY = "notify"  # READY=1 over the child's NOTIFY_SOCKET
+    TEMPORAL = "temporal"  # its identity seen polling its task queue
+    DELAY = "delay"  # running for a fixed time
+    SERVING = "serving"  # (dev server) answers gRPC
+
+
+@dataclass
+class SupervisedGroup:
+    """A group's desired state and its replica handles (index = replica number)."""
+
+    name: str
+    readiness: Readiness
+    restart: RestartConfig
+    timings: HandleTimings
+    make_spec: Callable[[int], ChildSpec]
+    desired: int
+    spec: ResolvedGroup | None = None  # None for the dev server
+    ready_delay: float = 0.0
+    stopped_by_operator: bool = False
+    handles: list[ProcessHandle] = field(default_factory=list)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def new_handle(self) -> ProcessHandle:
+        handle = ProcessHandle(self.name, len(self.handles), RestartPolicy(self.restart, self.rng), self.timings)
+        self.handles.append(handle)
+        return handle
+
+
+def worker_group(topology: Topology, group: ResolvedGroup, topology_file: Path) -> SupervisedGroup:
+    readiness, delay = Readiness.NOTIFY, 0.0
+    if group.readiness == "temporal":
+        readiness = Readiness.TEMPORAL
+    elif group.readiness.startswith("delay:"):
+        readiness, delay = Readiness.DELAY, parse_duration(group.readiness.removeprefix("delay:")).total_seconds()
+    timings = HandleTimings(
+        start_timeout=group.start_timeout.total_seconds(),
+        stop_timeout=group.graceful_shutdown_timeout.total_seconds() + STOP_MARGIN_S,
+        watchdog=DEFAULT_WATCHDOG_S if readiness is Readiness.NOTIFY and group.builtin else None,
+    )
+    pool = topology.pool.name
+    return SupervisedGroup(
+        name=group.name,
+        readiness=readiness,
+        restart=group.restart,
+        timings=timings,
+        make_spec=lambda replica: worker_spec(pool, group, replica, topology_file, {}),
+        desired=group.replicas,
+        spec=group,
+        ready_delay=delay,
+    )
+
+
+def dev_server_group(topology: Topology, state_dir: Path) -> SupervisedGroup:
+    server = topology.temporal.selected_server()
+    assert server is not None
+    host, port = split_target(server.target_host)
+    settings = topology.dev_server
+    db = Path(settings.db_filename) if settings.db_filename else state_dir / "temporal.db"
+    attributes = (
+        tuple(topology.temporal.search_attributes.attributes) if topology.temporal.search_attributes.enabled else ()
+    )
+    argv = dev_server_command(
+        port,
+        db,
+        ip="127.0.0.1" if host in ("localhost", "127.0.0.1") else host,
+        namespaces=(server.namespace,),
+        search_attributes=attributes,
+        ui_port=settings.ui_port,
+        log_level=settings.log_level,
+    )
+    spec = ChildSpec(name=f"{DEV_SERVER_GROUP}/0", argv=pdeathsig_wrapped(argv), env=dict(os.environ), identity="")
+    return SupervisedGroup(
+        name=DEV_SERVER_GROUP,
+        readiness=Readiness.SERVING,
+        restart=topology.pool.restart.model_copy(update={"policy": "always"}),
+        timings=HandleTimings(start_timeout=settings.start_timeout.total_seconds(), stop_timeout=15.0, watchdog=None),
+        make_spec=lambda replica: spec,
+        desired=1,
+    )

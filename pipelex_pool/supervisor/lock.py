@@ -1,0 +1,113 @@
+"""One supervisor per pool (an flock'd lock file), and the state file that lets the next one clean up after a
+supervisor that was killed."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+import structlog
+
+from pipelex_pool.errors import PoolAlreadyRunningError
+
+log = structlog.get_logger("pipelex_pool.supervisor")
+
+
+class PoolLock:
+    """Held for the supervisor's lifetime; the file holds its pid so a second `up` can name it."""
+
+    def __init__(self, path: Path, pool: str) -> None:
+        self.path = path
+        self.pool = pool
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise PoolAlreadyRunningError(
+                f"pool {self.pool!r} is already running (supervisor pid {holder}, lock {self.path}); "
+                f"check it with `pipelex-pool status`, stop it with `pipelex-pool down`, or give this pool "
+                "another [pool] name"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+@dataclass(frozen=True)
+class ChildRecord:
+    pid: int
+    create_time: float
+    name: str
+
+
+def write_state(path: Path, children: list[ChildRecord]) -> None:
+    """Atomically record the live children (pid + create time: a recycled pid is not mistaken for ours)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"supervisor_pid": os.getpid(), "children": [asdict(c) for c in children]}))
+    tmp.replace(path)
+
+
+def record_for(pid: int, name: str) -> ChildRecord | None:
+    try:
+        return ChildRecord(pid=pid, create_time=psutil.Process(pid).create_time(), name=name)
+    except psutil.Error:
+        return None
+
+
+def stop_leftovers(path: Path, grace: float = 10.0) -> list[ChildRecord]:
+    """Stop the children a crashed supervisor left behind (each in its own process group); returns them."""
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+    found: list[ChildRecord] = []
+    for raw in data.get("children", []):
+        record = ChildRecord(**raw)
+        try:
+            if abs(psutil.Process(record.pid).create_time() - record.create_time) < 0.05:
+                found.append(record)
+        except psutil.Error:
+            continue
+    for record in found:
+        log.warning("supervisor.leftover_found", name=record.name, pid=record.pid)
+        _signal_group(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for record in found:
+        while time.monotonic() < deadline and psutil.pid_exists(record.pid) and not _zombie(record.pid):
+            time.sleep(0.1)
+        _signal_group(record.pid, signal.SIGKILL)
+    path.unlink(missing_ok=True)
+    return found
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return True
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass

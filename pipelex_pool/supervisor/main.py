@@ -1,0 +1,71 @@
+"""`pipelex-pool up`: prepare the pool's directories, take its lock, clean up after a crashed predecessor, decide
+on the embedded dev server, and run the supervisor."""
+
+from __future__ import annotations
+
+import os
+
+import structlog
+
+from pipelex_pool.errors import PoolError
+from pipelex_pool.paths import PoolPaths, check_socket_path, private_dir, resolve_paths
+from pipelex_pool.supervisor.lock import PoolLock, stop_leftovers
+from pipelex_pool.supervisor.loop import Supervisor
+from pipelex_pool.temporal.devserver import is_local, port_answers
+from pipelex_pool.topology.load import Topology
+
+log = structlog.get_logger("pipelex_pool.supervisor")
+
+
+def wants_dev_server(topology: Topology) -> bool:
+    """`enabled = "auto"`: only for a local server that does not answer yet."""
+    server = topology.temporal.selected_server()
+    assert server is not None
+    enabled = topology.dev_server.enabled
+    if enabled is False:
+        return False
+    if not is_local(server.target_host):
+        if enabled is True:
+            raise PoolError(
+                f"[dev_server] enabled = true, but the selected server {server.target_host} is not local; "
+                'select a local server or set enabled = "auto"'
+            )
+        return False
+    answering = port_answers(server.target_host)
+    if enabled is True and answering:
+        raise PoolError(
+            f"[dev_server] enabled = true, but {server.target_host} is already in use; stop what listens there, "
+            'or set enabled = "auto" to use it'
+        )
+    if answering:
+        log.info("devserver.not_needed", target=server.target_host, reason="a server already answers")
+    return not answering
+
+
+def prepare_paths(topology: Topology) -> PoolPaths:
+    paths = resolve_paths(topology.pool, topology.file.parent)
+    check_socket_path(paths.socket)
+    private_dir(paths.runtime_dir)
+    private_dir(paths.notify_dir)
+    longest = max((len(name) for name in topology.groups), default=0)
+    check_socket_path(paths.notify_dir / f"{'x' * longest}-999-99999.sock")
+    for directory in (paths.state_dir, paths.log_dir):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return paths
+
+
+async def serve_pool(topology: Topology) -> int:
+    """Run the pool in the foreground until SIGTERM/SIGINT (or `down`); 0 after a clean drain."""
+    paths = prepare_paths(topology)
+    lock = PoolLock(paths.lock, topology.pool.name)
+    lock.acquire()
+    try:
+        for record in stop_leftovers(paths.state_file):
+            log.warning("supervisor.leftover_stopped", name=record.name, pid=record.pid)
+        supervisor = Supervisor(topology, paths, dev_server=wants_dev_server(topology))
+        await supervisor.run()
+    finally:
+        paths.state_file.unlink(missing_ok=True)
+        lock.release()
+    log.info("supervisor.exit", pid=os.getpid())
+    return 0

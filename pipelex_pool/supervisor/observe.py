@@ -1,0 +1,134 @@
+"""Observers of one child process: its output (to a rotating log), its sd_notify datagrams, its exit, and
+readiness checks that live outside it. They only report events; the loop decides."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import anyio
+import structlog
+from anyio.abc import ByteReceiveStream, ObjectSendStream, Process
+from temporalio.client import Client
+
+from pipelex_pool.supervisor.events import Event, Exited, Notified, SeenReady
+from pipelex_pool.supervisor.handle import ProcessHandle
+from pipelex_pool.supervisor.logfile import RotatingLog
+from pipelex_pool.temporal.devserver import wait_until_serving
+from pipelex_pool.temporal.pollers import QueueType, queue_pollers
+
+log = structlog.get_logger("pipelex_pool.supervisor")
+OUTPUT_DRAIN_S = 1.0
+
+
+def bind_notify_socket(path: Path) -> socket.socket:
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    sock.bind(str(path))
+    path.chmod(0o600)
+    sock.setblocking(False)
+    return sock
+
+
+def parse_notify(datagram: bytes) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for line in datagram.decode(errors="replace").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key.strip()] = value
+    return fields
+
+
+async def _pump(stream: ByteReceiveStream, output: RotatingLog, done: anyio.Event) -> None:
+    try:
+        async for chunk in stream:
+            output.write(chunk)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        pass
+    finally:
+        done.set()
+
+
+async def _read_notify(
+    sock: socket.socket, handle: ProcessHandle, generation: int, events: ObjectSendStream[Event]
+) -> None:
+    while True:
+        await anyio.wait_readable(sock)
+        try:
+            datagram = sock.recv(4096)
+        except BlockingIOError:
+            continue
+        await events.send(Notified(handle, generation, parse_notify(datagram)))
+
+
+async def watch_child(
+    handle: ProcessHandle,
+    generation: int,
+    process: Process,
+    output: RotatingLog,
+    notify: tuple[socket.socket, Path] | None,
+    events: ObjectSendStream[Event],
+) -> None:
+    """Pump output and notifications until the process exits, then report the exit (always, even on cancel)."""
+    returncode = -9
+    try:
+        async with anyio.create_task_group() as tg:
+            drained = anyio.Event()
+            if process.stdout is not None:
+                tg.start_soon(_pump, process.stdout, output, drained)
+            else:
+                drained.set()
+            if notify is not None:
+                tg.start_soon(_read_notify, notify[0], handle, generation, events)
+            returncode = await process.wait()
+            with anyio.move_on_after(OUTPUT_DRAIN_S):  # a grandchild may hold the pipe open: do not wait on it
+                await drained.wait()
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            output.close()
+            if notify is not None:
+                notify[0].close()
+                notify[1].unlink(missing_ok=True)
+            await process.aclose()
+            await events.send(
+                Exited(handle, generation, process.returncode if process.returncode is not None else returncode)
+            )
+
+
+async def watch_serving(
+    handle: ProcessHandle, generation: int, target: str, namespace: str, within: float, events: ObjectSendStream[Event]
+) -> None:
+    try:
+        await wait_until_serving(target, namespace, within=within)
+    except Exception as exc:  # not serving in time: the handle's start_timeout kills and restarts it
+        log.warning("devserver.not_serving", target=target, error=str(exc))
+        return
+    await events.send(SeenReady(handle, generation))
+
+
+async def watch_polling(
+    client: Client,
+    handle: ProcessHandle,
+    generation: int,
+    queue: str,
+    types: list[QueueType],
+    identity: str,
+    events: ObjectSendStream[Event],
+) -> None:
+    """Readiness `temporal`: ready once Temporal lists the child polling (by identity, or Pipelex's pid@host)."""
+    pid_prefix = f"{handle.pid}@"
+    pending = list(types)
+    while pending and handle.generation == generation:
+        for queue_type in list(pending):
+            try:
+                pollers = await queue_pollers(client, queue, queue_type)
+            except Exception as exc:  # Temporal briefly unavailable: keep waiting until start_timeout
+                log.warning("supervisor.describe_failed", queue=queue, error=str(exc))
+                break
+            if any(name == identity or name.startswith(pid_prefix) for name in pollers):
+                pending.remove(queue_type)
+        if pending:
+            await anyio.sleep(0.5)
+    if handle.generation == generation:
+        await events.send(SeenReady(handle, generation))

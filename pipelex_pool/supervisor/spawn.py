@@ -1,0 +1,106 @@
+"""How a replica's process is made. Everything goes through the Spawner interface, so nothing else in the
+supervisor assumes how a child was created (a warm fork server is the planned second implementation)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+from anyio.abc import Process
+
+from pipelex_pool.supervisor.pdeathsig import PID_TOKEN
+from pipelex_pool.topology.schema import ResolvedGroup
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """One process to start: its argv, its full environment, and what the pool calls it."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    identity: str  # may hold __PID__, replaced by the pid once known
+
+
+class Spawner(Protocol):
+    async def spawn(self, spec: ChildSpec) -> Process: ...
+
+
+class ExecSpawner:
+    """Plain fork+exec in a new session (its own process group), stdout and stderr on one pipe."""
+
+    async def spawn(self, spec: ChildSpec) -> Process:
+        return await anyio.open_process(
+            spec.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=spec.env,
+            start_new_session=True,
+        )
+
+
+def identity_for(pool: str, group: str, replica: int, pid: int | str = PID_TOKEN) -> str:
+    return f"{pool}/{group}/{replica}@{socket.gethostname()}:{pid}"
+
+
+def pdeathsig_wrapped(argv: list[str]) -> list[str]:
+    return [sys.executable, "-m", "pipelex_pool.supervisor.pdeathsig", *argv]
+
+
+def worker_spec(
+    pool: str,
+    group: ResolvedGroup,
+    replica: int,
+    topology_file: Path,
+    extra_env: Mapping[str, str],
+    base_env: Mapping[str, str] | None = None,
+) -> ChildSpec:
+    """The built-in worker, or the group's command template with its placeholders filled."""
+    identity = identity_for(pool, group.name, replica)
+    env = {
+        **(os.environ if base_env is None else base_env),
+        **group.env,
+        "PIPELEX_POOL_CONFIG": str(topology_file),
+        "PIPELEX_POOL_GROUP": group.name,
+        "PIPELEX_POOL_REPLICA": str(replica),
+        "PIPELEX_POOL_IDENTITY": identity,
+        "PYTHONUNBUFFERED": "1",
+        **extra_env,
+    }
+    if group.command is None:
+        argv = [
+            sys.executable,
+            "-m",
+            "pipelex_pool",
+            "worker",
+            "--config",
+            str(topology_file),
+            "--task-queue",
+            group.task_queue,
+            "--scope",
+            group.scope,
+            "--profile",
+            group.profile,
+        ]
+    else:
+        values = {
+            "task_queue": group.task_queue,
+            "scope": group.scope,
+            "profile": group.profile,
+            "group": group.name,
+            "replica": str(replica),
+            "identity": identity,
+            "pool": pool,
+            "python": sys.executable,
+            "config": str(topology_file),
+        }
+        argv = pdeathsig_wrapped([part.format(**values) for part in group.command])
+    return ChildSpec(name=f"{group.name}/{replica}", argv=argv, env=env, identity=identity)
