@@ -42,13 +42,32 @@ class SupervisedGroup:
     spec: ResolvedGroup | None = None  # None for the dev server
     ready_delay: float = 0.0
     stopped_by_operator: bool = False
-    handles: list[ProcessHandle] = field(default_factory=list)
+    removed: bool = False  # dropped by a reload: drain, then forget
+    revive_requested: bool = False  # restart-failed: the loop revives its FATAL replicas
+    handles: list[ProcessHandle] = field(default_factory=list)  # one slot per replica number
+    roll_queue: list[int] = field(default_factory=list)  # replica numbers waiting for a rolling restart
+    replacement: ProcessHandle | None = None  # the new process of the replica being rolled
+    retiring: list[ProcessHandle] = field(default_factory=list)  # replaced processes, draining
     rng: random.Random = field(default_factory=random.Random)
 
+    def make_handle(self, replica: int) -> ProcessHandle:
+        return ProcessHandle(self.name, replica, RestartPolicy(self.restart, self.rng), self.timings)
+
     def new_handle(self) -> ProcessHandle:
-        handle = ProcessHandle(self.name, len(self.handles), RestartPolicy(self.restart, self.rng), self.timings)
+        handle = self.make_handle(len(self.handles))
         self.handles.append(handle)
         return handle
+
+    def all_handles(self) -> list[ProcessHandle]:
+        return [*self.handles, *([self.replacement] if self.replacement else []), *self.retiring]
+
+    def adopt(self, old: SupervisedGroup) -> None:
+        """Take over the running state of `old` (same group, previous topology) after a reload."""
+        self.handles, self.retiring, self.replacement = old.handles, old.retiring, old.replacement
+        self.roll_queue, self.stopped_by_operator, self.rng = old.roll_queue, old.stopped_by_operator, old.rng
+        for handle in self.all_handles():
+            handle.policy = RestartPolicy(self.restart, self.rng)
+            handle.timings = self.timings
 
 
 def worker_group(topology: Topology, group: ResolvedGroup, topology_file: Path) -> SupervisedGroup:

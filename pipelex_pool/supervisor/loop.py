@@ -12,10 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
+import psutil
 import structlog
 from anyio.abc import TaskGroup
 from temporalio.client import Client
 
+from pipelex_pool.errors import TopologyError
 from pipelex_pool.paths import PoolPaths
 from pipelex_pool.supervisor.events import Event, Exited, Notified, SeenReady, Wake
 from pipelex_pool.supervisor.groups import DEV_SERVER_GROUP, Readiness, SupervisedGroup, dev_server_group, worker_group
@@ -23,11 +25,13 @@ from pipelex_pool.supervisor.handle import Action, ProcessHandle
 from pipelex_pool.supervisor.lock import record_for, write_state
 from pipelex_pool.supervisor.logfile import RotatingLog
 from pipelex_pool.supervisor.observe import bind_notify_socket, watch_child, watch_polling, watch_serving
+from pipelex_pool.supervisor.reload import ReloadPlan, plan_reload
+from pipelex_pool.supervisor.rolling import advance_roll
 from pipelex_pool.supervisor.spawn import ExecSpawner, Spawner
 from pipelex_pool.supervisor.state import ExitStatus, ProcState
 from pipelex_pool.temporal.connect import connect
 from pipelex_pool.temporal.pollers import QueueType
-from pipelex_pool.topology.load import Topology
+from pipelex_pool.topology.load import Topology, load_topology
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 MAX_IDLE_S = 5.0
@@ -40,6 +44,7 @@ class ReplicaInfo:
     identity: str = ""
     status_text: str = ""
     started_wall: float | None = None
+    proc: psutil.Process | None = None  # kept so cpu_percent measures between two looks
 
 
 @dataclass
@@ -54,6 +59,7 @@ class Supervisor:
     info: dict[int, ReplicaInfo] = field(default_factory=dict)  # by id(handle)
     shutting_down: bool = False
     started_wall: float = field(default_factory=time.time)
+    pid: int = field(default_factory=os.getpid)
 
     def __post_init__(self) -> None:
         self._send, self._receive = anyio.create_memory_object_stream[Event](max_buffer_size=10_000)
@@ -76,13 +82,70 @@ class Supervisor:
         self.shutting_down = True
         self.wake(reason)
 
+    def group(self, name: str) -> SupervisedGroup:
+        """A worker group by name; raises KeyError naming the known groups."""
+        if name not in self.groups or self.groups[name].removed:
+            raise KeyError(f"no group {name!r} in this pool (groups: {', '.join(sorted(self.groups))})")
+        return self.groups[name]
+
+    def busy(self, names: list[str] | None = None) -> str | None:
+        """What in-progress operation a new mutating command would conflict with, if any."""
+        for group in self.groups.values():
+            if (names is None or group.name in names) and (group.roll_queue or group.replacement):
+                left = len(group.roll_queue)
+                return f"a rolling restart of group {group.name!r} is in progress ({left} replica(s) left)"
+        return None
+
+    def request_restart_failed(self) -> list[str]:
+        fatal = [h.name for g in self.all_groups() for h in g.handles if h.state is ProcState.FATAL]
+        for group in self.all_groups():
+            group.revive_requested = any(h.state is ProcState.FATAL for h in group.handles)
+        self.wake("restart-failed")
+        return fatal
+
+    def request_restart(self, names: list[str]) -> None:
+        for name in names:
+            group = self.group(name)
+            group.roll_queue = list(range(len(group.handles)))
+        self.wake("restart")
+
+    def request_stopped(self, name: str, stopped: bool) -> None:
+        self.group(name).stopped_by_operator = stopped
+        self.wake("stop" if stopped else "start")
+
+    def request_scale(self, name: str, replicas: int) -> None:
+        self.group(name).desired = replicas
+        self.wake("scale")
+
+    def request_reload(self, new: Topology) -> ReloadPlan:
+        """Apply a validated topology: new groups start, removed ones drain, changed ones roll, replicas scale."""
+        plan = plan_reload(self.topology, new)
+        for name in plan.removed:
+            self.groups[name].removed = True
+        for name, spec in new.groups.items():
+            fresh = worker_group(new, spec, new.file)
+            if name in self.groups and not self.groups[name].removed:
+                fresh.adopt(self.groups[name])
+                if name in plan.rolled:
+                    fresh.roll_queue = list(range(min(len(fresh.handles), fresh.desired)))
+            self.groups[name] = fresh
+        self.topology = new
+        log.info("supervisor.reloaded", **plan.as_dict())
+        self.wake("reload")
+        return plan
+
+    async def reload_from_file(self) -> ReloadPlan:
+        """Re-read the topology file (off the event loop) and apply it; TopologyError leaves everything as is."""
+        new = await anyio.to_thread.run_sync(load_topology, self.topology.file)
+        return self.request_reload(new)
+
     # -- the loop ------------------------------------------------------------------------------------------------
 
     def all_groups(self) -> list[SupervisedGroup]:
         return ([self.dev] if self.dev else []) + list(self.groups.values())
 
     def handles(self) -> list[ProcessHandle]:
-        return [handle for group in self.all_groups() for handle in group.handles]
+        return [handle for group in self.all_groups() for handle in group.all_handles()]
 
     async def run(self) -> None:
         """Supervise until shutdown is requested and every child has exited."""
@@ -100,7 +163,10 @@ class Supervisor:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    self.wake("SIGHUP")  # reload arrives with the control commands
+                    try:
+                        await self.reload_from_file()
+                    except TopologyError as exc:
+                        log.error("supervisor.reload_refused", errors=[i.render(str(exc.file)) for i in exc.issues])
                 else:
                     self.request_shutdown(signal.Signals(signum).name)
 
@@ -108,7 +174,7 @@ class Supervisor:
         while True:
             now = self.clock()
             for group in self.all_groups():
-                for handle in list(group.handles):
+                for handle in group.all_handles():
                     if group.readiness is Readiness.DELAY and handle.state is ProcState.STARTING:
                         if handle.started_at is not None and now >= handle.started_at + group.ready_delay:
                             self._mark_ready(handle, now)
@@ -128,11 +194,11 @@ class Supervisor:
                 await self._apply(event)
 
     def _next_deadline(self, group: SupervisedGroup) -> float | None:
-        times = [t for t in (h.next_deadline() for h in group.handles) if t is not None]
+        times = [t for t in (h.next_deadline() for h in group.all_handles()) if t is not None]
         if group.readiness is Readiness.DELAY:
             times += [
                 h.started_at + group.ready_delay
-                for h in group.handles
+                for h in group.all_handles()
                 if h.state is ProcState.STARTING and h.started_at
             ]
         return min(times) if times else None
@@ -142,9 +208,18 @@ class Supervisor:
         workers_alive = any(h.state.alive for g in self.groups.values() for h in g.handles)
         if self.dev is not None:
             await self._converge(self.dev, 0 if self.shutting_down and not workers_alive else 1, now)
-        for group in self.groups.values():
-            desired = 0 if self.shutting_down or group.stopped_by_operator else group.desired
+        for group in self.all_groups():
+            if group.revive_requested:
+                group.revive_requested = False
+                for handle in group.handles:
+                    await self._execute(group, handle, handle.revive(now), now)
+        for group in list(self.groups.values()):
+            desired = 0 if self.shutting_down or group.stopped_by_operator or group.removed else group.desired
             await self._converge(group, desired, now, may_start=dev_ready)
+            await advance_roll(group, now, self._execute, stopping=self.shutting_down)
+            if group.removed and not group.all_handles():
+                del self.groups[group.name]
+                log.info("group.removed", group=group.name)
 
     async def _converge(self, group: SupervisedGroup, desired: int, now: float, may_start: bool = True) -> None:
         while len(group.handles) < desired:
@@ -198,6 +273,9 @@ class Supervisor:
     async def _on_exit(self, group: SupervisedGroup, handle: ProcessHandle, status: ExitStatus, now: float) -> None:
         pid = handle.pid
         actions = handle.exited(status, now)
+        if handle in group.retiring and not handle.state.alive:
+            group.retiring.remove(handle)
+            self.info.pop(id(handle), None)
         fields = {"group": handle.group, "replica": handle.replica, "pid": pid, "status": status.describe()}
         if handle.state is ProcState.BACKOFF:
             log.warning(

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 
+import anyio
 import structlog
 
+from pipelex_pool.control.server import ControlServer
 from pipelex_pool.errors import PoolError
 from pipelex_pool.paths import PoolPaths, check_socket_path, private_dir, resolve_paths
 from pipelex_pool.supervisor.lock import PoolLock, stop_leftovers
@@ -63,7 +65,10 @@ async def serve_pool(topology: Topology) -> int:
         for record in stop_leftovers(paths.state_file):
             log.warning("supervisor.leftover_stopped", name=record.name, pid=record.pid)
         supervisor = Supervisor(topology, paths, dev_server=wants_dev_server(topology))
-        await supervisor.run()
+        async with anyio.create_task_group() as tg:
+            await tg.start(ControlServer(supervisor, paths.socket).serve)
+            await supervisor.run()
+            tg.cancel_scope.cancel()
     finally:
         paths.state_file.unlink(missing_ok=True)
         lock.release()

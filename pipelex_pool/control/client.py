@@ -1,0 +1,96 @@
+"""The CLI's side of the control socket: find the pool's socket, send one request, read one answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipelex_pool.control.protocol import MAX_FRAME, encode
+from pipelex_pool.errors import PoolError, PoolNotRunningError, TopologyError
+from pipelex_pool.paths import resolve_paths, runtime_base
+from pipelex_pool.topology.load import read_toml
+from pipelex_pool.topology.schema import PoolSection
+
+SOCKET_ENV = "PIPELEX_POOL_SOCKET"
+DEFAULT_POOL = "pipelex"
+
+
+class CommandFailed(PoolError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def resolve_socket(explicit: Path | None, topology: Path | None, environ: Mapping[str, str] | None = None) -> Path:
+    """--socket, then $PIPELEX_POOL_SOCKET, then the topology's pool (-c), then the default pool's socket
+    (or the only pool socket found under the runtime directory)."""
+    environ = os.environ if environ is None else environ
+    if explicit is not None:
+        return explicit
+    if environ.get(SOCKET_ENV):
+        return Path(environ[SOCKET_ENV])
+    if topology is not None:
+        try:
+            raw = read_toml(topology).get("pool", {})
+            pool = PoolSection.model_validate({k: v for k, v in raw.items() if k in ("name", "socket")})
+        except (TopologyError, ValueError) as exc:
+            raise PoolError(f"cannot read the pool's name and socket from {topology}: {exc}") from exc
+        return resolve_paths(pool, topology.parent, environ).socket
+    default = runtime_base(DEFAULT_POOL, environ) / "control.sock"
+    if default.exists() or environ.get("RUNTIME_DIRECTORY"):
+        return default
+    found = sorted(default.parent.parent.glob("*/control.sock"))
+    return found[0] if len(found) == 1 else default
+
+
+class ControlClient:
+    def __init__(self, path: Path, timeout: float = 30.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._next_id = 0
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None) -> Any:
+        """Send one request; return its result, raise CommandFailed (ok: false) or PoolNotRunningError."""
+        self._next_id += 1
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            try:
+                sock.connect(str(self.path))
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                raise PoolNotRunningError(
+                    f"no pool answers on {self.path} ({exc.strerror}); start one with `pipelex-pool up TOPOLOGY`, "
+                    "or point at it with -c TOPOLOGY / --socket PATH"
+                ) from exc
+            except PermissionError as exc:
+                raise PoolNotRunningError(
+                    f"cannot connect to {self.path}: permission denied (another user's pool?)"
+                ) from exc
+            sock.sendall(encode({"id": self._next_id, "cmd": cmd, "args": args or {}}))
+            response = self._read_line(sock)
+        except TimeoutError as exc:
+            raise PoolNotRunningError(f"the pool on {self.path} did not answer within {self.timeout:g}s") from exc
+        finally:
+            sock.close()
+        if response.get("ok"):
+            return response.get("result")
+        error = response.get("error") or {}
+        raise CommandFailed(str(error.get("code", "error")), str(error.get("message", "command failed")))
+
+    def _read_line(self, sock: socket.socket) -> dict[str, Any]:
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                if not data:
+                    raise PoolNotRunningError(f"the pool on {self.path} closed the connection without answering")
+                break
+            data += chunk
+            if len(data) > 64 * MAX_FRAME:
+                raise PoolError("answer too large")
+        result: dict[str, Any] = json.loads(data)
+        return result

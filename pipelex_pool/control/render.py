@@ -1,0 +1,68 @@
+"""Human views of control answers (the CLI prints these unless --json)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pipelex_pool.units import format_size
+
+COLUMNS = ("GROUP", "#", "PID", "STATE", "SCOPE", "PROFILE", "QUEUE", "UPTIME", "RESTARTS", "LAST EXIT", "RSS", "CPU%")
+
+
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def render_status(status: dict[str, Any]) -> str:
+    pool = status["pool"]
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pool["since"]))
+    dev = pool["dev_server"]
+    dev_text = f"managed, {dev['state']}" if dev["managed"] else "not managed"
+    temporal = pool["temporal"]
+    lines = [
+        f"pool {pool['name']} (supervisor pid {pool['pid']}, protocol {status['protocol']})",
+        f"  topology   {pool['topology']}",
+        f"  since      {since} (up {_uptime(pool['uptime_s'])})",
+        f"  temporal   {temporal['target_host']} namespace {temporal['namespace']}; dev server {dev_text}",
+    ]
+    if pool.get("busy"):
+        lines.append(f"  busy       {pool['busy']}")
+    if pool.get("shutting_down"):
+        lines.append("  stopping   draining every replica")
+    rows = [COLUMNS]
+    for r in status["replicas"]:
+        state = r["state"] if r["role"] == "replica" else f"{r['state']} ({r['role']})"
+        rows.append(
+            (
+                r["group"],
+                str(r["replica"]),
+                str(r["pid"] or "-"),
+                state,
+                r["scope"] or "-",
+                r["profile"] or "-",
+                r["queue"] or "-",
+                _uptime(r["uptime_s"]),
+                str(r["restarts"]),
+                r["last_exit"] or "-",
+                format_size(r["rss_bytes"]) if r["rss_bytes"] else "-",
+                f"{r['cpu_percent']:.0f}" if r["cpu_percent"] is not None else "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines.append("")
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    notes = [f"  {r['group']}/{r['replica']}: {r['reason']}" for r in status["replicas"] if r.get("reason")]
+    stopped = [name for name, g in status["groups"].items() if g["stopped_by_operator"]]
+    if stopped:
+        notes.append(f"  stopped by operator: {', '.join(stopped)} (`pipelex-pool start GROUP`)")
+    if notes:
+        lines += ["", "notes:", *notes]
+    return "\n".join(lines)

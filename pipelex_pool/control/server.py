@@ -1,0 +1,104 @@
+"""The control server: a Unix stream socket (0600 in a 0700 directory), peers checked with SO_PEERCRED."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from pathlib import Path
+
+import anyio
+import structlog
+from anyio.abc import SocketAttribute, SocketStream, TaskStatus
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from pipelex_pool.control import protocol
+from pipelex_pool.control.commands import COMMANDS, CommandError
+from pipelex_pool.errors import ProtocolError
+from pipelex_pool.supervisor.loop import Supervisor
+
+log = structlog.get_logger("pipelex_pool.control")
+IDLE_TIMEOUT_S = 30.0  # a client silent (or stuck mid-line) this long is disconnected
+WRITE_TIMEOUT_S = 10.0  # a client that does not read its answer this long is disconnected
+
+
+def peer_uid(stream: SocketStream) -> int:
+    raw: socket.socket = stream.extra(SocketAttribute.raw_socket)
+    creds = raw.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+class ControlServer:
+    def __init__(self, supervisor: Supervisor, path: Path) -> None:
+        self.supervisor = supervisor
+        self.path = path
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self.path.unlink(missing_ok=True)  # a stale socket of a crashed supervisor (we hold the pool's lock)
+        listener = await anyio.create_unix_listener(self.path, mode=0o600)
+        log.info("control.listening", socket=str(self.path))
+        task_status.started()
+        try:
+            async with listener:
+                await listener.serve(self._connection)
+        finally:
+            self.path.unlink(missing_ok=True)
+
+    async def _send(self, stream: SocketStream, frame: bytes) -> bool:
+        try:
+            with anyio.fail_after(WRITE_TIMEOUT_S):
+                await stream.send(frame)
+            return True
+        except (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False
+
+    async def _connection(self, stream: SocketStream) -> None:
+        async with stream:
+            uid = peer_uid(stream)
+            if uid not in (os.getuid(), 0):
+                log.warning("control.refused", uid=uid)
+                await self._send(stream, protocol.error(None, "forbidden", f"uid {uid} may not control this pool"))
+                return
+            buffered = BufferedByteReceiveStream(stream)
+            while True:
+                try:
+                    with anyio.fail_after(IDLE_TIMEOUT_S):
+                        line = await buffered.receive_until(b"\n", protocol.MAX_FRAME)
+                except TimeoutError:
+                    await self._send(
+                        stream, protocol.error(None, "timeout", f"no complete request in {IDLE_TIMEOUT_S:g}s")
+                    )
+                    return
+                except anyio.DelimiterNotFound:
+                    await self._send(
+                        stream,
+                        protocol.error(None, "frame_too_large", f"a frame is at most {protocol.MAX_FRAME} bytes"),
+                    )
+                    return
+                except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    return
+                if not await self._answer(stream, line):
+                    return
+
+    async def _answer(self, stream: SocketStream, line: bytes) -> bool:
+        """Answer one frame; False when the connection must close (malformed input)."""
+        try:
+            request = protocol.decode_request(line)
+        except ProtocolError as exc:
+            await self._send(stream, protocol.error(None, "malformed", str(exc)))
+            return False
+        command = COMMANDS.get(request.cmd)
+        if command is None:
+            known = ", ".join(sorted(COMMANDS))
+            return await self._send(
+                stream,
+                protocol.error(request.id, "unknown_command", f"unknown command {request.cmd!r} (known: {known})"),
+            )
+        try:
+            result = await command.run(self.supervisor, request.args)
+        except CommandError as exc:
+            return await self._send(stream, protocol.error(request.id, exc.code, exc.message))
+        if command.mutating:
+            log.info("control.command", cmd=request.cmd, args=request.args)
+        return await self._send(stream, protocol.ok(request.id, result))

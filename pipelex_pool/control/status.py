@@ -1,0 +1,96 @@
+"""The pool as `status` shows it, built from the supervisor's state."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psutil
+
+from pipelex_pool.control.protocol import PROTOCOL_VERSION
+from pipelex_pool.supervisor.groups import SupervisedGroup
+from pipelex_pool.supervisor.handle import ProcessHandle
+from pipelex_pool.supervisor.loop import Supervisor
+from pipelex_pool.supervisor.state import ProcState
+
+
+def _resources(supervisor: Supervisor, handle: ProcessHandle) -> dict[str, Any]:
+    info = supervisor.info.get(id(handle))
+    if handle.pid is None or info is None:
+        return {"rss_bytes": None, "cpu_percent": None}
+    try:
+        if info.proc is None or info.proc.pid != handle.pid:
+            info.proc = psutil.Process(handle.pid)
+            info.proc.cpu_percent(None)  # first call primes the measurement
+        with info.proc.oneshot():
+            return {"rss_bytes": info.proc.memory_info().rss, "cpu_percent": info.proc.cpu_percent(None)}
+    except psutil.Error:
+        return {"rss_bytes": None, "cpu_percent": None}
+
+
+def _replica(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHandle, role: str) -> dict[str, Any]:
+    spec = group.spec
+    info = supervisor.info.get(id(handle))
+    return {
+        "group": group.name,
+        "replica": handle.replica,
+        "role": role,
+        "pid": handle.pid,
+        "state": handle.state.value,
+        "scope": spec.scope if spec else None,
+        "profile": spec.profile if spec else None,
+        "queue": spec.task_queue if spec else None,
+        "identity": info.identity if info else None,
+        "uptime_s": supervisor.uptime(handle),
+        "restarts": handle.restarts,
+        "last_exit": handle.last_exit.describe() if handle.last_exit else None,
+        "reason": handle.reason or None,
+        "status_text": info.status_text if info and info.status_text else None,
+        **_resources(supervisor, handle),
+    }
+
+
+def pool_status(supervisor: Supervisor) -> dict[str, Any]:
+    replicas = []
+    groups = {}
+    for group in supervisor.all_groups():
+        for handle in group.handles:
+            replicas.append(_replica(supervisor, group, handle, "replica"))
+        if group.replacement is not None:
+            replicas.append(_replica(supervisor, group, group.replacement, "replacement"))
+        replicas += [_replica(supervisor, group, h, "retiring") for h in group.retiring]
+        spec = group.spec
+        groups[group.name] = {
+            "desired": group.desired,
+            "ready": sum(h.state is ProcState.READY for h in group.handles),
+            "stopped_by_operator": group.stopped_by_operator,
+            "rolling": len(group.roll_queue),
+            "scope": spec.scope if spec else None,
+            "queue": spec.task_queue if spec else None,
+            "profile": spec.profile if spec else None,
+            "autoscale": spec.autoscale.model_dump(mode="json") if spec and spec.autoscale else None,
+        }
+    server = supervisor.topology.temporal.selected_server()
+    dev_state = supervisor.dev.handles[0].state.value if supervisor.dev and supervisor.dev.handles else None
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "pool": {
+            "name": supervisor.topology.pool.name,
+            "topology": str(supervisor.topology.file),
+            "pid": supervisor.pid,
+            "since": supervisor.started_wall,
+            "uptime_s": time.time() - supervisor.started_wall,
+            "temporal": {
+                "target_host": server.target_host if server else None,
+                "namespace": server.namespace if server else None,
+            },
+            "dev_server": {"managed": supervisor.dev is not None, "state": dev_state},
+            "socket": str(supervisor.paths.socket),
+            "log_dir": str(supervisor.paths.log_dir),
+            "shutting_down": supervisor.shutting_down,
+            "busy": supervisor.busy(),
+            "counts": supervisor.counts(),
+        },
+        "groups": groups,
+        "replicas": replicas,
+    }

@@ -1,0 +1,63 @@
+"""Rolling restart of a group, one replica at a time: start the replacement, wait for it to be READY, then
+drain the old process, so the group never drops below its capacity."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from pipelex_pool.supervisor.groups import SupervisedGroup
+from pipelex_pool.supervisor.handle import Action, ProcessHandle
+from pipelex_pool.supervisor.state import ProcState
+
+log = structlog.get_logger("pipelex_pool.supervisor")
+Execute = Callable[[SupervisedGroup, ProcessHandle, list[Action], float], Awaitable[None]]
+
+
+async def advance_roll(group: SupervisedGroup, now: float, execute: Execute, *, stopping: bool) -> None:
+    """Move the group's rolling restart one step forward, if it has one."""
+    if stopping or group.stopped_by_operator or group.removed:
+        if group.replacement is not None:
+            group.retiring.append(group.replacement)
+            await execute(group, group.replacement, group.replacement.stop(now), now)
+            group.replacement = None
+        group.roll_queue.clear()
+        return
+    replacement = group.replacement
+    if replacement is None:
+        while group.roll_queue:
+            index = group.roll_queue[0]
+            if index >= len(group.handles):
+                group.roll_queue.pop(0)
+                continue
+            old = group.handles[index]
+            if old.state is ProcState.READY:
+                group.replacement = group.make_handle(index)
+                log.info("worker.rolling", group=group.name, replica=index, old_pid=old.pid)
+                await execute(group, group.replacement, group.replacement.start(now), now)
+                return
+            # Not serving anyway: nothing to keep up, so restart it in place.
+            group.roll_queue.pop(0)
+            actions = old.revive(now) if old.state is ProcState.FATAL else old.stop(now, restart=True)
+            await execute(group, old, actions, now)
+        return
+    if replacement.state is ProcState.READY:
+        index = group.roll_queue.pop(0)
+        old = group.handles[index]
+        group.handles[index] = replacement
+        group.replacement = None
+        replacement.restarts = old.restarts
+        group.retiring.append(old)
+        log.info("worker.replaced", group=group.name, replica=index, old_pid=old.pid, new_pid=replacement.pid)
+        await execute(group, old, old.stop(now), now)
+    elif replacement.state in (ProcState.FATAL, ProcState.EXITED):
+        log.error(
+            "worker.rolling_aborted",
+            group=group.name,
+            replica=replacement.replica,
+            reason=replacement.reason,
+            kept_pid=group.handles[replacement.replica].pid,
+        )
+        group.replacement = None
+        group.roll_queue.clear()
