@@ -19,9 +19,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
 
 def exit_skipping_finalization(code: int) -> NoReturn:
     """Exit without interpreter teardown after the Temporal client was used: its Rust threads can abort a
-    finalizing interpreter (PyGILState_Release, temporalio/sdk-python#300), turning a clean exit into SIGABRT."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    finalizing interpreter (PyGILState_Release, temporalio/sdk-python#300), turning a clean exit into SIGABRT,
+    and a leftover thread can hang it."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
     os._exit(code)
 
 
@@ -97,7 +101,11 @@ def worker(
         click.echo(f"pipelex-pool worker: configuration error: {exc}", err=True)
         sys.exit(EX_CONFIG)
     configure_logging(identity=settings.identity)
-    exit_skipping_finalization(anyio.run(run_worker, settings))
+    code = 1
+    try:
+        code = anyio.run(run_worker, settings)
+    finally:  # whatever happened, never hang in interpreter teardown (SDK threads): see exit_skipping_finalization
+        exit_skipping_finalization(code)
 
 
 @main.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -124,9 +125,7 @@ def short_dir() -> Iterator[Path]:
     try:
         yield path
     finally:
-        for child in path.iterdir():
-            child.unlink()
-        path.rmdir()
+        shutil.rmtree(path, ignore_errors=True)
 
 
 PYTHON = sys.executable

@@ -1,0 +1,254 @@
+"""`pipelex-pool up` with real children and a real Temporal server: start, restart, crash loops, drain, crash
+of the supervisor itself, single instance."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
+from tests.conftest import Processes, TemporalServer, free_port
+from tests.helpers import history, wait_for
+from tests.pool import Pool, alive, cli_args, copy_shipped_topology
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def pool(processes: Processes, tmp_path: Path, short_dir: Path) -> Iterator[Pool]:
+    running = Pool(processes, tmp_path, short_dir)
+    try:
+        yield running
+    finally:
+        processes.stop_all()
+        running.cleanup()
+
+
+def test_shipped_topology_starts_dev_server_and_every_replica_polls(
+    processes: Processes, tmp_path: Path, short_dir: Path
+) -> None:
+    port = free_port()
+    topology = copy_shipped_topology(tmp_path, port)
+    env = {"XDG_RUNTIME_DIR": str(short_dir)}
+    supervisor = processes.spawn(cli_args("up", str(topology)), env=env, name="supervisor")
+    seen: set[int] = set()
+    try:
+        deadline = time.monotonic() + 30
+        missing: dict[str, list[str]] = {}
+        while time.monotonic() < deadline:
+            status = subprocess.run(
+                cli_args("status", "--json"), capture_output=True, text=True, env={**os.environ, **env}
+            )
+            if status.returncode == 0:
+                data = json.loads(status.stdout)
+                seen |= {r["pid"] for r in data["replicas"] if r["pid"]}
+                assert data["pool"]["dev_server"]["managed"] is True
+                missing = {}
+                workers = [r for r in data["replicas"] if r["queue"]]
+                for queue in {r["queue"] for r in workers}:
+                    described = subprocess.run(
+                        [
+                            str(Path(cli_args()[0]).with_name("temporal"))
+                            if cli_args()[0].endswith("pipelex-pool")
+                            else "temporal",
+                            "task-queue",
+                            "describe",
+                            "--task-queue",
+                            queue,
+                            "--address",
+                            f"127.0.0.1:{port}",
+                            "-o",
+                            "json",
+                        ],
+                        capture_output=True,
+                        text=True,
+                    )
+                    text = described.stdout
+                    absent = [r["identity"] for r in workers if r["queue"] == queue and r["identity"] not in text]
+                    if absent or described.returncode != 0:
+                        missing[queue] = absent or ["(describe failed)"]
+                if workers and len(workers) == 4 and not missing:
+                    break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"not every replica polled within 30s: {missing}\n{processes.output(supervisor)}")
+    finally:
+        processes.stop_all()
+        for pid in seen:
+            if alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+    assert supervisor.returncode == 0
+    assert not [pid for pid in seen if alive(pid)]
+
+
+def test_sigkilled_replica_is_replaced_and_nothing_else_moves(
+    pool: Pool, temporal_server: TemporalServer, namespace: str
+) -> None:
+    pool.write(temporal_server, namespace)
+    pool.up()
+    before = {(r["group"], r["replica"]): r["pid"] for r in pool.wait_all_ready()["replicas"]}
+    victim = before[("llm", 1)]
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced(status: dict[str, Any]) -> bool:
+        r = next(r for r in status["replicas"] if (r["group"], r["replica"]) == ("llm", 1))
+        return bool(r["state"] == "READY" and r["pid"] != victim)
+
+    status = pool.wait(replaced, 30, "llm/1 to come back READY")
+    after = {(r["group"], r["replica"]): r for r in status["replicas"]}
+    assert after[("llm", 1)]["restarts"] == 1
+    assert after[("llm", 1)]["last_exit"] == "SIGKILL (possibly out of memory)"
+    assert {k: r["pid"] for k, r in after.items() if k != ("llm", 1)} == {
+        k: p for k, p in before.items() if k != ("llm", 1)
+    }
+
+
+def test_crash_loop_backs_off_then_goes_fatal_without_touching_other_groups(
+    pool: Pool, temporal_server: TemporalServer, namespace: str
+) -> None:
+    pool.write(
+        temporal_server,
+        namespace,
+        {
+            "workers.broken": {
+                "command": ["{python}", "-c", "import sys; sys.exit(1)"],
+                "scope": "full",
+                "readiness": "delay:2s",
+                "restart": {"backoff_initial": "0.2s", "backoff_max": "1.6s", "max_restarts": 4, "window": "60s"},
+            }
+        },
+    )
+    supervisor = pool.up()
+    healthy = {
+        r["pid"]
+        for r in pool.wait(
+            lambda s: s["groups"]["llm"]["ready"] == 2 and s["groups"]["router"]["ready"] == 1, 60, "healthy groups"
+        )["replicas"]
+        if r["group"] != "broken"
+    }
+    cpu_before = psutil.Process(supervisor.pid).cpu_times()
+    started = time.monotonic()
+    status = pool.wait(
+        lambda s: any(r["state"] == "FATAL" for r in s["replicas"] if r["group"] == "broken"), 30, "broken to go FATAL"
+    )
+    elapsed = time.monotonic() - started
+    cpu_after = psutil.Process(supervisor.pid).cpu_times()
+    broken = next(r for r in status["replicas"] if r["group"] == "broken")
+    assert broken["restarts"] == 4 and "max_restarts=4" in broken["reason"]
+    delays = [json.loads(line)["delay_s"] for line in pool.output().splitlines() if '"next": "backoff"' in line]
+    assert len(delays) == 4 and all(b > a for a, b in zip(delays, delays[1:], strict=False)), delays
+    # The supervisor sleeps between deadlines: a busy loop would burn a whole core while the group crash-loops.
+    busy = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / elapsed
+    assert busy < 0.5, f"supervisor used {busy:.0%} of a core during the crash loop"
+    others = [r for r in pool.status()["replicas"] if r["group"] != "broken"]
+    assert all(r["state"] == "READY" for r in others) and {r["pid"] for r in others} == healthy
+
+
+async def test_sigterm_drains_running_activities_then_exits_0(
+    pool: Pool, temporal_server: TemporalServer, namespace: str, client: Client
+) -> None:
+    pool.write(temporal_server, namespace)
+    supervisor = pool.up()
+    pool.wait_all_ready()
+    ids = [f"drain-{uuid.uuid4().hex[:6]}-{n}" for n in range(4)]
+    handles = [
+        await client.start_workflow(
+            "WfPipeRun",
+            PipeRunInput(run_id=wid, steps=[SimStep("act_llm_gen_text", latency_s=3.0)]),
+            id=wid,
+            task_queue="temporal_task_queue",
+            result_type=PipeRunResult,
+        )
+        for wid in ids
+    ]
+
+    async def all_started() -> bool:
+        for handle in handles:
+            pending = (await handle.describe()).raw_description.pending_activities
+            if not pending or pending[0].state != 2:  # PENDING_ACTIVITY_STATE_STARTED
+                return False
+        return True
+
+    await wait_for(all_started, 20, "the 3-second activities to start")
+    children = [r["pid"] for r in pool.replicas()]
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=60) == 0, pool.output()
+    assert not [pid for pid in children if alive(pid)]
+    for wid in ids:  # every activity completed, on its first attempt, before its worker exited
+        events = await history(client, wid)
+        completed = [e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED]
+        started = [e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED]
+        assert len(completed) == 1 and started[0].activity_task_started_event_attributes.attempt == 1
+    # The workflows finish once a router polls again: the next `up` starts cleanly and completes them.
+    pool.up()
+    pool.wait_all_ready()
+    for handle in handles:
+        result = await handle.result(rpc_timeout=timedelta(seconds=30))
+        assert [step.attempt for step in result.steps] == [1]
+
+
+def test_sigkilled_supervisor_leaves_no_worker_and_next_up_is_clean(
+    pool: Pool, temporal_server: TemporalServer, namespace: str
+) -> None:
+    pool.write(
+        temporal_server,
+        namespace,
+        {  # a program that ignores SIGTERM, so parent death alone cannot stop it: the next `up` must
+            "workers.stubborn": {
+                "command": [
+                    "{python}",
+                    "-c",
+                    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)",
+                ],
+                "scope": "full",
+                "readiness": "delay:0.5s",
+            }
+        },
+    )
+    supervisor = pool.up()
+    status = pool.wait_all_ready()
+    workers = {r["group"]: r["pid"] for r in status["replicas"]}
+    supervisor.send_signal(signal.SIGKILL)
+    supervisor.wait(timeout=10)
+    time.sleep(10)
+    survivors = [group for group, pid in workers.items() if alive(pid)]
+    assert survivors == ["stubborn"], f"still running 10 s after the supervisor died: {survivors}"
+    pool.up()
+    status = pool.wait_all_ready()
+    assert not alive(workers["stubborn"]), "the next `up` did not stop the leftover of the crashed supervisor"
+    assert "supervisor.leftover_stopped" in pool.output()
+    assert all(r["state"] == "READY" for r in status["replicas"])
+
+
+def test_second_up_for_the_same_pool_exits_2_naming_the_pid(
+    pool: Pool, temporal_server: TemporalServer, namespace: str
+) -> None:
+    pool.write(temporal_server, namespace)
+    first = pool.up()
+    pool.wait_all_ready()
+    second = subprocess.run(cli_args("up", str(pool.topology)), capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2
+    assert f"supervisor pid {first.pid}" in second.stderr
+    assert first.poll() is None
+
+
+def test_up_refuses_a_broken_topology_and_starts_nothing(tmp_path: Path, processes: Processes, short_dir: Path) -> None:
+    pool = Pool(processes, tmp_path, short_dir)
+    pool.write(None, None, {"workers.llm.profile": "llm-pol"})
+    result = subprocess.run(cli_args("up", str(pool.topology)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "workers.llm.profile" in result.stderr and "Did you mean 'llm-pool'?" in result.stderr
+    assert not pool.socket.exists() and not (tmp_path / "logs").exists()
