@@ -270,19 +270,21 @@ def down(topology: Path | None, socket_path: Path | None, as_json: bool, no_wait
 
     import psutil
 
+    def exited(pid: int) -> bool:  # a zombie has exited too: its parent (systemd, a shell) reaps it
+        try:
+            return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+        except psutil.NoSuchProcess:
+            return True
+
     result = call_pool(topology, socket_path, "down")
     if not no_wait:
-        try:
-            psutil.Process(result["pid"]).wait(timeout=timeout)
-        except psutil.NoSuchProcess:
-            pass
-        except psutil.TimeoutExpired:
-            click.echo(
-                f"pipelex-pool down: the supervisor (pid {result['pid']}) is still draining after {timeout:g}s",
-                err=True,
-            )
-            sys.exit(EXIT_FAILED)
-        result["stopped_at"] = time.time()
+        deadline = time.monotonic() + timeout
+        while not exited(result["pid"]):
+            if time.monotonic() > deadline:
+                message = f"the supervisor (pid {result['pid']}) is still draining after {timeout:g}s"
+                click.echo(f"pipelex-pool down: {message}", err=True)
+                sys.exit(EXIT_FAILED)
+            time.sleep(0.1)
     echo_result(result, as_json, "pool stopped" if not no_wait else "pool draining")
 
 

@@ -37,6 +37,8 @@ class Pool:
         self.topology = directory / "topology.toml"
         self.proc: subprocess.Popen[bytes] | None = None
         self.seen_pids: set[int] = set()
+        self.server: TemporalServer | None = None
+        self.namespace: str | None = None
 
     def write(
         self, server: TemporalServer | None, namespace: str | None, changes: dict[str, Any] | None = None
@@ -48,8 +50,13 @@ class Pool:
             "dev_server.enabled": False,
         }
         if server is not None and namespace is not None:
+            self.server, self.namespace = server, namespace
             base.update(server_changes(server.address, namespace))
         return write_topology(self.directory, {**base, **(changes or {})})
+
+    def rewrite(self, changes: dict[str, Any]) -> Path:
+        """The base topology on the same server and namespace, with `changes`."""
+        return self.write(self.server, self.namespace, changes)
 
     def up(self) -> subprocess.Popen[bytes]:
         self.proc = self.processes.spawn(cli_args("up", str(self.topology)), name="supervisor")

@@ -45,6 +45,17 @@ def _refuse_if_busy(supervisor: Supervisor, names: list[str] | None = None) -> N
 class Command:
     name: ClassVar[str]
     mutating: ClassVar[bool] = True
+    arguments: ClassVar[dict[str, type]] = {}  # the keys `args` may hold, with their JSON types
+
+    def check_arguments(self, args: dict[str, Any]) -> None:
+        """Unknown keys and wrong types are refused before anything runs."""
+        for key, value in args.items():
+            expected = self.arguments.get(key)
+            if expected is None:
+                known = ", ".join(self.arguments) or "none"
+                raise CommandError("bad_args", f"{self.name}: unknown argument {key!r} (arguments: {known})")
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise CommandError("bad_args", f"{self.name}: argument {key!r} must be of type {expected.__name__}")
 
     async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
         raise NotImplementedError
@@ -73,6 +84,7 @@ class Restart(Command):
     """restart [groups]: rolling restart (replacement READY before the old process drains); all groups if none."""
 
     name = "restart"
+    arguments = {"groups": list}
 
     async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
         names = args.get("groups") or list(supervisor.groups)
@@ -89,6 +101,7 @@ class Stop(Command):
     """stop GROUP: drain every replica of the group and keep it stopped (across reloads) until `start`."""
 
     name = "stop"
+    arguments = {"group": str}
 
     async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
         name = _group_arg(supervisor, args)
@@ -101,6 +114,7 @@ class Start(Command):
     """start GROUP: undo `stop GROUP`."""
 
     name = "start"
+    arguments = {"group": str}
 
     async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
         name = _group_arg(supervisor, args)
@@ -112,6 +126,7 @@ class Scale(Command):
     """scale GROUP N [save]: set the group's replicas; with save, write them back to the topology file."""
 
     name = "scale"
+    arguments = {"group": str, "replicas": int, "save": bool}
 
     async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
         name = _group_arg(supervisor, args)

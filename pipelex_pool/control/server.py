@@ -96,6 +96,7 @@ class ControlServer:
                 protocol.error(request.id, "unknown_command", f"unknown command {request.cmd!r} (known: {known})"),
             )
         try:
+            command.check_arguments(request.args)
             result = await command.run(self.supervisor, request.args)
         except CommandError as exc:
             return await self._send(stream, protocol.error(request.id, exc.code, exc.message))

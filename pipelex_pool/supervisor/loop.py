@@ -65,6 +65,7 @@ class Supervisor:
         self._send, self._receive = anyio.create_memory_object_stream[Event](max_buffer_size=10_000)
         self._tg: TaskGroup | None = None
         self._client: Client | None = None
+        self._spawn_count = 0
         self.groups = {
             name: worker_group(self.topology, group, self.topology.file) for name, group in self.topology.groups.items()
         }
@@ -315,7 +316,10 @@ class Supervisor:
         notify = None
         env = dict(spec.env)
         if group.readiness is Readiness.NOTIFY:
-            path = self.paths.notify_dir / f"{handle.group}-{handle.replica}-{handle.generation}.sock"
+            # One path per process ever spawned: a replacement must not take over (or later unlink) the socket
+            # of the process it replaces, which is still draining and reporting on it.
+            self._spawn_count += 1
+            path = self.paths.notify_dir / f"{handle.group}-{handle.replica}-{self._spawn_count}.sock"
             notify = (bind_notify_socket(path), path)
             env["NOTIFY_SOCKET"] = str(path)
             if handle.timings.watchdog:

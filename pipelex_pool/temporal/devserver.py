@@ -68,6 +68,9 @@ def dev_server_command(
         log_level,
     ]
     command += ["--ui-port", str(ui_port)] if ui_port else ["--headless"]
+    # A worker that shuts down while its long poll is being answered loses that task until start_to_close
+    # times out; with this setting the server answers a shutting-down worker's polls empty instead.
+    command += ["--dynamic-config-value", "frontend.enableCancelWorkerPollsOnShutdown=true"]
     for namespace in namespaces:
         if namespace != "default":
             command += ["--namespace", namespace]

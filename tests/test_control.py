@@ -1,0 +1,327 @@
+"""The control socket and CLI against a running pool (real supervisor, real workers, real Temporal), every
+command through the installed `pipelex-pool` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import anyio
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from pipelex_pool.control.client import ControlClient
+from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
+from pipelex_pool.temporal.pollers import QueueType, queue_pollers
+from tests.conftest import Processes, TemporalServer
+from tests.helpers import history
+from tests.pool import Pool, alive
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def pool(
+    processes: Processes, tmp_path: Path, short_dir: Path, temporal_server: TemporalServer, namespace: str
+) -> Iterator[Pool]:
+    running = Pool(processes, tmp_path, short_dir)
+    running.write(temporal_server, namespace)
+    try:
+        yield running
+    finally:
+        processes.stop_all()
+        running.cleanup()
+
+
+def pids(pool: Pool, group: str) -> list[int]:
+    return [r["pid"] for r in pool.replicas(group) if r["role"] == "replica"]
+
+
+def test_status_shows_every_replica_and_the_pool(pool: Pool) -> None:
+    pool.up()
+    pool.wait_all_ready()
+    human = pool.cli("status")
+    assert human.returncode == 0
+    header = human.stdout.splitlines()
+    assert header[0].startswith("pool testpool (supervisor pid")
+    table = [line for line in header if line.startswith("GROUP")]
+    assert table and all(
+        col in table[0]
+        for col in ("PID", "STATE", "SCOPE", "PROFILE", "QUEUE", "UPTIME", "RESTARTS", "LAST EXIT", "RSS", "CPU%")
+    )
+    rows = [line for line in header if line.startswith(("router", "llm", "media"))]
+    assert len(rows) == 4 and all("READY" in row for row in rows)
+    data = pool.status()
+    assert data["protocol"] == 1
+    assert data["pool"]["topology"] == str(pool.topology)
+    assert all(r["rss_bytes"] and r["rss_bytes"] > 10 * 2**20 for r in data["replicas"])
+
+
+def test_status_with_no_pool_exits_3_and_names_the_socket(
+    tmp_path: Path, processes: Processes, short_dir: Path
+) -> None:
+    pool = Pool(processes, tmp_path, short_dir)
+    result = pool.cli("status")
+    assert result.returncode == 3
+    assert str(pool.socket) in result.stderr
+
+
+def test_restart_failed_revives_a_fatal_replica_once_fixed(pool: Pool, tmp_path: Path) -> None:
+    flag = tmp_path / "configured"
+    changes = {
+        "workers.picky": {
+            "command": [
+                "{python}",
+                "-c",
+                f"import os, sys, time; os.path.exists({str(flag)!r}) or sys.exit(78); time.sleep(600)",
+            ],
+            "scope": "full",
+            "readiness": "delay:0.5s",
+        }
+    }
+    pool.rewrite(changes)
+    pool.up()
+    status = pool.wait(
+        lambda s: any(r["group"] == "picky" and r["state"] == "FATAL" for r in s["replicas"]), 30, "picky FATAL"
+    )
+    picky = next(r for r in status["replicas"] if r["group"] == "picky")
+    assert picky["last_exit"] == "exit 78 (configuration error)" and picky["restarts"] == 0  # fatal at once
+    flag.touch()
+    result = pool.cli("restart-failed")
+    assert result.returncode == 0 and "picky/0" in result.stdout
+    pool.wait(lambda s: any(r["group"] == "picky" and r["state"] == "READY" for r in s["replicas"]), 30, "picky READY")
+
+
+async def test_rolling_restart_under_load_keeps_pollers_and_loses_no_activity(pool: Pool, client: Client) -> None:
+    # a lost dispatch (see below) is retried after start_to_close: keep that short so the test does not wait 2 min
+    pool.rewrite({"temporal.queue_options.llm_q.start_to_close_timeout": "15s"})
+    pool.up()
+    pool.wait_all_ready()
+    before = set(pids(pool, "llm"))
+    runs = [
+        await client.start_workflow(
+            "WfPipeRun",
+            PipeRunInput(run_id=f"roll-{n}", steps=[SimStep("act_llm_gen_text", latency_s=0.4) for _ in range(12)]),
+            id=f"roll-{uuid.uuid4().hex[:6]}-{n}",
+            task_queue="temporal_task_queue",
+            result_type=PipeRunResult,
+        )
+        for n in range(12)
+    ]
+    assert pool.cli("restart", "llm").returncode == 0
+    samples = 0
+    deadline = time.monotonic() + 90
+    control = ControlClient(pool.socket)  # in-process client: samples every ~0.1 s, not every CLI start-up
+    while time.monotonic() < deadline:
+        status = control.call("status")
+        ready = {r["identity"] for r in status["replicas"] if r["group"] == "llm" and r["state"] == "READY"}
+        pollers = await queue_pollers(client, "llm_q", QueueType.ACTIVITY)
+        recent = {i for i, p in pollers.items() if datetime.now(UTC) - p.last_access < timedelta(seconds=10)}
+        assert ready & recent, f"no live llm poller: READY {ready}, recently polling {recent}"
+        samples += 1
+        current = {r["pid"] for r in status["replicas"] if r["group"] == "llm" and r["role"] == "replica"}
+        if not status["pool"]["busy"] and not (current & before) and len(ready) == 2:
+            break
+        await anyio.sleep(0.05)
+    else:
+        raise AssertionError("the rolling restart did not finish within 90 s")
+    assert samples > 10
+    lost_dispatches = 0
+    for run in runs:
+        await run.result(rpc_timeout=timedelta(seconds=60))  # every run succeeds
+        # A retried attempt leaves no event of its own: its failure is the next attempt's last_failure.
+        failures = [
+            e.activity_task_started_event_attributes.last_failure
+            for e in await history(client, run.id)
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+            and e.activity_task_started_event_attributes.HasField("last_failure")
+        ]
+        # No activity failed: none was cut short or cancelled by a drain (that would be an application or
+        # cancellation failure). A server-side start-to-close timeout is a dispatch Temporal lost while a worker
+        # shut down (seen about once in five rolling restarts under load, README "Known limitations"); Temporal
+        # retries it and the run still succeeds, so it is reported, not hidden.
+        drain_failures = [f for f in failures if not f.HasField("timeout_failure_info")]
+        assert not drain_failures, drain_failures
+        lost_dispatches += len(failures) - len(drain_failures)
+    print(f"rolling restart under load: {lost_dispatches} dispatch(es) lost by Temporal and retried")
+
+
+def test_stop_survives_reload_and_start_brings_the_group_back(pool: Pool) -> None:
+    pool.up()
+    pool.wait_all_ready()
+    assert pool.cli("stop", "media").returncode == 0
+    pool.wait(lambda s: not [r for r in s["replicas"] if r["group"] == "media"], 30, "media drained")
+    assert pool.cli("reload").returncode == 0
+    time.sleep(2)
+    status = pool.status()
+    assert status["groups"]["media"]["stopped_by_operator"] and not [
+        r for r in status["replicas"] if r["group"] == "media"
+    ]
+    assert pool.cli("start", "media").returncode == 0
+    pool.wait(lambda s: s["groups"]["media"]["ready"] == 1, 30, "media READY again")
+
+
+def test_reload_refuses_a_broken_file_and_scales_without_restarting(pool: Pool) -> None:
+    pool.up()
+    before = {(r["group"], r["replica"]): r["pid"] for r in pool.wait_all_ready()["replicas"]}
+    pool.rewrite({"workers.llm.profile": "llm-pol"})
+    refused = pool.cli("reload")
+    assert refused.returncode == 2
+    assert "workers.llm.profile" in refused.stderr and "Did you mean 'llm-pool'?" in refused.stderr
+    time.sleep(1)
+    assert {(r["group"], r["replica"]): r["pid"] for r in pool.status()["replicas"]} == before
+    pool.rewrite({"workers.llm.replicas": 3})
+    applied = pool.cli("reload", "--json")
+    assert applied.returncode == 0 and json.loads(applied.stdout)["scaled"] == {"llm": 3}
+    status = pool.wait(lambda s: s["groups"]["llm"]["ready"] == 3, 30, "a third llm replica")
+    after = {(r["group"], r["replica"]): r["pid"] for r in status["replicas"]}
+    assert {k: v for k, v in after.items() if k != ("llm", 2)} == before
+
+
+def test_scale_save_writes_replicas_back_keeping_comments(pool: Pool) -> None:
+    text = pool.topology.read_text().replace("[workers.llm]", "# the LLM pool: keep this comment\n[workers.llm]")
+    pool.topology.write_text(text)
+    pool.up()
+    pool.wait_all_ready()
+    result = pool.cli("scale", "llm", "1", "--save")
+    assert result.returncode == 0, result.stderr
+    pool.wait(lambda s: len([r for r in s["replicas"] if r["group"] == "llm"]) == 1, 30, "llm scaled to 1")
+    saved = pool.topology.read_text()
+    assert "# the LLM pool: keep this comment" in saved
+    assert "replicas = 1" in saved.split("[workers.llm]")[1].split("[")[0]
+    assert pool.cli("scale", "nope", "1").returncode == 2
+
+
+def test_logs_and_down(pool: Pool) -> None:
+    supervisor = pool.up()
+    pool.wait_all_ready()
+    children = [r["pid"] for r in pool.replicas()]
+    logs = pool.cli("logs", "llm/1", "-n", "5")
+    assert logs.returncode == 0 and "worker.ready" in logs.stdout and len(logs.stdout.splitlines()) <= 5
+    assert pool.cli("logs", "nope").returncode == 2
+    down = pool.cli("down")
+    assert down.returncode == 0, down.stderr
+    assert supervisor.wait(timeout=30) == 0
+    assert not [pid for pid in children if alive(pid)]
+    assert pool.cli("status").returncode == 3
+
+
+def test_socket_is_private_and_other_uids_are_refused(pool: Pool) -> None:
+    pool.up()
+    pool.wait_all_ready()
+    assert stat.S_IMODE(pool.socket.stat().st_mode) == 0o600
+    runtime = pool.socket.parent
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a client under another uid")
+    client = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n"
+        f"    s.connect({str(pool.socket)!r})\n"
+        "except PermissionError:\n"
+        "    print('EACCES'); sys.exit(0)\n"
+        's.sendall(b\'{"id": 1, "cmd": "status"}\\n\')\n'
+        "print(s.recv(65536).decode())\n"
+    )
+    # the venv's interpreter may live under /root: run the foreign client on the system one when there is one
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    denied = subprocess.run([python, "-c", client], user=65534, capture_output=True, text=True, timeout=30)
+    assert denied.stdout.strip() == "EACCES"  # the socket file itself is 0600
+    # Even with the file opened up (a misconfiguration), SO_PEERCRED refuses a foreign uid.
+    runtime.chmod(0o755)
+    pool.socket.chmod(0o666)
+    try:
+        refused = subprocess.run([python, "-c", client], user=65534, capture_output=True, text=True, timeout=30)
+    finally:
+        runtime.chmod(0o700)
+        pool.socket.chmod(0o600)
+    answer = json.loads(refused.stdout)
+    assert answer["ok"] is False and answer["error"]["code"] == "forbidden"
+
+
+def _fuzz_frames(rng: random.Random) -> Iterator[bytes]:
+    kinds: list[Callable[[], bytes]] = [
+        lambda: bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))) + b"\n",
+        lambda: b'{"id": 1, "cmd": "status"' + b"\n",
+        lambda: json.dumps(rng.choice([[], 5, "status", None, True])).encode() + b"\n",
+        lambda: json.dumps({"id": rng.random(), "cmd": f"no-such-{rng.randrange(99)}"}).encode() + b"\n",
+        lambda: json.dumps({"id": 1, "cmd": rng.choice([5, None, ["status"]])}).encode() + b"\n",
+        lambda: (
+            json.dumps(
+                {"id": 1, "cmd": "scale", "args": {"group": rng.choice([5, None, "nope"]), "replicas": "x"}}
+            ).encode()
+            + b"\n"
+        ),
+        lambda: (
+            json.dumps(
+                {"id": 1, "cmd": "scale", "args": {"group": "llm", "replicas": rng.choice([-1, 2.5, True, "3"])}}
+            ).encode()
+            + b"\n"
+        ),
+        lambda: (
+            json.dumps(
+                {"id": 1, "cmd": rng.choice(["stop", "start", "restart"]), "args": rng.choice([[], "x", {"group": 7}])}
+            ).encode()
+            + b"\n"
+        ),
+        lambda: b"\xff\xfe\x00\x00" * rng.randrange(1, 50) + b"\n",
+        lambda: b"\n",
+    ]
+    for _ in range(1000):
+        yield rng.choice(kinds)()
+
+
+def test_fuzzed_frames_leave_the_daemon_answering(pool: Pool) -> None:
+    supervisor = pool.up()
+    before = {r["pid"] for r in pool.wait_all_ready()["replicas"]}
+    staller = socket.socket(socket.AF_UNIX)
+    staller.connect(str(pool.socket))
+    staller.sendall(b'{"id": 1, "cmd": "sta')  # half a line, then silence
+    huge = socket.socket(socket.AF_UNIX)
+    huge.connect(str(pool.socket))
+    try:
+        huge.sendall(b"x" * (10 * 2**20) + b"\n")  # 10 MiB line
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the daemon answered "frame_too_large" and closed before reading it all
+    huge.close()
+    rng = random.Random(1234)
+    answered = 0
+    for frame in _fuzz_frames(rng):
+        conn = socket.socket(socket.AF_UNIX)
+        conn.settimeout(10)
+        conn.connect(str(pool.socket))
+        conn.sendall(frame)
+        reply = conn.recv(65536)
+        conn.close()
+        if reply:
+            answer = json.loads(reply.splitlines()[0])
+            assert answer["ok"] is False and answer["error"]["code"]
+            answered += 1
+    assert answered >= 990
+    timings = []
+    for _ in range(5):
+        conn = socket.socket(socket.AF_UNIX)
+        started = time.perf_counter()
+        conn.connect(str(pool.socket))
+        conn.sendall(b'{"id": 9, "cmd": "status"}\n')
+        data = b""
+        while not data.endswith(b"\n"):
+            data += conn.recv(65536)
+        timings.append(time.perf_counter() - started)
+        conn.close()
+        assert json.loads(data)["ok"] is True
+    staller.close()
+    assert min(timings) < 0.1, f"status took {min(timings) * 1000:.0f} ms at best after the fuzzing"
+    assert supervisor.poll() is None
+    assert {r["pid"] for r in pool.replicas()} == before  # nothing was changed by the garbage
