@@ -65,13 +65,16 @@ def resolve_paths(pool: PoolSection, topology_dir: Path, environ: Mapping[str, s
 
 
 def private_dir(path: Path) -> Path:
-    """Create `path` (and parents) as 0700 and check that it is ours and private; raise PoolError otherwise.
-    Under /tmp every directory below /tmp is checked, so another user cannot pre-create one for us."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    checked = [path]
+    """Create `path` as 0700 and check that it is ours and private; raise PoolError otherwise. Under /tmp each
+    directory below /tmp is checked before anything is created in it, so another user cannot plant one for us."""
     if path.is_relative_to("/tmp"):
-        checked = [p for p in (path, *path.parents) if p.is_relative_to("/tmp") and p != Path("/tmp")]
-    for directory in checked:
+        chain = [p for p in reversed((path, *path.parents)) if p.is_relative_to("/tmp") and p != Path("/tmp")]
+    else:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        chain = [path]
+    for directory in chain:
+        if not directory.exists():
+            directory.mkdir(mode=0o700)
         _ensure_private(directory)
     return path
 

@@ -1,0 +1,73 @@
+"""Socket and directory resolution (shared by server and CLI), and size-rotated replica logs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelex_pool.control.client import resolve_socket
+from pipelex_pool.errors import PoolError
+from pipelex_pool.paths import private_dir, resolve_paths
+from pipelex_pool.supervisor.logfile import RotatingLog
+from pipelex_pool.topology.schema import PoolSection
+
+
+def test_socket_resolution_order(tmp_path: Path) -> None:
+    topology = tmp_path / "t.toml"
+    topology.write_text('[pool]\nname = "alpha"\n')
+    env = {"XDG_RUNTIME_DIR": "/run/user/1000"}
+    assert resolve_socket(Path("/x.sock"), topology, {**env, "PIPELEX_POOL_SOCKET": "/y.sock"}) == Path("/x.sock")
+    assert resolve_socket(None, topology, {**env, "PIPELEX_POOL_SOCKET": "/y.sock"}) == Path("/y.sock")
+    assert resolve_socket(None, topology, env) == Path("/run/user/1000/pipelex-pool/alpha/control.sock")
+    assert resolve_socket(None, topology, {"RUNTIME_DIRECTORY": "/run/pipelex-pool"}) == Path(
+        "/run/pipelex-pool/control.sock"
+    )
+    topology.write_text('[pool]\nname = "alpha"\nsocket = "run/ctl.sock"\n')
+    assert resolve_socket(None, topology, env) == tmp_path / "run" / "ctl.sock"
+    assert resolve_socket(None, None, {}) == Path(f"/tmp/pipelex-pool-{os.getuid()}/pipelex/control.sock")
+
+
+def test_systemd_directories_win_over_xdg(tmp_path: Path) -> None:
+    env = {
+        "RUNTIME_DIRECTORY": "/run/p",
+        "STATE_DIRECTORY": "/var/lib/p",
+        "LOGS_DIRECTORY": "/var/log/p",
+        "XDG_RUNTIME_DIR": "/x",
+    }
+    paths = resolve_paths(PoolSection(name="p"), tmp_path, env)
+    assert (paths.socket, paths.state_dir, paths.log_dir) == (
+        Path("/run/p/control.sock"),
+        Path("/var/lib/p"),
+        Path("/var/log/p"),
+    )
+    assert paths.lock == Path("/run/p/control.sock.lock")
+
+
+def test_private_dir_refuses_a_directory_owned_by_someone_else(tmp_path: Path) -> None:
+    mine = private_dir(tmp_path / "a" / "b")
+    assert mine.stat().st_mode & 0o777 == 0o700
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a directory owned by another uid")
+    foreign = Path("/tmp") / f"pp-foreign-{os.getpid()}"
+    foreign.mkdir(mode=0o777)
+    try:
+        os.chown(foreign, 65534, 65534)
+        with pytest.raises(PoolError, match="not a directory owned by uid"):
+            private_dir(foreign / "pool")
+    finally:
+        shutil.rmtree(foreign)
+
+
+def test_rotating_log_keeps_backups_by_size(tmp_path: Path) -> None:
+    log = RotatingLog(tmp_path / "llm-0.log", max_bytes=100, backups=2)
+    for n in range(10):
+        log.write(f"line {n:02d} ".encode() * 4 + b"\n")  # 41 bytes each
+    log.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["llm-0.log", "llm-0.log.1", "llm-0.log.2"]
+    assert all(p.stat().st_size <= 100 for p in tmp_path.iterdir())
+    newest, older = (tmp_path / "llm-0.log").read_text(), (tmp_path / "llm-0.log.1").read_text()
+    assert newest.splitlines()[-1].startswith("line 09") and older.splitlines()[-1].startswith("line 08")
