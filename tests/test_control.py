@@ -62,7 +62,7 @@ def test_status_shows_every_replica_and_the_pool(pool: Pool) -> None:
     )
     rows = [line for line in header if line.startswith(("router", "llm", "media"))]
     assert len(rows) == 4 and all("READY" in row for row in rows)
-    data = pool.status()
+    data = pool.wait(lambda s: all(r["rss_bytes"] for r in s["replicas"]), 10, "resource samples")
     assert data["protocol"] == 1
     assert data["pool"]["topology"] == str(pool.topology)
     assert all(r["rss_bytes"] and r["rss_bytes"] > 10 * 2**20 for r in data["replicas"])

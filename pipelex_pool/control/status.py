@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import psutil
-
 from pipelex_pool.control.protocol import PROTOCOL_VERSION
 from pipelex_pool.supervisor.groups import SupervisedGroup
 from pipelex_pool.supervisor.handle import ProcessHandle
@@ -16,16 +14,15 @@ from pipelex_pool.supervisor.state import ProcState
 
 def _resources(supervisor: Supervisor, handle: ProcessHandle) -> dict[str, Any]:
     info = supervisor.info.get(id(handle))
-    if handle.pid is None or info is None:
-        return {"rss_bytes": None, "cpu_percent": None}
-    try:
-        if info.proc is None or info.proc.pid != handle.pid:
-            info.proc = psutil.Process(handle.pid)
-            info.proc.cpu_percent(None)  # first call primes the measurement
-        with info.proc.oneshot():
-            return {"rss_bytes": info.proc.memory_info().rss, "cpu_percent": info.proc.cpu_percent(None)}
-    except psutil.Error:
-        return {"rss_bytes": None, "cpu_percent": None}
+    usage = info.usage if info is not None and handle.pid is not None else None
+    if usage is None:
+        return {"rss_bytes": None, "cpu_percent": None, "threads": None, "open_fds": None}
+    return {
+        "rss_bytes": usage.rss_bytes,
+        "cpu_percent": usage.cpu_percent,
+        "threads": usage.threads,
+        "open_fds": usage.open_fds,
+    }
 
 
 def _replica(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHandle, role: str) -> dict[str, Any]:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import enum
-import os
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelex_pool.supervisor.handle import HandleTimings, ProcessHandle
 from pipelex_pool.supervisor.policy import RestartPolicy
-from pipelex_pool.supervisor.spawn import ChildSpec, pdeathsig_wrapped, worker_spec
+from pipelex_pool.supervisor.spawn import ChildSpec, child_environment, pdeathsig_wrapped, worker_spec
 from pipelex_pool.temporal.devserver import dev_server_command, split_target
 from pipelex_pool.topology.load import Topology
 from pipelex_pool.topology.schema import ResolvedGroup, RestartConfig
@@ -49,6 +49,8 @@ class SupervisedGroup:
     replacement: ProcessHandle | None = None  # the new process of the replica being rolled
     retiring: list[ProcessHandle] = field(default_factory=list)  # replaced processes, draining
     rng: random.Random = field(default_factory=random.Random)
+    restarts_total: int = 0  # automatic restarts, for metrics (survives replaced handles)
+    exits_total: Counter[str] = field(default_factory=Counter)  # by decoded status
 
     def make_handle(self, replica: int) -> ProcessHandle:
         return ProcessHandle(self.name, replica, RestartPolicy(self.restart, self.rng), self.timings)
@@ -65,6 +67,7 @@ class SupervisedGroup:
         """Take over the running state of `old` (same group, previous topology) after a reload."""
         self.handles, self.retiring, self.replacement = old.handles, old.retiring, old.replacement
         self.roll_queue, self.stopped_by_operator, self.rng = old.roll_queue, old.stopped_by_operator, old.rng
+        self.restarts_total, self.exits_total = old.restarts_total, old.exits_total
         for handle in self.all_handles():
             handle.policy = RestartPolicy(self.restart, self.rng)
             handle.timings = self.timings
@@ -112,7 +115,7 @@ def dev_server_group(topology: Topology, state_dir: Path) -> SupervisedGroup:
         ui_port=settings.ui_port,
         log_level=settings.log_level,
     )
-    spec = ChildSpec(name=f"{DEV_SERVER_GROUP}/0", argv=pdeathsig_wrapped(argv), env=dict(os.environ), identity="")
+    spec = ChildSpec(name=f"{DEV_SERVER_GROUP}/0", argv=pdeathsig_wrapped(argv), env=child_environment(), identity="")
     return SupervisedGroup(
         name=DEV_SERVER_GROUP,
         readiness=Readiness.SERVING,

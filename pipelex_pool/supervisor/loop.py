@@ -15,6 +15,7 @@ import anyio
 import psutil
 import structlog
 from anyio.abc import TaskGroup
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
 from pipelex_pool.errors import TopologyError
@@ -26,15 +27,19 @@ from pipelex_pool.supervisor.lock import record_for, write_state
 from pipelex_pool.supervisor.logfile import RotatingLog
 from pipelex_pool.supervisor.observe import bind_notify_socket, watch_child, watch_polling, watch_serving
 from pipelex_pool.supervisor.reload import ReloadPlan, plan_reload
+from pipelex_pool.supervisor.resources import SAMPLE_INTERVAL_S, ResourceProbe, Usage
 from pipelex_pool.supervisor.rolling import advance_roll
 from pipelex_pool.supervisor.spawn import ExecSpawner, Spawner
 from pipelex_pool.supervisor.state import ExitStatus, ProcState
+from pipelex_pool.supervisor.systemd import SystemdNotifier
 from pipelex_pool.temporal.connect import connect
 from pipelex_pool.temporal.pollers import QueueType
 from pipelex_pool.topology.load import Topology, load_topology
+from pipelex_pool.units import format_size
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 MAX_IDLE_S = 5.0
+TEMPORAL_CHECK_S = 5.0
 
 
 @dataclass
@@ -44,7 +49,8 @@ class ReplicaInfo:
     identity: str = ""
     status_text: str = ""
     started_wall: float | None = None
-    proc: psutil.Process | None = None  # kept so cpu_percent measures between two looks
+    probe: ResourceProbe | None = None
+    usage: Usage | None = None
 
 
 @dataclass
@@ -58,6 +64,7 @@ class Supervisor:
     dev: SupervisedGroup | None = None
     info: dict[int, ReplicaInfo] = field(default_factory=dict)  # by id(handle)
     shutting_down: bool = False
+    temporal_error: str | None = "not checked yet"
     started_wall: float = field(default_factory=time.time)
     pid: int = field(default_factory=os.getpid)
 
@@ -66,6 +73,7 @@ class Supervisor:
         self._tg: TaskGroup | None = None
         self._client: Client | None = None
         self._spawn_count = 0
+        self.systemd = SystemdNotifier()
         self.groups = {
             name: worker_group(self.topology, group, self.topology.file) for name, group in self.topology.groups.items()
         }
@@ -80,6 +88,7 @@ class Supervisor:
     def request_shutdown(self, reason: str) -> None:
         if not self.shutting_down:
             log.info("supervisor.stopping", reason=reason)
+            self.systemd.stopping()
         self.shutting_down = True
         self.wake(reason)
 
@@ -121,6 +130,7 @@ class Supervisor:
     def request_reload(self, new: Topology) -> ReloadPlan:
         """Apply a validated topology: new groups start, removed ones drain, changed ones roll, replicas scale."""
         plan = plan_reload(self.topology, new)
+        self.systemd.reloading()
         for name in plan.removed:
             self.groups[name].removed = True
         for name, spec in new.groups.items():
@@ -153,6 +163,8 @@ class Supervisor:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._signals)
+            tg.start_soon(self._watch_resources)
+            tg.start_soon(self._watch_temporal)
             log.info(
                 "supervisor.started", pool=self.topology.pool.name, pid=os.getpid(), topology=str(self.topology.file)
             )
@@ -171,6 +183,59 @@ class Supervisor:
                 else:
                     self.request_shutdown(signal.Signals(signum).name)
 
+    async def _watch_temporal(self) -> None:
+        """Whether the Temporal server answers, for /health; it never blocks the loop or fails a worker."""
+        server = self.topology.temporal.selected_server()
+        assert server is not None
+        while True:
+            try:
+                with anyio.fail_after(5):
+                    if self._client is None:
+                        self._client = await connect(server, f"{self.topology.pool.name}/supervisor@{os.getpid()}")
+                    await self._client.workflow_service.get_system_info(GetSystemInfoRequest())
+                self.temporal_error = None
+            except Exception as exc:  # any failure to answer counts as unreachable, and is reported as such
+                self.temporal_error = f"{server.target_host}: {exc or type(exc).__name__}"
+            await anyio.sleep(TEMPORAL_CHECK_S)
+
+    async def _watch_resources(self) -> None:
+        """Sample every replica's usage; a replica over its group's max_memory is queued for a rolling restart
+        (replacement READY first, so its in-flight work drains instead of being killed)."""
+        while True:
+            await anyio.sleep(SAMPLE_INTERVAL_S)
+            for group in self.all_groups():
+                for handle in group.all_handles():
+                    if handle.pid is None:
+                        continue
+                    info = self._info(handle)
+                    if info.probe is None or info.probe.pid != handle.pid:
+                        try:
+                            info.probe = ResourceProbe(handle.pid)
+                        except psutil.Error:
+                            continue
+                    info.usage = info.probe.sample()
+                    limit = group.spec.max_memory if group.spec else None
+                    if (
+                        limit
+                        and info.usage is not None
+                        and info.usage.rss_bytes > limit
+                        and handle.state is ProcState.READY
+                        and handle in group.handles
+                        and handle.replica not in group.roll_queue
+                    ):
+                        log.warning(
+                            "worker.memory_exceeded",
+                            group=group.name,
+                            replica=handle.replica,
+                            pid=handle.pid,
+                            rss_bytes=info.usage.rss_bytes,
+                            rss=format_size(info.usage.rss_bytes),
+                            max_memory=format_size(limit),
+                            action="rolling restart",
+                        )
+                        group.roll_queue.append(handle.replica)
+                        self.wake("max_memory")
+
     async def _loop(self) -> None:
         while True:
             now = self.clock()
@@ -183,7 +248,11 @@ class Supervisor:
             await self._reconcile(now)
             if self.shutting_down and not any(h.state.alive for h in self.handles()):
                 return
+            self.systemd.settled(self.summary(), self.settled())
             deadlines = [d for d in (self._next_deadline(g) for g in self.all_groups()) if d is not None]
+            ping = self.systemd.ping_due(now)  # a stuck loop stops these, and systemd restarts the service
+            if ping is not None:
+                deadlines.append(ping)
             timeout = max(0.0, min([now + MAX_IDLE_S, *deadlines]) - self.clock())
             with anyio.move_on_after(timeout):
                 await self._apply(await self._receive.receive())
@@ -274,6 +343,9 @@ class Supervisor:
     async def _on_exit(self, group: SupervisedGroup, handle: ProcessHandle, status: ExitStatus, now: float) -> None:
         pid = handle.pid
         actions = handle.exited(status, now)
+        group.exits_total[status.describe()] += 1
+        if handle.state is ProcState.BACKOFF:
+            group.restarts_total += 1
         if handle in group.retiring and not handle.state.alive:
             group.retiring.remove(handle)
             self.info.pop(id(handle), None)
@@ -405,6 +477,34 @@ class Supervisor:
         if handle.state is not ProcState.READY or handle.ready_at is None or handle.started_at is None:
             return None
         return max(0.0, self.clock() - handle.started_at)
+
+    def settled(self) -> bool:
+        """Every wanted replica is READY or given up on (FATAL/EXITED), and nothing is being rolled."""
+        if self.shutting_down or (
+            self.dev is not None and not any(h.state is ProcState.READY for h in self.dev.handles)
+        ):
+            return False
+        for group in self.groups.values():
+            if group.stopped_by_operator or group.removed:
+                continue
+            if group.roll_queue or group.replacement or len(group.handles) < group.desired:
+                return False
+            done = (ProcState.READY, ProcState.FATAL, ProcState.EXITED)
+            if any(h.state not in done for h in group.handles[: group.desired]):
+                return False
+        return True
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS=, e.g. "7/8 ready, 1 fatal"."""
+        wanted = sum(0 if g.stopped_by_operator else g.desired for g in self.groups.values())
+        states = [h.state for g in self.groups.values() for h in g.handles]
+        parts = [f"{states.count(ProcState.READY)}/{wanted} ready"]
+        for state in (ProcState.FATAL, ProcState.BACKOFF, ProcState.STARTING):
+            if states.count(state):
+                parts.append(f"{states.count(state)} {state.value.lower()}")
+        if self.shutting_down:
+            parts.append("stopping")
+        return ", ".join(parts)
 
     def counts(self) -> dict[str, int]:
         states = [h.state for g in self.groups.values() for h in g.handles]

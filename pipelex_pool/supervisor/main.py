@@ -8,6 +8,7 @@ import os
 import anyio
 import structlog
 
+from pipelex_pool.control.http import HttpEndpoint
 from pipelex_pool.control.server import ControlServer
 from pipelex_pool.errors import PoolError
 from pipelex_pool.paths import PoolPaths, check_socket_path, private_dir, resolve_paths
@@ -67,6 +68,8 @@ async def serve_pool(topology: Topology) -> int:
         supervisor = Supervisor(topology, paths, dev_server=wants_dev_server(topology))
         async with anyio.create_task_group() as tg:
             await tg.start(ControlServer(supervisor, paths.socket).serve)
+            if topology.pool.metrics:
+                await tg.start(HttpEndpoint(supervisor, topology.pool.metrics).serve)
             await supervisor.run()
             tg.cancel_scope.cancel()
     finally:

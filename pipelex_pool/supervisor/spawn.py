@@ -16,6 +16,7 @@ import anyio
 from anyio.abc import Process
 
 from pipelex_pool.supervisor.pdeathsig import PID_TOKEN
+from pipelex_pool.supervisor.systemd import SYSTEMD_ENV
 from pipelex_pool.topology.schema import ResolvedGroup
 
 
@@ -47,6 +48,12 @@ class ExecSpawner:
         )
 
 
+def child_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The supervisor's environment without systemd's per-process variables (a child must not answer systemd
+    in the supervisor's name: it gets its own NOTIFY_SOCKET from the pool)."""
+    return {key: value for key, value in (os.environ if base is None else base).items() if key not in SYSTEMD_ENV}
+
+
 def identity_for(pool: str, group: str, replica: int, pid: int | str = PID_TOKEN) -> str:
     return f"{pool}/{group}/{replica}@{socket.gethostname()}:{pid}"
 
@@ -66,7 +73,7 @@ def worker_spec(
     """The built-in worker, or the group's command template with its placeholders filled."""
     identity = identity_for(pool, group.name, replica)
     env = {
-        **(os.environ if base_env is None else base_env),
+        **child_environment(base_env),
         **group.env,
         "PIPELEX_POOL_CONFIG": str(topology_file),
         "PIPELEX_POOL_GROUP": group.name,

@@ -1,0 +1,136 @@
+"""The optional HTTP endpoint (`[pool] metrics = "host:port"`): GET /health for load balancers and probes,
+GET /metrics in Prometheus text format. A deliberately small HTTP/1.0 server: two read-only routes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import SocketStream, TaskStatus
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from pipelex_pool.supervisor.loop import Supervisor
+from pipelex_pool.supervisor.state import ProcState
+
+log = structlog.get_logger("pipelex_pool.http")
+REQUEST_TIMEOUT_S = 5.0
+
+
+def health(supervisor: Supervisor) -> tuple[int, dict[str, Any]]:
+    """200 when every wanted replica is READY and Temporal answers; 503 naming what is not."""
+    problems: list[dict[str, Any]] = []
+    for group in supervisor.all_groups():
+        if group.stopped_by_operator or group.removed:
+            continue
+        states = [h.state.value for h in group.handles[: group.desired]]
+        ready = states.count(ProcState.READY.value)
+        if ready < group.desired:
+            problems.append({"group": group.name, "ready": ready, "desired": group.desired, "states": states})
+    if supervisor.temporal_error:
+        problems.append({"temporal": supervisor.temporal_error})
+    if supervisor.shutting_down:
+        problems.append({"pool": "shutting down"})
+    body = {"healthy": not problems, "pool": supervisor.topology.pool.name, "problems": problems}
+    return (200 if not problems else 503), body
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
+
+
+def _labels(**labels: object) -> str:
+    """Prometheus label set, values escaped as the text format requires."""
+    return "{" + ",".join(f'{key}="{str(value).translate(_ESCAPES)}"' for key, value in labels.items()) + "}"
+
+
+def metrics(supervisor: Supervisor) -> str:
+    """Prometheus text exposition of the pool's replicas, restarts, exits and resource use."""
+    out: list[str] = []
+
+    def family(name: str, kind: str, help_text: str) -> None:
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} {kind}")
+
+    family("pipelex_pool_up", "gauge", "1 while the supervisor runs.")
+    out.append(f"pipelex_pool_up{_labels(pool=supervisor.topology.pool.name)} 1")
+    family("pipelex_pool_temporal_reachable", "gauge", "1 when the Temporal server answered the last check.")
+    out.append(f"pipelex_pool_temporal_reachable {0 if supervisor.temporal_error else 1}")
+    family("pipelex_pool_replicas", "gauge", "Replicas by group and state.")
+    for group in supervisor.all_groups():
+        states = [h.state for h in group.handles]
+        for state in ProcState:
+            out.append(f"pipelex_pool_replicas{_labels(group=group.name, state=state.value)} {states.count(state)}")
+    family("pipelex_pool_replicas_desired", "gauge", "Replicas each group should have.")
+    for group in supervisor.all_groups():
+        desired = 0 if group.stopped_by_operator else group.desired
+        out.append(f"pipelex_pool_replicas_desired{_labels(group=group.name)} {desired}")
+    family("pipelex_pool_restarts_total", "counter", "Automatic restarts (after backoff) by group.")
+    for group in supervisor.all_groups():
+        out.append(f"pipelex_pool_restarts_total{_labels(group=group.name)} {group.restarts_total}")
+    family("pipelex_pool_exits_total", "counter", "Replica exits by group and decoded status.")
+    for group in supervisor.all_groups():
+        for reason, count in sorted(group.exits_total.items()):
+            out.append(f"pipelex_pool_exits_total{_labels(group=group.name, reason=reason)} {count}")
+    family("pipelex_pool_replica_rss_bytes", "gauge", "Resident memory of each replica.")
+    cpu: list[str] = []
+    for group in supervisor.all_groups():
+        for handle in group.handles:
+            info = supervisor.info.get(id(handle))
+            if handle.pid is None or info is None or info.usage is None:
+                continue
+            labels = _labels(group=group.name, replica=handle.replica, pid=handle.pid)
+            out.append(f"pipelex_pool_replica_rss_bytes{labels} {info.usage.rss_bytes}")
+            cpu.append(f"pipelex_pool_replica_cpu_percent{labels} {info.usage.cpu_percent}")
+    family("pipelex_pool_replica_cpu_percent", "gauge", "CPU use of each replica, percent of one core.")
+    out += cpu
+    return "\n".join(out) + "\n"
+
+
+class HttpEndpoint:
+    def __init__(self, supervisor: Supervisor, address: str) -> None:
+        self.supervisor = supervisor
+        host, _, port = address.rpartition(":")
+        self.host, self.port = host or "127.0.0.1", int(port)
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        log.info("http.listening", address=f"{self.host}:{self.port}", routes=["/health", "/metrics"])
+        task_status.started()
+        async with listener:
+            await listener.serve(self._connection)
+
+    async def _connection(self, stream: SocketStream) -> None:
+        async with stream:
+            try:
+                with anyio.fail_after(REQUEST_TIMEOUT_S):
+                    request = await BufferedByteReceiveStream(stream).receive_until(b"\r\n", 8192)
+            except (
+                TimeoutError,
+                anyio.DelimiterNotFound,
+                anyio.EndOfStream,
+                anyio.IncompleteRead,
+                anyio.BrokenResourceError,
+            ):
+                return
+            parts = request.decode(errors="replace").split()
+            method, path = (parts[0], parts[1].split("?")[0]) if len(parts) >= 2 else ("", "")
+            if method != "GET":
+                status, body, kind = 405, b"only GET\n", "text/plain"
+            elif path == "/health":
+                code, payload = health(self.supervisor)
+                status, body, kind = code, json.dumps(payload).encode(), "application/json"
+            elif path == "/metrics":
+                status, body, kind = 200, metrics(self.supervisor).encode(), "text/plain; version=0.0.4"
+            else:
+                status, body, kind = 404, b"routes: /health /metrics\n", "text/plain"
+            reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}[status]
+            head = (
+                f"HTTP/1.0 {status} {reason}\r\nContent-Type: {kind}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            try:
+                with anyio.fail_after(REQUEST_TIMEOUT_S):
+                    await stream.send(head.encode() + body)
+            except (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return

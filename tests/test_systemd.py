@@ -1,0 +1,206 @@
+"""Production service behaviour: the unit files, the supervisor's own sd_notify (a test plays systemd),
+memory limits, /health and /metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
+from tests.conftest import Processes, TemporalServer, free_port
+from tests.helpers import NotifyListener
+from tests.pool import PIPELEX_POOL, Pool, cli_args
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_unit_files_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        if os.environ.get("CI"):
+            pytest.fail("systemd-analyze is missing: .ci/run installs Debian's systemd package")
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd); CI installs it")
+    program = PIPELEX_POOL or shutil.which("pipelex-pool")
+    assert program, "the pipelex-pool script must be installed to verify ExecStart"
+    # As an installer would: point ExecStart at the installed program (units ship with /opt/pipelex-pool/bin).
+    for unit, name in (
+        ("pipelex-pool.service", "pipelex-pool.service"),
+        ("pipelex-pool@.service", "pipelex-pool@demo.service"),
+    ):
+        text = (REPO / "systemd" / unit).read_text().replace("/opt/pipelex-pool/bin/pipelex-pool", program)
+        (tmp_path / name).write_text(text)
+    result = subprocess.run(
+        [analyze, "verify", str(tmp_path / "pipelex-pool.service"), str(tmp_path / "pipelex-pool@demo.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    for unit in ("pipelex-pool.service", "pipelex-pool@.service"):
+        text = (REPO / "systemd" / unit).read_text()
+        for directive in (
+            "Type=notify",
+            "NotifyAccess=main",
+            "KillMode=mixed",
+            "WatchdogSec=",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+            "RuntimeDirectory=",
+            "StateDirectory=",
+            "LogsDirectory=",
+            "User=pipelex-pool",
+            "Restart=on-failure",
+            "StartLimitBurst=",
+        ):
+            assert directive in text, f"{unit} lacks {directive}"
+        assert "32min" in text  # above Pipelex's default 30-minute graceful_shutdown_timeout
+
+
+@pytest.fixture
+def pool(processes: Processes, tmp_path: Path, short_dir: Path) -> Iterator[Pool]:
+    running = Pool(processes, tmp_path, short_dir)
+    try:
+        yield running
+    finally:
+        processes.stop_all()
+        running.cleanup()
+
+
+@pytest.mark.slow
+async def test_supervisor_speaks_sd_notify_like_a_systemd_service(
+    pool: Pool, temporal_server: TemporalServer, namespace: str, short_dir: Path
+) -> None:
+    pool.write(temporal_server, namespace)
+    listener = NotifyListener(short_dir / "systemd.sock")
+    try:
+        supervisor = pool.processes.spawn(
+            cli_args("up", str(pool.topology)),
+            env={"NOTIFY_SOCKET": str(listener.path), "WATCHDOG_USEC": "1000000"},
+            name="supervisor",
+        )
+        pool.proc = supervisor
+        await listener.expect("READY=1", within=60)
+        status = pool.status()
+        assert [r["state"] for r in status["replicas"]] == ["READY"] * 4  # READY=1 only once all are READY
+        ready_message = next(m for m in listener.messages if "READY=1" in m.splitlines())
+        assert "STATUS=4/4 ready" in ready_message.splitlines()
+        before = listener.count("WATCHDOG=1")
+        await listener.expect("WATCHDOG=1", within=10, times=before + 4)  # every 0.5 s (half of WATCHDOG_USEC)
+        supervisor.send_signal(signal.SIGHUP)
+        await listener.expect("RELOADING=1", within=10)
+        reloading = next(m for m in listener.messages if "RELOADING=1" in m.splitlines())
+        assert any(line.startswith("MONOTONIC_USEC=") for line in reloading.splitlines())
+        await listener.expect("READY=1", within=30, times=2)
+        supervisor.send_signal(signal.SIGTERM)
+        await listener.expect("STOPPING=1", within=10)
+        assert supervisor.wait(timeout=60) == 0
+        # the children never spoke to "systemd": only the supervisor's own messages arrived
+        assert not [m for m in listener.messages if "STATUS=polling" in m]
+    finally:
+        listener.close()
+
+
+@pytest.mark.slow
+async def test_replica_over_max_memory_is_replaced_without_losing_its_activity(
+    pool: Pool, temporal_server: TemporalServer, namespace: str, client: Client
+) -> None:
+    pool.write(temporal_server, namespace, {"workers.llm.replicas": 1, "workers.llm.max_memory": "250MiB"})
+    pool.up()
+    first = next(r for r in pool.wait_all_ready()["replicas"] if r["group"] == "llm")
+    handle = await client.start_workflow(
+        "WfPipeRun",
+        PipeRunInput(run_id="mem", steps=[SimStep("act_llm_gen_text", latency_s=6.0, memory_mb=400)]),
+        id=f"mem-{uuid.uuid4().hex[:6]}",
+        task_queue="temporal_task_queue",
+        result_type=PipeRunResult,
+    )
+    result = await handle.result()
+    (step,) = result.steps
+    assert step.attempt == 1 and step.worker_identity == first["identity"]  # it finished where it started
+    status = pool.wait(
+        lambda s: (
+            any(r["group"] == "llm" and r["state"] == "READY" and r["pid"] != first["pid"] for r in s["replicas"])
+            and not any(r["pid"] == first["pid"] for r in s["replicas"])
+        ),
+        30,
+        "the replacement to take over",
+    )
+    assert len([r for r in status["replicas"] if r["group"] == "llm"]) == 1
+    events = [json.loads(line) for line in pool.output().splitlines() if '"worker.memory_exceeded"' in line]
+    assert events and events[0]["pid"] == first["pid"] and events[0]["rss_bytes"] > 250 * 2**20
+    assert "MiB" in events[0]["rss"]
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _metric(text: str, name: str, **labels: Any) -> float:
+    wanted = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+    for line in text.splitlines():
+        if line.startswith(f"{name}{wanted} "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name}{wanted} not in /metrics")
+
+
+@pytest.mark.slow
+def test_health_and_metrics_follow_the_pool(pool: Pool, temporal_server: TemporalServer, namespace: str) -> None:
+    port = free_port()
+    pool.write(
+        temporal_server,
+        namespace,
+        {
+            "pool.metrics": f"127.0.0.1:{port}",
+            "workers.broken": {
+                "command": ["{python}", "-c", "import sys; sys.exit(1)"],
+                "scope": "full",
+                "readiness": "delay:5s",
+                "restart": {"backoff_initial": "0.2s", "max_restarts": 1},
+            },
+        },
+    )
+    pool.up()
+    status = pool.wait(
+        lambda s: (
+            any(r["group"] == "broken" and r["state"] == "FATAL" for r in s["replicas"])
+            and s["groups"]["llm"]["ready"] == 2
+        ),
+        60,
+        "broken FATAL, the rest READY",
+    )
+    code, body = _get(f"http://127.0.0.1:{port}/health")
+    assert code == 503
+    problems = json.loads(body)["problems"]
+    assert [p["group"] for p in problems if "group" in p] == ["broken"]
+    text = _get(f"http://127.0.0.1:{port}/metrics")[1]
+    for group, info in status["groups"].items():
+        replicas = [r for r in status["replicas"] if r["group"] == group]
+        assert _metric(text, "pipelex_pool_replicas", group=group, state="READY") == sum(
+            r["state"] == "READY" for r in replicas
+        )
+        assert _metric(text, "pipelex_pool_replicas_desired", group=group) == info["desired"]
+        assert _metric(text, "pipelex_pool_restarts_total", group=group) == sum(r["restarts"] for r in replicas)
+    assert _metric(text, "pipelex_pool_exits_total", group="broken", reason="exit 1") == 2
+    assert _metric(text, "pipelex_pool_temporal_reachable") == 1
+    assert pool.cli("stop", "broken").returncode == 0
+    deadline = time.monotonic() + 10
+    while _get(f"http://127.0.0.1:{port}/health")[0] != 200:
+        assert time.monotonic() < deadline, "/health did not turn 200 once the broken group was stopped"
+        time.sleep(0.2)
+    assert json.loads(_get(f"http://127.0.0.1:{port}/health")[1])["healthy"] is True
