@@ -204,3 +204,52 @@ def test_health_and_metrics_follow_the_pool(pool: Pool, temporal_server: Tempora
         assert time.monotonic() < deadline, "/health did not turn 200 once the broken group was stopped"
         time.sleep(0.2)
     assert json.loads(_get(f"http://127.0.0.1:{port}/health")[1])["healthy"] is True
+
+
+@pytest.mark.slow
+async def test_task_accounting_per_replica_survives_replacement_and_matches_metrics(
+    pool: Pool, temporal_server: TemporalServer, namespace: str, client: Client
+) -> None:
+    port = free_port()
+    pool.write(temporal_server, namespace, {"pool.metrics": f"127.0.0.1:{port}"})
+    pool.up()
+    pool.wait_all_ready()
+    steps = [
+        SimStep("act_llm_gen_text", latency_s=0.05),
+        SimStep("act_img_gen_images", latency_s=0.05),
+        SimStep("act_deliver", latency_s=0.05),
+    ]
+    for n in range(5):
+        await client.execute_workflow(
+            "WfPipeRun",
+            PipeRunInput(run_id=str(n), steps=steps),
+            id=f"acc-{uuid.uuid4().hex[:6]}",
+            task_queue="temporal_task_queue",
+            result_type=PipeRunResult,
+        )
+    expected = {"llm": 5, "media": 5, "router": 5}  # act_deliver is not routed: it runs on the router's queue
+    status = pool.wait(
+        lambda s: {g: i["tasks"]["activities_completed"] for g, i in s["groups"].items()} == expected, 20, "task counts"
+    )
+    assert status["pool"]["tasks"]["activities_completed"] == 15 and status["pool"]["tasks"]["activities_failed"] == 0
+    assert status["groups"]["router"]["tasks"]["workflow_runs_completed"] == 5
+    per_replica = sum(
+        r["tasks"]["activities_completed"] for r in status["replicas"] if r["group"] == "llm" and r["tasks"]
+    )
+    assert per_replica == 5
+    assert pool.cli("restart", "llm").returncode == 0  # both llm replicas replaced: their counts go to history
+    before = {r["pid"] for r in status["replicas"] if r["group"] == "llm"}
+    status = pool.wait(
+        lambda s: (
+            not s["pool"]["busy"]
+            and not ({r["pid"] for r in s["replicas"] if r["group"] == "llm"} & before)
+            and s["groups"]["llm"]["ready"] == 2
+        ),
+        60,
+        "llm rolled",
+    )
+    assert status["groups"]["llm"]["tasks"]["activities_completed"] == 5
+    text = _get(f"http://127.0.0.1:{port}/metrics")[1]
+    for group, count in expected.items():
+        assert _metric(text, "pipelex_pool_activities_total", group=group, outcome="completed") == count
+    assert "tasks      15 activities completed, 0 failed" in pool.cli("status").stdout

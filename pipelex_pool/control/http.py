@@ -11,6 +11,7 @@ import structlog
 from anyio.abc import SocketStream, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from pipelex_pool.control.status import group_tasks
 from pipelex_pool.supervisor.loop import Supervisor
 from pipelex_pool.supervisor.state import ProcState
 
@@ -72,6 +73,15 @@ def metrics(supervisor: Supervisor) -> str:
     for group in supervisor.all_groups():
         for reason, count in sorted(group.exits_total.items()):
             out.append(f"pipelex_pool_exits_total{_labels(group=group.name, reason=reason)} {count}")
+    family("pipelex_pool_activities_total", "counter", "Activities finished by the group's replicas, by outcome.")
+    seconds: list[str] = []
+    for group in supervisor.all_groups():
+        tasks = group_tasks(supervisor, group)
+        for outcome, count in (("completed", tasks.activities_completed), ("failed", tasks.activities_failed)):
+            out.append(f"pipelex_pool_activities_total{_labels(group=group.name, outcome=outcome)} {count}")
+        seconds.append(f"pipelex_pool_activity_seconds_total{_labels(group=group.name)} {tasks.activity_seconds:.3f}")
+    family("pipelex_pool_activity_seconds_total", "counter", "Time spent in finished activities, by group.")
+    out += seconds
     family("pipelex_pool_replica_rss_bytes", "gauge", "Resident memory of each replica.")
     cpu: list[str] = []
     for group in supervisor.all_groups():

@@ -7,7 +7,10 @@ from typing import Any
 
 from pipelex_pool.units import format_size
 
-COLUMNS = ("GROUP", "#", "PID", "STATE", "SCOPE", "PROFILE", "QUEUE", "UPTIME", "RESTARTS", "LAST EXIT", "RSS", "CPU%")
+COLUMNS = (
+    "GROUP", "#", "PID", "STATE", "SCOPE", "PROFILE", "QUEUE", "UPTIME", "RESTARTS", "LAST EXIT", "RSS", "CPU%",
+    "TASKS OK/FAIL",
+)  # fmt: skip
 
 
 def _uptime(seconds: float | None) -> str:
@@ -19,6 +22,10 @@ def _uptime(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _tasks(tasks: dict[str, Any] | None) -> str:
+    return f"{tasks['activities_completed']}/{tasks['activities_failed']}" if tasks else "-"
 
 
 def render_status(status: dict[str, Any]) -> str:
@@ -33,6 +40,14 @@ def render_status(status: dict[str, Any]) -> str:
         f"  since      {since} (up {_uptime(pool['uptime_s'])})",
         f"  temporal   {temporal['target_host']} namespace {temporal['namespace']}; dev server {dev_text}",
     ]
+    tasks = pool["tasks"]
+    done = tasks["activities_completed"] + tasks["activities_failed"]
+    average = f", {tasks['activity_seconds'] / done:.2f}s on average" if done else ""
+    completed, failed = tasks["activities_completed"], tasks["activities_failed"]
+    runs = tasks["workflow_runs_completed"]
+    lines.append(
+        f"  tasks      {completed} activities completed, {failed} failed{average}; {runs} workflow runs completed"
+    )
     if pool.get("busy"):
         lines.append(f"  busy       {pool['busy']}")
     if pool.get("shutting_down"):
@@ -54,6 +69,7 @@ def render_status(status: dict[str, Any]) -> str:
                 r["last_exit"] or "-",
                 format_size(r["rss_bytes"]) if r["rss_bytes"] else "-",
                 f"{r['cpu_percent']:.0f}" if r["cpu_percent"] is not None else "-",
+                _tasks(r["tasks"]),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 from pipelex_pool.control.protocol import PROTOCOL_VERSION
@@ -10,6 +11,7 @@ from pipelex_pool.supervisor.groups import SupervisedGroup
 from pipelex_pool.supervisor.handle import ProcessHandle
 from pipelex_pool.supervisor.loop import Supervisor
 from pipelex_pool.supervisor.state import ProcState
+from pipelex_pool.worker.accounting import TaskCounts
 
 
 def _resources(supervisor: Supervisor, handle: ProcessHandle) -> dict[str, Any]:
@@ -23,6 +25,16 @@ def _resources(supervisor: Supervisor, handle: ProcessHandle) -> dict[str, Any]:
         "threads": usage.threads,
         "open_fds": usage.open_fds,
     }
+
+
+def group_tasks(supervisor: Supervisor, group: SupervisedGroup) -> TaskCounts:
+    """Counts of the group's exited processes plus what its live ones last reported."""
+    total = group.tasks_history
+    for handle in group.all_handles():
+        info = supervisor.info.get(id(handle))
+        if info is not None and info.tasks is not None:
+            total = total + info.tasks
+    return total
 
 
 def _replica(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHandle, role: str) -> dict[str, Any]:
@@ -43,6 +55,7 @@ def _replica(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHand
         "last_exit": handle.last_exit.describe() if handle.last_exit else None,
         "reason": handle.reason or None,
         "status_text": info.status_text if info and info.status_text else None,
+        "tasks": asdict(info.tasks) if info and info.tasks else None,
         **_resources(supervisor, handle),
     }
 
@@ -50,6 +63,7 @@ def _replica(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHand
 def pool_status(supervisor: Supervisor) -> dict[str, Any]:
     replicas = []
     groups = {}
+    pool_tasks = TaskCounts()
     for group in supervisor.all_groups():
         for handle in group.handles:
             replicas.append(_replica(supervisor, group, handle, "replica"))
@@ -57,7 +71,10 @@ def pool_status(supervisor: Supervisor) -> dict[str, Any]:
             replicas.append(_replica(supervisor, group, group.replacement, "replacement"))
         replicas += [_replica(supervisor, group, h, "retiring") for h in group.retiring]
         spec = group.spec
+        tasks = group_tasks(supervisor, group)
+        pool_tasks = pool_tasks + tasks
         groups[group.name] = {
+            "tasks": asdict(tasks),
             "desired": group.desired,
             "ready": sum(h.state is ProcState.READY for h in group.handles),
             "stopped_by_operator": group.stopped_by_operator,
@@ -87,6 +104,7 @@ def pool_status(supervisor: Supervisor) -> dict[str, Any]:
             "shutting_down": supervisor.shutting_down,
             "busy": supervisor.busy(),
             "counts": supervisor.counts(),
+            "tasks": asdict(pool_tasks),
         },
         "groups": groups,
         "replicas": replicas,

@@ -16,6 +16,7 @@ from pipelex_pool.temporal.devserver import dev_server_command, split_target
 from pipelex_pool.topology.load import Topology
 from pipelex_pool.topology.schema import ResolvedGroup, RestartConfig
 from pipelex_pool.units import parse_duration
+from pipelex_pool.worker.accounting import TaskCounts
 
 STOP_MARGIN_S = 5.0
 DEFAULT_WATCHDOG_S = 15.0
@@ -51,6 +52,7 @@ class SupervisedGroup:
     rng: random.Random = field(default_factory=random.Random)
     restarts_total: int = 0  # automatic restarts, for metrics (survives replaced handles)
     exits_total: Counter[str] = field(default_factory=Counter)  # by decoded status
+    tasks_history: TaskCounts = field(default_factory=TaskCounts)  # counts of processes that have exited
 
     def make_handle(self, replica: int) -> ProcessHandle:
         return ProcessHandle(self.name, replica, RestartPolicy(self.restart, self.rng), self.timings)
@@ -68,6 +70,7 @@ class SupervisedGroup:
         self.handles, self.retiring, self.replacement = old.handles, old.retiring, old.replacement
         self.roll_queue, self.stopped_by_operator, self.rng = old.roll_queue, old.stopped_by_operator, old.rng
         self.restarts_total, self.exits_total = old.restarts_total, old.exits_total
+        self.tasks_history = old.tasks_history
         for handle in self.all_handles():
             handle.policy = RestartPolicy(self.restart, self.rng)
             handle.timings = self.timings

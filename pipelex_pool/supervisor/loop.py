@@ -36,6 +36,7 @@ from pipelex_pool.temporal.connect import connect
 from pipelex_pool.temporal.pollers import QueueType
 from pipelex_pool.topology.load import Topology, load_topology
 from pipelex_pool.units import format_size
+from pipelex_pool.worker.accounting import NOTIFY_KEY, TaskCounts
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 MAX_IDLE_S = 5.0
@@ -50,6 +51,7 @@ class ReplicaInfo:
     status_text: str = ""
     started_wall: float | None = None
     probe: ResourceProbe | None = None
+    tasks: TaskCounts | None = None  # the process's own counts, as it last reported them
     usage: Usage | None = None
 
 
@@ -328,6 +330,8 @@ class Supervisor:
                 self._mark_ready(handle, now)
             if fields.get("WATCHDOG") == "1":
                 handle.watchdog_ping(now)
+            if NOTIFY_KEY in fields:
+                self._info(handle).tasks = TaskCounts.from_notify(fields[NOTIFY_KEY])
             if fields.get("STOPPING") == "1":
                 log.info("worker.draining", group=handle.group, replica=handle.replica, pid=handle.pid)
 
@@ -344,6 +348,10 @@ class Supervisor:
         pid = handle.pid
         actions = handle.exited(status, now)
         group.exits_total[status.describe()] += 1
+        info = self.info.get(id(handle))
+        if info is not None and info.tasks is not None:  # keep its counts in the group's history
+            group.tasks_history = group.tasks_history + info.tasks
+            info.tasks = None
         if handle.state is ProcState.BACKOFF:
             group.restarts_total += 1
         if handle in group.retiring and not handle.state.alive:

@@ -61,6 +61,17 @@ async def _read_notify(
         await events.send(Notified(handle, generation, parse_notify(datagram)))
 
 
+async def _drain_notify(
+    sock: socket.socket, handle: ProcessHandle, generation: int, events: ObjectSendStream[Event]
+) -> None:
+    while True:
+        try:
+            datagram = sock.recv(4096)
+        except (BlockingIOError, OSError):
+            return
+        await events.send(Notified(handle, generation, parse_notify(datagram)))
+
+
 async def watch_child(
     handle: ProcessHandle,
     generation: int,
@@ -81,6 +92,8 @@ async def watch_child(
             if notify is not None:
                 tg.start_soon(_read_notify, notify[0], handle, generation, events)
             returncode = await process.wait()
+            if notify is not None:  # what it said just before exiting (its final task counts)
+                await _drain_notify(notify[0], handle, generation, events)
             with anyio.move_on_after(OUTPUT_DRAIN_S):  # a grandchild may hold the pipe open: do not wait on it
                 await drained.wait()
             tg.cancel_scope.cancel()

@@ -18,6 +18,7 @@ from pipelex_pool.parent_death import set_parent_death_signal
 from pipelex_pool.sim import routing
 from pipelex_pool.temporal.connect import connect
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
+from pipelex_pool.worker import accounting
 from pipelex_pool.worker.config import WorkerSettings
 
 log = structlog.get_logger("pipelex_pool.worker")
@@ -48,7 +49,7 @@ def worker_kwargs(settings: WorkerSettings) -> dict[str, Any]:
 
 def sandboxed_runner() -> SandboxedWorkflowRunner:
     """Temporal's sandbox, with the routing table module shared with the host (it holds the worker's config)."""
-    restrictions = SandboxRestrictions.default.with_passthrough_modules(routing.__name__)
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(routing.__name__, accounting.__name__)
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
@@ -60,6 +61,7 @@ def build_worker(client: Client, settings: WorkerSettings) -> Worker:
         workflows=[catalog.workflows[name] for name in settings.scope.workflows],
         activities=[catalog.activities[name] for name in settings.scope.activities],
         identity=settings.identity,
+        interceptors=[accounting.AccountingInterceptor()],
         workflow_runner=sandboxed_runner() if settings.sandbox else UnsandboxedWorkflowRunner(),
         **{key: value for key, value in worker_kwargs(settings).items() if value is not None},
     )
@@ -126,7 +128,7 @@ class WorkerProcess:
         usec = os.environ.get("WATCHDOG_USEC")
         interval = int(usec) / 2e6 if usec and usec.isdigit() else DEFAULT_WATCHDOG_S
         while worker.is_running:
-            self.notifier.send("WATCHDOG=1")
+            self.notifier.send("WATCHDOG=1", accounting.COUNTS.to_notify())
             await anyio.sleep(interval)
 
     async def _run(self, worker: Worker) -> None:
@@ -152,6 +154,7 @@ class WorkerProcess:
             if worker.is_running:
                 with anyio.CancelScope(shield=True):
                     await worker.shutdown()
+            self.notifier.send(accounting.COUNTS.to_notify())  # the final counts, after the drain
             tg.cancel_scope.cancel()
         log.info("worker.exited", failed=self.failed is not None)
         return 1 if self.failed is not None else 0
