@@ -9,7 +9,7 @@ from pipelex_pool.units import format_size
 
 COLUMNS = (
     "GROUP", "#", "PID", "STATE", "SCOPE", "PROFILE", "QUEUE", "UPTIME", "RESTARTS", "LAST EXIT", "RSS", "CPU%",
-    "TASKS OK/FAIL",
+    "TASKS OK/FAIL", "POLLING",
 )  # fmt: skip
 
 
@@ -70,11 +70,34 @@ def render_status(status: dict[str, Any]) -> str:
                 format_size(r["rss_bytes"]) if r["rss_bytes"] else "-",
                 f"{r['cpu_percent']:.0f}" if r["cpu_percent"] is not None else "-",
                 _tasks(r["tasks"]),
+                {True: "yes", False: "NO", None: "-"}[r.get("polling")],
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines.append("")
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    queue_rows = [("QUEUE", "TYPE", "BACKLOG", "AGE", "ADD/S", "DISPATCH/S", "LIVE POLLERS")]
+    for queue, types in status.get("queues", {}).items():
+        for kind, q in types.items():
+            stale = " (stale)" if q["stale"] else ""
+            queue_rows.append(
+                (queue, kind, str(q["backlog"]), f"{q['backlog_age_s']:.0f}s", f"{q['add_rate']:.1f}",
+                 f"{q['dispatch_rate']:.1f}", f"{len(q['live_pollers'])}{stale}")
+            )  # fmt: skip
+    if len(queue_rows) > 1:
+        widths = [max(len(row[i]) for row in queue_rows) for i in range(len(queue_rows[0]))]
+        lines.append("")
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in queue_rows]
+    for name, group in status["groups"].items():
+        if group.get("autoscale"):
+            scale = group["autoscale"]
+            bounds = f"{scale['min']}..{scale['max']}"
+            lines.append(f"autoscale {name}: {scale['desired']} replica(s), bounds {bounds}: {scale['decision']}")
+    if status.get("temporal_watch_error"):
+        lines.append(f"temporal watch: {status['temporal_watch_error']}")
+    warnings = status.get("warnings") or []
+    if warnings:
+        lines += ["", "warnings:", *[f"  {w}" for w in warnings]]
     notes = [f"  {r['group']}/{r['replica']}: {r['reason']}" for r in status["replicas"] if r.get("reason")]
     stopped = [name for name, g in status["groups"].items() if g["stopped_by_operator"]]
     if stopped:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 from pipelex_pool.control.protocol import PROTOCOL_VERSION
@@ -11,6 +12,7 @@ from pipelex_pool.supervisor.groups import SupervisedGroup
 from pipelex_pool.supervisor.handle import ProcessHandle
 from pipelex_pool.supervisor.loop import Supervisor
 from pipelex_pool.supervisor.state import ProcState
+from pipelex_pool.supervisor.watch import served_types
 from pipelex_pool.worker.accounting import TaskCounts
 
 
@@ -27,6 +29,18 @@ def _resources(supervisor: Supervisor, handle: ProcessHandle) -> dict[str, Any]:
     }
 
 
+def _autoscale(supervisor: Supervisor, group: SupervisedGroup) -> dict[str, Any] | None:
+    if group.spec is None or group.spec.autoscale is None:
+        return None
+    state = supervisor.watch.autoscale.get(group.name)
+    return {
+        **group.spec.autoscale.model_dump(mode="json"),
+        "desired": group.desired,
+        "backlog": state.backlog if state else None,
+        "decision": state.reason if state else "waiting for the first backlog reading",
+    }
+
+
 def group_tasks(supervisor: Supervisor, group: SupervisedGroup) -> TaskCounts:
     """Counts of the group's exited processes plus what its live ones last reported."""
     total = group.tasks_history
@@ -35,6 +49,30 @@ def group_tasks(supervisor: Supervisor, group: SupervisedGroup) -> TaskCounts:
         if info is not None and info.tasks is not None:
             total = total + info.tasks
     return total
+
+
+def _polling(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHandle, identity: str) -> bool | None:
+    """Whether Temporal lists this replica among its queue's live pollers (None: unknown or not a worker)."""
+    if group.spec is None or not identity or handle.pid is None:
+        return None
+    types = served_types(supervisor, group.spec.scope)
+    return supervisor.watch.polling(group.spec.task_queue, types, identity)
+
+
+def _queues(supervisor: Supervisor) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    queues: dict[str, Any] = {}
+    for (queue, queue_type), view in sorted(supervisor.watch.views.items(), key=lambda kv: (kv[0][0], kv[0][1].name)):
+        queues.setdefault(queue, {})[queue_type.name.lower()] = {
+            "backlog": view.stats.backlog,
+            "backlog_age_s": view.stats.backlog_age_s,
+            "add_rate": view.stats.add_rate,
+            "dispatch_rate": view.stats.dispatch_rate,
+            "live_pollers": sorted(view.live_pollers(now)),
+            "seen_at": view.seen_at.isoformat() if view.seen_at else None,
+            "stale": view.error,
+        }
+    return queues
 
 
 def _replica(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHandle, role: str) -> dict[str, Any]:
@@ -56,6 +94,7 @@ def _replica(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHand
         "reason": handle.reason or None,
         "status_text": info.status_text if info and info.status_text else None,
         "tasks": asdict(info.tasks) if info and info.tasks else None,
+        "polling": _polling(supervisor, group, handle, info.identity if info else ""),
         **_resources(supervisor, handle),
     }
 
@@ -82,11 +121,14 @@ def pool_status(supervisor: Supervisor) -> dict[str, Any]:
             "scope": spec.scope if spec else None,
             "queue": spec.task_queue if spec else None,
             "profile": spec.profile if spec else None,
-            "autoscale": spec.autoscale.model_dump(mode="json") if spec and spec.autoscale else None,
+            "autoscale": _autoscale(supervisor, group),
         }
     server = supervisor.topology.temporal.selected_server()
     dev_state = supervisor.dev.handles[0].state.value if supervisor.dev and supervisor.dev.handles else None
     return {
+        "queues": _queues(supervisor),
+        "warnings": supervisor.watch.warnings(),
+        "temporal_watch_error": supervisor.watch.error,
         "protocol": PROTOCOL_VERSION,
         "pool": {
             "name": supervisor.topology.pool.name,

@@ -32,6 +32,7 @@ from pipelex_pool.supervisor.rolling import advance_roll
 from pipelex_pool.supervisor.spawn import ExecSpawner, Spawner
 from pipelex_pool.supervisor.state import ExitStatus, ProcState
 from pipelex_pool.supervisor.systemd import SystemdNotifier
+from pipelex_pool.supervisor.watch import TemporalWatch
 from pipelex_pool.temporal.connect import connect
 from pipelex_pool.temporal.pollers import QueueType
 from pipelex_pool.topology.load import Topology, load_topology
@@ -76,6 +77,7 @@ class Supervisor:
         self._client: Client | None = None
         self._spawn_count = 0
         self.systemd = SystemdNotifier()
+        self.watch = TemporalWatch(self)
         self.groups = {
             name: worker_group(self.topology, group, self.topology.file) for name, group in self.topology.groups.items()
         }
@@ -167,6 +169,7 @@ class Supervisor:
             tg.start_soon(self._signals)
             tg.start_soon(self._watch_resources)
             tg.start_soon(self._watch_temporal)
+            tg.start_soon(self.watch.run)
             log.info(
                 "supervisor.started", pool=self.topology.pool.name, pid=os.getpid(), topology=str(self.topology.file)
             )

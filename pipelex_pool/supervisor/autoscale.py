@@ -1,0 +1,52 @@
+"""Autoscaling decisions (pure): replicas follow the queue backlog within [min, max]."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pipelex_pool.topology.schema import Autoscale
+
+
+@dataclass
+class AutoscaleState:
+    """What the autoscaler last decided for one group, and when the replicas last changed."""
+
+    desired: int
+    backlog: int = 0
+    reason: str = ""
+    changed_at: float = 0.0
+    low_since: float | None = None  # since when the backlog has asked for fewer replicas
+
+
+def wanted(backlog: int, config: Autoscale) -> int:
+    """clamp(ceil(backlog / target_backlog_per_replica), min, max)."""
+    return min(config.max, max(config.min, math.ceil(backlog / config.target_backlog_per_replica)))
+
+
+def decide(state: AutoscaleState, backlog: int, current: int, config: Autoscale, now: float) -> int:
+    """The replicas to run: up at once; down only once the backlog has asked for less for a whole cooldown."""
+    target = wanted(backlog, config)
+    state.backlog = backlog
+    cooldown = config.cooldown.total_seconds()
+    if target > current:
+        state.low_since = None
+        state.changed_at = now
+        state.reason = f"backlog {backlog} / target {config.target_backlog_per_replica} -> {target} (up)"
+        state.desired = target
+    elif target < current:
+        if state.low_since is None:
+            state.low_since = now
+        if now - state.low_since >= cooldown and now - state.changed_at >= cooldown:
+            state.reason = (
+                f"backlog {backlog} for {now - state.low_since:.0f}s (cooldown {cooldown:g}s) -> {target} (down)"
+            )
+            state.desired = target
+            state.changed_at = now
+            state.low_since = None
+        else:
+            state.reason = f"backlog {backlog} asks for {target}; waiting out the cooldown ({cooldown:g}s)"
+    else:
+        state.low_since = None
+        state.reason = f"backlog {backlog} -> {target} (steady)"
+    return state.desired

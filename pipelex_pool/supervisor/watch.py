@@ -1,0 +1,131 @@
+"""The supervisor's view of Temporal: pollers and backlog per queue every few seconds, the autoscaler on top.
+
+It only reads Temporal and changes desired replica counts (then wakes the loop): an outage never stalls the
+reconcile loop and never marks a worker failed by itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import anyio
+import structlog
+
+from pipelex_pool.supervisor.autoscale import AutoscaleState, decide
+from pipelex_pool.temporal.pollers import QueueType
+from pipelex_pool.temporal.watch import QueueView, describe
+
+if TYPE_CHECKING:
+    from pipelex_pool.supervisor.loop import Supervisor
+
+log = structlog.get_logger("pipelex_pool.watch")
+WATCH_INTERVAL_S = 2.0
+RPC_TIMEOUT_S = 5.0
+
+
+@dataclass
+class TemporalWatch:
+    supervisor: Supervisor
+    views: dict[tuple[str, QueueType], QueueView] = field(default_factory=dict)
+    autoscale: dict[str, AutoscaleState] = field(default_factory=dict)
+    error: str | None = None
+
+    def watched(self) -> list[tuple[str, QueueType]]:
+        """Every queue a group polls (with the types its scope serves), every routed queue, the default queue."""
+        topology = self.supervisor.topology
+        keys: set[tuple[str, QueueType]] = {(topology.temporal.default_task_queue, QueueType.WORKFLOW)}
+        for queue in topology.temporal.known_queues():
+            keys.add((queue, QueueType.ACTIVITY))
+        for group in self.supervisor.groups.values():
+            if group.spec is not None:
+                keys |= {(group.spec.task_queue, t) for t in served_types(self.supervisor, group.spec.scope)}
+        return sorted(keys, key=lambda k: (k[0], k[1].name))
+
+    async def run(self) -> None:
+        while True:
+            client = await self.supervisor.temporal_client()
+            errors = []
+            for key in self.watched():
+                try:
+                    with anyio.fail_after(RPC_TIMEOUT_S):
+                        self.views[key] = await describe(client, *key)
+                except Exception as exc:  # keep the last view, marked stale; retry next round
+                    errors.append(f"{key[0]}/{key[1].name}: {exc or type(exc).__name__}")
+                    if key in self.views:
+                        self.views[key].error = errors[-1]
+            if errors and not self.error:
+                log.warning("watch.temporal_unavailable", errors=errors[:3])
+            self.error = "; ".join(errors) or None
+            if not errors:
+                self._autoscale(self.supervisor.clock())
+            await anyio.sleep(WATCH_INTERVAL_S)
+
+    def _autoscale(self, now: float) -> None:
+        for group in self.supervisor.groups.values():
+            spec = group.spec
+            if spec is None or spec.autoscale is None or group.stopped_by_operator or group.removed:
+                continue
+            types = served_types(self.supervisor, spec.scope)
+            view = self.views.get(
+                (spec.task_queue, QueueType.ACTIVITY if QueueType.ACTIVITY in types else QueueType.WORKFLOW)
+            )
+            if view is None:
+                continue
+            state = self.autoscale.setdefault(group.name, AutoscaleState(desired=group.desired, changed_at=now))
+            before = group.desired
+            after = decide(state, view.stats.backlog, before, spec.autoscale, now)
+            if after != before:
+                log.info(
+                    "autoscale.decision",
+                    group=group.name,
+                    queue=spec.task_queue,
+                    backlog=view.stats.backlog,
+                    target_backlog_per_replica=spec.autoscale.target_backlog_per_replica,
+                    replicas_from=before,
+                    replicas_to=after,
+                    reason=state.reason,
+                )
+                group.desired = after
+                self.supervisor.wake("autoscale")
+
+    def polling(self, queue: str, types: list[QueueType], identity: str) -> bool | None:
+        """Whether Temporal sees `identity` polling `queue` recently for every type (None: not known yet)."""
+        views = [self.views.get((queue, t)) for t in types]
+        if not views or any(v is None or v.seen_at is None for v in views):
+            return None
+        now = datetime.now(UTC)
+        return all(identity in v.live_pollers(now) for v in views if v is not None)
+
+    def warnings(self) -> list[str]:
+        topology = self.supervisor.topology
+        pool_prefix = f"{topology.pool.name}/"
+        routed: dict[str, list[str]] = {}
+        for activity, route in topology.temporal.worker_config.activity_queues.items():
+            for queue in route.queues():
+                routed.setdefault(queue, []).append(activity)
+        found = []
+        now = datetime.now(UTC)
+        for (queue, queue_type), view in sorted(self.views.items(), key=lambda kv: (kv[0][0], kv[0][1].name)):
+            if view.seen_at is None:
+                continue
+            live = view.live_pollers(now)
+            if queue_type is QueueType.ACTIVITY and queue in routed and not live:
+                found.append(
+                    f"queue {queue!r} has routed activities ({', '.join(sorted(routed[queue]))}) but no live poller: "
+                    "they will wait in its backlog"
+                )
+            for identity in sorted(live):
+                if not identity.startswith(pool_prefix):
+                    found.append(
+                        f"queue {queue!r} ({queue_type.name.lower()}): poller {identity!r} is not one of this pool's "
+                        "workers (another machine or a stray process)"
+                    )
+        return found
+
+
+def served_types(supervisor: Supervisor, scope: str) -> list[QueueType]:
+    resolved = supervisor.topology.scopes.get(scope)
+    if resolved is None:
+        return []
+    return ([QueueType.WORKFLOW] if resolved.workflows else []) + ([QueueType.ACTIVITY] if resolved.activities else [])
