@@ -55,6 +55,9 @@ def _polling(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHand
     """Whether Temporal lists this replica among its queue's live pollers (None: unknown or not a worker)."""
     if group.spec is None or not identity or handle.pid is None:
         return None
+    info = supervisor.info.get(id(handle))
+    if info is not None and info.usage is not None and not info.usage.can_run:
+        return False  # stopped or a zombie: Temporal may list its last polls for a minute or more yet
     types = served_types(supervisor, group.spec.scope)
     return supervisor.watch.polling(group.spec.task_queue, types, identity)
 
@@ -69,6 +72,9 @@ def _queues(supervisor: Supervisor) -> dict[str, Any]:
             "add_rate": view.stats.add_rate,
             "dispatch_rate": view.stats.dispatch_rate,
             "live_pollers": sorted(view.live_pollers(now)),
+            "poller_age_s": {
+                i: round((now - p.last_access).total_seconds(), 1) for i, p in sorted(view.pollers.items())
+            },
             "seen_at": view.seen_at.isoformat() if view.seen_at else None,
             "stale": view.error,
         }

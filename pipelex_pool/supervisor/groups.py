@@ -19,7 +19,6 @@ from pipelex_pool.units import parse_duration
 from pipelex_pool.worker.accounting import TaskCounts
 
 STOP_MARGIN_S = 5.0
-DEFAULT_WATCHDOG_S = 15.0
 DEV_SERVER_GROUP = "temporal-dev-server"
 
 
@@ -85,7 +84,7 @@ def worker_group(topology: Topology, group: ResolvedGroup, topology_file: Path) 
     timings = HandleTimings(
         start_timeout=group.start_timeout.total_seconds(),
         stop_timeout=group.graceful_shutdown_timeout.total_seconds() + STOP_MARGIN_S,
-        watchdog=DEFAULT_WATCHDOG_S if readiness is Readiness.NOTIFY and group.builtin else None,
+        watchdog=group.watchdog.total_seconds() or None if group.watchdog and readiness is Readiness.NOTIFY else None,
     )
     pool = topology.pool.name
     return SupervisedGroup(

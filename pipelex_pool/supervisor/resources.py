@@ -15,6 +15,17 @@ class Usage:
     cpu_percent: float
     threads: int
     open_fds: int
+    status: str  # psutil's process status: "running", "sleeping", "stopped" (SIGSTOP), "zombie", ...
+
+    @property
+    def can_run(self) -> bool:
+        """False for a process that cannot poll anything whatever Temporal still lists (stopped, zombie)."""
+        return self.status not in (
+            psutil.STATUS_STOPPED,
+            psutil.STATUS_TRACING_STOP,
+            psutil.STATUS_ZOMBIE,
+            psutil.STATUS_DEAD,
+        )
 
 
 class ResourceProbe:
@@ -33,6 +44,7 @@ class ResourceProbe:
                     cpu_percent=self._proc.cpu_percent(None),
                     threads=self._proc.num_threads(),
                     open_fds=self._proc.num_fds(),
+                    status=self._proc.status(),
                 )
         except psutil.Error:
             return None

@@ -84,6 +84,9 @@ class WorkerGroup(StrictModel):
     command: list[str] | None = None
     readiness: Readiness | None = None
     start_timeout: Duration = timedelta(seconds=60)
+    # notify readiness: no WATCHDOG=1 for this long -> killed and restarted; "0s" turns it off. Default: 15 s
+    # for the built-in worker (which pings), off for a command (which may not).
+    watchdog: Duration | None = None
     autoscale: Autoscale | None = None
     restart: RestartOverride | None = None
 
@@ -135,6 +138,7 @@ class ResolvedGroup(StrictModel):
     command: list[str] | None
     readiness: str
     start_timeout: timedelta
+    watchdog: timedelta | None
     autoscale: Autoscale | None
     restart: RestartConfig
     runtime_profile: RuntimeProfile

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from datetime import timedelta
 
 from pipelex_pool.errors import Issue, Severity
 from pipelex_pool.packs import Catalog, ResolvedScope, resolve_scope
@@ -21,6 +22,7 @@ COMMAND_PLACEHOLDERS = (
     "python",
     "config",
 )
+DEFAULT_WATCHDOG = timedelta(seconds=15)
 RESOURCE_BASED = "tuning_mode='resource_based' is reserved but not implemented; use 'explicit'."
 
 
@@ -294,6 +296,7 @@ def _check_group(
         command=group.command,
         readiness=readiness,
         start_timeout=group.start_timeout,
+        watchdog=group.watchdog if group.watchdog is not None else DEFAULT_WATCHDOG if group.command is None else None,
         autoscale=group.autoscale,
         restart=restart,
         runtime_profile=runtime_profile,

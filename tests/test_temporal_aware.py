@@ -1,0 +1,197 @@
+"""The pool as Temporal sees it: polling per replica, queue warnings, autoscaling, namespace set-up, load tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from temporalio.client import Client
+
+from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
+from pipelex_pool.temporal.devserver import dev_server_command, wait_until_serving
+from tests.conftest import Processes, TemporalServer, free_port
+from tests.pool import Pool, cli_args
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def pool(processes: Processes, tmp_path: Path, short_dir: Path) -> Iterator[Pool]:
+    running = Pool(processes, tmp_path, short_dir)
+    try:
+        yield running
+    finally:
+        processes.stop_all()
+        running.cleanup()
+
+
+def workers(status: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in status["replicas"] if r["queue"]]
+
+
+def test_status_shows_polling_and_notices_a_stopped_replica(
+    pool: Pool, temporal_server: TemporalServer, namespace: str
+) -> None:
+    # watchdog off for llm: a SIGSTOPped worker would otherwise be killed and replaced after 15 s
+    pool.write(temporal_server, namespace, {"workers.llm.watchdog": "0s"})
+    pool.up()
+    pool.wait_all_ready()
+    status = pool.wait(lambda s: all(r["polling"] is True for r in workers(s)), 30, "every READY replica polling")
+    frozen = next(r for r in status["replicas"] if r["group"] == "llm")
+    os.kill(frozen["pid"], signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+
+        def frozen_not_polling(s: dict[str, Any]) -> bool:
+            replica = next(r for r in s["replicas"] if r["pid"] == frozen["pid"])
+            return replica["polling"] is False
+
+        status = pool.wait(frozen_not_polling, 90, "the SIGSTOPped replica to show as not polling")
+        print(f"SIGSTOPped replica shown not polling after {time.monotonic() - started:.0f}s")
+        others = [r for r in workers(status) if r["pid"] != frozen["pid"]]
+        assert all(r["polling"] is True for r in others)
+        assert "NO" in pool.cli("status").stdout
+    finally:
+        os.kill(frozen["pid"], signal.SIGCONT)
+    pool.wait(lambda s: all(r["polling"] is True for r in workers(s)), 90, "the resumed replica polling again")
+
+
+def test_status_warns_about_a_routed_queue_that_nobody_polls(
+    pool: Pool, temporal_server: TemporalServer, namespace: str
+) -> None:
+    # media's program registers its scope on paper but never polls: media_q's routed activities would wait
+    pool.write(
+        temporal_server,
+        namespace,
+        {
+            "workers.media.command": ["{python}", "-c", "import time; time.sleep(600)"],
+            "workers.media.readiness": "delay:0.5s",
+        },
+    )
+    pool.up()
+    pool.wait_all_ready()
+    status = pool.wait(lambda s: bool(s["warnings"]), 30, "a warning")
+    assert any(
+        "queue 'media_q'" in w and "act_img_gen_images" in w and "no live poller" in w for w in status["warnings"]
+    )
+    assert not any("llm_q" in w for w in status["warnings"])
+    assert "warnings:" in pool.cli("status").stdout
+
+
+async def test_autoscale_follows_the_backlog_up_and_back_down(
+    pool: Pool, temporal_server: TemporalServer, namespace: str, client: Client
+) -> None:
+    pool.write(
+        temporal_server,
+        namespace,
+        {
+            "workers.llm.replicas": 1,
+            "workers.llm.autoscale": {"min": 1, "max": 4, "target_backlog_per_replica": 10, "cooldown": "5s"},
+            "temporal.worker_runtime_profiles.profiles.llm-pool.max_concurrent_activities": 5,
+        },
+    )
+    pool.up()
+    pool.wait_all_ready()
+    handle = await client.start_workflow(
+        "WfPipeRun",
+        PipeRunInput(
+            run_id="burst", steps=[SimStep("act_llm_gen_text", latency_s=1.0) for _ in range(200)], parallel=True
+        ),
+        id=f"burst-{uuid.uuid4().hex[:6]}",
+        task_queue="temporal_task_queue",
+        result_type=PipeRunResult,
+    )
+    started = time.monotonic()
+    pool.wait(lambda s: s["groups"]["llm"]["ready"] == 4, 15, "4 llm replicas for a backlog of 200")
+    print(f"4 replicas READY {time.monotonic() - started:.1f}s after the burst")
+    result = await handle.result()
+    assert len(result.steps) == 200 and all(step.attempt == 1 for step in result.steps)  # nothing failed
+    status = pool.wait(lambda s: len([r for r in s["replicas"] if r["group"] == "llm"]) == 1, 60, "back to 1 replica")
+    assert status["groups"]["llm"]["autoscale"]["desired"] == 1
+    decisions = [json.loads(line) for line in pool.output().splitlines() if '"autoscale.decision"' in line]
+    assert decisions[0]["replicas_to"] == 4 and decisions[0]["backlog"] > 30
+    assert decisions[-1]["replicas_to"] == 1 and "cooldown" in decisions[-1]["reason"]
+
+
+def test_setup_namespace_is_idempotent_and_dry_run_changes_nothing(
+    processes: Processes, tmp_path: Path, short_dir: Path
+) -> None:
+    port = free_port()
+    # A server without the attributes (the pool's own dev server registers them at start).
+    server = processes.spawn(
+        dev_server_command(port, tmp_path / "t.db", search_attributes=(), log_level="error"), name="bare"
+    )
+    anyio.run(lambda: wait_until_serving(f"127.0.0.1:{port}"))
+    pool = Pool(processes, tmp_path, short_dir)
+    pool.write(None, None, {"temporal.temporal_config.temporal_server_configs.local.target_host": f"127.0.0.1:{port}"})
+
+    def setup(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            cli_args("setup-namespace", "-c", str(pool.topology), *flags), capture_output=True, text=True, timeout=60
+        )
+
+    dry = setup("--dry-run")
+    assert dry.returncode == 0
+    assert len(dry.stdout.splitlines()) == 5 and all(
+        "temporal operator search-attribute create" in line for line in dry.stdout.splitlines()
+    )
+    assert "--name PipeCode --type Keyword" in dry.stdout
+    assert "created" not in setup("--dry-run").stdout  # still all missing: the dry run changed nothing
+    first = setup()
+    assert first.returncode == 0 and "created PipeCode, PipelineRunId, SessionId, UserId, DomainCode" in first.stdout
+    second = setup()
+    assert second.returncode == 0 and "nothing to do" in second.stdout
+    assert server.poll() is None
+
+
+MIX = """
+parallel = false
+[[steps]]
+activity = "act_llm_gen_text"
+latency_s = 0.02
+[[steps]]
+activity = "act_img_gen_images"
+latency_s = 0.02
+[[steps]]
+activity = "act_deliver"
+latency_s = 0.01
+"""
+
+
+def test_loadtest_counts_match_temporal_and_the_pool(
+    pool: Pool, temporal_server: TemporalServer, namespace: str, tmp_path: Path
+) -> None:
+    pool.write(temporal_server, namespace)
+    pool.up()
+    pool.wait_all_ready()
+    mix = tmp_path / "mix.toml"
+    mix.write_text(MIX)
+    result = subprocess.run(
+        cli_args("loadtest", str(pool.topology), "--runs", "200", "--concurrency", "20", "--mix", str(mix), "--json"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["completed"] == 200 and report["failed"] == 0
+    assert report["temporal_completed"] == 200  # Temporal's own count of completed executions of this load test
+    assert {q: v["activities"] for q, v in report["queues"].items()} == {
+        "llm_q": 200,
+        "media_q": 200,
+        "temporal_task_queue": 200,
+    }
+    assert all(v["p50_s"] <= v["p95_s"] <= v["p99_s"] for v in report["queues"].values())
+    # the pool's task accounting agrees: every activity those runs executed, counted once
+    pool.wait(
+        lambda s: s["pool"]["tasks"]["activities_completed"] == report["activities"] == 600, 20, "pool task totals"
+    )
