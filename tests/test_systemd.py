@@ -176,14 +176,13 @@ def test_health_and_metrics_follow_the_pool(pool: Pool, temporal_server: Tempora
         },
     )
     pool.up()
-    status = pool.wait(
-        lambda s: (
-            any(r["group"] == "broken" and r["state"] == "FATAL" for r in s["replicas"])
-            and s["groups"]["llm"]["ready"] == 2
-        ),
-        60,
-        "broken FATAL, the rest READY",
-    )
+
+    def settled(s: dict[str, Any]) -> bool:
+        broken_fatal = any(r["group"] == "broken" and r["state"] == "FATAL" for r in s["replicas"])
+        others_ready = all(g["ready"] == g["desired"] for name, g in s["groups"].items() if name != "broken")
+        return broken_fatal and others_ready
+
+    status = pool.wait(settled, 60, "broken FATAL, the rest READY")
     code, body = _get(f"http://127.0.0.1:{port}/health")
     assert code == 503
     problems = json.loads(body)["problems"]
@@ -198,6 +197,14 @@ def test_health_and_metrics_follow_the_pool(pool: Pool, temporal_server: Tempora
         assert _metric(text, "pipelex_pool_restarts_total", group=group) == sum(r["restarts"] for r in replicas)
     assert _metric(text, "pipelex_pool_exits_total", group="broken", reason="exit 1") == 2
     assert _metric(text, "pipelex_pool_temporal_reachable") == 1
+    pool.wait(
+        lambda s: len(s["queues"].get("llm_q", {}).get("activity", {}).get("live_pollers", [])) == 2,
+        30,
+        "llm_q watched",
+    )
+    text = _get(f"http://127.0.0.1:{port}/metrics")[1]
+    assert _metric(text, "pipelex_pool_queue_live_pollers", queue="llm_q", type="activity") == 2
+    assert _metric(text, "pipelex_pool_queue_backlog", queue="llm_q", type="activity") == 0
     assert pool.cli("stop", "broken").returncode == 0
     deadline = time.monotonic() + 10
     while _get(f"http://127.0.0.1:{port}/health")[0] != 200:

@@ -82,6 +82,21 @@ def metrics(supervisor: Supervisor) -> str:
         seconds.append(f"pipelex_pool_activity_seconds_total{_labels(group=group.name)} {tasks.activity_seconds:.3f}")
     family("pipelex_pool_activity_seconds_total", "counter", "Time spent in finished activities, by group.")
     out += seconds
+    family("pipelex_pool_queue_backlog", "gauge", "Approximate backlog of each watched task queue and type.")
+    views = sorted(supervisor.watch.views.items(), key=lambda kv: (kv[0][0], kv[0][1].name))
+    live: list[str] = []
+    for (queue, queue_type), view in views:
+        labels = _labels(queue=queue, type=queue_type.name.lower())
+        out.append(f"pipelex_pool_queue_backlog{labels} {view.stats.backlog}")
+        live.append(f"pipelex_pool_queue_live_pollers{labels} {len(view.live_pollers())}")
+    family("pipelex_pool_queue_live_pollers", "gauge", "Pollers Temporal saw on each queue within the last 75 s.")
+    out += live
+    family(
+        "pipelex_pool_autoscale_desired", "gauge", "Replicas the autoscaler asks for (actual: pipelex_pool_replicas)."
+    )
+    for group in supervisor.groups.values():
+        if group.spec is not None and group.spec.autoscale is not None:
+            out.append(f"pipelex_pool_autoscale_desired{_labels(group=group.name)} {group.desired}")
     family("pipelex_pool_replica_rss_bytes", "gauge", "Resident memory of each replica.")
     cpu: list[str] = []
     for group in supervisor.all_groups():
