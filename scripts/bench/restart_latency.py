@@ -1,0 +1,193 @@
+"""Benchmark: how fast a killed worker is back *polling Temporal*, pipelex-pool against supervisord.
+
+Both supervise the same worker (`pipelex-pool worker`, one replica on llm_q) against one local Temporal dev
+server. Each round SIGKILLs the worker, then measures the time until Temporal lists a new poller identity for the
+queue (all partitions described, as pipelex-pool's readiness does). The two supervisors run one after the other in
+the same run, so their numbers are comparable; BENCHMARKS.md records a run.
+
+    python -m venv .venv && .venv/bin/pip install -e ".[test]" supervisor
+    .venv/bin/python scripts/bench/restart_latency.py --rounds 10 --write BENCHMARKS.md
+
+pipelex-pool runs with backoff_initial = 0.1s (its first restart is after 0.1-0.12 s; the shipped default is 0.5 s)
+and stable_after = 2s so that rounds 3 s apart do not escalate the backoff; supervisord with autorestart=true and
+startsecs=0 (it respawns on its own ~1 s tick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import tomlkit
+from temporalio.client import Client
+
+from pipelex_pool.control.client import ControlClient
+from pipelex_pool.temporal.devserver import dev_server_command, wait_until_serving
+from pipelex_pool.temporal.pollers import QueueType, queue_pollers
+
+REPO = Path(__file__).resolve().parents[2]
+QUEUE = "llm_q"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def topology(directory: Path, port: int) -> Path:
+    doc = tomlkit.parse((REPO / "configs" / "topology.toml").read_text())
+    doc["pool"]["name"] = "bench"  # type: ignore[index]
+    doc["pool"]["socket"] = str(directory / "ctl.sock")  # type: ignore[index]
+    doc["pool"]["state_dir"] = str(directory / "state")  # type: ignore[index]
+    doc["pool"]["log_dir"] = str(directory / "logs")  # type: ignore[index]
+    doc["pool"]["restart"]["backoff_initial"] = "0.1s"  # type: ignore[index]
+    doc["pool"]["restart"]["stable_after"] = "2s"  # type: ignore[index]
+    doc["pool"]["restart"]["max_restarts"] = 100  # type: ignore[index]
+    doc["dev_server"]["enabled"] = False  # type: ignore[index]
+    doc["workers"]["llm"]["replicas"] = 1  # type: ignore[index]
+    for group in ("router", "media"):
+        doc["workers"][group]["replicas"] = 1  # type: ignore[index]
+    doc["temporal"]["temporal_config"]["temporal_server_configs"]["local"]["target_host"] = f"127.0.0.1:{port}"  # type: ignore[index]
+    path = directory / "topology.toml"
+    path.write_text(tomlkit.dumps(doc))
+    return path
+
+
+async def pollers(client: Client) -> set[str]:
+    return set(await queue_pollers(client, QUEUE, QueueType.ACTIVITY))
+
+
+async def measure(client: Client, current_pid: Callable[[], int | None], rounds: int) -> list[float]:
+    """Kill the worker, time until Temporal lists a poller identity it had never listed before."""
+    results = []
+    for _ in range(rounds):
+        pid = None
+        while pid is None:
+            pid = current_pid()
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(3.0)  # let it settle (and pass stable_after)
+        known = await pollers(client)
+        os.kill(pid, signal.SIGKILL)
+        killed = time.perf_counter()
+        while True:
+            now = await pollers(client)
+            if now - known:
+                results.append(time.perf_counter() - killed)
+                break
+            await asyncio.sleep(0.02)
+    return results
+
+
+async def bench_pipelex_pool(client: Client, directory: Path, port: int, rounds: int) -> list[float]:
+    topo = topology(directory, port)
+    sup = subprocess.Popen([sys.executable, "-m", "pipelex_pool", "up", str(topo)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    control = ControlClient(directory / "ctl.sock")
+
+    def pid() -> int | None:
+        try:
+            replicas = control.call("status")["replicas"]
+        except Exception:
+            return None
+        ready = [r["pid"] for r in replicas if r["group"] == "llm" and r["state"] == "READY"]
+        return ready[0] if ready else None
+
+    try:
+        return await measure(client, pid, rounds)
+    finally:
+        os.killpg(sup.pid, signal.SIGTERM)
+        sup.wait(60)
+
+
+async def bench_supervisord(client: Client, directory: Path, port: int, rounds: int) -> list[float]:
+    supervisord = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or shutil.which("supervisord")
+    if supervisord is None:
+        raise SystemExit("supervisord is not installed: pip install supervisor")
+    topo = topology(directory, port)
+    conf = directory / "supervisord.conf"
+    conf.write_text(
+        f"""[supervisord]
+nodaemon=true
+logfile={directory}/supervisord.log
+pidfile={directory}/supervisord.pid
+[unix_http_server]
+file={directory}/supervisor.sock
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[supervisorctl]
+serverurl=unix://{directory}/supervisor.sock
+[program:llm]
+command={sys.executable} -m pipelex_pool worker --config {topo} --task-queue llm_q --scope runner-llm --profile llm-pool
+autorestart=true
+startsecs=0
+stopsignal=TERM
+"""
+    )
+    sup = subprocess.Popen([supervisord, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    ctl = shutil.which("supervisorctl", path=str(Path(sys.executable).parent)) or "supervisorctl"
+
+    def pid() -> int | None:
+        out = subprocess.run([ctl, "-c", str(conf), "pid", "llm"], capture_output=True, text=True).stdout.strip()
+        return int(out) if out.isdigit() and out != "0" else None
+
+    try:
+        return await measure(client, pid, rounds)
+    finally:
+        os.killpg(sup.pid, signal.SIGTERM)
+        sup.wait(60)
+
+
+def summary(values: list[float]) -> str:
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return f"median {statistics.median(values):.2f} s, p90 {p90:.2f} s, min {ordered[0]:.2f} s, max {ordered[-1]:.2f} s"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--write", type=Path, help="Append the result to this Markdown file.")
+    args = parser.parse_args()
+    directory = Path(tempfile.mkdtemp(prefix="pp-bench-", dir="/tmp"))
+    port = free_port()
+    server = subprocess.Popen(dev_server_command(port, directory / "t.db", log_level="error"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        client = await wait_until_serving(f"127.0.0.1:{port}", within=60)
+        (directory / "pool").mkdir()
+        (directory / "sd").mkdir()
+        pool = await bench_pipelex_pool(client, directory / "pool", port, args.rounds)
+        sd = await bench_supervisord(client, directory / "sd", port, args.rounds)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+        shutil.rmtree(directory, ignore_errors=True)
+    ratio = statistics.median(sd) / statistics.median(pool)
+    text = (
+        f"| supervisor | kill -> replacement polling ({args.rounds} rounds) |\n| --- | --- |\n"
+        f"| pipelex-pool | {summary(pool)} |\n| supervisord | {summary(sd)} |\n\n"
+        f"supervisord / pipelex-pool (median): **{ratio:.2f}x**\n"
+    )
+    print(text)
+    if args.write:
+        with args.write.open("a") as out:
+            out.write(f"\n### Run of {time.strftime('%Y-%m-%d %H:%M')} ({os.cpu_count()} cores)\n\n{text}")
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown after using the Temporal client (see pipelex_pool.cli)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
