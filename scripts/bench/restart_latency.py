@@ -48,18 +48,18 @@ def free_port() -> int:
 
 def topology(directory: Path, port: int) -> Path:
     doc = tomlkit.parse((REPO / "configs" / "topology.toml").read_text())
-    doc["pool"]["name"] = "bench"  # type: ignore[index]
-    doc["pool"]["socket"] = str(directory / "ctl.sock")  # type: ignore[index]
-    doc["pool"]["state_dir"] = str(directory / "state")  # type: ignore[index]
-    doc["pool"]["log_dir"] = str(directory / "logs")  # type: ignore[index]
-    doc["pool"]["restart"]["backoff_initial"] = "0.1s"  # type: ignore[index]
-    doc["pool"]["restart"]["stable_after"] = "2s"  # type: ignore[index]
-    doc["pool"]["restart"]["max_restarts"] = 100  # type: ignore[index]
-    doc["dev_server"]["enabled"] = False  # type: ignore[index]
-    doc["workers"]["llm"]["replicas"] = 1  # type: ignore[index]
+    doc["pool"]["name"] = "bench"
+    doc["pool"]["socket"] = str(directory / "ctl.sock")
+    doc["pool"]["state_dir"] = str(directory / "state")
+    doc["pool"]["log_dir"] = str(directory / "logs")
+    doc["pool"]["restart"]["backoff_initial"] = "0.1s"
+    doc["pool"]["restart"]["stable_after"] = "2s"
+    doc["pool"]["restart"]["max_restarts"] = 100
+    doc["dev_server"]["enabled"] = False
+    doc["workers"]["llm"]["replicas"] = 1
     for group in ("router", "media"):
-        doc["workers"][group]["replicas"] = 1  # type: ignore[index]
-    doc["temporal"]["temporal_config"]["temporal_server_configs"]["local"]["target_host"] = f"127.0.0.1:{port}"  # type: ignore[index]
+        doc["workers"][group]["replicas"] = 1
+    doc["temporal"]["temporal_config"]["temporal_server_configs"]["local"]["target_host"] = f"127.0.0.1:{port}"
     path = directory / "topology.toml"
     path.write_text(tomlkit.dumps(doc))
     return path
@@ -92,8 +92,12 @@ async def measure(client: Client, current_pid: Callable[[], int | None], rounds:
 
 async def bench_pipelex_pool(client: Client, directory: Path, port: int, rounds: int) -> list[float]:
     topo = topology(directory, port)
-    sup = subprocess.Popen([sys.executable, "-m", "pipelex_pool", "up", str(topo)], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+    sup = subprocess.Popen(
+        [sys.executable, "-m", "pipelex_pool", "up", str(topo)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     control = ControlClient(directory / "ctl.sock")
 
     def pid() -> int | None:
@@ -135,8 +139,9 @@ startsecs=0
 stopsignal=TERM
 """
     )
-    sup = subprocess.Popen([supervisord, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
+    sup = subprocess.Popen(
+        [supervisord, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     ctl = shutil.which("supervisorctl", path=str(Path(sys.executable).parent)) or "supervisorctl"
 
     def pid() -> int | None:
@@ -163,8 +168,12 @@ async def main() -> None:
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="pp-bench-", dir="/tmp"))
     port = free_port()
-    server = subprocess.Popen(dev_server_command(port, directory / "t.db", log_level="error"),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        dev_server_command(port, directory / "t.db", log_level="error"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         client = await wait_until_serving(f"127.0.0.1:{port}", within=60)
         (directory / "pool").mkdir()
