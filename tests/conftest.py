@@ -12,12 +12,16 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 from temporalio.client import Client
 
 from pipelex_pool.temporal.devserver import dev_server_command, wait_until_serving
+
+if TYPE_CHECKING:
+    from tests.pool import Pool
 
 NAMESPACES = tuple(f"ns{n:02d}" for n in range(80))
 
@@ -116,6 +120,19 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         yield procs
     finally:
         procs.stop_all()
+
+
+@pytest.fixture
+def pool(processes: Processes, tmp_path: Path, short_dir: Path) -> Iterator[Pool]:
+    """A pool (`pipelex-pool up`) that the test configures and starts; everything it ran is stopped after."""
+    from tests.pool import Pool  # tests.pool imports this module
+
+    running = Pool(processes, tmp_path, short_dir)
+    try:
+        yield running
+    finally:
+        processes.stop_all()
+        running.cleanup()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,16 +24,6 @@ from tests.helpers import history, wait_for
 from tests.pool import Pool, alive, cli_args, copy_shipped_topology
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def pool(processes: Processes, tmp_path: Path, short_dir: Path) -> Iterator[Pool]:
-    running = Pool(processes, tmp_path, short_dir)
-    try:
-        yield running
-    finally:
-        processes.stop_all()
-        running.cleanup()
 
 
 def test_shipped_topology_starts_dev_server_and_every_replica_polls(

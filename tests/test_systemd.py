@@ -12,7 +12,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 from temporalio.client import Client
 
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
-from tests.conftest import Processes, TemporalServer, free_port
+from tests.conftest import TemporalServer, free_port
 from tests.helpers import NotifyListener
 from tests.pool import PIPELEX_POOL, Pool, cli_args
 
@@ -66,16 +65,6 @@ def test_unit_files_pass_systemd_analyze_verify(tmp_path: Path) -> None:
         ):
             assert directive in text, f"{unit} lacks {directive}"
         assert "32min" in text  # above Pipelex's default 30-minute graceful_shutdown_timeout
-
-
-@pytest.fixture
-def pool(processes: Processes, tmp_path: Path, short_dir: Path) -> Iterator[Pool]:
-    running = Pool(processes, tmp_path, short_dir)
-    try:
-        yield running
-    finally:
-        processes.stop_all()
-        running.cleanup()
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,6 @@ from tests.conftest import Processes, TemporalServer, free_port
 from tests.pool import Pool, cli_args
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def pool(processes: Processes, tmp_path: Path, short_dir: Path) -> Iterator[Pool]:
-    running = Pool(processes, tmp_path, short_dir)
-    try:
-        yield running
-    finally:
-        processes.stop_all()
-        running.cleanup()
 
 
 def workers(status: dict[str, Any]) -> list[dict[str, Any]]:

@@ -12,10 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
-import psutil
 import structlog
 from anyio.abc import TaskGroup
-from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
 from pipelex_pool.errors import TopologyError
@@ -23,11 +21,12 @@ from pipelex_pool.paths import PoolPaths
 from pipelex_pool.supervisor.events import Event, Exited, Notified, SeenReady, Wake
 from pipelex_pool.supervisor.groups import DEV_SERVER_GROUP, Readiness, SupervisedGroup, dev_server_group, worker_group
 from pipelex_pool.supervisor.handle import Action, ProcessHandle
+from pipelex_pool.supervisor.health import check_temporal, watch_resources
 from pipelex_pool.supervisor.lock import record_for, write_state
 from pipelex_pool.supervisor.logfile import RotatingLog
 from pipelex_pool.supervisor.observe import bind_notify_socket, watch_child, watch_polling, watch_serving
 from pipelex_pool.supervisor.reload import ReloadPlan, plan_reload
-from pipelex_pool.supervisor.resources import SAMPLE_INTERVAL_S, ResourceProbe, Usage
+from pipelex_pool.supervisor.resources import ResourceProbe, Usage
 from pipelex_pool.supervisor.rolling import advance_roll
 from pipelex_pool.supervisor.spawn import ExecSpawner, Spawner
 from pipelex_pool.supervisor.state import ExitStatus, ProcState
@@ -36,12 +35,10 @@ from pipelex_pool.supervisor.watch import TemporalWatch
 from pipelex_pool.temporal.connect import connect
 from pipelex_pool.temporal.pollers import QueueType
 from pipelex_pool.topology.load import Topology, load_topology
-from pipelex_pool.units import format_size
 from pipelex_pool.worker.accounting import NOTIFY_KEY, TaskCounts
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 MAX_IDLE_S = 5.0
-TEMPORAL_CHECK_S = 5.0
 
 
 @dataclass
@@ -167,8 +164,8 @@ class Supervisor:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._signals)
-            tg.start_soon(self._watch_resources)
-            tg.start_soon(self._watch_temporal)
+            tg.start_soon(watch_resources, self)
+            tg.start_soon(check_temporal, self)
             tg.start_soon(self.watch.run)
             log.info(
                 "supervisor.started", pool=self.topology.pool.name, pid=os.getpid(), topology=str(self.topology.file)
@@ -187,59 +184,6 @@ class Supervisor:
                         log.error("supervisor.reload_refused", errors=[i.render(str(exc.file)) for i in exc.issues])
                 else:
                     self.request_shutdown(signal.Signals(signum).name)
-
-    async def _watch_temporal(self) -> None:
-        """Whether the Temporal server answers, for /health; it never blocks the loop or fails a worker."""
-        server = self.topology.temporal.selected_server()
-        assert server is not None
-        while True:
-            try:
-                with anyio.fail_after(5):
-                    if self._client is None:
-                        self._client = await connect(server, f"{self.topology.pool.name}/supervisor@{os.getpid()}")
-                    await self._client.workflow_service.get_system_info(GetSystemInfoRequest())
-                self.temporal_error = None
-            except Exception as exc:  # any failure to answer counts as unreachable, and is reported as such
-                self.temporal_error = f"{server.target_host}: {exc or type(exc).__name__}"
-            await anyio.sleep(TEMPORAL_CHECK_S)
-
-    async def _watch_resources(self) -> None:
-        """Sample every replica's usage; a replica over its group's max_memory is queued for a rolling restart
-        (replacement READY first, so its in-flight work drains instead of being killed)."""
-        while True:
-            await anyio.sleep(SAMPLE_INTERVAL_S)
-            for group in self.all_groups():
-                for handle in group.all_handles():
-                    if handle.pid is None:
-                        continue
-                    info = self._info(handle)
-                    if info.probe is None or info.probe.pid != handle.pid:
-                        try:
-                            info.probe = ResourceProbe(handle.pid)
-                        except psutil.Error:
-                            continue
-                    info.usage = info.probe.sample()
-                    limit = group.spec.max_memory if group.spec else None
-                    if (
-                        limit
-                        and info.usage is not None
-                        and info.usage.rss_bytes > limit
-                        and handle.state is ProcState.READY
-                        and handle in group.handles
-                        and handle.replica not in group.roll_queue
-                    ):
-                        log.warning(
-                            "worker.memory_exceeded",
-                            group=group.name,
-                            replica=handle.replica,
-                            pid=handle.pid,
-                            rss_bytes=info.usage.rss_bytes,
-                            rss=format_size(info.usage.rss_bytes),
-                            max_memory=format_size(limit),
-                            action="rolling restart",
-                        )
-                        group.roll_queue.append(handle.replica)
-                        self.wake("max_memory")
 
     async def _loop(self) -> None:
         while True:
@@ -328,13 +272,13 @@ class Supervisor:
         elif isinstance(event, Notified):
             fields = event.fields
             if "STATUS" in fields:
-                self._info(handle).status_text = fields["STATUS"]
+                self.replica_info(handle).status_text = fields["STATUS"]
             if fields.get("READY") == "1" and group.readiness is Readiness.NOTIFY:
                 self._mark_ready(handle, now)
             if fields.get("WATCHDOG") == "1":
                 handle.watchdog_ping(now)
             if NOTIFY_KEY in fields:
-                self._info(handle).tasks = TaskCounts.from_notify(fields[NOTIFY_KEY])
+                self.replica_info(handle).tasks = TaskCounts.from_notify(fields[NOTIFY_KEY])
             if fields.get("STOPPING") == "1":
                 log.info("worker.draining", group=handle.group, replica=handle.replica, pid=handle.pid)
 
@@ -423,7 +367,7 @@ class Supervisor:
             await self._execute(group, handle, handle.spawn_failed(str(exc), now), now)
             return
         handle.spawned(process.pid)
-        info = self._info(handle)
+        info = self.replica_info(handle)
         info.identity = spec.identity.replace("__PID__", str(process.pid))
         info.started_wall = time.time()
         info.status_text = ""
@@ -458,14 +402,17 @@ class Supervisor:
         client = await self.temporal_client()
         await watch_polling(client, handle, generation, queue, types, identity, self._send.clone())
 
-    async def temporal_client(self) -> Client:
-        """The supervisor's one Temporal client, connected on first use (retrying while the server boots)."""
+    async def temporal_client(self, *, retry: bool = True) -> Client:
+        """The supervisor's one Temporal client, connected on first use (retrying while the server boots,
+        unless `retry` is False)."""
         while self._client is None:
             server = self.topology.temporal.selected_server()
             assert server is not None
             try:
                 self._client = await connect(server, f"{self.topology.pool.name}/supervisor@{os.getpid()}")
             except Exception as exc:  # server not up yet: readiness checks wait, nothing is marked failed
+                if not retry:
+                    raise
                 log.warning("supervisor.temporal_unreachable", target=server.target_host, error=str(exc))
                 await anyio.sleep(1.0)
         return self._client
@@ -477,7 +424,7 @@ class Supervisor:
             return self.dev
         return self.groups[handle.group]
 
-    def _info(self, handle: ProcessHandle) -> ReplicaInfo:
+    def replica_info(self, handle: ProcessHandle) -> ReplicaInfo:
         return self.info.setdefault(id(handle), ReplicaInfo())
 
     def _write_state(self) -> None:
