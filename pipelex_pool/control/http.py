@@ -101,7 +101,7 @@ def metrics(supervisor: Supervisor) -> str:
     cpu: list[str] = []
     for group in supervisor.all_groups():
         for handle in group.handles:
-            info = supervisor.info.get(id(handle))
+            info = supervisor.info.get(handle)
             if handle.pid is None or info is None or info.usage is None:
                 continue
             labels = _labels(group=group.name, replica=handle.replica, pid=handle.pid)

@@ -17,7 +17,7 @@ from pipelex_pool.worker.accounting import TaskCounts
 
 
 def _resources(supervisor: Supervisor, handle: ProcessHandle) -> dict[str, Any]:
-    info = supervisor.info.get(id(handle))
+    info = supervisor.info.get(handle)
     usage = info.usage if info is not None and handle.pid is not None else None
     if usage is None:
         return {"rss_bytes": None, "cpu_percent": None, "threads": None, "open_fds": None}
@@ -45,7 +45,7 @@ def group_tasks(supervisor: Supervisor, group: SupervisedGroup) -> TaskCounts:
     """Counts of the group's exited processes plus what its live ones last reported."""
     total = group.tasks_history
     for handle in group.all_handles():
-        info = supervisor.info.get(id(handle))
+        info = supervisor.info.get(handle)
         if info is not None and info.tasks is not None:
             total = total + info.tasks
     return total
@@ -55,7 +55,7 @@ def _polling(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHand
     """Whether Temporal lists this replica among its queue's live pollers (None: unknown or not a worker)."""
     if group.spec is None or not identity or handle.pid is None:
         return None
-    info = supervisor.info.get(id(handle))
+    info = supervisor.info.get(handle)
     if info is not None and info.usage is not None and not info.usage.can_run:
         return False  # stopped or a zombie: Temporal may list its last polls for a minute or more yet
     types = served_types(supervisor, group.spec.scope)
@@ -83,7 +83,7 @@ def _queues(supervisor: Supervisor) -> dict[str, Any]:
 
 def _replica(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHandle, role: str) -> dict[str, Any]:
     spec = group.spec
-    info = supervisor.info.get(id(handle))
+    info = supervisor.info.get(handle)
     return {
         "group": group.name,
         "replica": handle.replica,

@@ -23,7 +23,7 @@ class HandleTimings:
     watchdog: float | None  # READY without WATCHDOG=1 for longer than this -> killed and restarted
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: two handles are never "equal" by their field values
 class ProcessHandle:
     """One replica slot of a group. `generation` grows with every spawn so late events of an old process are
     recognised and ignored."""

@@ -62,7 +62,7 @@ class Supervisor:
     clock: Callable[[], float] = time.monotonic
     groups: dict[str, SupervisedGroup] = field(default_factory=dict)
     dev: SupervisedGroup | None = None
-    info: dict[int, ReplicaInfo] = field(default_factory=dict)  # by id(handle)
+    info: dict[ProcessHandle, ReplicaInfo] = field(default_factory=dict)
     shutting_down: bool = False
     temporal_error: str | None = "not checked yet"
     started_wall: float = field(default_factory=time.time)
@@ -253,7 +253,7 @@ class Supervisor:
             ProcState.EXITED,
             ProcState.FATAL,
         ):
-            self.info.pop(id(group.handles.pop()), None)
+            self.info.pop(group.handles.pop(), None)
 
     # -- events --------------------------------------------------------------------------------------------------
 
@@ -295,7 +295,7 @@ class Supervisor:
         pid = handle.pid
         actions = handle.exited(status, now)
         group.exits_total[status.describe()] += 1
-        info = self.info.get(id(handle))
+        info = self.info.get(handle)
         if info is not None and info.tasks is not None:  # keep its counts in the group's history
             group.tasks_history = group.tasks_history + info.tasks
             info.tasks = None
@@ -303,7 +303,7 @@ class Supervisor:
             group.restarts_total += 1
         if handle in group.retiring and not handle.state.alive:
             group.retiring.remove(handle)
-            self.info.pop(id(handle), None)
+            self.info.pop(handle, None)
         fields = {"group": handle.group, "replica": handle.replica, "pid": pid, "status": status.describe()}
         if handle.state is ProcState.BACKOFF:
             log.warning(
@@ -425,7 +425,7 @@ class Supervisor:
         return self.groups[handle.group]
 
     def replica_info(self, handle: ProcessHandle) -> ReplicaInfo:
-        return self.info.setdefault(id(handle), ReplicaInfo())
+        return self.info.setdefault(handle, ReplicaInfo())
 
     def _write_state(self) -> None:
         records = [record_for(h.pid, h.name) for h in self.handles() if h.pid is not None]
