@@ -47,7 +47,6 @@ class ReplicaInfo:
 
     identity: str = ""
     status_text: str = ""
-    started_wall: float | None = None
     probe: ResourceProbe | None = None
     tasks: TaskCounts | None = None  # the process's own counts, as it last reported them
     usage: Usage | None = None
@@ -369,7 +368,6 @@ class Supervisor:
         handle.spawned(process.pid)
         info = self.replica_info(handle)
         info.identity = spec.identity.replace("__PID__", str(process.pid))
-        info.started_wall = time.time()
         info.status_text = ""
         log.info(
             "worker.spawned", group=handle.group, replica=handle.replica, pid=process.pid, generation=handle.generation

@@ -145,9 +145,5 @@ class ResolvedGroup(StrictModel):
     scope_def: WorkerScope
 
     @property
-    def builtin(self) -> bool:
-        return self.command is None
-
-    @property
     def graceful_shutdown_timeout(self) -> timedelta:
         return self.runtime_profile.graceful_shutdown_timeout or timedelta(0)
