@@ -54,6 +54,13 @@ class ControlServer:
             return False
 
     async def _connection(self, stream: SocketStream) -> None:
+        """One client. Nothing a client does may take the daemon down: errors end this connection only."""
+        try:
+            await self._serve_client(stream)
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            log.info("control.client_gone", error=str(exc))
+
+    async def _serve_client(self, stream: SocketStream) -> None:
         async with stream:
             uid = peer_uid(stream)
             if uid not in (os.getuid(), 0):
@@ -100,6 +107,9 @@ class ControlServer:
             result = await command.run(self.supervisor, request.args)
         except CommandError as exc:
             return await self._send(stream, protocol.error(request.id, exc.code, exc.message))
+        except Exception as exc:  # a bug in a command must cost one request, not the daemon: log it, answer
+            log.exception("control.command_crashed", cmd=request.cmd)
+            return await self._send(stream, protocol.error(request.id, "internal_error", f"{request.cmd}: {exc!r}"))
         if command.mutating:
             log.info("control.command", cmd=request.cmd, args=request.args)
         return await self._send(stream, protocol.ok(request.id, result))
