@@ -135,7 +135,7 @@ class Supervisor:
             self.groups[name].removed = True
         for name, spec in new.groups.items():
             fresh = worker_group(new, spec, new.file)
-            if name in self.groups and not self.groups[name].removed:
+            if name in self.groups:  # (a group removed by an earlier reload and still draining comes back)
                 fresh.adopt(self.groups[name])
                 if name in plan.rolled:
                     fresh.roll_queue = list(range(min(len(fresh.handles), fresh.desired)))

@@ -119,8 +119,7 @@ class WorkerProcess:
         self.drain("parent exited")
 
     async def _announce(self, client: Client, worker: Worker) -> None:
-        with anyio.fail_after(None):
-            await wait_until_polling(client, self.settings)
+        await wait_until_polling(client, self.settings)
         self.notifier.send("READY=1", f"STATUS=polling {self.settings.task_queue}", f"MAINPID={os.getpid()}")
         log.info(
             "worker.ready", task_queue=self.settings.task_queue, types=[t.name for t in served_types(self.settings)]
