@@ -31,7 +31,7 @@ from pipelex_pool.supervisor.rolling import advance_roll
 from pipelex_pool.supervisor.spawn import ExecSpawner, Spawner
 from pipelex_pool.supervisor.state import ExitStatus, ProcState
 from pipelex_pool.supervisor.systemd import SystemdNotifier
-from pipelex_pool.supervisor.watch import TemporalWatch
+from pipelex_pool.supervisor.watch import TemporalWatch, served_types
 from pipelex_pool.temporal.connect import connect
 from pipelex_pool.temporal.pollers import QueueType
 from pipelex_pool.topology.load import Topology, load_topology
@@ -388,10 +388,7 @@ class Supervisor:
                 self._send.clone(),
             )
         elif group.readiness is Readiness.TEMPORAL and group.spec is not None:
-            scope = self.topology.scopes[group.spec.scope]
-            types = ([QueueType.WORKFLOW] if scope.workflows else []) + (
-                [QueueType.ACTIVITY] if scope.activities else []
-            )
+            types = served_types(self, group.spec.scope)
             self._tg.start_soon(self._watch_polling, handle, generation, group.spec.task_queue, types, info.identity)
 
     async def _watch_polling(
