@@ -241,3 +241,23 @@ def test_up_refuses_a_broken_topology_and_starts_nothing(tmp_path: Path, process
     assert result.returncode == 2
     assert "workers.llm.profile" in result.stderr and "Did you mean 'llm-pool'?" in result.stderr
     assert not pool.socket.exists() and not (tmp_path / "logs").exists()
+
+
+def test_command_group_ready_when_temporal_lists_its_identity(
+    pool: Pool, temporal_server: TemporalServer, namespace: str
+) -> None:
+    # Any worker program, its placeholders filled per replica; READY once Temporal lists its identity polling.
+    command = [
+        "{python}", "-m", "pipelex_pool", "worker", "--config", "{config}", "--task-queue", "{task_queue}",
+        "--scope", "{scope}", "--profile", "{profile}", "--identity", "{identity}",
+    ]  # fmt: skip
+    pool.write(temporal_server, namespace, {"workers.llm.command": command, "workers.llm.readiness": "temporal"})
+    pool.up()
+    status = pool.wait_all_ready()
+    llm = [r for r in status["replicas"] if r["group"] == "llm"]
+    assert len(llm) == 2
+    for replica in llm:  # the identity the program was given carries its real pid (filled in at exec)
+        assert replica["identity"].startswith(f"testpool/llm/{replica['replica']}@") and replica["identity"].endswith(
+            f":{replica['pid']}"
+        )
+    pool.wait(lambda s: all(r["polling"] for r in s["replicas"] if r["group"] == "llm"), 30, "llm polling")
