@@ -1,0 +1,150 @@
+"""`pipelex-pool` commands that talk to Temporal directly: namespace set-up and load tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipelex_pool.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_skipping_finalization, main
+from pipelex_pool.errors import TopologyError
+
+
+def load_or_exit(topology: Path | None) -> Any:
+    """The topology named by -c (or $PIPELEX_POOL_CONFIG), validated; exit 2 with the errors otherwise."""
+    from pipelex_pool.topology.load import load_topology
+
+    path = topology or (Path(os.environ["PIPELEX_POOL_CONFIG"]) if os.environ.get("PIPELEX_POOL_CONFIG") else None)
+    if path is None:
+        click.echo("pipelex-pool: name the topology with -c TOPOLOGY (or set $PIPELEX_POOL_CONFIG)", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        return load_topology(path)
+    except TopologyError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_USAGE)
+
+
+async def connect_or_exit(loaded: Any) -> Any:
+    from pipelex_pool.temporal.connect import connect
+
+    server = loaded.temporal.selected_server()
+    try:
+        return await connect(server)
+    except Exception as exc:  # report which server could not be reached and stop: nothing was changed
+        click.echo(f"pipelex-pool: cannot reach Temporal at {server.target_host} ({server.namespace}): {exc}", err=True)
+        exit_skipping_finalization(EXIT_FAILED)
+
+
+@main.command("setup-namespace")
+@click.option("-c", "--config", "topology", type=click.Path(path_type=Path), help="Topology (its selected server).")
+@click.option("--dry-run", is_flag=True, help="Print the equivalent `temporal operator` commands; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def setup_namespace(topology: Path | None, dry_run: bool, as_json: bool) -> None:
+    """Register the custom search attributes (PipeCode, PipelineRunId, SessionId, UserId, DomainCode: Keyword).
+
+    Idempotent: a second run changes nothing and says so. A permission error prints what an admin must run.
+    """
+    import anyio
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from pipelex_pool.temporal.namespace import apply_namespace, plan_namespace
+
+    loaded = load_or_exit(topology)
+    attributes = list(loaded.temporal.search_attributes.attributes)
+    address = loaded.temporal.selected_server().target_host
+
+    async def run() -> int:
+        client = await connect_or_exit(loaded)
+        plan = await plan_namespace(client, attributes)
+        if as_json:
+            click.echo(json.dumps({**plan.as_dict(), "dry_run": dry_run, "commands": plan.commands(address)}, indent=2))
+        for name, kind in plan.conflicts.items():
+            click.echo(f"search attribute {name} exists as {kind}, not Keyword: an admin must resolve it", err=True)
+        if not plan.missing:
+            if not as_json:
+                click.echo(
+                    f"namespace {plan.namespace}: all {len(plan.present)} search attributes present; nothing to do"
+                )
+            return EXIT_FAILED if plan.conflicts else EXIT_OK
+        if dry_run:
+            if not as_json:
+                click.echo("\n".join(plan.commands(address)))
+            return EXIT_OK
+        try:
+            await apply_namespace(client, plan)
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.PERMISSION_DENIED:
+                click.echo(
+                    f"permission denied ({exc}); an admin must run:\n" + "\n".join(plan.commands(address)), err=True
+                )
+                return EXIT_FAILED
+            raise
+        if not as_json:
+            click.echo(f"namespace {plan.namespace}: created {', '.join(plan.missing)}")
+        return EXIT_FAILED if plan.conflicts else EXIT_OK
+
+    if not loaded.temporal.search_attributes.enabled:
+        click.echo("[temporal.search_attributes] enabled = false: nothing to do")
+        return
+    exit_skipping_finalization(anyio.run(run))
+
+
+@main.command()
+@click.argument("topology", type=click.Path(path_type=Path))
+@click.option("--runs", default=100, show_default=True, type=click.IntRange(min=1), help="Pipe runs to submit.")
+@click.option("--concurrency", default=10, show_default=True, type=click.IntRange(min=1), help="Runs in flight.")
+@click.option("--mix", "mix_file", type=click.Path(path_type=Path), help="TOML: parallel = bool and [[steps]].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def loadtest(topology: Path, runs: int, concurrency: int, mix_file: Path | None, as_json: bool) -> None:
+    """Submit simulated pipe runs through a running pool; report throughput, latency p50/p95/p99, retries and
+    failures per queue, cross-checked against Temporal's count of completed executions.
+
+    The runs use the simulated task packs (pipelex_pool.sim): a load model, not LLM calls.
+    """
+    import anyio
+
+    from pipelex_pool.errors import PoolError
+    from pipelex_pool.sim.loadtest import default_mix, load_mix, run_loadtest
+
+    loaded = load_or_exit(topology)
+    try:
+        mix = load_mix(mix_file) if mix_file else default_mix(loaded)
+    except (PoolError, TopologyError) as exc:
+        click.echo(f"pipelex-pool loadtest: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+
+    async def run() -> int:
+        client = await connect_or_exit(loaded)
+        with click.progressbar(length=runs, label="pipe runs", file=sys.stderr) as bar:
+            report = await run_loadtest(client, loaded, runs, concurrency, mix, lambda: bar.update(1))
+        data = report.as_dict()
+        if as_json:
+            click.echo(json.dumps(data, indent=2))
+        else:
+            click.echo(render_loadtest(data))
+        return EXIT_OK if data["failed"] == 0 and data["temporal_completed"] == data["completed"] else EXIT_FAILED
+
+    exit_skipping_finalization(anyio.run(run))
+
+
+def render_loadtest(data: dict[str, Any]) -> str:
+    latency = data["run_latency"]
+    lines = [
+        f"load test {data['loadtest_id']}: {data['completed']}/{data['runs']} runs completed, {data['failed']} failed, "
+        f"in {data['wall_s']:.1f}s ({data['runs_per_second']} runs/s, concurrency {data['concurrency']})",
+        f"Temporal counts {data['temporal_completed']} completed executions for this load test",
+        f"run latency: p50 {latency['p50_s']}s  p95 {latency['p95_s']}s  p99 {latency['p99_s']}s",
+        "",
+        f"{'QUEUE':<24}{'ACTIVITIES':>11}{'PER S':>8}{'P50 S':>9}{'P95 S':>9}{'P99 S':>9}{'RETRIES':>9}",
+    ]
+    for queue, q in data["queues"].items():
+        lines.append(
+            f"{queue:<24}{q['activities']:>11}{q['per_second']:>8}{q['p50_s']:>9}{q['p95_s']:>9}{q['p99_s']:>9}{q['retries']:>9}"
+        )
+    lines += [f"failure: {f}" for f in data["failures"]]
+    return "\n".join(lines)
