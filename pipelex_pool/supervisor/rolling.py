@@ -44,6 +44,11 @@ async def advance_roll(group: SupervisedGroup, now: float, execute: Execute, *, 
         return
     if replacement.state is ProcState.READY:
         index = group.roll_queue.pop(0)
+        if index >= len(group.handles):  # the group was scaled down meanwhile: this replacement is not needed
+            group.replacement = None
+            group.retiring.append(replacement)
+            await execute(group, replacement, replacement.stop(now), now)
+            return
         old = group.handles[index]
         group.handles[index] = replacement
         group.replacement = None

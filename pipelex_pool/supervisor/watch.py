@@ -66,6 +66,8 @@ class TemporalWatch:
             spec = group.spec
             if spec is None or spec.autoscale is None or group.stopped_by_operator or group.removed:
                 continue
+            if group.roll_queue or group.replacement:  # one change at a time: let the rolling restart finish
+                continue
             types = served_types(self.supervisor, spec.scope)
             view = self.views.get(
                 (spec.task_queue, QueueType.ACTIVITY if QueueType.ACTIVITY in types else QueueType.WORKFLOW)
