@@ -59,7 +59,7 @@ def _polling(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHand
     if info is not None and info.usage is not None and not info.usage.can_run:
         return False  # stopped or a zombie: Temporal may list its last polls for a minute or more yet
     types = served_types(supervisor, group.spec.scope)
-    return supervisor.watch.polling(group.spec.task_queue, types, identity)
+    return supervisor.watch.polling(group.spec.task_queue, types, identity, handle.ready_at)
 
 
 def _queues(supervisor: Supervisor) -> dict[str, Any]:

@@ -29,6 +29,8 @@ class TemporalWatch:
     supervisor: Supervisor
     views: dict[tuple[str, QueueType], QueueView] = field(default_factory=dict)
     autoscale: dict[str, AutoscaleState] = field(default_factory=dict)
+    # when (supervisor clock) each view's DescribeTaskQueue was sent: a replica READY after that is not in it yet
+    asked_at: dict[tuple[str, QueueType], float] = field(default_factory=dict)
     error: str | None = None
 
     def watched(self) -> list[tuple[str, QueueType]]:
@@ -48,8 +50,10 @@ class TemporalWatch:
             errors = []
             for key in self.watched():
                 try:
+                    asked_at = self.supervisor.clock()
                     with anyio.fail_after(RPC_TIMEOUT_S):
                         self.views[key] = await describe(client, *key)
+                    self.asked_at[key] = asked_at
                 except Exception as exc:  # keep the last view, marked stale; retry next round
                     errors.append(f"{key[0]}/{key[1].name}: {exc or type(exc).__name__}")
                     if key in self.views:
@@ -91,11 +95,13 @@ class TemporalWatch:
                 group.desired = after
                 self.supervisor.wake("autoscale")
 
-    def polling(self, queue: str, types: list[QueueType], identity: str) -> bool | None:
+    def polling(self, queue: str, types: list[QueueType], identity: str, ready_at: float | None) -> bool | None:
         """Whether Temporal sees `identity` polling `queue` recently for every type (None: not known yet)."""
         views = [self.views.get((queue, t)) for t in types]
         if not views or any(v is None or v.seen_at is None for v in views):
             return None
+        if ready_at is not None and any(self._older_than((queue, t), ready_at) for t in types):
+            return None  # described before this replica was READY: the next round tells
         now = datetime.now(UTC)
         return all(identity in v.live_pollers(now) for v in views if v is not None)
 
@@ -112,7 +118,7 @@ class TemporalWatch:
             if view.seen_at is None:
                 continue
             live = view.live_pollers(now)
-            if queue_type is QueueType.ACTIVITY and queue in routed and not live:
+            if queue_type is QueueType.ACTIVITY and queue in routed and not live and not self._ready_since(queue, view):
                 found.append(
                     f"queue {queue!r} has routed activities ({', '.join(sorted(routed[queue]))}) but no live poller: "
                     "they will wait in its backlog"
@@ -124,6 +130,22 @@ class TemporalWatch:
                         "workers (another machine or a stray process)"
                     )
         return found
+
+    def _older_than(self, key: tuple[str, QueueType], moment: float) -> bool:
+        asked_at = self.asked_at.get(key)
+        return asked_at is None or asked_at < moment
+
+    def _ready_since(self, queue: str, view: QueueView) -> bool:
+        """Whether a replica that polls this queue became READY after the view was asked for (so it may be missing)."""
+        key = (queue, view.queue_type)
+        for group in self.supervisor.groups.values():
+            if group.spec is None or group.spec.task_queue != queue:
+                continue
+            if view.queue_type not in served_types(self.supervisor, group.spec.scope):
+                continue
+            if any(h.ready_at is not None and self._older_than(key, h.ready_at) for h in group.all_handles()):
+                return True
+        return False
 
 
 def served_types(supervisor: Supervisor, scope: str) -> list[QueueType]:
