@@ -97,3 +97,40 @@ def format_size(num_bytes: int) -> str:
             return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
         size /= 1024
     return f"{size:.1f}TiB"
+
+
+ADDRESS_HELP = 'write an address as "127.0.0.1:9464" (host:port)'
+PORT_RANGE_HELP = 'write a port range as "127.0.0.1:9500-9599" (host:first-last)'
+
+
+def _port(text: str, value: object, help_text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"{value!r}: {text!r} is not a port (1-65535); {help_text}")
+    return int(text)
+
+
+def parse_address(value: object) -> str:
+    """Check a "host:port" address; returns it normalized (no host -> 127.0.0.1)."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError(f"{value!r} is not an address; {ADDRESS_HELP}")
+    host, _, port = value.strip().rpartition(":")
+    return f"{host or '127.0.0.1'}:{_port(port, value, ADDRESS_HELP)}"
+
+
+def parse_port_range(value: object) -> str:
+    """Check a "host:first-last" port range; returns it normalized (no host -> 127.0.0.1)."""
+    if not isinstance(value, str) or ":" not in value or "-" not in value.rpartition(":")[2]:
+        raise ValueError(f"{value!r} is not a port range; {PORT_RANGE_HELP}")
+    host, _, ports = value.strip().rpartition(":")
+    first_text, _, last_text = ports.partition("-")
+    first, last = _port(first_text, value, PORT_RANGE_HELP), _port(last_text, value, PORT_RANGE_HELP)
+    if first > last:
+        raise ValueError(f"{value!r}: the first port is above the last; {PORT_RANGE_HELP}")
+    return f"{host or '127.0.0.1'}:{first}-{last}"
+
+
+def split_port_range(value: str) -> tuple[str, range]:
+    """("127.0.0.1", range(9500, 9600)) from a range parse_port_range accepted."""
+    host, _, ports = value.rpartition(":")
+    first, _, last = ports.partition("-")
+    return host, range(int(first), int(last) + 1)

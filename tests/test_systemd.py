@@ -228,7 +228,10 @@ async def test_task_accounting_per_replica_survives_replacement_and_matches_metr
         lambda s: {g: i["tasks"]["activities_completed"] for g, i in s["groups"].items()} == expected, 20, "task counts"
     )
     assert status["pool"]["tasks"]["activities_completed"] == 15 and status["pool"]["tasks"]["activities_failed"] == 0
-    assert status["groups"]["router"]["tasks"]["workflow_runs_completed"] == 5
+    router = status["groups"]["router"]["tasks"]
+    assert router["workflow_runs_completed"] == 5
+    # three sequential steps: the first workflow task schedules step 1, each result wakes the run once more
+    assert router["workflow_tasks_completed"] == 5 * 4 and router["workflow_tasks_failed"] == 0
     per_replica = sum(
         r["tasks"]["activities_completed"] for r in status["replicas"] if r["group"] == "llm" and r["tasks"]
     )
@@ -248,4 +251,5 @@ async def test_task_accounting_per_replica_survives_replacement_and_matches_metr
     text = _get(f"http://127.0.0.1:{port}/metrics")[1]
     for group, count in expected.items():
         assert _metric(text, "pipelex_pool_activities_total", group=group, outcome="completed") == count
+    assert _metric(text, "pipelex_pool_workflow_tasks_total", group="router", outcome="completed") == 20
     assert "tasks      15 activities completed, 0 failed" in pool.cli("status").stdout

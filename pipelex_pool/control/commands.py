@@ -11,6 +11,7 @@ import tomlkit
 
 from pipelex_pool.control.status import pool_status
 from pipelex_pool.errors import TopologyError
+from pipelex_pool.supervisor import requests
 from pipelex_pool.supervisor.loop import Supervisor
 
 
@@ -35,7 +36,7 @@ def _group_arg(supervisor: Supervisor, args: dict[str, Any]) -> str:
 
 
 def _refuse_if_busy(supervisor: Supervisor, names: list[str] | None = None) -> None:
-    busy = supervisor.busy(names)
+    busy = requests.busy(supervisor, names)
     if busy:
         raise CommandError("busy", f"{busy}; wait for it to finish (see `pipelex-pool status`) and try again")
     if supervisor.shutting_down:
@@ -77,7 +78,7 @@ class RestartFailed(Command):
     name = "restart-failed"
 
     async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
-        return {"revived": supervisor.request_restart_failed()}
+        return {"revived": requests.restart_failed(supervisor)}
 
 
 class Restart(Command):
@@ -93,7 +94,7 @@ class Restart(Command):
         for name in names:
             _group_arg(supervisor, {"group": name})
         _refuse_if_busy(supervisor)
-        supervisor.request_restart(names)
+        requests.restart(supervisor, names)
         return {"rolling": names}
 
 
@@ -106,7 +107,7 @@ class Stop(Command):
     async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
         name = _group_arg(supervisor, args)
         _refuse_if_busy(supervisor, [name])
-        supervisor.request_stopped(name, True)
+        requests.set_stopped(supervisor, name, True)
         return {"stopped": name}
 
 
@@ -118,7 +119,7 @@ class Start(Command):
 
     async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
         name = _group_arg(supervisor, args)
-        supervisor.request_stopped(name, False)
+        requests.set_stopped(supervisor, name, False)
         return {"started": name}
 
 
@@ -144,7 +145,7 @@ class Scale(Command):
         saved = None
         if args.get("save"):
             saved = await anyio.to_thread.run_sync(save_replicas, supervisor.topology.file, name, replicas)
-        supervisor.request_scale(name, replicas)
+        requests.scale(supervisor, name, replicas)
         return {"group": name, "replicas": replicas, "saved": saved}
 
 
@@ -169,7 +170,7 @@ class Reload(Command):
     async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
         _refuse_if_busy(supervisor)
         try:
-            plan = await supervisor.reload_from_file()
+            plan = await requests.reload_from_file(supervisor)
         except TopologyError as exc:
             raise CommandError("invalid_topology", f"reload refused, the pool is unchanged:\n{exc}") from exc
         return plan.as_dict()

@@ -82,6 +82,11 @@ def metrics(supervisor: Supervisor) -> str:
         seconds.append(f"pipelex_pool_activity_seconds_total{_labels(group=group.name)} {tasks.activity_seconds:.3f}")
     family("pipelex_pool_activity_seconds_total", "counter", "Time spent in finished activities, by group.")
     out += seconds
+    family("pipelex_pool_workflow_tasks_total", "counter", "Workflow tasks run by the group's replicas, by outcome.")
+    for group in supervisor.all_groups():
+        tasks = group_tasks(supervisor, group)
+        for outcome, count in (("completed", tasks.workflow_tasks_completed), ("failed", tasks.workflow_tasks_failed)):
+            out.append(f"pipelex_pool_workflow_tasks_total{_labels(group=group.name, outcome=outcome)} {count}")
     family("pipelex_pool_queue_backlog", "gauge", "Approximate backlog of each watched task queue and type.")
     views = sorted(supervisor.watch.views.items(), key=lambda kv: (kv[0][0], kv[0][1].name))
     live: list[str] = []

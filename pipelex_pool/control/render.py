@@ -45,8 +45,10 @@ def render_status(status: dict[str, Any]) -> str:
     average = f", {tasks['activity_seconds'] / done:.2f}s on average" if done else ""
     completed, failed = tasks["activities_completed"], tasks["activities_failed"]
     runs = tasks["workflow_runs_completed"]
+    wf_tasks, wf_failed = tasks["workflow_tasks_completed"], tasks["workflow_tasks_failed"]
     lines.append(
-        f"  tasks      {completed} activities completed, {failed} failed{average}; {runs} workflow runs completed"
+        f"  tasks      {completed} activities completed, {failed} failed{average}; "
+        f"{wf_tasks} workflow tasks ({wf_failed} failed), {runs} workflow runs completed"
     )
     if pool.get("busy"):
         lines.append(f"  busy       {pool['busy']}")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipelex_pool.control.protocol import PROTOCOL_VERSION
+from pipelex_pool.supervisor import overview, requests
 from pipelex_pool.supervisor.groups import SupervisedGroup
 from pipelex_pool.supervisor.handle import ProcessHandle
 from pipelex_pool.supervisor.loop import Supervisor
@@ -94,7 +95,7 @@ def _replica(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHand
         "profile": spec.profile if spec else None,
         "queue": spec.task_queue if spec else None,
         "identity": info.identity if info else None,
-        "uptime_s": supervisor.uptime(handle),
+        "uptime_s": overview.uptime(supervisor, handle),
         "restarts": handle.restarts,
         "last_exit": handle.last_exit.describe() if handle.last_exit else None,
         "reason": handle.reason or None,
@@ -150,8 +151,8 @@ def pool_status(supervisor: Supervisor) -> dict[str, Any]:
             "socket": str(supervisor.paths.socket),
             "log_dir": str(supervisor.paths.log_dir),
             "shutting_down": supervisor.shutting_down,
-            "busy": supervisor.busy(),
-            "counts": supervisor.counts(),
+            "busy": requests.busy(supervisor),
+            "counts": overview.counts(supervisor),
             "tasks": asdict(pool_tasks),
         },
         "groups": groups,

@@ -25,7 +25,8 @@ from pipelex_pool.supervisor.health import check_temporal, watch_resources
 from pipelex_pool.supervisor.lock import record_for, write_state
 from pipelex_pool.supervisor.logfile import RotatingLog
 from pipelex_pool.supervisor.observe import bind_notify_socket, watch_child, watch_polling, watch_serving
-from pipelex_pool.supervisor.reload import ReloadPlan, plan_reload
+from pipelex_pool.supervisor.overview import settled, summary
+from pipelex_pool.supervisor.requests import reload_from_file
 from pipelex_pool.supervisor.resources import ResourceProbe, Usage
 from pipelex_pool.supervisor.rolling import advance_roll
 from pipelex_pool.supervisor.spawn import ExecSpawner, Spawner
@@ -34,7 +35,7 @@ from pipelex_pool.supervisor.systemd import SystemdNotifier
 from pipelex_pool.supervisor.watch import TemporalWatch, served_types
 from pipelex_pool.temporal.connect import connect
 from pipelex_pool.temporal.pollers import QueueType
-from pipelex_pool.topology.load import Topology, load_topology
+from pipelex_pool.topology.load import Topology
 from pipelex_pool.worker.accounting import NOTIFY_KEY, TaskCounts
 
 log = structlog.get_logger("pipelex_pool.supervisor")
@@ -98,58 +99,6 @@ class Supervisor:
             raise KeyError(f"no group {name!r} in this pool (groups: {', '.join(sorted(self.groups))})")
         return self.groups[name]
 
-    def busy(self, names: list[str] | None = None) -> str | None:
-        """What in-progress operation a new mutating command would conflict with, if any."""
-        for group in self.groups.values():
-            if (names is None or group.name in names) and (group.roll_queue or group.replacement):
-                left = len(group.roll_queue)
-                return f"a rolling restart of group {group.name!r} is in progress ({left} replica(s) left)"
-        return None
-
-    def request_restart_failed(self) -> list[str]:
-        fatal = [h.name for g in self.all_groups() for h in g.handles if h.state is ProcState.FATAL]
-        for group in self.all_groups():
-            group.revive_requested = any(h.state is ProcState.FATAL for h in group.handles)
-        self.wake("restart-failed")
-        return fatal
-
-    def request_restart(self, names: list[str]) -> None:
-        for name in names:
-            group = self.group(name)
-            group.roll_queue = list(range(len(group.handles)))
-        self.wake("restart")
-
-    def request_stopped(self, name: str, stopped: bool) -> None:
-        self.group(name).stopped_by_operator = stopped
-        self.wake("stop" if stopped else "start")
-
-    def request_scale(self, name: str, replicas: int) -> None:
-        self.group(name).desired = replicas
-        self.wake("scale")
-
-    def request_reload(self, new: Topology) -> ReloadPlan:
-        """Apply a validated topology: new groups start, removed ones drain, changed ones roll, replicas scale."""
-        plan = plan_reload(self.topology, new)
-        self.systemd.reloading()
-        for name in plan.removed:
-            self.groups[name].removed = True
-        for name, spec in new.groups.items():
-            fresh = worker_group(new, spec, new.file)
-            if name in self.groups:  # (a group removed by an earlier reload and still draining comes back)
-                fresh.adopt(self.groups[name])
-                if name in plan.rolled:
-                    fresh.roll_queue = list(range(min(len(fresh.handles), fresh.desired)))
-            self.groups[name] = fresh
-        self.topology = new
-        log.info("supervisor.reloaded", **plan.as_dict())
-        self.wake("reload")
-        return plan
-
-    async def reload_from_file(self) -> ReloadPlan:
-        """Re-read the topology file (off the event loop) and apply it; TopologyError leaves everything as is."""
-        new = await anyio.to_thread.run_sync(load_topology, self.topology.file)
-        return self.request_reload(new)
-
     # -- the loop ------------------------------------------------------------------------------------------------
 
     def all_groups(self) -> list[SupervisedGroup]:
@@ -178,7 +127,7 @@ class Supervisor:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     try:
-                        await self.reload_from_file()
+                        await reload_from_file(self)
                     except TopologyError as exc:
                         log.error("supervisor.reload_refused", errors=[i.render(str(exc.file)) for i in exc.issues])
                 else:
@@ -196,7 +145,7 @@ class Supervisor:
             await self._reconcile(now)
             if self.shutting_down and not any(h.state.alive for h in self.handles()):
                 return
-            self.systemd.settled(self.summary(), self.settled())
+            self.systemd.settled(summary(self), settled(self))
             deadlines = [d for d in (self._next_deadline(g) for g in self.all_groups()) if d is not None]
             ping = self.systemd.ping_due(now)  # a stuck loop stops these, and systemd restarts the service
             if ping is not None:
@@ -425,40 +374,3 @@ class Supervisor:
     def _write_state(self) -> None:
         records = [record_for(h.pid, h.name) for h in self.handles() if h.pid is not None]
         write_state(self.paths.state_file, [r for r in records if r is not None])
-
-    def uptime(self, handle: ProcessHandle) -> float | None:
-        if handle.state is not ProcState.READY or handle.ready_at is None or handle.started_at is None:
-            return None
-        return max(0.0, self.clock() - handle.started_at)
-
-    def settled(self) -> bool:
-        """Every wanted replica is READY or given up on (FATAL/EXITED), and nothing is being rolled."""
-        if self.shutting_down or (
-            self.dev is not None and not any(h.state is ProcState.READY for h in self.dev.handles)
-        ):
-            return False
-        for group in self.groups.values():
-            if group.stopped_by_operator or group.removed:
-                continue
-            if group.roll_queue or group.replacement or len(group.handles) < group.desired:
-                return False
-            done = (ProcState.READY, ProcState.FATAL, ProcState.EXITED)
-            if any(h.state not in done for h in group.handles[: group.desired]):
-                return False
-        return True
-
-    def summary(self) -> str:
-        """One line for systemd's STATUS=, e.g. "7/8 ready, 1 fatal"."""
-        wanted = sum(0 if g.stopped_by_operator else g.desired for g in self.groups.values())
-        states = [h.state for g in self.groups.values() for h in g.handles]
-        parts = [f"{states.count(ProcState.READY)}/{wanted} ready"]
-        for state in (ProcState.FATAL, ProcState.BACKOFF, ProcState.STARTING):
-            if states.count(state):
-                parts.append(f"{states.count(state)} {state.value.lower()}")
-        if self.shutting_down:
-            parts.append("stopping")
-        return ", ".join(parts)
-
-    def counts(self) -> dict[str, int]:
-        states = [h.state for g in self.groups.values() for h in g.handles]
-        return {state.value: states.count(state) for state in ProcState if state in states}

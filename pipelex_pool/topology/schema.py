@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from pipelex_pool.topology.temporal_schema import RuntimeProfile, TemporalSection, WorkerScope
-from pipelex_pool.topology.types import Duration, Size, StrictModel
+from pipelex_pool.topology.types import Address, Duration, PortRange, Size, StrictModel
 from pipelex_pool.units import parse_duration
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -50,7 +50,8 @@ class PoolSection(StrictModel):
     log_dir: str | None = None
     log_max_bytes: Size = 10 * 2**20
     log_backups: int = Field(default=3, ge=0)
-    metrics: str | None = None
+    metrics: Address | None = None  # /health and /metrics of the pool
+    worker_metrics: PortRange | None = None  # each replica's Temporal SDK metrics, one port each from this range
     restart: RestartConfig = Field(default_factory=RestartConfig)
 
 

@@ -10,6 +10,7 @@ from pipelex_pool.packs import Catalog, ResolvedScope, resolve_scope
 from pipelex_pool.topology.schema import PoolSection, ResolvedGroup, WorkerGroup
 from pipelex_pool.topology.suggest import did_you_mean
 from pipelex_pool.topology.temporal_schema import BUILTIN_DEFAULT_PROFILE, TemporalSection
+from pipelex_pool.units import split_port_range
 
 COMMAND_PLACEHOLDERS = (
     "task_queue",
@@ -383,4 +384,31 @@ def check_topology(
             resolved[name] = result
     if complete and len(resolved) == len(groups):
         _check_coverage(temporal, resolved, scopes, issues)
+    _check_worker_metrics(pool, groups, issues)
     return resolved, scopes
+
+
+def _check_worker_metrics(pool: PoolSection, groups: dict[str, WorkerGroup], issues: list[Issue]) -> None:
+    """The SDK metrics port range must hold every replica that can run at once, apart from the pool's own port."""
+    if pool.worker_metrics is None:
+        return
+    host, ports = split_port_range(pool.worker_metrics)
+    # each group at its largest, plus one replacement while a rolling restart runs
+    most = sum(max(g.replicas, g.autoscale.max if g.autoscale else 0) + 1 for g in groups.values())
+    if len(ports) < most:
+        issues.append(
+            _error(
+                "pool.worker_metrics",
+                f"the range has {len(ports)} port(s) but up to {most} replicas can run at once (each group's replicas "
+                "or autoscale max, plus one replacement during a rolling restart).",
+                f'widen the range to at least {most} ports, e.g. "{host}:{ports.start}-{ports.start + most - 1}".',
+            )
+        )
+    if pool.metrics is not None and int(pool.metrics.rpartition(":")[2]) in ports:
+        issues.append(
+            _error(
+                "pool.worker_metrics",
+                f"the range includes the port of pool.metrics ({pool.metrics}).",
+                "move one of them: the pool's endpoint and the replicas' need distinct ports.",
+            )
+        )

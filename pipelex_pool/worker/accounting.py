@@ -1,5 +1,6 @@
-"""Task accounting inside a worker: activities started, completed and failed with their durations, and
-workflow runs executed. The child reports the counts to its supervisor over its notify socket.
+"""Task accounting inside a worker: activities started, completed and failed with their durations, workflow
+tasks processed (each activation of a workflow, timed, a failed one counted apart) and workflow runs executed. The
+child reports the counts to its supervisor over its notify socket.
 
 This module is passed through the workflow sandbox, so the workflow interceptor (built inside the sandbox)
 and the worker process share one set of counters.
@@ -8,11 +9,17 @@ and the worker process share one set of counters.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import temporalio.converter
+import temporalio.workflow
 from temporalio import worker
+from temporalio.bridge.proto.workflow_activation import WorkflowActivation
+from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
 
 NOTIFY_KEY = "X_PIPELEX_TASKS"
 
@@ -23,6 +30,9 @@ class TaskCounts:
     activities_completed: int = 0
     activities_failed: int = 0
     activity_seconds: float = 0.0  # summed over finished activities
+    workflow_tasks_completed: int = 0  # workflow tasks (activations) this worker processed
+    workflow_tasks_failed: int = 0  # ... that failed (the workflow code raised; Temporal retries the task)
+    workflow_task_seconds: float = 0.0  # time spent running workflow code for them
     workflow_runs_started: int = 0  # workflow executions run here (a replay after cache eviction counts again)
     workflow_runs_completed: int = 0
     workflow_runs_failed: int = 0
@@ -43,6 +53,7 @@ class TaskCounts:
 
 
 COUNTS = TaskCounts()
+_WORKFLOW_TASKS_LOCK = threading.Lock()  # workflow tasks run on a thread pool
 
 
 class _ActivityCounter(worker.ActivityInboundInterceptor):
@@ -80,3 +91,52 @@ class AccountingInterceptor(worker.Interceptor):
         self, input: worker.WorkflowInterceptorClassInput
     ) -> type[worker.WorkflowInboundInterceptor] | None:
         return _WorkflowCounter
+
+
+class CountingWorkflowRunner(worker.WorkflowRunner):
+    """Wraps the worker's workflow runner to count and time every workflow task (one activation each).
+
+    A cache eviction is an activation too, but not a workflow task: it is passed through uncounted."""
+
+    def __init__(self, inner: worker.WorkflowRunner) -> None:
+        self._inner = inner
+
+    def prepare_workflow(self, defn: temporalio.workflow._Definition) -> None:
+        self._inner.prepare_workflow(defn)
+
+    def create_instance(self, det: worker.WorkflowInstanceDetails) -> worker.WorkflowInstance:
+        return _CountingInstance(self._inner.create_instance(det))
+
+    def set_worker_level_failure_exception_types(self, types: Sequence[type[BaseException]]) -> None:
+        self._inner.set_worker_level_failure_exception_types(types)
+
+
+class _CountingInstance(worker.WorkflowInstance):
+    def __init__(self, inner: worker.WorkflowInstance) -> None:
+        self._inner = inner
+
+    def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
+        if act.jobs and all(job.WhichOneof("variant") == "remove_from_cache" for job in act.jobs):
+            return self._inner.activate(act)
+        started = time.monotonic()
+        completion = self._inner.activate(act)
+        elapsed = time.monotonic() - started
+        with _WORKFLOW_TASKS_LOCK:
+            if completion.HasField("failed"):
+                COUNTS.workflow_tasks_failed += 1
+            else:
+                COUNTS.workflow_tasks_completed += 1
+            COUNTS.workflow_task_seconds += elapsed
+        return completion
+
+    def get_serialization_context(self, command_info: Any) -> temporalio.converter.SerializationContext | None:
+        return self._inner.get_serialization_context(command_info)
+
+    def get_external_store_context(self, command_info: Any) -> Any:
+        return self._inner.get_external_store_context(command_info)
+
+    def get_info(self) -> temporalio.workflow.Info:
+        return self._inner.get_info()
+
+    def get_thread_id(self) -> int | None:
+        return self._inner.get_thread_id()

@@ -62,7 +62,9 @@ def build_worker(client: Client, settings: WorkerSettings) -> Worker:
         activities=[catalog.activities[name] for name in settings.scope.activities],
         identity=settings.identity,
         interceptors=[accounting.AccountingInterceptor()],
-        workflow_runner=sandboxed_runner() if settings.sandbox else UnsandboxedWorkflowRunner(),
+        workflow_runner=accounting.CountingWorkflowRunner(
+            sandboxed_runner() if settings.sandbox else UnsandboxedWorkflowRunner()
+        ),
         **{key: value for key, value in worker_kwargs(settings).items() if value is not None},
     )
 
