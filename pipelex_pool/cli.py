@@ -71,6 +71,11 @@ def validate(topology: Path, as_json: bool) -> None:
     help="Topology file or pipelex.toml (default: $PIPELEX_POOL_CONFIG).",
 )
 @click.option("--identity", help='Worker identity (default: "<pool>/<group>/<replica>@<host>:<pid>").')
+@click.option(
+    "--sdk-metrics",
+    envvar="PIPELEX_POOL_SDK_METRICS",
+    help="Serve the Temporal SDK's Prometheus metrics on HOST:PORT (default: $PIPELEX_POOL_SDK_METRICS, or none).",
+)
 def worker(
     task_queue: str | None,
     scope: str | None,
@@ -79,6 +84,7 @@ def worker(
     unit_testing: bool,
     config: Path | None,
     identity: str | None,
+    sdk_metrics: str | None,
 ) -> None:
     """Run one Temporal worker, as the pool spawns it (same flags as `pipelex worker`).
 
@@ -94,7 +100,14 @@ def worker(
 
     try:
         settings = load_worker_settings(
-            config, task_queue, scope, profile, identity, sandbox=not no_sandbox, unit_testing=unit_testing
+            config,
+            task_queue,
+            scope,
+            profile,
+            identity,
+            sandbox=not no_sandbox,
+            unit_testing=unit_testing,
+            sdk_metrics=sdk_metrics,
         )
     except WorkerBootError as exc:
         click.echo(f"pipelex-pool worker: configuration error: {exc}", err=True)

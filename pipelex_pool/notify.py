@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import socket
 
+# Keys a pool worker adds to the standard ones (READY, STATUS, WATCHDOG, STOPPING) for its supervisor
+SDK_METRICS_KEY = "X_PIPELEX_SDK_METRICS"  # "host:port" where the worker serves the Temporal SDK's metrics
+
 
 class Notifier:
     """Sends `KEY=VALUE` datagrams to $NOTIFY_SOCKET; does nothing when it is not set."""

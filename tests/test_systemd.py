@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -253,3 +254,25 @@ async def test_task_accounting_per_replica_survives_replacement_and_matches_metr
         assert _metric(text, "pipelex_pool_activities_total", group=group, outcome="completed") == count
     assert _metric(text, "pipelex_pool_workflow_tasks_total", group="router", outcome="completed") == 20
     assert "tasks      15 activities completed, 0 failed" in pool.cli("status").stdout
+
+
+@pytest.mark.slow
+def test_each_replica_serves_its_temporal_sdk_metrics_on_its_own_port(
+    pool: Pool, temporal_server: TemporalServer, namespace: str
+) -> None:
+    first = free_port()
+    ports = range(first, first + 20)
+    with socket.socket() as squatter:  # a port of the range held by something else: the pool skips it
+        squatter.bind(("127.0.0.1", first))
+        squatter.listen()
+        pool.write(temporal_server, namespace, {"pool.worker_metrics": f"127.0.0.1:{ports.start}-{ports.stop - 1}"})
+        pool.up()
+        status = pool.wait_all_ready()  # a worker reports where it serves them before it says READY
+        urls = [r["sdk_metrics"] for r in status["replicas"]]
+        assert len(urls) == 4 and len(set(urls)) == 4
+        for url in urls:
+            port = int(url.removeprefix("http://127.0.0.1:").removesuffix("/metrics"))
+            assert port in ports and port != first
+            code, text = _get(url)
+            assert code == 200 and "temporal_worker_task_slots_available" in text, text[:500]
+        assert "Temporal SDK metrics:" in pool.cli("status").stdout

@@ -6,7 +6,14 @@ from datetime import timedelta
 
 import pytest
 
-from pipelex_pool.units import format_duration, parse_duration, parse_size
+from pipelex_pool.units import (
+    format_duration,
+    parse_address,
+    parse_duration,
+    parse_port_range,
+    parse_size,
+    split_port_range,
+)
 
 DURATIONS = [
     ("0:30:00", timedelta(minutes=30)),
@@ -74,3 +81,24 @@ def test_size_forms(text: object, expected: int) -> None:
 def test_bad_sizes_say_how_to_write_one(bad: object) -> None:
     with pytest.raises(ValueError, match="size|negative"):
         parse_size(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("127.0.0.1:9464", "127.0.0.1:9464"), (":9464", "127.0.0.1:9464"), ("0.0.0.0:80", "0.0.0.0:80")],
+)
+def test_address_forms(text: str, expected: str) -> None:
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["localhost", "127.0.0.1:", "127.0.0.1:http", "127.0.0.1:70000", 9464])
+def test_bad_addresses_say_how_to_write_one(bad: object) -> None:
+    with pytest.raises(ValueError, match="host:port"):
+        parse_address(bad)
+
+
+def test_port_ranges() -> None:
+    assert split_port_range(parse_port_range(":9500-9503")) == ("127.0.0.1", range(9500, 9504))
+    for bad in ["127.0.0.1:9500", "127.0.0.1:9600-9500", "127.0.0.1:a-b", "9500-9600"]:
+        with pytest.raises(ValueError, match="first-last"):
+            parse_port_range(bad)

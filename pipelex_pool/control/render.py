@@ -90,6 +90,13 @@ def render_status(status: dict[str, Any]) -> str:
         widths = [max(len(row[i]) for row in queue_rows) for i in range(len(queue_rows[0]))]
         lines.append("")
         lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in queue_rows]
+    metrics = [
+        f"  {r['group']}/{r['replica']} (pid {r['pid']}): {r['sdk_metrics']}"
+        for r in status["replicas"]
+        if r.get("sdk_metrics")
+    ]
+    if metrics:
+        lines += ["", "Temporal SDK metrics:", *metrics]
     for name, group in status["groups"].items():
         if group.get("autoscale"):
             scale = group["autoscale"]

@@ -102,6 +102,9 @@ def _replica(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHand
         "status_text": info.status_text if info and info.status_text else None,
         "tasks": asdict(info.tasks) if info and info.tasks else None,
         "polling": _polling(supervisor, group, handle, info.identity if info else ""),
+        "sdk_metrics": f"http://{info.sdk_metrics}/metrics"
+        if info and info.sdk_metrics and handle.state.alive
+        else None,
         **_resources(supervisor, handle),
     }
 

@@ -17,6 +17,7 @@ from anyio.abc import TaskGroup
 from temporalio.client import Client
 
 from pipelex_pool.errors import TopologyError
+from pipelex_pool.notify import SDK_METRICS_KEY
 from pipelex_pool.paths import PoolPaths
 from pipelex_pool.supervisor.events import Event, Exited, Notified, SeenReady, Wake
 from pipelex_pool.supervisor.groups import DEV_SERVER_GROUP, Readiness, SupervisedGroup, dev_server_group, worker_group
@@ -26,6 +27,7 @@ from pipelex_pool.supervisor.lock import record_for, write_state
 from pipelex_pool.supervisor.logfile import RotatingLog
 from pipelex_pool.supervisor.observe import bind_notify_socket, watch_child, watch_polling, watch_serving
 from pipelex_pool.supervisor.overview import settled, summary
+from pipelex_pool.supervisor.ports import pick_port
 from pipelex_pool.supervisor.requests import reload_from_file
 from pipelex_pool.supervisor.resources import ResourceProbe, Usage
 from pipelex_pool.supervisor.rolling import advance_roll
@@ -36,7 +38,9 @@ from pipelex_pool.supervisor.watch import TemporalWatch, served_types
 from pipelex_pool.temporal.connect import connect
 from pipelex_pool.temporal.pollers import QueueType
 from pipelex_pool.topology.load import Topology
+from pipelex_pool.units import split_port_range
 from pipelex_pool.worker.accounting import NOTIFY_KEY, TaskCounts
+from pipelex_pool.worker.config import SDK_METRICS_ENV
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 MAX_IDLE_S = 5.0
@@ -51,6 +55,8 @@ class ReplicaInfo:
     probe: ResourceProbe | None = None
     tasks: TaskCounts | None = None  # the process's own counts, as it last reported them
     usage: Usage | None = None
+    sdk_metrics_port: int | None = None  # the port given to the process for the SDK's metrics
+    sdk_metrics: str | None = None  # "host:port" the process reported serving them on
 
 
 @dataclass
@@ -227,6 +233,8 @@ class Supervisor:
                 handle.watchdog_ping(now)
             if NOTIFY_KEY in fields:
                 self.replica_info(handle).tasks = TaskCounts.from_notify(fields[NOTIFY_KEY])
+            if SDK_METRICS_KEY in fields:
+                self.replica_info(handle).sdk_metrics = fields[SDK_METRICS_KEY]
             if fields.get("STOPPING") == "1":
                 log.info("worker.draining", group=handle.group, replica=handle.replica, pid=handle.pid)
 
@@ -299,6 +307,9 @@ class Supervisor:
             env["NOTIFY_SOCKET"] = str(path)
             if handle.timings.watchdog:
                 env["WATCHDOG_USEC"] = str(int(handle.timings.watchdog * 1e6 / 3))  # 3 pings per allowed gap
+        metrics_port = self._sdk_metrics_port(group, handle)
+        if metrics_port is not None:
+            env[SDK_METRICS_ENV] = f"{split_port_range(self.topology.pool.worker_metrics or '')[0]}:{metrics_port}"
         output = RotatingLog(
             self.paths.log_dir / f"{handle.group}-{handle.replica}.log",
             self.topology.pool.log_max_bytes,
@@ -318,6 +329,7 @@ class Supervisor:
         info = self.replica_info(handle)
         info.identity = spec.identity.replace("__PID__", str(process.pid))
         info.status_text = ""
+        info.sdk_metrics_port, info.sdk_metrics = metrics_port, None
         log.info(
             "worker.spawned", group=handle.group, replica=handle.replica, pid=process.pid, generation=handle.generation
         )
@@ -339,6 +351,16 @@ class Supervisor:
         elif group.readiness is Readiness.TEMPORAL and group.spec is not None:
             types = served_types(self, group.spec.scope)
             self._tg.start_soon(self._watch_polling, handle, generation, group.spec.task_queue, types, info.identity)
+
+    def _sdk_metrics_port(self, group: SupervisedGroup, handle: ProcessHandle) -> int | None:
+        if self.topology.pool.worker_metrics is None or group is self.dev:
+            return None
+        host, ports = split_port_range(self.topology.pool.worker_metrics)
+        taken = [i.sdk_metrics_port for h, i in self.info.items() if h.state.alive and h is not handle]
+        port = pick_port(host, ports, [p for p in taken if p is not None])
+        if port is None:
+            log.warning("worker.sdk_metrics_no_port", group=handle.group, replica=handle.replica, ports=str(ports))
+        return port
 
     async def _watch_polling(
         self, handle: ProcessHandle, generation: int, queue: str, types: list[QueueType], identity: str

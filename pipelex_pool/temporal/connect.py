@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 
 from pipelex_pool.errors import WorkerBootError
 from pipelex_pool.topology.temporal_schema import ServerConfig
@@ -26,8 +27,8 @@ def api_key_for(server: ServerConfig) -> str | None:
     )
 
 
-async def connect(server: ServerConfig, identity: str | None = None) -> Client:
-    """A client for `server` (an API key implies TLS)."""
+async def connect(server: ServerConfig, identity: str | None = None, runtime: Runtime | None = None) -> Client:
+    """A client for `server` (an API key implies TLS), on `runtime` (default: the SDK's default runtime)."""
     api_key = api_key_for(server)
     return await Client.connect(
         server.target_host,
@@ -35,4 +36,5 @@ async def connect(server: ServerConfig, identity: str | None = None) -> Client:
         api_key=api_key,
         tls=api_key is not None,
         identity=identity,
+        runtime=runtime,
     )

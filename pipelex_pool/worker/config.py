@@ -19,8 +19,10 @@ from pipelex_pool.topology.temporal_schema import (
     TemporalSection,
 )
 from pipelex_pool.topology.validate import check_temporal
+from pipelex_pool.units import parse_address
 
 CONFIG_ENV = "PIPELEX_POOL_CONFIG"
+SDK_METRICS_ENV = "PIPELEX_POOL_SDK_METRICS"  # set by the pool for each replica when [pool] worker_metrics is set
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class WorkerSettings:
     identity: str
     sandbox: bool
     unit_testing: bool
+    sdk_metrics: str | None = None  # "host:port" for the SDK's Prometheus endpoint
 
     @property
     def max_task_queue_activities_per_second(self) -> float | None:
@@ -70,6 +73,7 @@ def load_worker_settings(
     *,
     sandbox: bool = True,
     unit_testing: bool = False,
+    sdk_metrics: str | None = None,
 ) -> WorkerSettings:
     """Read the config (a topology file or a pipelex.toml) and check the flags against it, queue first."""
     if config is None:
@@ -140,4 +144,14 @@ def load_worker_settings(
         ),
         sandbox=sandbox,
         unit_testing=unit_testing,
+        sdk_metrics=_sdk_metrics_address(sdk_metrics),
     )
+
+
+def _sdk_metrics_address(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        return parse_address(value)
+    except ValueError as exc:
+        raise WorkerBootError(f"--sdk-metrics / ${SDK_METRICS_ENV}: {exc}") from exc

@@ -10,10 +10,11 @@ from typing import Any
 import anyio
 import structlog
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from pipelex_pool.notify import Notifier
+from pipelex_pool.notify import SDK_METRICS_KEY, Notifier
 from pipelex_pool.parent_death import set_parent_death_signal
 from pipelex_pool.sim import routing
 from pipelex_pool.temporal.connect import connect
@@ -161,6 +162,20 @@ class WorkerProcess:
         return 1 if self.failed is not None else 0
 
 
+def sdk_metrics_runtime(address: str | None) -> Runtime | None:
+    """A runtime serving the SDK's Prometheus metrics on `address`; None (the default runtime) when not asked for
+    or when the port cannot be bound: metrics are not worth losing a worker over, so that is logged, not fatal."""
+    if address is None:
+        return None
+    try:
+        runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+    except ValueError as exc:
+        log.warning("worker.sdk_metrics_unavailable", address=address, error=str(exc))
+        return None
+    log.info("worker.sdk_metrics", url=f"http://{address}/metrics")
+    return runtime
+
+
 async def run_worker(settings: WorkerSettings, on_connect_error: Callable[[str], None] | None = None) -> int:
     parent = os.getppid()
     set_parent_death_signal()
@@ -179,8 +194,9 @@ async def run_worker(settings: WorkerSettings, on_connect_error: Callable[[str],
         server=settings.server.target_host,
         sandbox=settings.sandbox,
     )
+    runtime = sdk_metrics_runtime(settings.sdk_metrics)
     try:
-        client = await connect(settings.server, settings.identity)
+        client = await connect(settings.server, settings.identity, runtime)
     except Exception as exc:  # unreachable server: exit 1 so the supervisor retries with backoff
         message = (
             f"cannot reach Temporal at {settings.server.target_host} (namespace {settings.server.namespace}): {exc}"
@@ -190,6 +206,8 @@ async def run_worker(settings: WorkerSettings, on_connect_error: Callable[[str],
             on_connect_error(message)
         return 1
     try:
+        if runtime is not None:
+            notifier.send(f"{SDK_METRICS_KEY}={settings.sdk_metrics}")
         return await WorkerProcess(settings, notifier).serve(client, parent)
     finally:
         notifier.close()
