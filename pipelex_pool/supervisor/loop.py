@@ -55,7 +55,7 @@ class ReplicaInfo:
     probe: ResourceProbe | None = None
     tasks: TaskCounts | None = None  # the process's own counts, as it last reported them
     usage: Usage | None = None
-    sdk_metrics_port: int | None = None  # the port given to the process for the SDK's metrics
+    sdk_metrics_given: str | None = None  # "host:port" given to the process for the SDK's metrics
     sdk_metrics: str | None = None  # "host:port" the process reported serving them on
 
 
@@ -307,9 +307,9 @@ class Supervisor:
             env["NOTIFY_SOCKET"] = str(path)
             if handle.timings.watchdog:
                 env["WATCHDOG_USEC"] = str(int(handle.timings.watchdog * 1e6 / 3))  # 3 pings per allowed gap
-        metrics_port = self._sdk_metrics_port(group, handle)
-        if metrics_port is not None:
-            env[SDK_METRICS_ENV] = f"{split_port_range(self.topology.pool.worker_metrics or '')[0]}:{metrics_port}"
+        metrics_address = self._sdk_metrics_address(group, handle)
+        if metrics_address is not None:
+            env[SDK_METRICS_ENV] = metrics_address
         output = RotatingLog(
             self.paths.log_dir / f"{handle.group}-{handle.replica}.log",
             self.topology.pool.log_max_bytes,
@@ -329,7 +329,7 @@ class Supervisor:
         info = self.replica_info(handle)
         info.identity = spec.identity.replace("__PID__", str(process.pid))
         info.status_text = ""
-        info.sdk_metrics_port, info.sdk_metrics = metrics_port, None
+        info.sdk_metrics_given, info.sdk_metrics = metrics_address, None
         log.info(
             "worker.spawned", group=handle.group, replica=handle.replica, pid=process.pid, generation=handle.generation
         )
@@ -352,15 +352,17 @@ class Supervisor:
             types = served_types(self, group.spec.scope)
             self._tg.start_soon(self._watch_polling, handle, generation, group.spec.task_queue, types, info.identity)
 
-    def _sdk_metrics_port(self, group: SupervisedGroup, handle: ProcessHandle) -> int | None:
+    def _sdk_metrics_address(self, group: SupervisedGroup, handle: ProcessHandle) -> str | None:
+        """ "host:port" for this process's SDK metrics: the lowest port of the range no other live replica holds."""
         if self.topology.pool.worker_metrics is None or group is self.dev:
             return None
         host, ports = split_port_range(self.topology.pool.worker_metrics)
-        taken = [i.sdk_metrics_port for h, i in self.info.items() if h.state.alive and h is not handle]
-        port = pick_port(host, ports, [p for p in taken if p is not None])
+        given = [i.sdk_metrics_given for h, i in self.info.items() if h.state.alive and h is not handle]
+        port = pick_port(host, ports, [int(a.rpartition(":")[2]) for a in given if a])
         if port is None:
             log.warning("worker.sdk_metrics_no_port", group=handle.group, replica=handle.replica, ports=str(ports))
-        return port
+            return None
+        return f"{host}:{port}"
 
     async def _watch_polling(
         self, handle: ProcessHandle, generation: int, queue: str, types: list[QueueType], identity: str
