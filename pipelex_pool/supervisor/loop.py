@@ -353,7 +353,7 @@ class Supervisor:
             self._tg.start_soon(self._watch_polling, handle, generation, group.spec.task_queue, types, info.identity)
 
     def _sdk_metrics_address(self, group: SupervisedGroup, handle: ProcessHandle) -> str | None:
-        """ "host:port" for this process's SDK metrics: the lowest port of the range no other live replica holds."""
+        """The address (host:port) for this process's SDK metrics: the lowest port no other live replica holds."""
         if self.topology.pool.worker_metrics is None or group is self.dev:
             return None
         host, ports = split_port_range(self.topology.pool.worker_metrics)
