@@ -7,6 +7,7 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def set_parent_death_signal(signum: int = signal.SIGTERM) -> None:
@@ -14,3 +15,12 @@ def set_parent_death_signal(signum: int = signal.SIGTERM) -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+
+
+def become_child_subreaper() -> bool:
+    """Adopt orphaned descendants (Linux): a process double-forked by the fork server becomes our own child, so we
+    wait for it and read its exit status like any other. False when the kernel refuses (or not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)

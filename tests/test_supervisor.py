@@ -87,10 +87,11 @@ def test_shipped_topology_starts_dev_server_and_every_replica_polls(
     assert not [pid for pid in seen if alive(pid)]
 
 
+@pytest.mark.parametrize("spawner", ["fork", "exec"])
 def test_sigkilled_replica_is_replaced_and_nothing_else_moves(
-    pool: Pool, temporal_server: TemporalServer, namespace: str
+    pool: Pool, temporal_server: TemporalServer, namespace: str, spawner: str
 ) -> None:
-    pool.write(temporal_server, namespace)
+    pool.write(temporal_server, namespace, {"pool.spawner": spawner})
     pool.up()
     before = {(r["group"], r["replica"]): r["pid"] for r in pool.wait_all_ready()["replicas"]}
     victim = before[("llm", 1)]
@@ -107,6 +108,49 @@ def test_sigkilled_replica_is_replaced_and_nothing_else_moves(
     assert {k: r["pid"] for k, r in after.items() if k != ("llm", 1)} == {
         k: p for k, p in before.items() if k != ("llm", 1)
     }
+
+
+def fork_servers(supervisor_pid: int) -> list[int]:
+    return [
+        child.pid
+        for child in psutil.Process(supervisor_pid).children()
+        if "pipelex_pool.supervisor.zygote" in " ".join(child.cmdline())
+    ]
+
+
+def test_fork_server_children_are_the_supervisors_own_and_restart_refreshes_it(
+    pool: Pool, temporal_server: TemporalServer, namespace: str
+) -> None:
+    pool.write(temporal_server, namespace)  # spawner = "fork" is the default
+    supervisor = pool.up()
+    status = pool.wait_all_ready()
+    # double-forked by the fork server, adopted by the supervisor: it waits for them and reads their exit status;
+    # ps shows each one's command line as if it had been exec'd
+    for replica in status["replicas"]:
+        worker = psutil.Process(replica["pid"])
+        assert worker.ppid() == supervisor.pid
+        assert " -m pipelex_pool worker " in " ".join(worker.cmdline())
+    (server,) = fork_servers(supervisor.pid)
+    victim = next(r for r in status["replicas"] if r["group"] == "media")
+    os.kill(victim["pid"], signal.SIGKILL)
+    status = pool.wait(
+        lambda s: any(r["group"] == "media" and r["state"] == "READY" and r["restarts"] == 1 for r in s["replicas"]),
+        30,
+        "media back READY",
+    )
+    media = next(r for r in status["replicas"] if r["group"] == "media")
+    assert media["last_exit"] == "SIGKILL (possibly out of memory)" and media["pid"] != victim["pid"]
+    assert fork_servers(supervisor.pid) == [server]  # the crash restart used the warm fork server
+    # a rolling restart is how new code gets deployed: it retires the fork server, replacements import afresh
+    assert pool.cli("restart", "llm").returncode == 0
+    old = {r["pid"] for r in status["replicas"] if r["group"] == "llm"}
+    pool.wait(
+        lambda s: not s["pool"]["busy"] and not {r["pid"] for r in s["replicas"] if r["group"] == "llm"} & old,
+        60,
+        "llm rolled",
+    )
+    servers = fork_servers(supervisor.pid)
+    assert len(servers) == 1 and servers != [server]
 
 
 def test_crash_loop_backs_off_then_goes_fatal_without_touching_other_groups(

@@ -10,6 +10,7 @@ import psutil
 import structlog
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
+from pipelex_pool.supervisor.forkspawn import ForkSpawner, reap_adopted_orphans
 from pipelex_pool.supervisor.resources import SAMPLE_INTERVAL_S, ResourceProbe
 from pipelex_pool.supervisor.state import ProcState
 from pipelex_pool.units import format_size
@@ -41,6 +42,10 @@ async def watch_resources(supervisor: Supervisor) -> None:
     (replacement READY first, so its in-flight work drains instead of being killed)."""
     while True:
         await anyio.sleep(SAMPLE_INTERVAL_S)
+        if isinstance(supervisor.spawner, ForkSpawner):
+            known = {h.pid for h in supervisor.handles() if h.pid is not None} | supervisor.spawner.own_pids()
+            for pid in reap_adopted_orphans(known):
+                log.info("supervisor.orphan_reaped", pid=pid)
         for group in supervisor.all_groups():
             for handle in group.all_handles():
                 if handle.pid is None:

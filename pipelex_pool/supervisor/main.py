@@ -12,8 +12,10 @@ from pipelex_pool.control.http import HttpEndpoint
 from pipelex_pool.control.server import ControlServer
 from pipelex_pool.errors import PoolError
 from pipelex_pool.paths import PoolPaths, check_socket_path, private_dir, resolve_paths
+from pipelex_pool.supervisor.forkspawn import ForkSpawner
 from pipelex_pool.supervisor.lock import PoolLock, stop_leftovers
 from pipelex_pool.supervisor.loop import Supervisor
+from pipelex_pool.supervisor.spawn import ExecSpawner
 from pipelex_pool.temporal.devserver import is_local, port_answers
 from pipelex_pool.topology.load import Topology
 
@@ -65,12 +67,16 @@ async def serve_pool(topology: Topology) -> int:
     try:
         for record in stop_leftovers(paths.state_file):
             log.warning("supervisor.leftover_stopped", name=record.name, pid=record.pid)
-        supervisor = Supervisor(topology, paths, dev_server=wants_dev_server(topology))
+        spawner = ForkSpawner() if topology.pool.spawner == "fork" else ExecSpawner()
+        supervisor = Supervisor(topology, paths, dev_server=wants_dev_server(topology), spawner=spawner)
         async with anyio.create_task_group() as tg:
             await tg.start(ControlServer(supervisor, paths.socket).serve)
             if topology.pool.metrics:
                 await tg.start(HttpEndpoint(supervisor, topology.pool.metrics).serve)
-            await supervisor.run()
+            try:
+                await supervisor.run()
+            finally:
+                await spawner.aclose()
             tg.cancel_scope.cancel()
     finally:
         paths.state_file.unlink(missing_ok=True)

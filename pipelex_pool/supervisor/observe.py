@@ -8,12 +8,13 @@ from pathlib import Path
 
 import anyio
 import structlog
-from anyio.abc import ByteReceiveStream, ObjectSendStream, Process
+from anyio.abc import ByteReceiveStream, ObjectSendStream
 from temporalio.client import Client
 
 from pipelex_pool.supervisor.events import Event, Exited, Notified, SeenReady
 from pipelex_pool.supervisor.handle import ProcessHandle
 from pipelex_pool.supervisor.logfile import RotatingLog
+from pipelex_pool.supervisor.spawn import Child
 from pipelex_pool.temporal.devserver import wait_until_serving
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 
@@ -75,7 +76,7 @@ async def _drain_notify(
 async def watch_child(
     handle: ProcessHandle,
     generation: int,
-    process: Process,
+    process: Child,
     output: RotatingLog,
     notify: tuple[socket.socket, Path] | None,
     events: ObjectSendStream[Event],

@@ -44,6 +44,7 @@ def restart(supervisor: Supervisor, names: list[str]) -> None:
     for name in names:
         group = supervisor.group(name)
         group.roll_queue = list(range(len(group.handles)))
+    supervisor.spawner.refresh()  # replacements run the code installed now, not what a warm spawner imported
     supervisor.wake("restart")
 
 
@@ -71,6 +72,7 @@ def apply_topology(supervisor: Supervisor, new: Topology) -> ReloadPlan:
                 fresh.roll_queue = list(range(min(len(fresh.handles), fresh.desired)))
         supervisor.groups[name] = fresh
     supervisor.topology = new
+    supervisor.spawner.refresh()
     log.info("supervisor.reloaded", **plan.as_dict())
     supervisor.wake("reload")
     return plan

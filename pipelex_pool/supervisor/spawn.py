@@ -1,5 +1,5 @@
 """How a replica's process is made. Everything goes through the Spawner interface, so nothing else in the
-supervisor assumes how a child was created (a warm fork server is the planned second implementation)."""
+supervisor assumes how a child was created: plain exec here, a warm fork server in forkspawn.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 import anyio
-from anyio.abc import Process
+from anyio.abc import ByteReceiveStream
 
 from pipelex_pool.supervisor.pdeathsig import PID_TOKEN
 from pipelex_pool.supervisor.systemd import SYSTEMD_ENV
@@ -30,14 +30,46 @@ class ChildSpec:
     identity: str  # may hold __PID__, replaced by the pid once known
 
 
+class Child(Protocol):
+    """A started process, whichever way it was made: in its own session, stdout and stderr on one stream."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def stdout(self) -> ByteReceiveStream | None: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
 class Spawner(Protocol):
-    async def spawn(self, spec: ChildSpec) -> Process: ...
+    async def spawn(self, spec: ChildSpec) -> Child: ...
+
+    def refresh(self) -> None:
+        """Forget anything kept warm, so the next spawn runs the code installed now."""
+
+    async def aclose(self) -> None: ...
+
+
+# The built-in worker's command; the fork server runs what follows it without exec
+BUILTIN_WORKER = [sys.executable, "-m", "pipelex_pool"]
 
 
 class ExecSpawner:
     """Plain fork+exec in a new session (its own process group), stdout and stderr on one pipe."""
 
-    async def spawn(self, spec: ChildSpec) -> Process:
+    def refresh(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    async def spawn(self, spec: ChildSpec) -> Child:
         return await anyio.open_process(
             spec.argv,
             stdin=subprocess.DEVNULL,
@@ -84,9 +116,7 @@ def worker_spec(
     }
     if group.command is None:
         argv = [
-            sys.executable,
-            "-m",
-            "pipelex_pool",
+            *BUILTIN_WORKER,
             "worker",
             "--config",
             str(topology_file),

@@ -52,6 +52,7 @@ class PoolSection(StrictModel):
     log_backups: int = Field(default=3, ge=0)
     metrics: Address | None = None  # /health and /metrics of the pool
     worker_metrics: PortRange | None = None  # each replica's Temporal SDK metrics, one port each from this range
+    spawner: Literal["fork", "exec"] = "fork"  # fork built-in workers from a warm fork server, or exec each one
     restart: RestartConfig = Field(default_factory=RestartConfig)
 
 

@@ -1,9 +1,10 @@
 """Benchmark: how fast a killed worker is back *polling Temporal*, pipelex-pool against supervisord.
 
-Both supervise the same worker (`pipelex-pool worker`, one replica on llm_q) against one local Temporal dev
-server. Each round SIGKILLs the worker, then measures the time until Temporal lists a new poller identity for the
-queue (all partitions described, as pipelex-pool's readiness does). The two supervisors run one after the other in
-the same run, so their numbers are comparable; BENCHMARKS.md records a run.
+All supervise the same worker (`pipelex-pool worker`, one replica on llm_q) against one local Temporal dev
+server: pipelex-pool with its warm fork server (the default), pipelex-pool exec'ing each worker (`spawner =
+"exec"`), and supervisord. Each round SIGKILLs the worker, then measures the time until Temporal lists a new poller
+identity for the queue (all partitions described, as pipelex-pool's readiness does). They run one after the other
+in the same run, so their numbers are comparable; BENCHMARKS.md records a run.
 
     python -m venv .venv && .venv/bin/pip install -e ".[test]" supervisor
     .venv/bin/python scripts/bench/restart_latency.py --rounds 10 --write BENCHMARKS.md
@@ -46,9 +47,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def topology(directory: Path, port: int) -> Path:
+def topology(directory: Path, port: int, spawner: str = "fork") -> Path:
     doc = tomlkit.parse((REPO / "configs" / "topology.toml").read_text())
     doc["pool"]["name"] = "bench"
+    doc["pool"]["spawner"] = spawner
     doc["pool"]["socket"] = str(directory / "ctl.sock")
     doc["pool"]["state_dir"] = str(directory / "state")
     doc["pool"]["log_dir"] = str(directory / "logs")
@@ -90,8 +92,8 @@ async def measure(client: Client, current_pid: Callable[[], int | None], rounds:
     return results
 
 
-async def bench_pipelex_pool(client: Client, directory: Path, port: int, rounds: int) -> list[float]:
-    topo = topology(directory, port)
+async def bench_pipelex_pool(client: Client, directory: Path, port: int, rounds: int, spawner: str) -> list[float]:
+    topo = topology(directory, port, spawner)
     sup = subprocess.Popen(
         [sys.executable, "-m", "pipelex_pool", "up", str(topo)],
         stdout=subprocess.DEVNULL,
@@ -176,9 +178,10 @@ async def main() -> None:
     )
     try:
         client = await wait_until_serving(f"127.0.0.1:{port}", within=60)
-        (directory / "pool").mkdir()
-        (directory / "sd").mkdir()
-        pool = await bench_pipelex_pool(client, directory / "pool", port, args.rounds)
+        for name in ("fork", "exec", "sd"):
+            (directory / name).mkdir()
+        pool = await bench_pipelex_pool(client, directory / "fork", port, args.rounds, "fork")
+        cold = await bench_pipelex_pool(client, directory / "exec", port, args.rounds, "exec")
         sd = await bench_supervisord(client, directory / "sd", port, args.rounds)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -187,8 +190,11 @@ async def main() -> None:
     ratio = statistics.median(sd) / statistics.median(pool)
     text = (
         f"| supervisor | kill -> replacement polling ({args.rounds} rounds) |\n| --- | --- |\n"
-        f"| pipelex-pool | {summary(pool)} |\n| supervisord | {summary(sd)} |\n\n"
-        f"supervisord / pipelex-pool (median): **{ratio:.2f}x**\n"
+        f"| pipelex-pool (fork server, default) | {summary(pool)} |\n"
+        f'| pipelex-pool (`spawner = "exec"`) | {summary(cold)} |\n'
+        f"| supervisord | {summary(sd)} |\n\n"
+        f"supervisord / pipelex-pool (median): **{ratio:.2f}x**; "
+        f"exec / fork server (median): {statistics.median(cold) / statistics.median(pool):.2f}x\n"
     )
     print(text)
     if args.write:

@@ -1,0 +1,187 @@
+"""The warm spawner: built-in workers are forked from a fork server that has already imported temporalio, so a
+crashed replica is back in a fraction of a cold start. Anything else (the dev server, a group's own command) and
+any failure of the fork server goes to the plain exec spawner, so a spawn never fails because of this path."""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+import anyio
+import psutil
+import structlog
+from anyio.abc import ByteReceiveStream, Process, UNIXSocketStream
+
+from pipelex_pool.parent_death import become_child_subreaper
+from pipelex_pool.supervisor.spawn import BUILTIN_WORKER, Child, ChildSpec, ExecSpawner, Spawner
+
+log = structlog.get_logger("pipelex_pool.spawn")
+ZYGOTE_READY_TIMEOUT_S = 30.0
+REQUEST_TIMEOUT_S = 10.0
+
+
+class ForkedChild:
+    """A process the fork server made and the supervisor adopted: waited for through a pidfd."""
+
+    def __init__(self, pid: int, stdout: ByteReceiveStream) -> None:
+        self.pid = pid
+        self.stdout: ByteReceiveStream | None = stdout
+        self.returncode: int | None = None
+        self._pidfd = os.pidfd_open(pid)
+
+    async def wait(self) -> int:
+        if self.returncode is None:
+            await anyio.wait_readable(self._pidfd)  # readable once the process has exited
+            _, status = os.waitpid(self.pid, os.WNOHANG)  # noqa: ASYNC222 (it has exited: this does not block)
+            self.returncode = os.waitstatus_to_exitcode(status)
+            os.close(self._pidfd)
+        return self.returncode
+
+    async def aclose(self) -> None:
+        if self.stdout is not None:
+            await self.stdout.aclose()
+        await self.wait()
+
+
+class ForkServerError(Exception):
+    pass
+
+
+class ForkSpawner:
+    """Forks built-in workers from a warm fork server; execs everything else (and everything, if it fails)."""
+
+    def __init__(self, fallback: Spawner | None = None) -> None:
+        self.fallback = fallback or ExecSpawner()
+        self.adopting = become_child_subreaper()
+        self._server: Process | None = None
+        self._retired: list[Process] = []
+        self._sock: socket.socket | None = None
+        self._lock = anyio.Lock()
+        if not self.adopting:
+            log.warning("spawn.fork_server_disabled", reason="cannot become a child subreaper (prctl refused)")
+
+    async def spawn(self, spec: ChildSpec) -> Child:
+        args = spec.argv[len(BUILTIN_WORKER) :] if spec.argv[: len(BUILTIN_WORKER)] == BUILTIN_WORKER else None
+        if args is None or not self.adopting:
+            return await self.fallback.spawn(spec)
+        async with self._lock:
+            try:
+                return await self._fork(args, spec)
+            except (OSError, ForkServerError, ValueError, TimeoutError) as exc:
+                log.warning("spawn.fork_server_failed", child=spec.name, error=str(exc), next="exec")
+                self.refresh()
+        return await self.fallback.spawn(spec)
+
+    def own_pids(self) -> set[int]:
+        """The fork servers' pids (asyncio waits for those)."""
+        return {p.pid for p in [self._server, *self._retired] if p is not None}
+
+    def refresh(self) -> None:
+        """Retire the fork server (closing its socket makes it exit): the next spawn starts a new one, which
+        imports the code installed now."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._server is not None:
+            self._retired.append(self._server)
+            self._server = None
+
+    async def aclose(self) -> None:
+        self.refresh()
+        await self._reap_retired()
+
+    async def _fork(self, args: list[str], spec: ChildSpec) -> Child:
+        sock = await self._ensure_server()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            request = {"command": BUILTIN_WORKER, "args": args, "env": spec.env, "supervisor_pid": os.getpid()}
+            with anyio.fail_after(REQUEST_TIMEOUT_S):
+                await _send(sock, json.dumps(request).encode(), theirs.fileno())
+                answer = await _receive(sock)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        if "pid" not in answer:
+            ours.close()
+            raise ForkServerError(str(answer.get("error", answer)))
+        return ForkedChild(int(answer["pid"]), await UNIXSocketStream.from_socket(ours))
+
+    async def _ensure_server(self) -> socket.socket:
+        if self._sock is not None and self._server is not None and self._server.returncode is None:
+            return self._sock
+        self.refresh()
+        await self._reap_retired()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._server = await anyio.open_process(
+                [sys.executable, "-u", "-m", "pipelex_pool.supervisor.zygote", str(theirs.fileno())],
+                stdin=None,
+                stdout=None,
+                stderr=None,
+                pass_fds=[theirs.fileno()],
+                start_new_session=True,
+            )
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        with anyio.fail_after(ZYGOTE_READY_TIMEOUT_S):
+            hello = await _receive(ours)
+        if not hello.get("ready"):
+            raise ForkServerError(f"unexpected greeting {hello!r}")
+        log.info("spawn.fork_server_ready", pid=self._server.pid)
+        return ours
+
+    async def _reap_retired(self) -> None:
+        with anyio.CancelScope(shield=True):
+            while self._retired:
+                server = self._retired.pop()
+                with anyio.move_on_after(2):
+                    await server.wait()
+                if server.returncode is None:
+                    server.send_signal(signal.SIGKILL)
+                await server.aclose()
+
+
+def reap_adopted_orphans(known: set[int]) -> list[int]:
+    """As a child subreaper the supervisor also adopts whatever its workers leave behind: reap those that exited
+    (never a pid the pool or asyncio waits for itself). Returns the pids reaped."""
+    reaped = []
+    for child in psutil.Process().children():
+        if child.pid in known:
+            continue
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                continue
+            if os.waitpid(child.pid, os.WNOHANG)[0] == child.pid:
+                reaped.append(child.pid)
+        except (psutil.Error, ChildProcessError):
+            continue
+    return reaped
+
+
+async def _send(sock: socket.socket, payload: bytes, fd: int) -> None:
+    await anyio.wait_writable(sock)
+    sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]).tobytes())])
+
+
+async def _receive(sock: socket.socket) -> dict[str, Any]:
+    while True:
+        await anyio.wait_readable(sock)
+        try:
+            data = sock.recv(1 << 16)
+        except BlockingIOError:
+            continue
+        if not data:
+            raise ForkServerError("the fork server exited")
+        answer = json.loads(data)
+        if not isinstance(answer, dict):
+            raise ForkServerError(f"unexpected answer {answer!r}")
+        return answer

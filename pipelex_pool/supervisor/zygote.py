@@ -1,0 +1,151 @@
+"""The fork server: `python -u -m pipelex_pool.supervisor.zygote FD`, started by the supervisor.
+
+It imports temporalio and the built-in worker once (and creates no Temporal Runtime or Client, which must not
+cross a fork), then waits on FD, a SOCK_SEQPACKET socket to the supervisor. Each request is a JSON object
+{"args": [...], "env": {...}, "supervisor_pid": N} carrying one file descriptor (the child's stdout and stderr);
+the answer is {"pid": N} or {"error": "..."}.
+
+A child is double-forked: the intermediate process exits at once, so the child is adopted by the supervisor (a
+child subreaper), which waits for it and reads its exit status as for any child it spawned itself. The child waits
+until it has been adopted before it runs the worker, so its parent-death signal is armed against the supervisor.
+Application task packs are not preloaded: each child imports them itself, so new code is picked up at restart.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from typing import Any
+
+from pipelex_pool.parent_death import set_parent_death_signal
+
+ADOPTION_TIMEOUT_S = 5.0
+EXIT_NOT_ADOPTED = 70  # EX_SOFTWARE: the supervisor did not adopt the child (not a subreaper?)
+MAX_REQUEST = 1 << 20
+
+
+def preload() -> None:
+    """What every worker imports anyway: the SDK, the worker, the CLI."""
+    import setproctitle
+    import temporalio.client  # noqa: F401
+    import temporalio.worker  # noqa: F401
+
+    import pipelex_pool.cli  # noqa: F401
+    import pipelex_pool.worker.run  # noqa: F401
+
+    setproctitle.setproctitle(setproctitle.getproctitle())  # take over the argv area now, while environ is intact
+
+
+def receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    fds = array.array("i")
+    message, ancillary, _, _ = sock.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(4 * fds.itemsize))
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    return (json.loads(message) if message else None), list(fds)
+
+
+def run_child(request: dict[str, Any], output_fd: int) -> None:
+    """In the double-forked child: become the worker process. Never returns."""
+    code = 1
+    try:
+        os.setsid()
+        stdin = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(stdin, 0)
+        os.dup2(output_fd, 1)
+        os.dup2(output_fd, 2)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the control socket, the fds above
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # (ignored in the fork server)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        deadline = time.monotonic() + ADOPTION_TIMEOUT_S
+        while os.getppid() != request["supervisor_pid"]:
+            if time.monotonic() > deadline:
+                print("pipelex-pool fork server: the supervisor did not adopt this process", file=sys.stderr)
+                os._exit(EXIT_NOT_ADOPTED)
+            time.sleep(0.001)
+        sys.argv = ["pipelex-pool", *request["args"]]
+        import setproctitle
+
+        setproctitle.setproctitle(" ".join([*request["command"], *request["args"]]))  # what ps shows, as if exec'd
+        from pipelex_pool.cli import main as cli
+
+        cli.main(args=request["args"], prog_name="pipelex-pool")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def fork_child(request: dict[str, Any], output_fd: int) -> int:
+    """Double-fork a child for `request`; returns its pid."""
+    read_end, write_end = os.pipe()
+    intermediate = os.fork()
+    if intermediate == 0:
+        try:
+            os.close(read_end)
+            child = os.fork()
+            if child == 0:
+                os.close(write_end)
+                run_child(request, output_fd)
+            os.write(write_end, str(child).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    data = b""
+    while chunk := os.read(read_end, 64):
+        data += chunk
+    os.close(read_end)
+    os.waitpid(intermediate, 0)
+    if not data:
+        raise RuntimeError("the intermediate process died before reporting the child's pid")
+    return int(data)
+
+
+def serve(sock: socket.socket) -> None:
+    sock.send(json.dumps({"ready": True, "pid": os.getpid()}).encode())
+    while True:
+        try:
+            request, fds = receive(sock)
+        except (OSError, ValueError) as exc:
+            print(f"pipelex-pool fork server: bad request: {exc}", file=sys.stderr)
+            return
+        if request is None:  # the supervisor closed its end: we are done
+            return
+        try:
+            if len(fds) != 1:
+                raise ValueError(f"expected one file descriptor with the request, got {len(fds)}")
+            answer: dict[str, Any] = {"pid": fork_child(request, fds[0])}
+        except Exception as exc:
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        sock.send(json.dumps(answer).encode())
+
+
+def main() -> None:
+    if len(sys.argv) != 2 or not sys.argv[1].isdigit():
+        sys.exit("usage: python -u -m pipelex_pool.supervisor.zygote FD  (started by pipelex-pool up)")
+    set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() == 1:  # the supervisor died before the signal was armed
+        sys.exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us by closing the socket
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    preload()
+    serve(sock)
+
+
+if __name__ == "__main__":
+    main()
