@@ -141,6 +141,15 @@ def test_fork_server_children_are_the_supervisors_own_and_restart_refreshes_it(
     media = next(r for r in status["replicas"] if r["group"] == "media")
     assert media["last_exit"] == "SIGKILL (possibly out of memory)" and media["pid"] != victim["pid"]
     assert fork_servers(supervisor.pid) == [server]  # the crash restart used the warm fork server
+    # the fork server itself dies: the next restart still happens (forked by a new fork server, or exec'd)
+    os.kill(server, signal.SIGKILL)
+    media_pid = media["pid"]
+    os.kill(media_pid, signal.SIGKILL)
+    status = pool.wait(
+        lambda s: any(r["group"] == "media" and r["state"] == "READY" and r["pid"] != media_pid for r in s["replicas"]),
+        30,
+        "media back READY after the fork server died",
+    )
     # a rolling restart is how new code gets deployed: it retires the fork server, replacements import afresh
     assert pool.cli("restart", "llm").returncode == 0
     old = {r["pid"] for r in status["replicas"] if r["group"] == "llm"}

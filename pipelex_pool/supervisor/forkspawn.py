@@ -28,18 +28,24 @@ REQUEST_TIMEOUT_S = 10.0
 class ForkedChild:
     """A process the fork server made and the supervisor adopted: waited for through a pidfd."""
 
-    def __init__(self, pid: int, stdout: ByteReceiveStream) -> None:
+    def __init__(self, pid: int, stdout: ByteReceiveStream, waited_for: set[int]) -> None:
         self.pid = pid
         self.stdout: ByteReceiveStream | None = stdout
         self.returncode: int | None = None
         self._pidfd = os.pidfd_open(pid)
+        self._waited_for = waited_for  # the spawner's record of the children it must not reap as orphans
+        waited_for.add(pid)
 
     async def wait(self) -> int:
         if self.returncode is None:
             await anyio.wait_readable(self._pidfd)  # readable once the process has exited
-            _, status = os.waitpid(self.pid, os.WNOHANG)  # noqa: ASYNC222 (it has exited: this does not block)
-            self.returncode = os.waitstatus_to_exitcode(status)
+            try:
+                _, status = os.waitpid(self.pid, os.WNOHANG)  # noqa: ASYNC222 (it has exited: this does not block)
+                self.returncode = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:  # reaped by someone else: its status is lost
+                self.returncode = 255
             os.close(self._pidfd)
+            self._waited_for.discard(self.pid)
         return self.returncode
 
     async def aclose(self) -> None:
@@ -60,6 +66,7 @@ class ForkSpawner:
         self.adopting = become_child_subreaper()
         self._server: Process | None = None
         self._retired: list[Process] = []
+        self._children: set[int] = set()  # forked children not waited for yet
         self._sock: socket.socket | None = None
         self._lock = anyio.Lock()
         if not self.adopting:
@@ -78,8 +85,8 @@ class ForkSpawner:
         return await self.fallback.spawn(spec)
 
     def own_pids(self) -> set[int]:
-        """The fork servers' pids (asyncio waits for those)."""
-        return {p.pid for p in [self._server, *self._retired] if p is not None}
+        """The pids this spawner waits for: the fork servers and the children it forked."""
+        return {p.pid for p in [self._server, *self._retired] if p is not None} | self._children
 
     def refresh(self) -> None:
         """Retire the fork server (closing its socket makes it exit): the next spawn starts a new one, which
@@ -111,7 +118,9 @@ class ForkSpawner:
         if "pid" not in answer:
             ours.close()
             raise ForkServerError(str(answer.get("error", answer)))
-        return ForkedChild(int(answer["pid"]), await UNIXSocketStream.from_socket(ours))
+        pid = int(answer["pid"])
+        self._children.add(pid)  # before the next await: the orphan reaper must never take it
+        return ForkedChild(pid, await UNIXSocketStream.from_socket(ours), self._children)
 
     async def _ensure_server(self) -> socket.socket:
         if self._sock is not None and self._server is not None and self._server.returncode is None:
