@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 import anyio
@@ -19,10 +20,12 @@ from anyio.abc import ByteReceiveStream, Process, UNIXSocketStream
 
 from pipelex_pool.parent_death import become_child_subreaper
 from pipelex_pool.supervisor.spawn import BUILTIN_WORKER, Child, ChildSpec, ExecSpawner, Spawner
+from pipelex_pool.supervisor.zygote import GO
 
 log = structlog.get_logger("pipelex_pool.spawn")
 ZYGOTE_READY_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 10.0
+REST_AFTER_FAILURE_S = 60.0
 
 
 class ForkedChild:
@@ -69,19 +72,23 @@ class ForkSpawner:
         self._children: set[int] = set()  # forked children not waited for yet
         self._sock: socket.socket | None = None
         self._lock = anyio.Lock()
+        self._resting_until = 0.0
         if not self.adopting:
             log.warning("spawn.fork_server_disabled", reason="cannot become a child subreaper (prctl refused)")
 
     async def spawn(self, spec: ChildSpec) -> Child:
         args = spec.argv[len(BUILTIN_WORKER) :] if spec.argv[: len(BUILTIN_WORKER)] == BUILTIN_WORKER else None
-        if args is None or not self.adopting:
+        if args is None or not self.adopting or time.monotonic() < self._resting_until:
             return await self.fallback.spawn(spec)
         async with self._lock:
             try:
                 return await self._fork(args, spec)
             except (OSError, ForkServerError, ValueError, TimeoutError) as exc:
-                log.warning("spawn.fork_server_failed", child=spec.name, error=str(exc), next="exec")
+                log.warning(
+                    "spawn.fork_server_failed", child=spec.name, error=str(exc) or type(exc).__name__, next="exec"
+                )
                 self.refresh()
+                self._resting_until = time.monotonic() + REST_AFTER_FAILURE_S  # exec meanwhile, retry later
         return await self.fallback.spawn(spec)
 
     def own_pids(self) -> set[int]:
@@ -120,6 +127,7 @@ class ForkSpawner:
             raise ForkServerError(str(answer.get("error", answer)))
         pid = int(answer["pid"])
         self._children.add(pid)  # before the next await: the orphan reaper must never take it
+        ours.send(GO)  # the child runs only now: a request that failed midway (socket closed) leaves no stray
         return ForkedChild(pid, await UNIXSocketStream.from_socket(ours), self._children)
 
     async def _ensure_server(self) -> socket.socket:

@@ -7,7 +7,8 @@ the answer is {"pid": N} or {"error": "..."}.
 
 A child is double-forked: the intermediate process exits at once, so the child is adopted by the supervisor (a
 child subreaper), which waits for it and reads its exit status as for any child it spawned itself. The child waits
-until it has been adopted before it runs the worker, so its parent-death signal is armed against the supervisor.
+until it has been adopted, and for the supervisor's go-ahead on its output socket (EOF instead: the supervisor
+gave up on this request, so it exits), before it runs the worker.
 Application task packs are not preloaded: each child imports them itself, so new code is picked up at restart.
 """
 
@@ -28,6 +29,7 @@ from pipelex_pool.parent_death import set_parent_death_signal
 ADOPTION_TIMEOUT_S = 5.0
 EXIT_NOT_ADOPTED = 70  # EX_SOFTWARE: the supervisor did not adopt the child (not a subreaper?)
 MAX_REQUEST = 1 << 20
+GO = b"\x01"  # the supervisor's go-ahead, on the child's output socket
 
 
 def preload() -> None:
@@ -55,6 +57,8 @@ def run_child(request: dict[str, Any], output_fd: int) -> None:
     """In the double-forked child: become the worker process. Never returns."""
     code = 1
     try:
+        if os.read(output_fd, 1) != GO:  # EOF: the supervisor does not know this child; never run beside its twin
+            os._exit(EXIT_NOT_ADOPTED)
         os.setsid()
         stdin = os.open(os.devnull, os.O_RDONLY)
         os.dup2(stdin, 0)
