@@ -253,7 +253,7 @@ async def test_task_accounting_per_replica_survives_replacement_and_matches_metr
     for group, count in expected.items():
         assert _metric(text, "pipelex_pool_activities_total", group=group, outcome="completed") == count
     assert _metric(text, "pipelex_pool_workflow_tasks_total", group="router", outcome="completed") == 20
-    assert "tasks      15 activities completed, 0 failed" in pool.cli("status").stdout
+    assert "tasks      15 activities completed, 0 failed (0.0%)" in pool.cli("status").stdout
 
 
 @pytest.mark.slow

@@ -42,8 +42,8 @@ def render_status(status: dict[str, Any]) -> str:
     ]
     tasks = pool["tasks"]
     done = tasks["activities_completed"] + tasks["activities_failed"]
-    average = f", {tasks['activity_seconds'] / done:.2f}s on average" if done else ""
     completed, failed = tasks["activities_completed"], tasks["activities_failed"]
+    average = f" ({100 * failed / done:.1f}%), {tasks['activity_seconds'] / done:.2f}s on average" if done else ""
     runs = tasks["workflow_runs_completed"]
     wf_tasks, wf_failed = tasks["workflow_tasks_completed"], tasks["workflow_tasks_failed"]
     lines.append(
