@@ -73,6 +73,7 @@ class ForkSpawner:
         self._sock: socket.socket | None = None
         self._lock = anyio.Lock()
         self._resting_until = 0.0
+        self._stale = False  # retire the fork server before the next request
         if not self.adopting:
             log.warning("spawn.fork_server_disabled", reason="cannot become a child subreaper (prctl refused)")
 
@@ -81,13 +82,15 @@ class ForkSpawner:
         if args is None or not self.adopting or time.monotonic() < self._resting_until:
             return await self.fallback.spawn(spec)
         async with self._lock:
+            if self._stale:
+                self._retire()
             try:
                 return await self._fork(args, spec)
-            except (OSError, ForkServerError, ValueError, TimeoutError) as exc:
+            except Exception as exc:  # whatever went wrong on the warm path, exec is always there
                 log.warning(
                     "spawn.fork_server_failed", child=spec.name, error=str(exc) or type(exc).__name__, next="exec"
                 )
-                self.refresh()
+                self._retire()
                 self._resting_until = time.monotonic() + REST_AFTER_FAILURE_S  # exec meanwhile, retry later
         return await self.fallback.spawn(spec)
 
@@ -96,8 +99,15 @@ class ForkSpawner:
         return {p.pid for p in [self._server, *self._retired] if p is not None} | self._children
 
     def refresh(self) -> None:
-        """Retire the fork server (closing its socket makes it exit): the next spawn starts a new one, which
-        imports the code installed now."""
+        """Retire the fork server: the next spawn starts a new one, which imports the code installed now. (A
+        request in flight finishes first: the socket is closed only between requests.)"""
+        self._stale = True
+        if not self._lock.locked():
+            self._retire()
+
+    def _retire(self) -> None:
+        """Close the fork server's socket (it exits on EOF); it is reaped before the next one starts."""
+        self._stale = False
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -106,7 +116,7 @@ class ForkSpawner:
             self._server = None
 
     async def aclose(self) -> None:
-        self.refresh()
+        self._retire()
         await self._reap_retired()
 
     async def _fork(self, args: list[str], spec: ChildSpec) -> Child:
@@ -127,13 +137,19 @@ class ForkSpawner:
             raise ForkServerError(str(answer.get("error", answer)))
         pid = int(answer["pid"])
         self._children.add(pid)  # before the next await: the orphan reaper must never take it
-        ours.send(GO)  # the child runs only now: a request that failed midway (socket closed) leaves no stray
-        return ForkedChild(pid, await UNIXSocketStream.from_socket(ours), self._children)
+        try:
+            child = ForkedChild(pid, await UNIXSocketStream.from_socket(ours), self._children)
+        except BaseException:
+            ours.close()  # the child reads EOF instead of its go-ahead and exits without running
+            self._children.discard(pid)
+            raise
+        ours.send(GO)  # the child runs only now, once the pool holds it
+        return child
 
     async def _ensure_server(self) -> socket.socket:
         if self._sock is not None and self._server is not None and self._server.returncode is None:
             return self._sock
-        self.refresh()
+        self._retire()
         await self._reap_retired()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
