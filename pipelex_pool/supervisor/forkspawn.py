@@ -36,8 +36,7 @@ class ForkedChild:
         self.stdout: ByteReceiveStream | None = stdout
         self.returncode: int | None = None
         self._pidfd = os.pidfd_open(pid)
-        self._waited_for = waited_for  # the spawner's record of the children it must not reap as orphans
-        waited_for.add(pid)
+        self._waited_for = waited_for  # the spawner's record of the children it must not reap as orphans (has pid)
 
     async def wait(self) -> int:
         if self.returncode is None:
