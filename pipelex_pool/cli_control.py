@@ -36,13 +36,10 @@ def call_pool(topology: Path | None, socket_path: Path | None, cmd: str, args: d
         sys.exit(EXIT_NOT_RUNNING)
     except CommandFailed as exc:
         click.echo(f"pipelex-pool {cmd}: {exc}", err=True)
-        sys.exit(EXIT_USAGE if exc.code in USAGE_ERRORS else EXIT_FAILED)
+        sys.exit(EXIT_USAGE if exc.usage else EXIT_FAILED)
     except PoolError as exc:
         click.echo(f"pipelex-pool {cmd}: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-
-
-USAGE_ERRORS = {"bad_args", "unknown_group", "invalid_topology", "unknown_command", "autoscaled"}
 
 
 def echo_result(result: Any, as_json: bool, text: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from pipelex_pool.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_skipping_finalization, main
+from pipelex_pool.contract import CONFIG_ENV
 from pipelex_pool.errors import TopologyError
 
 
@@ -18,7 +19,7 @@ def load_or_exit(topology: Path | None) -> Any:
     """The topology named by -c (or $PIPELEX_POOL_CONFIG), validated; exit 2 with the errors otherwise."""
     from pipelex_pool.topology.load import load_topology
 
-    path = topology or (Path(os.environ["PIPELEX_POOL_CONFIG"]) if os.environ.get("PIPELEX_POOL_CONFIG") else None)
+    path = topology or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
     if path is None:
         click.echo("pipelex-pool: name the topology with -c TOPOLOGY (or set $PIPELEX_POOL_CONFIG)", err=True)
         sys.exit(EXIT_USAGE)

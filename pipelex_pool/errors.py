@@ -68,3 +68,46 @@ class PoolNotRunningError(PoolError):
 
 class PoolAlreadyRunningError(PoolError):
     """Another supervisor holds the pool's lock."""
+
+
+class ErrorCode(enum.StrEnum):
+    """Why the pool refused a control request: one table for the server, the commands and the CLI."""
+
+    MALFORMED = "malformed"  # not a protocol frame
+    FRAME_TOO_LARGE = "frame_too_large"
+    TIMEOUT = "timeout"  # no complete request in time
+    FORBIDDEN = "forbidden"  # peer uid not allowed
+    UNKNOWN_COMMAND = "unknown_command"
+    BAD_ARGS = "bad_args"
+    UNKNOWN_GROUP = "unknown_group"
+    AUTOSCALED = "autoscaled"  # scale of a group the autoscaler drives
+    OVER_LIMIT = "over_limit"  # more replicas than [pool] max_replicas
+    INVALID_TOPOLOGY = "invalid_topology"
+    BUSY = "busy"  # a rolling restart is in progress
+    STOPPING = "stopping"  # the pool is shutting down
+    SAVE_FAILED = "save_failed"
+    INTERNAL_ERROR = "internal_error"
+
+    @property
+    def usage(self) -> bool:
+        """A mistake in the request itself (CLI exit 2) rather than a failure to carry it out (exit 1)."""
+        return self in _USAGE_CODES
+
+
+_USAGE_CODES = {
+    ErrorCode.BAD_ARGS,
+    ErrorCode.UNKNOWN_GROUP,
+    ErrorCode.INVALID_TOPOLOGY,
+    ErrorCode.UNKNOWN_COMMAND,
+    ErrorCode.AUTOSCALED,
+    ErrorCode.OVER_LIMIT,
+}
+
+
+class RequestRefused(PoolError):
+    """A control request the pool will not carry out: a code for scripts, a message (what, how to fix) for people."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -6,15 +6,14 @@ from __future__ import annotations
 import os
 import socket
 
-# Keys a pool worker adds to the standard ones (READY, STATUS, WATCHDOG, STOPPING) for its supervisor
-SDK_METRICS_KEY = "X_PIPELEX_SDK_METRICS"  # "host:port" where the worker serves the Temporal SDK's metrics
+from pipelex_pool.contract import NOTIFY_SOCKET_ENV
 
 
 class Notifier:
     """Sends `KEY=VALUE` datagrams to $NOTIFY_SOCKET; does nothing when it is not set."""
 
     def __init__(self, address: str | None = None) -> None:
-        address = address if address is not None else os.environ.get("NOTIFY_SOCKET")
+        address = address if address is not None else os.environ.get(NOTIFY_SOCKET_ENV)
         self.address: str | None = None
         if address:
             self.address = "\0" + address[1:] if address.startswith("@") else address

@@ -14,8 +14,8 @@ REPO = Path(__file__).resolve().parent.parent
 PROBE = """
 import json, os, signal, sys
 import anyio, psutil
-from pipelex_pool.supervisor.forkspawn import ForkedChild, ForkSpawner
-from pipelex_pool.supervisor.spawn import BUILTIN_WORKER, ChildSpec, child_environment
+from pipelex_pool.supervisor.spawning.fork_spawner import ForkedChild, ForkSpawner
+from pipelex_pool.supervisor.spawning.spawner import BUILTIN_WORKER, ChildSpec, child_environment
 
 async def output(child):
     data = b""
@@ -24,16 +24,19 @@ async def output(child):
     return data.decode()
 
 async def main():
-    spawner, env, found = ForkSpawner(), child_environment(), {}
-    child = await spawner.spawn(ChildSpec("help", [*BUILTIN_WORKER, "--help"], env, "help"))
+    spawner, env, found, registered = ForkSpawner(), child_environment(), {}, []
+    child = await spawner.spawn(ChildSpec("help", [*BUILTIN_WORKER, "--help"], env, "help"), registered.append)
+    found["pids"] = [child.pid]
     found["help"] = [isinstance(child, ForkedChild), "Usage: pipelex-pool" in await output(child), await child.wait()]
     config = sys.argv[1]
     argv = [*BUILTIN_WORKER, "worker", "--config", config, "--task-queue", "llm_qq"]
-    child = await spawner.spawn(ChildSpec("bad-queue", argv, env, "bad-queue"))
+    child = await spawner.spawn(ChildSpec("bad-queue", argv, env, "bad-queue"), registered.append)
+    found["pids"].append(child.pid)
     parent = psutil.Process(child.pid).ppid()  # (a zombie until waited for: still ours)
     text = await output(child)
     found["bad_queue"] = [isinstance(child, ForkedChild), parent == os.getpid(), text, await child.wait()]
-    child = await spawner.spawn(ChildSpec("sleep", ["sleep", "30"], env, "sleep"))
+    child = await spawner.spawn(ChildSpec("sleep", ["sleep", "30"], env, "sleep"), registered.append)
+    found["registered"] = registered == [*found.pop("pids", []), child.pid] and len(registered) == 3
     os.kill(child.pid, signal.SIGKILL)
     found["other"] = [isinstance(child, ForkedChild), await child.wait()]
     servers = spawner.own_pids()
@@ -56,6 +59,7 @@ def test_fork_spawner_children_output_and_exit_status() -> None:
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout.splitlines()[-1])
     assert found["help"] == [True, True, 0]
+    assert found["registered"], "every child, forked or exec'd, is registered with its pid"
     forked, adopted, text, code = found["bad_queue"]
     assert forked and adopted and code == 78  # EX_CONFIG, decoded from the adopted child's own exit status
     assert "configuration error: --task-queue 'llm_qq'" in text and "Did you mean 'llm_q'?" in text

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from pipelex_pool.supervisor.handle import Action, HandleTimings, ProcessHandle
-from pipelex_pool.supervisor.policy import RestartPolicy
-from pipelex_pool.supervisor.state import ExitStatus, ProcState
+from pipelex_pool.supervisor.process.handle import Action, HandleTimings, ProcessHandle
+from pipelex_pool.supervisor.process.policy import RestartPolicy
+from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
 from pipelex_pool.topology.schema import RestartConfig
 
 S = ProcState

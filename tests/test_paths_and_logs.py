@@ -11,7 +11,7 @@ import pytest
 from pipelex_pool.control.client import resolve_socket
 from pipelex_pool.errors import PoolError
 from pipelex_pool.paths import private_dir, resolve_paths
-from pipelex_pool.supervisor.logfile import RotatingLog
+from pipelex_pool.supervisor.spawning.logfile import RotatingLog
 from pipelex_pool.topology.schema import PoolSection
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import anyio
 
 from pipelex_pool.supervisor.groups import Readiness, SupervisedGroup
-from pipelex_pool.supervisor.handle import Action, HandleTimings, ProcessHandle
+from pipelex_pool.supervisor.process.handle import Action, HandleTimings, ProcessHandle
+from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
 from pipelex_pool.supervisor.rolling import advance_roll
-from pipelex_pool.supervisor.spawn import ChildSpec
-from pipelex_pool.supervisor.state import ExitStatus, ProcState
+from pipelex_pool.supervisor.spawning.spawner import ChildSpec
 from pipelex_pool.topology.schema import RestartConfig
 
 
@@ -30,6 +30,10 @@ def make_group(replicas: int) -> SupervisedGroup:
     return group
 
 
+def ALWAYS(now: float) -> bool:  # noqa: N802 (a constant-like predicate: the spawn budget never holds back)
+    return True
+
+
 def state_of(handle: ProcessHandle) -> ProcState:
     return handle.state  # (read through a call: mypy keeps an earlier narrowing of handle.state otherwise)
 
@@ -47,15 +51,15 @@ def test_each_replica_is_replaced_only_once_its_replacement_is_ready() -> None:
         group, execute = make_group(2), Recorder()
         old = list(group.handles)
         group.roll_queue = [0, 1]
-        await advance_roll(group, 1, execute, stopping=False)
+        await advance_roll(group, 1, execute, ALWAYS, stopping=False)
         assert group.replacement is not None and execute.calls[-1][2] == [Action.SPAWN]
-        await advance_roll(group, 2, execute, stopping=False)  # not READY yet: nothing drains
+        await advance_roll(group, 2, execute, ALWAYS, stopping=False)  # not READY yet: nothing drains
         assert all(h.state is ProcState.READY for h in old) and len(execute.calls) == 1
         group.replacement.ready(3)
-        await advance_roll(group, 3, execute, stopping=False)
+        await advance_roll(group, 3, execute, ALWAYS, stopping=False)
         assert group.handles[0] is not old[0] and old[0].state is ProcState.STOPPING
         assert execute.calls[-1] == (0, 1, [Action.TERMINATE]) and group.retiring == [old[0]]
-        await advance_roll(group, 4, execute, stopping=False)  # next replica
+        await advance_roll(group, 4, execute, ALWAYS, stopping=False)  # next replica
         assert group.replacement is not None and group.replacement.replica == 1
 
     anyio.run(scenario)
@@ -65,12 +69,12 @@ def test_scaled_down_during_a_roll_the_replacement_is_dropped() -> None:
     async def scenario() -> None:
         group, execute = make_group(2), Recorder()
         group.roll_queue = [1]
-        await advance_roll(group, 1, execute, stopping=False)
+        await advance_roll(group, 1, execute, ALWAYS, stopping=False)
         replacement = group.replacement
         assert replacement is not None
         group.handles.pop()  # scaled down to one replica meanwhile
         replacement.ready(2)
-        await advance_roll(group, 2, execute, stopping=False)
+        await advance_roll(group, 2, execute, ALWAYS, stopping=False)
         assert group.replacement is None and replacement in group.retiring and replacement.state is ProcState.STOPPING
         replacement.exited(ExitStatus(code=0), 3)
         assert state_of(replacement) is ProcState.STOPPED
@@ -83,10 +87,10 @@ def test_a_fatal_replacement_aborts_the_roll_and_keeps_the_old_process() -> None
         group, execute = make_group(1), Recorder()
         old = group.handles[0]
         group.roll_queue = [0]
-        await advance_roll(group, 1, execute, stopping=False)
+        await advance_roll(group, 1, execute, ALWAYS, stopping=False)
         assert group.replacement is not None
         group.replacement.exited(ExitStatus(code=78), 2)  # configuration error: FATAL at once
-        await advance_roll(group, 2, execute, stopping=False)
+        await advance_roll(group, 2, execute, ALWAYS, stopping=False)
         assert group.replacement is None and group.roll_queue == [] and group.handles == [old]
         assert old.state is ProcState.READY
 

@@ -114,7 +114,7 @@ def fork_servers(supervisor_pid: int) -> list[int]:
     return [
         child.pid
         for child in psutil.Process(supervisor_pid).children()
-        if "pipelex_pool.supervisor.zygote" in " ".join(child.cmdline())
+        if "pipelex_pool.supervisor.spawning.fork_server" in " ".join(child.cmdline())
     ]
 
 

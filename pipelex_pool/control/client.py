@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelex_pool.control.protocol import MAX_FRAME, encode
-from pipelex_pool.errors import PoolError, PoolNotRunningError, TopologyError
+from pipelex_pool.errors import ErrorCode, PoolError, PoolNotRunningError, TopologyError
 from pipelex_pool.paths import resolve_paths, runtime_base
 from pipelex_pool.topology.load import read_toml
 from pipelex_pool.topology.schema import PoolSection
@@ -20,9 +20,16 @@ DEFAULT_POOL = "pipelex"
 
 
 class CommandFailed(PoolError):
+    """The pool answered with an error (`code` from ErrorCode, or one this client does not know)."""
+
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+    @property
+    def usage(self) -> bool:
+        """The request itself was wrong (exit 2), rather than the pool failing to carry it out (exit 1)."""
+        return self.code in ErrorCode.__members__.values() and ErrorCode(self.code).usage
 
 
 def resolve_socket(explicit: Path | None, topology: Path | None, environ: Mapping[str, str] | None = None) -> Path:

@@ -1,5 +1,6 @@
-"""One small object per control command: it validates its arguments, changes the supervisor's desired state
-(never a process directly) and answers. The table COMMANDS maps the wire name to the object."""
+"""One small object per control command: it checks its arguments, submits a request to the reconcile loop (which
+alone changes desired state, and may still refuse it) and answers once the request is applied. The table COMMANDS
+maps the wire name to the object."""
 
 from __future__ import annotations
 
@@ -10,37 +11,16 @@ import anyio
 import tomlkit
 
 from pipelex_pool.control.status import pool_status
-from pipelex_pool.errors import TopologyError
-from pipelex_pool.supervisor import requests
+from pipelex_pool.errors import ErrorCode, RequestRefused, TopologyError
+from pipelex_pool.supervisor.desired import requests
 from pipelex_pool.supervisor.loop import Supervisor
 
 
-class CommandError(Exception):
-    """A command that cannot be carried out: `code` for scripts, `message` for people."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _group_arg(supervisor: Supervisor, args: dict[str, Any]) -> str:
+def _group_arg(args: dict[str, Any]) -> str:
     name = args.get("group")
     if not isinstance(name, str) or not name:
-        raise CommandError("bad_args", '"group" must be a group name')
-    try:
-        supervisor.group(name)
-    except KeyError as exc:
-        raise CommandError("unknown_group", str(exc.args[0])) from exc
+        raise RequestRefused(ErrorCode.BAD_ARGS, '"group" must be a group name')
     return name
-
-
-def _refuse_if_busy(supervisor: Supervisor, names: list[str] | None = None) -> None:
-    busy = requests.busy(supervisor, names)
-    if busy:
-        raise CommandError("busy", f"{busy}; wait for it to finish (see `pipelex-pool status`) and try again")
-    if supervisor.shutting_down:
-        raise CommandError("stopping", "the pool is shutting down")
 
 
 class Command:
@@ -54,9 +34,11 @@ class Command:
             expected = self.arguments.get(key)
             if expected is None:
                 known = ", ".join(self.arguments) or "none"
-                raise CommandError("bad_args", f"{self.name}: unknown argument {key!r} (arguments: {known})")
+                raise RequestRefused(ErrorCode.BAD_ARGS, f"{self.name}: unknown argument {key!r} (arguments: {known})")
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise CommandError("bad_args", f"{self.name}: argument {key!r} must be of type {expected.__name__}")
+                raise RequestRefused(
+                    ErrorCode.BAD_ARGS, f"{self.name}: argument {key!r} must be of type {expected.__name__}"
+                )
 
     async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
         raise NotImplementedError
@@ -73,12 +55,12 @@ class Status(Command):
 
 
 class RestartFailed(Command):
-    """restart-failed: forget the crash history of every FATAL replica and start it again."""
+    """restart-failed: forget the crash history of every FATAL replica and start it again (RESTARTS back to 0)."""
 
     name = "restart-failed"
 
     async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
-        return {"revived": requests.restart_failed(supervisor)}
+        return await supervisor.submit(requests.RestartFailed())
 
 
 class Restart(Command):
@@ -88,14 +70,10 @@ class Restart(Command):
     arguments = {"groups": list}
 
     async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
-        names = args.get("groups") or list(supervisor.groups)
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise CommandError("bad_args", '"groups" must be a list of group names')
-        for name in names:
-            _group_arg(supervisor, {"group": name})
-        _refuse_if_busy(supervisor)
-        requests.restart(supervisor, names)
-        return {"rolling": names}
+        names = args.get("groups") or []
+        if not all(isinstance(n, str) and n for n in names):
+            raise RequestRefused(ErrorCode.BAD_ARGS, '"groups" must be a list of group names')
+        return await supervisor.submit(requests.Restart(tuple(names)))
 
 
 class Stop(Command):
@@ -105,10 +83,7 @@ class Stop(Command):
     arguments = {"group": str}
 
     async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
-        name = _group_arg(supervisor, args)
-        _refuse_if_busy(supervisor, [name])
-        requests.set_stopped(supervisor, name, True)
-        return {"stopped": name}
+        return await supervisor.submit(requests.SetStopped(_group_arg(args), stopped=True))
 
 
 class Start(Command):
@@ -118,35 +93,26 @@ class Start(Command):
     arguments = {"group": str}
 
     async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
-        name = _group_arg(supervisor, args)
-        requests.set_stopped(supervisor, name, False)
-        return {"started": name}
+        return await supervisor.submit(requests.SetStopped(_group_arg(args), stopped=False))
 
 
 class Scale(Command):
-    """scale GROUP N [save]: set the group's replicas; with save, write them back to the topology file."""
+    """scale GROUP N [save]: set the group's replicas (at most [pool] max_replicas in the pool); with save, write
+    them back to the topology file once the pool has accepted them."""
 
     name = "scale"
     arguments = {"group": str, "replicas": int, "save": bool}
 
     async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
-        name = _group_arg(supervisor, args)
+        name = _group_arg(args)
         replicas = args.get("replicas")
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-            raise CommandError("bad_args", '"replicas" must be an integer >= 0')
-        spec = supervisor.group(name).spec
-        if spec is not None and spec.autoscale is not None:
-            raise CommandError(
-                "autoscaled",
-                f"group {name!r} is autoscaled ({spec.autoscale.min}..{spec.autoscale.max}); "
-                "change [workers.{name}.autoscale] min/max and reload instead",
-            )
-        _refuse_if_busy(supervisor, [name])
+            raise RequestRefused(ErrorCode.BAD_ARGS, '"replicas" must be an integer >= 0')
+        answer = await supervisor.submit(requests.Scale(name, replicas))
         saved = None
         if args.get("save"):
             saved = await anyio.to_thread.run_sync(save_replicas, supervisor.topology.file, name, replicas)
-        requests.scale(supervisor, name, replicas)
-        return {"group": name, "replicas": replicas, "saved": saved}
+        return {**answer, "saved": saved} if isinstance(answer, dict) else answer
 
 
 def save_replicas(file: Path, group: str, replicas: int) -> str:
@@ -155,7 +121,11 @@ def save_replicas(file: Path, group: str, replicas: int) -> str:
     try:
         doc["workers"][group]["replicas"] = replicas
     except (KeyError, TypeError) as exc:
-        raise CommandError("save_failed", f"{file}: cannot find [workers.{group}] to write replicas into") from exc
+        raise RequestRefused(
+            ErrorCode.SAVE_FAILED,
+            f"{file}: cannot find [workers.{group}] to write replicas into; the pool runs {replicas} replica(s) "
+            "of it, unsaved",
+        ) from exc
     tmp = file.with_name(f".{file.name}.tmp")
     tmp.write_text(tomlkit.dumps(doc))
     tmp.replace(file)
@@ -163,17 +133,16 @@ def save_replicas(file: Path, group: str, replicas: int) -> str:
 
 
 class Reload(Command):
-    """reload: re-read the topology file; if valid, apply only what changed, else refuse and touch nothing."""
+    """reload: re-read the topology file; if valid, apply what differs from what runs now (unsaved `scale` and
+    `stop` included), else refuse and touch nothing."""
 
     name = "reload"
 
     async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
-        _refuse_if_busy(supervisor)
         try:
-            plan = await requests.reload_from_file(supervisor)
+            return await supervisor.reload_file()
         except TopologyError as exc:
-            raise CommandError("invalid_topology", f"reload refused, the pool is unchanged:\n{exc}") from exc
-        return plan.as_dict()
+            raise RequestRefused(ErrorCode.INVALID_TOPOLOGY, f"reload refused, the pool is unchanged:\n{exc}") from exc
 
 
 class Down(Command):
@@ -182,7 +151,7 @@ class Down(Command):
     name = "down"
 
     async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
-        supervisor.request_shutdown("down")
+        await supervisor.submit(requests.Shutdown("down"))
         return {"stopping": True, "pid": supervisor.pid}
 
 

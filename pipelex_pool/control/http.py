@@ -13,7 +13,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from pipelex_pool.control.status import group_tasks
 from pipelex_pool.supervisor.loop import Supervisor
-from pipelex_pool.supervisor.state import ProcState
+from pipelex_pool.supervisor.process.state import ProcState
 
 log = structlog.get_logger("pipelex_pool.http")
 REQUEST_TIMEOUT_S = 5.0
@@ -29,8 +29,8 @@ def health(supervisor: Supervisor) -> tuple[int, dict[str, Any]]:
         ready = states.count(ProcState.READY.value)
         if ready < group.desired:
             problems.append({"group": group.name, "ready": ready, "desired": group.desired, "states": states})
-    if supervisor.temporal_error:
-        problems.append({"temporal": supervisor.temporal_error})
+    if supervisor.health.error:
+        problems.append({"temporal": supervisor.health.error})
     if supervisor.shutting_down:
         problems.append({"pool": "shutting down"})
     body = {"healthy": not problems, "pool": supervisor.topology.pool.name, "problems": problems}
@@ -56,7 +56,7 @@ def metrics(supervisor: Supervisor) -> str:
     family("pipelex_pool_up", "gauge", "1 while the supervisor runs.")
     out.append(f"pipelex_pool_up{_labels(pool=supervisor.topology.pool.name)} 1")
     family("pipelex_pool_temporal_reachable", "gauge", "1 when the Temporal server answered the last check.")
-    out.append(f"pipelex_pool_temporal_reachable {0 if supervisor.temporal_error else 1}")
+    out.append(f"pipelex_pool_temporal_reachable {0 if supervisor.health.error else 1}")
     family("pipelex_pool_replicas", "gauge", "Replicas by group and state.")
     for group in supervisor.all_groups():
         states = [h.state for h in group.handles]

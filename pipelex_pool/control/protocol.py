@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelex_pool.errors import ProtocolError
+from pipelex_pool.errors import ErrorCode, ProtocolError
 
 PROTOCOL_VERSION = 1
 MAX_FRAME = 1 << 20
@@ -48,5 +48,5 @@ def ok(request_id: Any, result: Any) -> bytes:
     return encode({"id": request_id, "ok": True, "result": result})
 
 
-def error(request_id: Any, code: str, message: str) -> bytes:
-    return encode({"id": request_id, "ok": False, "error": {"code": code, "message": message}})
+def error(request_id: Any, code: ErrorCode, message: str) -> bytes:
+    return encode({"id": request_id, "ok": False, "error": {"code": code.value, "message": message}})

@@ -13,8 +13,8 @@ from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from pipelex_pool.control import protocol
-from pipelex_pool.control.commands import COMMANDS, CommandError
-from pipelex_pool.errors import ProtocolError
+from pipelex_pool.control.commands import COMMANDS
+from pipelex_pool.errors import ErrorCode, ProtocolError, RequestRefused
 from pipelex_pool.supervisor.loop import Supervisor
 
 log = structlog.get_logger("pipelex_pool.control")
@@ -65,7 +65,9 @@ class ControlServer:
             uid = peer_uid(stream)
             if uid not in (os.getuid(), 0):
                 log.warning("control.refused", uid=uid)
-                await self._send(stream, protocol.error(None, "forbidden", f"uid {uid} may not control this pool"))
+                await self._send(
+                    stream, protocol.error(None, ErrorCode.FORBIDDEN, f"uid {uid} may not control this pool")
+                )
                 return
             buffered = BufferedByteReceiveStream(stream)
             while True:
@@ -74,13 +76,15 @@ class ControlServer:
                         line = await buffered.receive_until(b"\n", protocol.MAX_FRAME)
                 except TimeoutError:
                     await self._send(
-                        stream, protocol.error(None, "timeout", f"no complete request in {IDLE_TIMEOUT_S:g}s")
+                        stream, protocol.error(None, ErrorCode.TIMEOUT, f"no complete request in {IDLE_TIMEOUT_S:g}s")
                     )
                     return
                 except anyio.DelimiterNotFound:
                     await self._send(
                         stream,
-                        protocol.error(None, "frame_too_large", f"a frame is at most {protocol.MAX_FRAME} bytes"),
+                        protocol.error(
+                            None, ErrorCode.FRAME_TOO_LARGE, f"a frame is at most {protocol.MAX_FRAME} bytes"
+                        ),
                     )
                     return
                 except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -93,23 +97,27 @@ class ControlServer:
         try:
             request = protocol.decode_request(line)
         except ProtocolError as exc:
-            await self._send(stream, protocol.error(None, "malformed", str(exc)))
+            await self._send(stream, protocol.error(None, ErrorCode.MALFORMED, str(exc)))
             return False
         command = COMMANDS.get(request.cmd)
         if command is None:
             known = ", ".join(sorted(COMMANDS))
             return await self._send(
                 stream,
-                protocol.error(request.id, "unknown_command", f"unknown command {request.cmd!r} (known: {known})"),
+                protocol.error(
+                    request.id, ErrorCode.UNKNOWN_COMMAND, f"unknown command {request.cmd!r} (known: {known})"
+                ),
             )
         try:
             command.check_arguments(request.args)
             result = await command.run(self.supervisor, request.args)
-        except CommandError as exc:
+        except RequestRefused as exc:
             return await self._send(stream, protocol.error(request.id, exc.code, exc.message))
         except Exception as exc:  # a bug in a command must cost one request, not the daemon: log it, answer
             log.exception("control.command_crashed", cmd=request.cmd)
-            return await self._send(stream, protocol.error(request.id, "internal_error", f"{request.cmd}: {exc!r}"))
+            return await self._send(
+                stream, protocol.error(request.id, ErrorCode.INTERNAL_ERROR, f"{request.cmd}: {exc!r}")
+            )
         if command.mutating:
             log.info("control.command", cmd=request.cmd, args=request.args)
         return await self._send(stream, protocol.ok(request.id, result))

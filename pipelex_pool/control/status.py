@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipelex_pool.control.protocol import PROTOCOL_VERSION
-from pipelex_pool.supervisor import overview, requests
+from pipelex_pool.supervisor import view as pool_view
+from pipelex_pool.supervisor.desired import requests
 from pipelex_pool.supervisor.groups import SupervisedGroup
-from pipelex_pool.supervisor.handle import ProcessHandle
 from pipelex_pool.supervisor.loop import Supervisor
-from pipelex_pool.supervisor.state import ProcState
-from pipelex_pool.supervisor.watch import served_types
+from pipelex_pool.supervisor.process.handle import ProcessHandle
+from pipelex_pool.supervisor.process.state import ProcState
+from pipelex_pool.supervisor.watchers.queues import served_types
 from pipelex_pool.worker.accounting import TaskCounts
 
 
@@ -95,7 +96,7 @@ def _replica(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHand
         "profile": spec.profile if spec else None,
         "queue": spec.task_queue if spec else None,
         "identity": info.identity if info else None,
-        "uptime_s": overview.uptime(supervisor, handle),
+        "uptime_s": pool_view.uptime(supervisor, handle),
         "restarts": handle.restarts,
         "last_exit": handle.last_exit.describe() if handle.last_exit else None,
         "reason": handle.reason or None,
@@ -154,8 +155,8 @@ def pool_status(supervisor: Supervisor) -> dict[str, Any]:
             "socket": str(supervisor.paths.socket),
             "log_dir": str(supervisor.paths.log_dir),
             "shutting_down": supervisor.shutting_down,
-            "busy": requests.busy(supervisor),
-            "counts": overview.counts(supervisor),
+            "busy": requests.busy(supervisor.groups),
+            "counts": pool_view.counts(supervisor),
             "tasks": asdict(pool_tasks),
         },
         "groups": groups,

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from pipelex_pool.contract import IDENTITY_ENV
 from pipelex_pool.sim.model import SimStep, StepResult
 
 CRAFTING_ACTIVITIES = (
@@ -31,7 +32,7 @@ PIPE_ACTIVITIES = ("act_assemble_graph", "act_deliver", "act_flush_trace_events"
 
 def _worker_identity() -> str:
     """The identity the pool gave this worker process (pipelex_pool.worker sets it), else pid@host."""
-    return os.environ.get("PIPELEX_POOL_IDENTITY") or f"{os.getpid()}@{os.uname().nodename}"
+    return os.environ.get(IDENTITY_ENV) or f"{os.getpid()}@{os.uname().nodename}"
 
 
 def _burn_cpu(seconds: float) -> None:

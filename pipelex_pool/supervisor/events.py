@@ -1,10 +1,16 @@
-"""What observers tell the reconcile loop. Only the loop acts on them."""
+"""What arrives on the reconcile loop's stream: observers' reports about processes, and requests. Only the loop
+acts on them, at one point of each iteration."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from pipelex_pool.supervisor.handle import ProcessHandle
+import anyio
+
+from pipelex_pool.errors import RequestRefused
+from pipelex_pool.supervisor.desired.requests import Request
+from pipelex_pool.supervisor.process.handle import ProcessHandle
 
 
 @dataclass(frozen=True)
@@ -32,10 +38,26 @@ class Exited:
 
 
 @dataclass(frozen=True)
-class Wake:
-    """Desired state changed (signal or control command): reconcile now."""
+class PollerLimited:
+    """The child's output says Temporal refused its polls: `namespace concurrent poller limit exceeded`."""
 
-    reason: str
+    handle: ProcessHandle
+    generation: int
 
 
-Event = Notified | SeenReady | Exited | Wake
+@dataclass(eq=False)
+class Submitted:
+    """A request on its way to the loop; whoever submitted it may wait for `applied`."""
+
+    request: Request
+    applied: anyio.Event = field(default_factory=anyio.Event)
+    answer: Any = None
+    refused: RequestRefused | None = None
+
+    def settle(self, answer: Any = None, refused: RequestRefused | None = None) -> None:
+        self.answer, self.refused = answer, refused
+        self.applied.set()
+
+
+ProcessEvent = Notified | SeenReady | Exited | PollerLimited
+Event = ProcessEvent | Submitted

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelex_pool.supervisor.handle import HandleTimings, ProcessHandle
-from pipelex_pool.supervisor.policy import RestartPolicy
-from pipelex_pool.supervisor.spawn import ChildSpec, child_environment, pdeathsig_wrapped, worker_spec
+from pipelex_pool.supervisor.process.handle import HandleTimings, ProcessHandle
+from pipelex_pool.supervisor.process.policy import RestartPolicy
+from pipelex_pool.supervisor.spawning.spawner import ChildSpec, child_environment, pdeathsig_wrapped, worker_spec
 from pipelex_pool.temporal.devserver import dev_server_command, split_target
 from pipelex_pool.topology.load import Topology
 from pipelex_pool.topology.schema import ResolvedGroup, RestartConfig
@@ -31,7 +31,11 @@ class Readiness(enum.Enum):
 
 @dataclass
 class SupervisedGroup:
-    """A group's desired state and its replica handles (index = replica number)."""
+    """A group's desired state and its replica handles (index = replica number).
+
+    Desired state (`desired`, `stopped_by_operator`, `removed`, `revive`, `roll_queue`) is written only by
+    `desired.requests.apply`, and by the loop as it carries a request out (it pops `roll_queue`, clears `revive`);
+    the handles, `replacement` and `retiring` only by the loop."""
 
     name: str
     readiness: Readiness
@@ -43,13 +47,14 @@ class SupervisedGroup:
     ready_delay: float = 0.0
     stopped_by_operator: bool = False
     removed: bool = False  # dropped by a reload: drain, then forget
-    revive_requested: bool = False  # restart-failed: the loop revives its FATAL replicas
+    revive: bool = False  # restart-failed: the loop revives its FATAL replicas (as fast as it may spawn)
     handles: list[ProcessHandle] = field(default_factory=list)  # one slot per replica number
     roll_queue: list[int] = field(default_factory=list)  # replica numbers waiting for a rolling restart
     replacement: ProcessHandle | None = None  # the new process of the replica being rolled
     retiring: list[ProcessHandle] = field(default_factory=list)  # replaced processes, draining
     rng: random.Random = field(default_factory=random.Random)
     restarts_total: int = 0  # automatic restarts, for metrics (survives replaced handles)
+    spawn_failures: int = 0  # spawns that raised (no process, or the pool could not record it)
     exits_total: Counter[str] = field(default_factory=Counter)  # by decoded status
     tasks_history: TaskCounts = field(default_factory=TaskCounts)  # counts of processes that have exited
 
@@ -68,8 +73,12 @@ class SupervisedGroup:
         """Take over the running state of `old` (same group, previous topology) after a reload."""
         self.handles, self.retiring, self.replacement = old.handles, old.retiring, old.replacement
         self.roll_queue, self.stopped_by_operator, self.rng = old.roll_queue, old.stopped_by_operator, old.rng
-        self.restarts_total, self.exits_total = old.restarts_total, old.exits_total
-        self.tasks_history = old.tasks_history
+        self.restarts_total, self.exits_total, self.spawn_failures = (
+            old.restarts_total,
+            old.exits_total,
+            old.spawn_failures,
+        )
+        self.tasks_history, self.revive = old.tasks_history, old.revive
         for handle in self.all_handles():
             handle.policy = RestartPolicy(self.restart, self.rng)
             handle.timings = self.timings

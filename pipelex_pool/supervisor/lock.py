@@ -49,11 +49,15 @@ class PoolLock:
             self._fd = None
 
 
+LEFTOVER_GRACE_S = 35.0  # a record without its own: the default profile's 30 s grace + the stop margin
+
+
 @dataclass(frozen=True)
 class ChildRecord:
     pid: int
     create_time: float
     name: str
+    stop_timeout: float = LEFTOVER_GRACE_S  # its profile's graceful_shutdown_timeout + margin
 
 
 def write_state(path: Path, children: list[ChildRecord]) -> None:
@@ -63,32 +67,34 @@ def write_state(path: Path, children: list[ChildRecord]) -> None:
     tmp.replace(path)
 
 
-def record_for(pid: int, name: str) -> ChildRecord | None:
+def record_for(pid: int, name: str, stop_timeout: float) -> ChildRecord | None:
     try:
-        return ChildRecord(pid=pid, create_time=psutil.Process(pid).create_time(), name=name)
+        return ChildRecord(pid=pid, create_time=psutil.Process(pid).create_time(), name=name, stop_timeout=stop_timeout)
     except psutil.Error:
         return None
 
 
-def stop_leftovers(path: Path, grace: float = 10.0) -> list[ChildRecord]:
-    """Stop the children a crashed supervisor left behind (each in its own process group); returns them."""
+def stop_leftovers(path: Path) -> list[ChildRecord]:
+    """Stop the children a crashed supervisor left behind (each in its own process group), each with its
+    profile's full grace to drain its in-flight work; returns them."""
     try:
         data = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return []
     found: list[ChildRecord] = []
     for raw in data.get("children", []):
-        record = ChildRecord(**raw)
         try:
+            record = ChildRecord(**raw)
             if abs(psutil.Process(record.pid).create_time() - record.create_time) < 0.05:
                 found.append(record)
-        except psutil.Error:
+        except (psutil.Error, TypeError):
             continue
+    start = time.monotonic()
     for record in found:
-        log.warning("supervisor.leftover_found", name=record.name, pid=record.pid)
+        log.warning("supervisor.leftover_found", name=record.name, pid=record.pid, grace_s=record.stop_timeout)
         _signal_group(record.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
     for record in found:
+        deadline = start + record.stop_timeout
         while time.monotonic() < deadline and psutil.pid_exists(record.pid) and not _zombie(record.pid):
             time.sleep(0.1)
         _signal_group(record.pid, signal.SIGKILL)

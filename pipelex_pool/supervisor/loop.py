@@ -1,7 +1,9 @@
-"""The reconcile loop: the one owner of process state.
+"""The reconcile loop: the one owner of process state and the one writer of desired state.
 
-Signals and control commands change desired state and send a Wake; observers report Notified / SeenReady /
-Exited events. Only this loop spawns, signals and reaps (through ProcessHandle actions)."""
+Each iteration: apply what arrived on the stream (observers' reports, then requests, through
+`desired.requests.apply`), act on the time (timeouts, backoff), then converge a bounded batch: at most what the
+spawn budget allows is started before the loop looks at its stream again, so the latest request always takes
+effect within one iteration. Only this module spawns, signals and reaps (through ProcessHandle actions)."""
 
 from __future__ import annotations
 
@@ -16,47 +18,35 @@ import structlog
 from anyio.abc import TaskGroup
 from temporalio.client import Client
 
-from pipelex_pool.errors import TopologyError
-from pipelex_pool.notify import SDK_METRICS_KEY
+from pipelex_pool.contract import SDK_METRICS_KEY, TASKS_KEY, with_pid
+from pipelex_pool.errors import ErrorCode, RequestRefused, TopologyError
 from pipelex_pool.paths import PoolPaths
-from pipelex_pool.supervisor.events import Event, Exited, Notified, SeenReady, Wake
+from pipelex_pool.supervisor.desired.requests import Reload, Request, Shutdown, apply
+from pipelex_pool.supervisor.events import Event, Exited, Notified, PollerLimited, ProcessEvent, SeenReady, Submitted
 from pipelex_pool.supervisor.groups import DEV_SERVER_GROUP, Readiness, SupervisedGroup, dev_server_group, worker_group
-from pipelex_pool.supervisor.handle import Action, ProcessHandle
-from pipelex_pool.supervisor.health import check_temporal, watch_resources
+from pipelex_pool.supervisor.limits import default_max_replicas
 from pipelex_pool.supervisor.lock import record_for, write_state
-from pipelex_pool.supervisor.logfile import RotatingLog
-from pipelex_pool.supervisor.observe import bind_notify_socket, watch_child, watch_polling, watch_serving
-from pipelex_pool.supervisor.overview import settled, summary
-from pipelex_pool.supervisor.ports import pick_port
-from pipelex_pool.supervisor.requests import reload_from_file
-from pipelex_pool.supervisor.resources import ResourceProbe, Usage
+from pipelex_pool.supervisor.process.handle import Action, ProcessHandle
+from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
 from pipelex_pool.supervisor.rolling import advance_roll
-from pipelex_pool.supervisor.spawn import ExecSpawner, Spawner
-from pipelex_pool.supervisor.state import ExitStatus, ProcState
+from pipelex_pool.supervisor.spawning.budget import SpawnBudget, default_spawn_batch, default_spawn_rate
+from pipelex_pool.supervisor.spawning.launch import LaunchPlan, launch
+from pipelex_pool.supervisor.spawning.ports import pick_port
+from pipelex_pool.supervisor.spawning.spawner import ExecSpawner, Spawner
 from pipelex_pool.supervisor.systemd import SystemdNotifier
-from pipelex_pool.supervisor.watch import TemporalWatch, served_types
+from pipelex_pool.supervisor.view import ReplicaInfo, settled, summary
+from pipelex_pool.supervisor.watchers.child import watch_child, watch_polling, watch_serving
+from pipelex_pool.supervisor.watchers.queues import TemporalWatch, served_types
+from pipelex_pool.supervisor.watchers.resources import SAMPLE_INTERVAL_S, watch_resources
+from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth
 from pipelex_pool.temporal.connect import connect
 from pipelex_pool.temporal.pollers import QueueType
-from pipelex_pool.topology.load import Topology
+from pipelex_pool.topology.load import Topology, load_topology
 from pipelex_pool.units import split_port_range
-from pipelex_pool.worker.accounting import NOTIFY_KEY, TaskCounts
-from pipelex_pool.worker.config import SDK_METRICS_ENV
+from pipelex_pool.worker.accounting import TaskCounts
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 MAX_IDLE_S = 5.0
-
-
-@dataclass
-class ReplicaInfo:
-    """What the loop knows about a replica beyond its state machine (for status)."""
-
-    identity: str = ""
-    status_text: str = ""
-    probe: ResourceProbe | None = None
-    tasks: TaskCounts | None = None  # the process's own counts, as it last reported them
-    usage: Usage | None = None
-    sdk_metrics_given: str | None = None  # "host:port" given to the process for the SDK's metrics
-    sdk_metrics: str | None = None  # "host:port" the process reported serving them on
 
 
 @dataclass
@@ -66,44 +56,64 @@ class Supervisor:
     dev_server: bool
     spawner: Spawner = field(default_factory=ExecSpawner)
     clock: Callable[[], float] = time.monotonic
+    budget: SpawnBudget | None = None  # default: [pool] spawn_rate / spawn_batch, else sized to the machine
     groups: dict[str, SupervisedGroup] = field(default_factory=dict)
     dev: SupervisedGroup | None = None
     info: dict[ProcessHandle, ReplicaInfo] = field(default_factory=dict)
     shutting_down: bool = False
-    temporal_error: str | None = "not checked yet"
+    max_replicas: int = 0
     started_wall: float = field(default_factory=time.time)
     pid: int = field(default_factory=os.getpid)
 
     def __post_init__(self) -> None:
-        self._send, self._receive = anyio.create_memory_object_stream[Event](max_buffer_size=10_000)
+        self._send, self._receive = anyio.create_memory_object_stream[Event](max_buffer_size=100_000)
         self._tg: TaskGroup | None = None
         self._client: Client | None = None
         self._spawn_count = 0
+        self._starved = False  # a start was held back by the spawn budget this iteration
+        self._closed = False
+        self._held: Event | None = None  # what ended the last wait, applied first at the next drain
+        self._next_reap = 0.0
+        pool = self.topology.pool
+        if self.budget is None:
+            self.budget = SpawnBudget(
+                rate=pool.spawn_rate or default_spawn_rate(), batch=pool.spawn_batch or default_spawn_batch()
+            )
+        self.max_replicas = pool.max_replicas or default_max_replicas()
         self.systemd = SystemdNotifier()
-        self.watch = TemporalWatch(self)
+        server = self.topology.temporal.selected_server()
+        assert server is not None
+        self.health = TemporalHealth(server.target_host)
+        self.watch = TemporalWatch(self, self.temporal_client, self.request)
         self.groups = {
-            name: worker_group(self.topology, group, self.topology.file) for name, group in self.topology.groups.items()
+            name: worker_group(self.topology, spec, self.topology.file) for name, spec in self.topology.groups.items()
         }
         if self.dev_server:
             self.dev = dev_server_group(self.topology, self.paths.state_dir)
 
-    # -- desired state (called by signal handlers and control commands) ------------------------------------------
+    # -- requests (from control commands, signals and watchers) ---------------------------------------------------
 
-    def wake(self, reason: str) -> None:
-        self._send.send_nowait(Wake(reason))
+    def request(self, request: Request) -> Submitted:
+        """Put a request on the loop's stream; it is applied at the start of the next iteration."""
+        submitted = Submitted(request)
+        if self._closed:
+            submitted.settle(refused=RequestRefused(ErrorCode.STOPPING, "the pool is shutting down"))
+        else:
+            self._send.send_nowait(submitted)
+        return submitted
 
-    def request_shutdown(self, reason: str) -> None:
-        if not self.shutting_down:
-            log.info("supervisor.stopping", reason=reason)
-            self.systemd.stopping()
-        self.shutting_down = True
-        self.wake(reason)
+    async def submit(self, request: Request) -> object:
+        """Submit a request and wait until the loop has applied it; returns its answer or raises RequestRefused."""
+        submitted = self.request(request)
+        await submitted.applied.wait()
+        if submitted.refused is not None:
+            raise submitted.refused
+        return submitted.answer
 
-    def group(self, name: str) -> SupervisedGroup:
-        """A worker group by name; raises KeyError naming the known groups."""
-        if name not in self.groups or self.groups[name].removed:
-            raise KeyError(f"no group {name!r} in this pool (groups: {', '.join(sorted(self.groups))})")
-        return self.groups[name]
+    async def reload_file(self) -> object:
+        """Re-read the topology file (off the loop) and submit it; TopologyError leaves everything as it is."""
+        new = await anyio.to_thread.run_sync(load_topology, self.topology.file)
+        return await self.submit(Reload(new))
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
@@ -118,53 +128,139 @@ class Supervisor:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._signals)
-            tg.start_soon(watch_resources, self)
-            tg.start_soon(check_temporal, self)
+            tg.start_soon(watch_resources, self, self.request)
+            tg.start_soon(self.health.run, self._client_once)
             tg.start_soon(self.watch.run)
             log.info(
                 "supervisor.started", pool=self.topology.pool.name, pid=os.getpid(), topology=str(self.topology.file)
             )
-            await self._loop()
+            try:
+                while not await self.step():
+                    await self.wait()
+            finally:
+                self._close()
             tg.cancel_scope.cancel()
         log.info("supervisor.stopped", pool=self.topology.pool.name)
+
+    def attach(self, tg: TaskGroup) -> None:
+        """Run the children's watchers in `tg` (for driving the loop step by step, as the loop tests do)."""
+        self._tg = tg
 
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
-                if signum == signal.SIGHUP:
-                    try:
-                        await reload_from_file(self)
-                    except TopologyError as exc:
-                        log.error("supervisor.reload_refused", errors=[i.render(str(exc.file)) for i in exc.issues])
-                else:
-                    self.request_shutdown(signal.Signals(signum).name)
+                if signum != signal.SIGHUP:
+                    self.request(Shutdown(signal.Signals(signum).name))
+                    continue
+                try:
+                    await self.reload_file()
+                except TopologyError as exc:
+                    log.error("supervisor.reload_refused", errors=[i.render(str(exc.file)) for i in exc.issues])
+                except RequestRefused as exc:
+                    log.error("supervisor.reload_refused", errors=[exc.message])
 
-    async def _loop(self) -> None:
+    async def step(self) -> bool:
+        """One iteration: apply what arrived, act on the time, converge a bounded batch. True once the pool has
+        shut down (every child exited)."""
+        await self._drain()
+        now = self.clock()
+        self._starved = False
+        for group in self.all_groups():
+            for handle in group.all_handles():
+                if group.readiness is Readiness.DELAY and handle.state is ProcState.STARTING:
+                    if handle.started_at is not None and now >= handle.started_at + group.ready_delay:
+                        self._mark_ready(handle, now)
+                if handle.state is ProcState.BACKOFF and not self._may_spawn_at(handle.backoff_until, now):
+                    continue
+                await self._execute(group, handle, handle.tick(now), now)
+        await self._reconcile(now)
+        if now >= self._next_reap:
+            self._next_reap = now + SAMPLE_INTERVAL_S
+            known = {h.pid for h in self.handles() if h.pid is not None}
+            for pid in self.spawner.reap_orphans(known):
+                log.info("supervisor.orphan_reaped", pid=pid)
+        if self.shutting_down and not any(h.state.alive for h in self.handles()):
+            return True
+        self.systemd.settled(summary(self), settled(self))
+        return False
+
+    async def wait(self) -> None:
+        """Until the next event, or the next deadline of a handle, the spawn budget or systemd's watchdog."""
+        now = self.clock()
+        deadlines = [d for d in (self._next_deadline(g) for g in self.all_groups()) if d is not None]
+        ping = self.systemd.ping_due(now)  # a stuck loop stops these, and systemd restarts the service
+        if ping is not None:
+            deadlines.append(ping)
+        if self._starved:
+            assert self.budget is not None
+            deadlines.append(self.budget.next_at(now))
+        timeout = max(0.0, min([now + MAX_IDLE_S, *deadlines]) - self.clock())
+        with anyio.move_on_after(timeout):
+            self._held = await self._receive.receive()
+
+    async def _drain(self) -> None:
+        """The one point where what arrived is applied: observers' reports first, in order, then requests."""
+        requests: list[Submitted] = []
         while True:
-            now = self.clock()
-            for group in self.all_groups():
-                for handle in group.all_handles():
-                    if group.readiness is Readiness.DELAY and handle.state is ProcState.STARTING:
-                        if handle.started_at is not None and now >= handle.started_at + group.ready_delay:
-                            self._mark_ready(handle, now)
-                    await self._execute(group, handle, handle.tick(now), now)
-            await self._reconcile(now)
-            if self.shutting_down and not any(h.state.alive for h in self.handles()):
-                return
-            self.systemd.settled(summary(self), settled(self))
-            deadlines = [d for d in (self._next_deadline(g) for g in self.all_groups()) if d is not None]
-            ping = self.systemd.ping_due(now)  # a stuck loop stops these, and systemd restarts the service
-            if ping is not None:
-                deadlines.append(ping)
-            timeout = max(0.0, min([now + MAX_IDLE_S, *deadlines]) - self.clock())
-            with anyio.move_on_after(timeout):
-                await self._apply(await self._receive.receive())
-            while True:
+            if self._held is not None:
+                event, self._held = self._held, None
+            else:
                 try:
                     event = self._receive.receive_nowait()
                 except anyio.WouldBlock:
                     break
-                await self._apply(event)
+            if isinstance(event, Submitted):
+                requests.append(event)
+            else:
+                await self._observe(event)
+        for submitted in requests:
+            self._apply(submitted)
+
+    def _apply(self, submitted: Submitted) -> None:
+        try:
+            applied = apply(self, submitted.request)
+        except (RequestRefused, TopologyError) as exc:
+            refused = (
+                exc
+                if isinstance(exc, RequestRefused)
+                else RequestRefused(ErrorCode.INVALID_TOPOLOGY, f"reload refused, the pool is unchanged:\n{exc}")
+            )
+            log.info("request.refused", request=type(submitted.request).__name__, code=refused.code.value)
+            submitted.settle(refused=refused)
+            return
+        if applied.shutdown_started:
+            assert isinstance(submitted.request, Shutdown)
+            log.info("supervisor.stopping", reason=submitted.request.reason)
+            self.systemd.stopping()
+        if applied.reloading:
+            self.systemd.reloading()
+        if applied.refresh_spawner:
+            self.spawner.refresh()
+        submitted.settle(answer=applied.answer)
+
+    def _close(self) -> None:
+        """No more requests: refuse what is still queued, so no requester waits forever."""
+        self._closed = True
+        if isinstance(self._held, Submitted):
+            self._held.settle(refused=RequestRefused(ErrorCode.STOPPING, "the pool has shut down"))
+        while True:
+            try:
+                event = self._receive.receive_nowait()
+            except anyio.WouldBlock:
+                return
+            if isinstance(event, Submitted):
+                event.settle(refused=RequestRefused(ErrorCode.STOPPING, "the pool has shut down"))
+
+    def _may_spawn(self, now: float) -> bool:
+        assert self.budget is not None
+        if self.budget.take(now):
+            return True
+        self._starved = True
+        return False
+
+    def _may_spawn_at(self, due: float | None, now: float) -> bool:
+        """For a handle whose start is due at `due`: not due yet (nothing to spend), or a start is in the budget."""
+        return due is None or now < due or self._may_spawn(now)
 
     def _next_deadline(self, group: SupervisedGroup) -> float | None:
         times = [t for t in (h.next_deadline() for h in group.all_handles()) if t is not None]
@@ -182,23 +278,33 @@ class Supervisor:
         if self.dev is not None:
             await self._converge(self.dev, 0 if self.shutting_down and not workers_alive else 1, now)
         for group in self.all_groups():
-            if group.revive_requested:
-                group.revive_requested = False
-                for handle in group.handles:
-                    await self._execute(group, handle, handle.revive(now), now)
+            if group.revive:
+                group.revive = await self._revive(group, now)
         for group in list(self.groups.values()):
             desired = 0 if self.shutting_down or group.stopped_by_operator or group.removed else group.desired
             await self._converge(group, desired, now, may_start=dev_ready)
-            await advance_roll(group, now, self._execute, stopping=self.shutting_down)
+            if dev_ready or group.replacement is not None:
+                await advance_roll(group, now, self._execute, self._may_spawn, stopping=self.shutting_down)
             if group.removed and not group.all_handles():
                 del self.groups[group.name]
                 log.info("group.removed", group=group.name)
+
+    async def _revive(self, group: SupervisedGroup, now: float) -> bool:
+        """Start the group's FATAL replicas as the budget allows; True while some are left to revive."""
+        for handle in group.handles[: group.desired]:
+            if handle.state is ProcState.FATAL:
+                if not self._may_spawn(now):
+                    return True
+                await self._execute(group, handle, handle.revive(now), now)
+        return False
 
     async def _converge(self, group: SupervisedGroup, desired: int, now: float, may_start: bool = True) -> None:
         while len(group.handles) < desired:
             group.new_handle()
         for handle in group.handles[:desired]:
             if handle.state is ProcState.STOPPED and may_start:
+                if not self._may_spawn(now):
+                    break  # the rest in the next iterations, after a look at new requests
                 await self._execute(group, handle, handle.start(now), now)
         for handle in group.handles[desired:]:
             await self._execute(group, handle, handle.stop(now), now)
@@ -209,11 +315,9 @@ class Supervisor:
         ):
             self.info.pop(group.handles.pop(), None)
 
-    # -- events --------------------------------------------------------------------------------------------------
+    # -- what observers report -----------------------------------------------------------------------------------
 
-    async def _apply(self, event: Event) -> None:
-        if isinstance(event, Wake):
-            return
+    async def _observe(self, event: ProcessEvent) -> None:
         handle = event.handle
         if event.generation != handle.generation:
             return  # a late report about a process this handle has already replaced
@@ -223,20 +327,27 @@ class Supervisor:
             await self._on_exit(group, handle, ExitStatus.from_returncode(event.returncode), now)
         elif isinstance(event, SeenReady):
             self._mark_ready(handle, now)
+        elif isinstance(event, PollerLimited):
+            info = self.replica_info(handle)
+            if info.poller_limit_at is None:
+                log.error("worker.poller_limit", group=handle.group, replica=handle.replica, pid=handle.pid)
+            info.poller_limit_at = time.time()
         elif isinstance(event, Notified):
-            fields = event.fields
-            if "STATUS" in fields:
-                self.replica_info(handle).status_text = fields["STATUS"]
-            if fields.get("READY") == "1" and group.readiness is Readiness.NOTIFY:
-                self._mark_ready(handle, now)
-            if fields.get("WATCHDOG") == "1":
-                handle.watchdog_ping(now)
-            if NOTIFY_KEY in fields:
-                self.replica_info(handle).tasks = TaskCounts.from_notify(fields[NOTIFY_KEY])
-            if SDK_METRICS_KEY in fields:
-                self.replica_info(handle).sdk_metrics = fields[SDK_METRICS_KEY]
-            if fields.get("STOPPING") == "1":
-                log.info("worker.draining", group=handle.group, replica=handle.replica, pid=handle.pid)
+            self._on_notify(group, handle, event.fields, now)
+
+    def _on_notify(self, group: SupervisedGroup, handle: ProcessHandle, fields: dict[str, str], now: float) -> None:
+        if "STATUS" in fields:
+            self.replica_info(handle).status_text = fields["STATUS"]
+        if fields.get("READY") == "1" and group.readiness is Readiness.NOTIFY:
+            self._mark_ready(handle, now)
+        if fields.get("WATCHDOG") == "1":
+            handle.watchdog_ping(now)
+        if TASKS_KEY in fields:
+            self.replica_info(handle).tasks = TaskCounts.from_notify(fields[TASKS_KEY])
+        if SDK_METRICS_KEY in fields:
+            self.replica_info(handle).sdk_metrics = fields[SDK_METRICS_KEY]
+        if fields.get("STOPPING") == "1":
+            log.info("worker.draining", group=handle.group, replica=handle.replica, pid=handle.pid)
 
     def _mark_ready(self, handle: ProcessHandle, now: float) -> None:
         if handle.state is ProcState.STARTING:
@@ -245,11 +356,11 @@ class Supervisor:
             log.info(
                 "worker.ready", group=handle.group, replica=handle.replica, pid=handle.pid, startup_s=round(startup, 3)
             )
-            self.wake("ready")
 
     async def _on_exit(self, group: SupervisedGroup, handle: ProcessHandle, status: ExitStatus, now: float) -> None:
         pid = handle.pid
         actions = handle.exited(status, now)
+        status = handle.last_exit or status
         group.exits_total[status.describe()] += 1
         info = self.info.get(handle)
         if info is not None and info.tasks is not None:  # keep its counts in the group's history
@@ -280,13 +391,13 @@ class Supervisor:
                 await self._spawn(group, handle, now)
             elif handle.pid is not None:
                 signum = signal.SIGTERM if action is Action.TERMINATE else signal.SIGKILL
-                if action is Action.KILL and handle.kill_reason:
+                if action is Action.KILL and handle.pool_kill:
                     log.warning(
                         "worker.killed",
                         group=handle.group,
                         replica=handle.replica,
                         pid=handle.pid,
-                        reason=handle.kill_reason,
+                        reason=handle.pool_kill,
                     )
                 try:
                     os.killpg(handle.pid, signum)
@@ -294,48 +405,51 @@ class Supervisor:
                     pass  # already gone: its Exited event is on the way
 
     async def _spawn(self, group: SupervisedGroup, handle: ProcessHandle, now: float) -> None:
+        """Start the handle's process. Any failure fails this replica (counted, backoff), never the supervisor."""
         assert self._tg is not None
         spec = group.make_spec(handle.replica)
-        notify = None
-        env = dict(spec.env)
-        if group.readiness is Readiness.NOTIFY:
-            # One path per process ever spawned: a replacement must not take over (or later unlink) the socket
-            # of the process it replaces, which is still draining and reporting on it.
-            self._spawn_count += 1
-            path = self.paths.notify_dir / f"{handle.group}-{handle.replica}-{self._spawn_count}.sock"
-            notify = (bind_notify_socket(path), path)
-            env["NOTIFY_SOCKET"] = str(path)
-            if handle.timings.watchdog:
-                env["WATCHDOG_USEC"] = str(int(handle.timings.watchdog * 1e6 / 3))  # 3 pings per allowed gap
-        metrics_address = self._sdk_metrics_address(group, handle)
-        if metrics_address is not None:
-            env[SDK_METRICS_ENV] = metrics_address
-        output = RotatingLog(
-            self.paths.log_dir / f"{handle.group}-{handle.replica}.log",
-            self.topology.pool.log_max_bytes,
-            self.topology.pool.log_backups,
-        )
-        try:
-            process = await self.spawner.spawn(spec.__class__(spec.name, spec.argv, env, spec.identity))
-        except OSError as exc:
-            output.close()
-            if notify is not None:
-                notify[0].close()
-                notify[1].unlink(missing_ok=True)
-            log.error("worker.spawn_failed", group=handle.group, replica=handle.replica, error=str(exc))
-            await self._execute(group, handle, handle.spawn_failed(str(exc), now), now)
-            return
-        handle.spawned(process.pid)
         info = self.replica_info(handle)
-        info.identity = spec.identity.replace("__PID__", str(process.pid))
+
+        def register(pid: int) -> None:  # before the child may run: the state file knows it first
+            handle.spawned(pid)
+            info.identity = with_pid(spec.identity, pid)
+            self._write_state()
+
+        try:
+            metrics_address = self._sdk_metrics_address(group, handle)
+            notify_path = None
+            if group.readiness is Readiness.NOTIFY:
+                # One path per process ever spawned: a replacement must not take over (or later unlink) the socket
+                # of the process it replaces, which is still draining and reporting on it.
+                self._spawn_count += 1
+                notify_path = self.paths.notify_dir / f"{handle.group}-{handle.replica}-{self._spawn_count}.sock"
+            plan = LaunchPlan(
+                log_path=self.paths.log_dir / f"{handle.group}-{handle.replica}.log",
+                log_max_bytes=self.topology.pool.log_max_bytes,
+                log_backups=self.topology.pool.log_backups,
+                notify_path=notify_path,
+                watchdog_s=handle.timings.watchdog,
+                sdk_metrics=metrics_address,
+            )
+            launched = await launch(self.spawner, spec, plan, register)
+        except Exception as exc:  # whatever it was, it is this replica's failure to start
+            error = str(exc) or type(exc).__name__
+            group.spawn_failures += 1
+            log.error("worker.spawn_failed", group=handle.group, replica=handle.replica, error=error)
+            await self._execute(group, handle, handle.spawn_failed(error, now), now)
+            self._write_state()
+            return
         info.status_text = ""
-        info.sdk_metrics_given, info.sdk_metrics = metrics_address, None
+        info.sdk_metrics_given, info.sdk_metrics, info.poller_limit_at = metrics_address, None, None
         log.info(
-            "worker.spawned", group=handle.group, replica=handle.replica, pid=process.pid, generation=handle.generation
+            "worker.spawned",
+            group=handle.group,
+            replica=handle.replica,
+            pid=launched.child.pid,
+            generation=handle.generation,
         )
-        self._write_state()
         generation = handle.generation
-        self._tg.start_soon(watch_child, handle, generation, process, output, notify, self._send.clone())
+        self._tg.start_soon(watch_child, handle, generation, launched, self._send.clone())
         if group.readiness is Readiness.SERVING:
             server = self.topology.temporal.selected_server()
             assert server is not None
@@ -385,6 +499,9 @@ class Supervisor:
                 await anyio.sleep(1.0)
         return self._client
 
+    async def _client_once(self) -> Client:
+        return await self.temporal_client(retry=False)
+
     # -- bookkeeping ---------------------------------------------------------------------------------------------
 
     def _group_of(self, handle: ProcessHandle) -> SupervisedGroup:
@@ -396,5 +513,6 @@ class Supervisor:
         return self.info.setdefault(handle, ReplicaInfo())
 
     def _write_state(self) -> None:
-        records = [record_for(h.pid, h.name) for h in self.handles() if h.pid is not None]
+        """Record every live child (pid, start time, how long it may take to drain) for the next `up`."""
+        records = [record_for(h.pid, h.name, h.timings.stop_timeout) for h in self.handles() if h.pid is not None]
         write_state(self.paths.state_file, [r for r in records if r is not None])

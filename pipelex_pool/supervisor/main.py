@@ -12,10 +12,10 @@ from pipelex_pool.control.http import HttpEndpoint
 from pipelex_pool.control.server import ControlServer
 from pipelex_pool.errors import PoolError
 from pipelex_pool.paths import PoolPaths, check_socket_path, private_dir, resolve_paths
-from pipelex_pool.supervisor.forkspawn import ForkSpawner
 from pipelex_pool.supervisor.lock import PoolLock, stop_leftovers
 from pipelex_pool.supervisor.loop import Supervisor
-from pipelex_pool.supervisor.spawn import ExecSpawner
+from pipelex_pool.supervisor.spawning.fork_spawner import ForkSpawner
+from pipelex_pool.supervisor.spawning.spawner import ExecSpawner
 from pipelex_pool.temporal.devserver import is_local, port_answers
 from pipelex_pool.topology.load import Topology
 

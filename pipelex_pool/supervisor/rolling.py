@@ -8,15 +8,18 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from pipelex_pool.supervisor.groups import SupervisedGroup
-from pipelex_pool.supervisor.handle import Action, ProcessHandle
-from pipelex_pool.supervisor.state import ProcState
+from pipelex_pool.supervisor.process.handle import Action, ProcessHandle
+from pipelex_pool.supervisor.process.state import ProcState
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 Execute = Callable[[SupervisedGroup, ProcessHandle, list[Action], float], Awaitable[None]]
 
 
-async def advance_roll(group: SupervisedGroup, now: float, execute: Execute, *, stopping: bool) -> None:
-    """Move the group's rolling restart one step forward, if it has one."""
+async def advance_roll(
+    group: SupervisedGroup, now: float, execute: Execute, may_spawn: Callable[[float], bool], *, stopping: bool
+) -> None:
+    """Move the group's rolling restart one step forward, if it has one. A step that starts a process waits
+    for `may_spawn` (the loop's spawn budget)."""
     if stopping or group.stopped_by_operator or group.removed:
         if group.replacement is not None:
             group.retiring.append(group.replacement)
@@ -32,6 +35,8 @@ async def advance_roll(group: SupervisedGroup, now: float, execute: Execute, *, 
                 group.roll_queue.pop(0)
                 continue
             old = group.handles[index]
+            if not may_spawn(now):
+                return  # next iteration
             if old.state is ProcState.READY:
                 group.replacement = group.make_handle(index)
                 log.info("worker.rolling", group=group.name, replica=index, old_pid=old.pid)

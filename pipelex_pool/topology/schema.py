@@ -53,6 +53,9 @@ class PoolSection(StrictModel):
     metrics: Address | None = None  # /health and /metrics of the pool
     worker_metrics: PortRange | None = None  # each replica's Temporal SDK metrics, one port each from this range
     spawner: Literal["fork", "exec"] = "fork"  # fork built-in workers from a warm fork server, or exec each one
+    max_replicas: int | None = Field(default=None, ge=1)  # None: sized to the machine (memory / 100 MiB)
+    spawn_rate: float | None = Field(default=None, gt=0)  # starts per second; None: 2 per core
+    spawn_batch: int | None = Field(default=None, ge=1)  # starts in one loop iteration at most; None: one per core
     restart: RestartConfig = Field(default_factory=RestartConfig)
 
 

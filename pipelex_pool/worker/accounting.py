@@ -21,7 +21,7 @@ from temporalio import worker
 from temporalio.bridge.proto.workflow_activation import WorkflowActivation
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
 
-NOTIFY_KEY = "X_PIPELEX_TASKS"
+from pipelex_pool.contract import TASKS_KEY
 
 
 @dataclass
@@ -38,7 +38,7 @@ class TaskCounts:
     workflow_runs_failed: int = 0
 
     def to_notify(self) -> str:
-        return f"{NOTIFY_KEY}={json.dumps(asdict(self), separators=(',', ':'))}"
+        return f"{TASKS_KEY}={json.dumps(asdict(self), separators=(',', ':'))}"
 
     @classmethod
     def from_notify(cls, value: str) -> TaskCounts | None:

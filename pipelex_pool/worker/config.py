@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelex_pool.contract import CONFIG_ENV, GROUP_ENV, REPLICA_ENV, SDK_METRICS_ENV, identity_for
 from pipelex_pool.errors import Issue, Severity, TopologyError, WorkerBootError
 from pipelex_pool.packs import AppImportError, Catalog, ResolvedScope, load_app, resolve_scope
 from pipelex_pool.topology.load import move_docs_alias, parse_section, read_toml, temporal_table
@@ -20,9 +20,6 @@ from pipelex_pool.topology.temporal_schema import (
 )
 from pipelex_pool.topology.validate import check_temporal
 from pipelex_pool.units import parse_address
-
-CONFIG_ENV = "PIPELEX_POOL_CONFIG"
-SDK_METRICS_ENV = "PIPELEX_POOL_SDK_METRICS"  # set by the pool for each replica when [pool] worker_metrics is set
 
 
 @dataclass(frozen=True)
@@ -46,10 +43,6 @@ class WorkerSettings:
     def max_task_queue_activities_per_second(self) -> float | None:
         options = self.temporal.queue_options.get(self.task_queue)
         return options.max_task_queue_activities_per_second if options else None
-
-
-def default_identity(pool: str, group: str, replica: str) -> str:
-    return f"{pool}/{group}/{replica}@{socket.gethostname()}:{os.getpid()}"
 
 
 def _first_error(file: Path, issues: list[Issue]) -> WorkerBootError:
@@ -137,10 +130,11 @@ def load_worker_settings(
         server=server,
         catalog=catalog,
         identity=identity
-        or default_identity(
+        or identity_for(
             pool.name,
-            os.environ.get("PIPELEX_POOL_GROUP", scope_name),
-            os.environ.get("PIPELEX_POOL_REPLICA", "0"),
+            os.environ.get(GROUP_ENV, scope_name),
+            os.environ.get(REPLICA_ENV, "0"),
+            os.getpid(),
         ),
         sandbox=sandbox,
         unit_testing=unit_testing,

@@ -14,8 +14,9 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from pipelex_pool.notify import SDK_METRICS_KEY, Notifier
-from pipelex_pool.parent_death import set_parent_death_signal
+from pipelex_pool.contract import IDENTITY_ENV, SDK_METRICS_KEY, WATCHDOG_USEC_ENV
+from pipelex_pool.notify import Notifier
+from pipelex_pool.parent_death import expected_parent, set_parent_death_signal
 from pipelex_pool.sim import routing
 from pipelex_pool.temporal.connect import connect
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
@@ -24,7 +25,6 @@ from pipelex_pool.worker.config import WorkerSettings
 
 log = structlog.get_logger("pipelex_pool.worker")
 
-IDENTITY_ENV = "PIPELEX_POOL_IDENTITY"
 READINESS_POLL_S = 0.25
 DEFAULT_WATCHDOG_S = 5.0
 
@@ -127,7 +127,7 @@ class WorkerProcess:
         log.info(
             "worker.ready", task_queue=self.settings.task_queue, types=[t.name for t in served_types(self.settings)]
         )
-        usec = os.environ.get("WATCHDOG_USEC")
+        usec = os.environ.get(WATCHDOG_USEC_ENV)
         interval = int(usec) / 2e6 if usec and usec.isdigit() else DEFAULT_WATCHDOG_S
         while worker.is_running:
             self.notifier.send("WATCHDOG=1", accounting.COUNTS.to_notify())
@@ -177,8 +177,11 @@ def sdk_metrics_runtime(address: str | None) -> Runtime | None:
 
 
 async def run_worker(settings: WorkerSettings, on_connect_error: Callable[[str], None] | None = None) -> int:
-    parent = os.getppid()
+    parent = expected_parent()
     set_parent_death_signal()
+    if os.getppid() != parent:  # the supervisor died before the signal was armed: do not run untracked
+        log.warning("worker.parent_gone", expected_parent=parent, parent=os.getppid())
+        return 1
     os.environ[IDENTITY_ENV] = settings.identity
     if settings.unit_testing:
         os.environ["PIPELEX_RUN_MODE"] = "unit_test"

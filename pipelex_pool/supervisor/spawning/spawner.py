@@ -4,10 +4,9 @@ supervisor assumes how a child was created: plain exec here, a warm fork server 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -15,7 +14,7 @@ from typing import Protocol
 import anyio
 from anyio.abc import ByteReceiveStream
 
-from pipelex_pool.supervisor.pdeathsig import PID_TOKEN
+from pipelex_pool.contract import CONFIG_ENV, GROUP_ENV, IDENTITY_ENV, REPLICA_ENV, SUPERVISOR_PID_ENV, identity_for
 from pipelex_pool.supervisor.systemd import SYSTEMD_ENV
 from pipelex_pool.topology.schema import ResolvedGroup
 
@@ -47,11 +46,28 @@ class Child(Protocol):
     async def aclose(self) -> None: ...
 
 
+class RegistrationFailed(Exception):
+    """The pool could not record a new child (its state file); the child was stopped before it ran its program."""
+
+
+Register = Callable[[int], None]
+"""Called with a new child's pid before the child may run its program: the pool records it first (state file),
+so no child it started is ever unknown to it, even if the supervisor dies the next instant."""
+
+
 class Spawner(Protocol):
-    async def spawn(self, spec: ChildSpec) -> Child: ...
+    """Everything the loop needs from the way processes are made."""
+
+    async def spawn(self, spec: ChildSpec, register: Register) -> Child: ...
 
     def refresh(self) -> None:
         """Forget anything kept warm, so the next spawn runs the code installed now."""
+
+    def own_pids(self) -> set[int]:
+        """Helper processes of the spawner itself (a fork server), which the pool must not treat as orphans."""
+
+    def reap_orphans(self, known: set[int]) -> list[int]:
+        """Reap adopted descendants that exited and are none of `known` (nor the spawner's); returns their pids."""
 
     async def aclose(self) -> None: ...
 
@@ -66,11 +82,17 @@ class ExecSpawner:
     def refresh(self) -> None:
         pass
 
+    def own_pids(self) -> set[int]:
+        return set()
+
+    def reap_orphans(self, known: set[int]) -> list[int]:
+        return []  # not a subreaper: orphans of its children go to init
+
     async def aclose(self) -> None:
         pass
 
-    async def spawn(self, spec: ChildSpec) -> Child:
-        return await anyio.open_process(
+    async def spawn(self, spec: ChildSpec, register: Register) -> Child:
+        process = await anyio.open_process(
             spec.argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -78,20 +100,28 @@ class ExecSpawner:
             env=spec.env,
             start_new_session=True,
         )
+        # An exec'd child checks $PIPELEX_POOL_SUPERVISOR_PID against its parent once its parent-death signal is
+        # armed, so recording it right after exec is enough: if we die before this, it exits by itself.
+        try:
+            register(process.pid)
+        except Exception as exc:
+            with anyio.CancelScope(shield=True):
+                process.kill()
+                await process.aclose()
+            raise RegistrationFailed(f"cannot record pid {process.pid}: {exc}") from exc
+        return process
 
 
 def child_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The supervisor's environment without systemd's per-process variables (a child must not answer systemd
-    in the supervisor's name: it gets its own NOTIFY_SOCKET from the pool)."""
-    return {key: value for key, value in (os.environ if base is None else base).items() if key not in SYSTEMD_ENV}
-
-
-def identity_for(pool: str, group: str, replica: int, pid: int | str = PID_TOKEN) -> str:
-    return f"{pool}/{group}/{replica}@{socket.gethostname()}:{pid}"
+    in the supervisor's name: it gets its own NOTIFY_SOCKET from the pool), plus the supervisor's pid."""
+    env = {key: value for key, value in (os.environ if base is None else base).items() if key not in SYSTEMD_ENV}
+    env[SUPERVISOR_PID_ENV] = str(os.getpid())  # for the child's parent-death check (parent_death.expected_parent)
+    return env
 
 
 def pdeathsig_wrapped(argv: list[str]) -> list[str]:
-    return [sys.executable, "-m", "pipelex_pool.supervisor.pdeathsig", *argv]
+    return [sys.executable, "-m", "pipelex_pool.supervisor.spawning.pdeathsig", *argv]
 
 
 def worker_spec(
@@ -107,10 +137,10 @@ def worker_spec(
     env = {
         **child_environment(base_env),
         **group.env,
-        "PIPELEX_POOL_CONFIG": str(topology_file),
-        "PIPELEX_POOL_GROUP": group.name,
-        "PIPELEX_POOL_REPLICA": str(replica),
-        "PIPELEX_POOL_IDENTITY": identity,
+        CONFIG_ENV: str(topology_file),
+        GROUP_ENV: group.name,
+        REPLICA_ENV: str(replica),
+        IDENTITY_ENV: identity,
         "PYTHONUNBUFFERED": "1",
         **extra_env,
     }

@@ -1,4 +1,4 @@
-"""The fork server: `python -u -m pipelex_pool.supervisor.zygote FD`, started by the supervisor.
+"""The fork server: `python -u -m pipelex_pool.supervisor.spawning.fork_server FD`, started by the supervisor.
 
 It imports temporalio and the built-in worker once (and creates no Temporal Runtime or Client, which must not
 cross a fork), then waits on FD, a SOCK_SEQPACKET socket to the supervisor. Each request is a JSON object
@@ -74,6 +74,9 @@ def run_child(request: dict[str, Any], output_fd: int) -> None:
                 print("pipelex-pool fork server: the supervisor did not adopt this process", file=sys.stderr)
                 os._exit(EXIT_NOT_ADOPTED)
             time.sleep(0.001)
+        set_parent_death_signal(signal.SIGTERM)  # armed while the supervisor is our parent ...
+        if os.getppid() != request["supervisor_pid"]:  # ... and it did not die just before
+            os._exit(EXIT_NOT_ADOPTED)
         sys.argv = ["pipelex-pool", *request["args"]]
         import setproctitle
 
@@ -141,7 +144,7 @@ def serve(sock: socket.socket) -> None:
 
 def main() -> None:
     if len(sys.argv) != 2 or not sys.argv[1].isdigit():
-        sys.exit("usage: python -u -m pipelex_pool.supervisor.zygote FD  (started by pipelex-pool up)")
+        sys.exit("usage: python -u -m pipelex_pool.supervisor.spawning.fork_server FD  (started by pipelex-pool up)")
     set_parent_death_signal(signal.SIGKILL)
     if os.getppid() == 1:  # the supervisor died before the signal was armed
         sys.exit(1)

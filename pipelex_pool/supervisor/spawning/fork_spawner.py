@@ -19,8 +19,16 @@ import structlog
 from anyio.abc import ByteReceiveStream, Process, UNIXSocketStream
 
 from pipelex_pool.parent_death import become_child_subreaper
-from pipelex_pool.supervisor.spawn import BUILTIN_WORKER, Child, ChildSpec, ExecSpawner, Spawner
-from pipelex_pool.supervisor.zygote import GO
+from pipelex_pool.supervisor.spawning.fork_server import GO
+from pipelex_pool.supervisor.spawning.spawner import (
+    BUILTIN_WORKER,
+    Child,
+    ChildSpec,
+    ExecSpawner,
+    Register,
+    RegistrationFailed,
+    Spawner,
+)
 
 log = structlog.get_logger("pipelex_pool.spawn")
 ZYGOTE_READY_TIMEOUT_S = 30.0
@@ -76,26 +84,31 @@ class ForkSpawner:
         if not self.adopting:
             log.warning("spawn.fork_server_disabled", reason="cannot become a child subreaper (prctl refused)")
 
-    async def spawn(self, spec: ChildSpec) -> Child:
+    async def spawn(self, spec: ChildSpec, register: Register) -> Child:
         args = spec.argv[len(BUILTIN_WORKER) :] if spec.argv[: len(BUILTIN_WORKER)] == BUILTIN_WORKER else None
         if args is None or not self.adopting or time.monotonic() < self._resting_until:
-            return await self.fallback.spawn(spec)
+            return await self.fallback.spawn(spec, register)
         async with self._lock:
             if self._stale:
                 self._retire()
             try:
-                return await self._fork(args, spec)
+                return await self._fork(args, spec, register)
+            except RegistrationFailed:
+                raise  # the fork server is fine; exec would fail the same way
             except Exception as exc:  # whatever went wrong on the warm path, exec is always there
                 log.warning(
                     "spawn.fork_server_failed", child=spec.name, error=str(exc) or type(exc).__name__, next="exec"
                 )
                 self._retire()
                 self._resting_until = time.monotonic() + REST_AFTER_FAILURE_S  # exec meanwhile, retry later
-        return await self.fallback.spawn(spec)
+        return await self.fallback.spawn(spec, register)
 
     def own_pids(self) -> set[int]:
         """The pids this spawner waits for: the fork servers and the children it forked."""
         return {p.pid for p in [self._server, *self._retired] if p is not None} | self._children
+
+    def reap_orphans(self, known: set[int]) -> list[int]:
+        return reap_adopted_orphans(known | self.own_pids()) if self.adopting else []
 
     def refresh(self) -> None:
         """Retire the fork server: the next spawn starts a new one, which imports the code installed now. (A
@@ -118,7 +131,7 @@ class ForkSpawner:
         self._retire()
         await self._reap_retired()
 
-    async def _fork(self, args: list[str], spec: ChildSpec) -> Child:
+    async def _fork(self, args: list[str], spec: ChildSpec, register: Register) -> Child:
         sock = await self._ensure_server()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -142,6 +155,12 @@ class ForkSpawner:
             ours.close()  # the child reads EOF instead of its go-ahead and exits without running
             self._children.discard(pid)
             raise
+        try:
+            register(pid)  # in the pool's state file before it runs: never an untracked worker
+        except Exception as exc:
+            with anyio.CancelScope(shield=True):
+                await child.aclose()  # EOF instead of the go-ahead: it exits without running
+            raise RegistrationFailed(f"cannot record pid {pid}: {exc}") from exc
         ours.send(GO)  # the child runs only now, once the pool holds it
         return child
 
@@ -153,7 +172,7 @@ class ForkSpawner:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._server = await anyio.open_process(
-                [sys.executable, "-u", "-m", "pipelex_pool.supervisor.zygote", str(theirs.fileno())],
+                [sys.executable, "-u", "-m", "pipelex_pool.supervisor.spawning.fork_server", str(theirs.fileno())],
                 stdin=None,
                 stdout=None,
                 stderr=None,

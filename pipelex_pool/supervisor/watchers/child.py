@@ -4,31 +4,23 @@ readiness checks that live outside it. They only report events; the loop decides
 from __future__ import annotations
 
 import socket
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import anyio
 import structlog
 from anyio.abc import ByteReceiveStream, ObjectSendStream
 from temporalio.client import Client
 
-from pipelex_pool.supervisor.events import Event, Exited, Notified, SeenReady
-from pipelex_pool.supervisor.handle import ProcessHandle
-from pipelex_pool.supervisor.logfile import RotatingLog
-from pipelex_pool.supervisor.spawn import Child
+from pipelex_pool.supervisor.events import Event, Exited, Notified, PollerLimited, SeenReady
+from pipelex_pool.supervisor.process.handle import ProcessHandle
+from pipelex_pool.supervisor.spawning.launch import Launched
+from pipelex_pool.supervisor.spawning.logfile import RotatingLog
 from pipelex_pool.temporal.devserver import wait_until_serving
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 OUTPUT_DRAIN_S = 1.0
-
-
-def bind_notify_socket(path: Path) -> socket.socket:
-    path.unlink(missing_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-    sock.bind(str(path))
-    path.chmod(0o600)
-    sock.setblocking(False)
-    return sock
+POLLER_LIMIT = b"concurrent poller limit exceeded"  # Temporal's refusal of a poll, as the SDK logs it
 
 
 def parse_notify(datagram: bytes) -> dict[str, str]:
@@ -40,10 +32,17 @@ def parse_notify(datagram: bytes) -> dict[str, str]:
     return fields
 
 
-async def _pump(stream: ByteReceiveStream, output: RotatingLog, done: anyio.Event) -> None:
+async def _pump(
+    stream: ByteReceiveStream,
+    output: RotatingLog,
+    done: anyio.Event,
+    report: Callable[[], Awaitable[None]],
+) -> None:
     try:
         async for chunk in stream:
             output.write(chunk)
+            if POLLER_LIMIT in chunk:
+                await report()
     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
         pass
     finally:
@@ -74,27 +73,28 @@ async def _drain_notify(
 
 
 async def watch_child(
-    handle: ProcessHandle,
-    generation: int,
-    process: Child,
-    output: RotatingLog,
-    notify: tuple[socket.socket, Path] | None,
-    events: ObjectSendStream[Event],
+    handle: ProcessHandle, generation: int, launched: Launched, events: ObjectSendStream[Event]
 ) -> None:
-    """Pump output and notifications until the process exits, then report the exit (always, even on cancel)."""
+    """Pump output and notifications until the process exits, then report the exit (always, even on cancel);
+    release what the spawn allocated."""
+    process, output, notify = launched.child, launched.output, launched.notify
     returncode = -9
+
+    async def poller_limited() -> None:
+        await events.send(PollerLimited(handle, generation))
+
     try:
         async with anyio.create_task_group() as tg:
             drained = anyio.Event()
             if process.stdout is not None:
-                tg.start_soon(_pump, process.stdout, output, drained)
+                tg.start_soon(_pump, process.stdout, output, drained, poller_limited)
             else:
                 drained.set()
             if notify is not None:
-                tg.start_soon(_read_notify, notify[0], handle, generation, events)
+                tg.start_soon(_read_notify, notify.sock, handle, generation, events)
             returncode = await process.wait()
             if notify is not None:  # what it said just before exiting (its final task counts)
-                await _drain_notify(notify[0], handle, generation, events)
+                await _drain_notify(notify.sock, handle, generation, events)
             with anyio.move_on_after(OUTPUT_DRAIN_S):  # a grandchild may hold the pipe open: do not wait on it
                 await drained.wait()
             tg.cancel_scope.cancel()
@@ -102,8 +102,7 @@ async def watch_child(
         with anyio.CancelScope(shield=True):
             output.close()
             if notify is not None:
-                notify[0].close()
-                notify[1].unlink(missing_ok=True)
+                notify.close()
             await process.aclose()
             await events.send(
                 Exited(handle, generation, process.returncode if process.returncode is not None else returncode)

@@ -31,6 +31,7 @@ class ExitStatus:
 
     code: int | None = None
     signal: int | None = None
+    by_pool: str | None = None  # why the pool itself killed it (watchdog, start timeout, drain past its grace)
 
     @classmethod
     def from_returncode(cls, returncode: int) -> ExitStatus:
@@ -45,6 +46,8 @@ class ExitStatus:
         return self.code == EX_CONFIG
 
     def describe(self) -> str:
+        if self.by_pool is not None:
+            return f"killed by the pool: {self.by_pool}"
         if self.signal is not None:
             try:
                 name = signal.Signals(self.signal).name

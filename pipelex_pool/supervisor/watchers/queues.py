@@ -1,23 +1,26 @@
 """The supervisor's view of Temporal: pollers and backlog per queue every few seconds, the autoscaler on top.
 
-It only reads Temporal and changes desired replica counts (then wakes the loop): an outage never stalls the
-reconcile loop and never marks a worker failed by itself."""
+It only reads Temporal and submits autoscaling decisions as requests: an outage never stalls the reconcile loop and
+never marks a worker failed by itself."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import anyio
 import structlog
+from temporalio.client import Client
 
-from pipelex_pool.supervisor.autoscale import AutoscaleState, decide
+from pipelex_pool.supervisor.desired.requests import Request, Scale
+from pipelex_pool.supervisor.watchers.autoscale import AutoscaleState, decide
 from pipelex_pool.temporal.pollers import QueueType
 from pipelex_pool.temporal.watch import QueueView, describe
 
 if TYPE_CHECKING:
-    from pipelex_pool.supervisor.loop import Supervisor
+    from pipelex_pool.supervisor.view import PoolView
 
 log = structlog.get_logger("pipelex_pool.watch")
 WATCH_INTERVAL_S = 2.0
@@ -26,7 +29,9 @@ RPC_TIMEOUT_S = 5.0
 
 @dataclass
 class TemporalWatch:
-    supervisor: Supervisor
+    supervisor: PoolView
+    client: Callable[[], Awaitable[Client]]
+    submit: Callable[[Request], object]
     views: dict[tuple[str, QueueType], QueueView] = field(default_factory=dict)
     autoscale: dict[str, AutoscaleState] = field(default_factory=dict)
     # when (supervisor clock) each view's DescribeTaskQueue was sent: a replica READY after that is not in it yet
@@ -46,7 +51,7 @@ class TemporalWatch:
 
     async def run(self) -> None:
         while True:
-            client = await self.supervisor.temporal_client()
+            client = await self.client()
             errors = []
             for key in self.watched():
                 try:
@@ -92,8 +97,7 @@ class TemporalWatch:
                     replicas_to=after,
                     reason=state.reason,
                 )
-                group.desired = after
-                self.supervisor.wake("autoscale")
+                self.submit(Scale(group.name, after, by_autoscaler=True, reason=state.reason))
 
     def polling(self, queue: str, types: list[QueueType], identity: str, ready_at: float | None) -> bool | None:
         """Whether Temporal sees `identity` polling `queue` recently for every type (None: not known yet)."""
@@ -148,7 +152,7 @@ class TemporalWatch:
         return False
 
 
-def served_types(supervisor: Supervisor, scope: str) -> list[QueueType]:
+def served_types(supervisor: PoolView, scope: str) -> list[QueueType]:
     resolved = supervisor.topology.scopes.get(scope)
     if resolved is None:
         return []

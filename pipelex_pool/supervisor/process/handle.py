@@ -4,10 +4,11 @@ reconcile loop to carry out; it never touches a process itself."""
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import signal
+from dataclasses import dataclass, field, replace
 
-from pipelex_pool.supervisor.policy import CrashHistory, RestartPolicy, Verdict
-from pipelex_pool.supervisor.state import ExitStatus, ProcState
+from pipelex_pool.supervisor.process.policy import CrashHistory, RestartPolicy, Verdict
+from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
 
 
 class Action(enum.Enum):
@@ -45,6 +46,7 @@ class ProcessHandle:
     watchdog_deadline: float | None = None
     history: CrashHistory = field(default_factory=CrashHistory)
     kill_reason: str | None = None  # set when the supervisor killed it as failed (start timeout, watchdog)
+    pool_kill: str | None = None  # why the pool sent SIGKILL to the current process, for its LAST EXIT
     restart_after_stop: bool = False
 
     @property
@@ -63,6 +65,7 @@ class ProcessHandle:
         self.pid = None
         self.backoff_until = None
         self.kill_reason = None
+        self.pool_kill = None
         self.reason = ""
         return [Action.SPAWN]
 
@@ -103,11 +106,14 @@ class ProcessHandle:
         if self.state is not ProcState.FATAL:
             return []
         self.history.reset()
+        self.restarts = 0
         return self.start(now)
 
     def exited(self, status: ExitStatus, now: float) -> list[Action]:
         uptime = now - (self.started_at or now)
         self.pid = None
+        if self.pool_kill is not None and status.signal == signal.SIGKILL:
+            status = replace(status, by_pool=self.pool_kill)  # not "possibly out of memory": we know who killed it
         self.last_exit = status
         self.stop_deadline = self.watchdog_deadline = None
         if self.state is ProcState.STOPPING and self.kill_reason is None:
@@ -148,6 +154,7 @@ class ProcessHandle:
         elif self.state is ProcState.STOPPING and self.stop_deadline is not None:
             if now >= self.stop_deadline:
                 self.stop_deadline = None
+                self.pool_kill = f"still draining after {self.timings.stop_timeout:g}s (its grace + margin)"
                 return [Action.KILL]
         elif self.state is ProcState.BACKOFF and self.backoff_until is not None:
             if now >= self.backoff_until:
@@ -156,7 +163,7 @@ class ProcessHandle:
         return []
 
     def _kill_as_failed(self, now: float, reason: str) -> list[Action]:
-        self.kill_reason = reason
+        self.kill_reason = self.pool_kill = reason
         self.state = ProcState.STOPPING
         self.stop_deadline = None
         self.watchdog_deadline = None

@@ -7,7 +7,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from pipelex_pool.supervisor.state import ExitStatus
+from pipelex_pool.supervisor.process.state import ExitStatus
 from pipelex_pool.topology.schema import RestartConfig
 
 

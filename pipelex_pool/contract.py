@@ -1,0 +1,34 @@
+"""What the supervisor and its workers agree on, written once: environment variables, the notify keys a pool
+worker adds to sd_notify's, and the identity format with its pid token.
+
+The worker side reads these names; the supervisor side sets them. Nothing else may spell them."""
+
+from __future__ import annotations
+
+import socket
+
+# -- environment a replica is started with -------------------------------------------------------------------------
+CONFIG_ENV = "PIPELEX_POOL_CONFIG"  # the topology file (or pipelex.toml) the worker reads
+GROUP_ENV = "PIPELEX_POOL_GROUP"
+REPLICA_ENV = "PIPELEX_POOL_REPLICA"
+IDENTITY_ENV = "PIPELEX_POOL_IDENTITY"  # the Temporal identity, possibly holding PID_TOKEN
+SUPERVISOR_PID_ENV = "PIPELEX_POOL_SUPERVISOR_PID"  # the parent-death check compares with this pid, not getppid()
+SDK_METRICS_ENV = "PIPELEX_POOL_SDK_METRICS"  # "host:port" for the Temporal SDK's Prometheus metrics
+NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET"  # sd_notify: the replica's own datagram socket
+WATCHDOG_USEC_ENV = "WATCHDOG_USEC"  # sd_notify: the allowed gap between WATCHDOG=1, in microseconds
+
+# -- notify keys a pool worker adds to the standard ones (READY, STATUS, WATCHDOG, STOPPING) ------------------------
+TASKS_KEY = "X_PIPELEX_TASKS"  # JSON task counts (worker/accounting.py)
+SDK_METRICS_KEY = "X_PIPELEX_SDK_METRICS"  # "host:port" where the worker serves the SDK's metrics
+
+# -- identity --------------------------------------------------------------------------------------------------------
+PID_TOKEN = "__PID__"  # replaced by the process's pid once known (pdeathsig wrapper, fork server, worker)
+
+
+def identity_for(pool: str, group: str, replica: int | str, pid: int | str = PID_TOKEN) -> str:
+    """`<pool>/<group>/<replica>@<host>:<pid>`: what Temporal's tools show for a pool worker."""
+    return f"{pool}/{group}/{replica}@{socket.gethostname()}:{pid}"
+
+
+def with_pid(identity: str, pid: int) -> str:
+    return identity.replace(PID_TOKEN, str(pid))

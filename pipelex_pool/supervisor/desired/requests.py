@@ -1,0 +1,249 @@
+"""Requests: every change of desired state is one of these events, put on the reconcile loop's stream.
+
+Control commands, signals, the autoscaler and the memory watcher build a request and submit it; the loop applies
+the requests that arrived at one point of each iteration with `apply`, the only function that writes desired
+state (`Supervisor.shutting_down`, `topology` and each group's `desired`, `stopped_by_operator`, `removed`,
+`revive` and `roll_queue`). `apply` does no I/O and touches no process: it changes what the pool should look like
+and answers; the rest of the iteration makes the processes follow."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from pipelex_pool.errors import ErrorCode, RequestRefused
+from pipelex_pool.supervisor.desired.reload_plan import RunningGroup, plan_reload
+from pipelex_pool.supervisor.groups import SupervisedGroup, worker_group
+from pipelex_pool.supervisor.process.state import ProcState
+from pipelex_pool.topology.load import Topology
+
+log = structlog.get_logger("pipelex_pool.supervisor")
+
+
+@dataclass(frozen=True)
+class RestartFailed:
+    """restart-failed: every FATAL replica starts again, its crash history and restart count reset."""
+
+
+@dataclass(frozen=True)
+class Restart:
+    """restart GROUP...: a rolling restart of each group (all groups when empty)."""
+
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SetStopped:
+    """stop GROUP / start GROUP: drain the group and keep it down (across reloads), or bring it back."""
+
+    group: str
+    stopped: bool
+
+
+@dataclass(frozen=True)
+class Scale:
+    """scale GROUP N (by the operator) or an autoscaling decision (`by_autoscaler`)."""
+
+    group: str
+    replicas: int
+    by_autoscaler: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Reload:
+    """A validated topology to run from now on (reload command or SIGHUP; the file was read off the loop)."""
+
+    topology: Topology
+
+
+@dataclass(frozen=True)
+class RollReplica:
+    """Replace one replica by a rolling restart (max_memory): only if `pid` still runs in that slot."""
+
+    group: str
+    replica: int
+    pid: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """down, SIGTERM or SIGINT: drain everything, the dev server last, then exit."""
+
+    reason: str
+
+
+Request = RestartFailed | Restart | SetStopped | Scale | Reload | RollReplica | Shutdown
+
+
+class DesiredState(Protocol):
+    """What `apply` reads and writes: the supervisor, seen as its desired state."""
+
+    topology: Topology
+    groups: dict[str, SupervisedGroup]
+    shutting_down: bool
+    max_replicas: int
+
+
+@dataclass
+class Applied:
+    """The answer for the requester, and what the loop must do besides converging."""
+
+    answer: Any = None
+    refresh_spawner: bool = False  # new code must run: retire anything the spawner keeps warm
+    reloading: bool = False  # tell systemd RELOADING=1 until the pool has settled again
+    shutdown_started: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def apply(state: DesiredState, request: Request) -> Applied:
+    """Apply one request to the desired state; raises RequestRefused (desired state untouched) if it cannot be."""
+    if isinstance(request, Shutdown):
+        started = not state.shutting_down
+        state.shutting_down = True
+        return Applied({"stopping": True}, shutdown_started=started)
+    if state.shutting_down:
+        raise RequestRefused(ErrorCode.STOPPING, "the pool is shutting down")
+    if isinstance(request, RestartFailed):
+        return Applied({"revived": _restart_failed(state)})
+    if isinstance(request, Restart):
+        return _restart(state, request)
+    if isinstance(request, SetStopped):
+        group = _group(state, request.group)
+        if request.stopped:
+            _refuse_if_busy(state, [group.name])
+        group.stopped_by_operator = request.stopped
+        return Applied({"stopped" if request.stopped else "started": group.name})
+    if isinstance(request, Scale):
+        return _scale(state, request)
+    if isinstance(request, Reload):
+        return _reload(state, request.topology)
+    return _roll_replica(state, request)
+
+
+def _group(state: DesiredState, name: str) -> SupervisedGroup:
+    group = state.groups.get(name)
+    if group is None or group.removed:
+        known = ", ".join(sorted(n for n, g in state.groups.items() if not g.removed))
+        raise RequestRefused(ErrorCode.UNKNOWN_GROUP, f"no group {name!r} in this pool (groups: {known})")
+    return group
+
+
+def busy(groups: Mapping[str, SupervisedGroup], names: list[str] | None = None) -> str | None:
+    """What in-progress operation a new mutating request would conflict with, if any."""
+    for group in groups.values():
+        if (names is None or group.name in names) and (group.roll_queue or group.replacement):
+            left = len(group.roll_queue)
+            return f"a rolling restart of group {group.name!r} is in progress ({left} replica(s) left)"
+    return None
+
+
+def _refuse_if_busy(state: DesiredState, names: list[str] | None = None) -> None:
+    conflict = busy(state.groups, names)
+    if conflict:
+        raise RequestRefused(
+            ErrorCode.BUSY, f"{conflict}; wait for it to finish (see `pipelex-pool status`) and try again"
+        )
+
+
+def _restart_failed(state: DesiredState) -> list[str]:
+    fatal = []
+    for group in state.groups.values():
+        names = [h.name for h in group.handles if h.state is ProcState.FATAL]
+        group.revive = group.revive or bool(names)
+        fatal += names
+    return fatal
+
+
+def _restart(state: DesiredState, request: Restart) -> Applied:
+    names = list(request.groups) or [n for n, g in state.groups.items() if not g.removed]
+    groups = [_group(state, name) for name in names]
+    _refuse_if_busy(state)
+    for group in groups:
+        group.roll_queue = list(range(len(group.handles)))
+    # replacements run the code installed now, not what a warm spawner imported
+    return Applied({"rolling": names}, refresh_spawner=True)
+
+
+def pool_replicas(groups: Mapping[str, SupervisedGroup], override: tuple[str, int] | None = None) -> int:
+    """The replicas the pool is asked to run (a group's `desired`, or `override` for one group)."""
+    total = 0
+    for name, group in groups.items():
+        if group.removed:
+            continue
+        total += override[1] if override is not None and override[0] == name else group.desired
+    return total
+
+
+def _scale(state: DesiredState, request: Scale) -> Applied:
+    group = _group(state, request.group)
+    spec = group.spec
+    if request.by_autoscaler:
+        if group.stopped_by_operator or busy(state.groups, [group.name]):  # one change at a time
+            return Applied({"group": group.name, "replicas": group.desired, "applied": False})
+    else:
+        if spec is not None and spec.autoscale is not None:
+            raise RequestRefused(
+                ErrorCode.AUTOSCALED,
+                f"group {group.name!r} is autoscaled ({spec.autoscale.min}..{spec.autoscale.max}); "
+                f"change [workers.{group.name}.autoscale] min/max and reload instead",
+            )
+        _refuse_if_busy(state, [group.name])
+    total = pool_replicas(state.groups, (group.name, request.replicas))
+    if request.replicas > group.desired and total > state.max_replicas:
+        raise RequestRefused(
+            ErrorCode.OVER_LIMIT,
+            f"scale {group.name} {request.replicas}: the pool would run {total} replicas, over [pool] max_replicas "
+            f"({state.max_replicas}); ask for fewer, or raise [pool] max_replicas if this machine can hold them "
+            "(each replica is a Python process of ~65 MiB and more)",
+        )
+    before, group.desired = group.desired, request.replicas
+    if request.by_autoscaler:
+        log.info("autoscale.applied", group=group.name, replicas_from=before, replicas_to=request.replicas)
+    return Applied({"group": group.name, "replicas": request.replicas, "applied": True})
+
+
+def _reload(state: DesiredState, new: Topology) -> Applied:
+    _refuse_if_busy(state)
+    running = {
+        name: RunningGroup(g.desired, g.stopped_by_operator) for name, g in state.groups.items() if not g.removed
+    }
+    plan = plan_reload(state.topology, new, running)  # raises TopologyError for a change a reload cannot make
+    total = sum(
+        0 if plan.stays_stopped(name) else plan.replicas_after(name, spec.replicas) for name, spec in new.groups.items()
+    )
+    if total > state.max_replicas:
+        raise RequestRefused(
+            ErrorCode.OVER_LIMIT,
+            f"reload refused, the pool is unchanged: {total} replicas over [pool] max_replicas ({state.max_replicas})",
+        )
+    for name in plan.removed:
+        state.groups[name].removed = True
+    for name, spec in new.groups.items():
+        fresh = worker_group(new, spec, new.file)
+        old = state.groups.get(name)
+        if old is not None:  # (a group removed by an earlier reload and still draining comes back too)
+            fresh.adopt(old)
+        fresh.desired = plan.replicas_after(name, spec.replicas)
+        if name in plan.rolled:
+            fresh.roll_queue = list(range(min(len(fresh.handles), fresh.desired)))
+        state.groups[name] = fresh
+    state.topology = new
+    log.info("supervisor.reloaded", **plan.as_dict())
+    return Applied(plan.as_dict(), refresh_spawner=True, reloading=True)
+
+
+def _roll_replica(state: DesiredState, request: RollReplica) -> Applied:
+    group = state.groups.get(request.group)
+    if group is None or group.removed or group.stopped_by_operator or request.replica >= len(group.handles):
+        return Applied({"queued": False})
+    handle = group.handles[request.replica]
+    if handle.pid != request.pid or handle.state is not ProcState.READY or request.replica in group.roll_queue:
+        return Applied({"queued": False})  # already replaced, or already queued: nothing to do
+    group.roll_queue.append(request.replica)
+    log.info("worker.roll_queued", group=group.name, replica=request.replica, pid=request.pid, reason=request.reason)
+    return Applied({"queued": True})
