@@ -24,7 +24,6 @@ from pipelex_pool.paths import PoolPaths
 from pipelex_pool.supervisor.desired.requests import Reload, Request, Shutdown, apply
 from pipelex_pool.supervisor.events import Event, Exited, Notified, PollerLimited, ProcessEvent, SeenReady, Submitted
 from pipelex_pool.supervisor.groups import DEV_SERVER_GROUP, Readiness, SupervisedGroup, dev_server_group, worker_group
-from pipelex_pool.supervisor.limits import default_max_replicas
 from pipelex_pool.supervisor.lock import record_for, write_state
 from pipelex_pool.supervisor.process.handle import Action, ProcessHandle
 from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
@@ -41,6 +40,7 @@ from pipelex_pool.supervisor.watchers.resources import SAMPLE_INTERVAL_S, watch_
 from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth
 from pipelex_pool.temporal.connect import connect
 from pipelex_pool.temporal.pollers import QueueType
+from pipelex_pool.topology.limits import default_max_replicas
 from pipelex_pool.topology.load import Topology, load_topology
 from pipelex_pool.units import split_port_range
 from pipelex_pool.worker.accounting import TaskCounts
@@ -138,7 +138,7 @@ class Supervisor:
                 while not await self.step():
                     await self.wait()
             finally:
-                self._close()
+                self.close()
             tg.cancel_scope.cancel()
         log.info("supervisor.stopped", pool=self.topology.pool.name)
 
@@ -238,18 +238,22 @@ class Supervisor:
             self.spawner.refresh()
         submitted.settle(answer=applied.answer)
 
-    def _close(self) -> None:
-        """No more requests: refuse what is still queued, so no requester waits forever."""
+    def close(self) -> None:
+        """No more requests: refuse what is still queued, so no requester waits forever; close the stream."""
+        if self._closed:
+            return
         self._closed = True
         if isinstance(self._held, Submitted):
             self._held.settle(refused=RequestRefused(ErrorCode.STOPPING, "the pool has shut down"))
         while True:
             try:
                 event = self._receive.receive_nowait()
-            except anyio.WouldBlock:
-                return
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
             if isinstance(event, Submitted):
                 event.settle(refused=RequestRefused(ErrorCode.STOPPING, "the pool has shut down"))
+        self._send.close()
+        self._receive.close()
 
     def _may_spawn(self, now: float) -> bool:
         assert self.budget is not None
@@ -399,10 +403,7 @@ class Supervisor:
                         pid=handle.pid,
                         reason=handle.pool_kill,
                     )
-                try:
-                    os.killpg(handle.pid, signum)
-                except ProcessLookupError:
-                    pass  # already gone: its Exited event is on the way
+                self.spawner.signal(handle.pid, signum)
 
     async def _spawn(self, group: SupervisedGroup, handle: ProcessHandle, now: float) -> None:
         """Start the handle's process. Any failure fails this replica (counted, backoff), never the supervisor."""
@@ -449,7 +450,7 @@ class Supervisor:
             generation=handle.generation,
         )
         generation = handle.generation
-        self._tg.start_soon(watch_child, handle, generation, launched, self._send.clone())
+        self._tg.start_soon(watch_child, handle, generation, launched, self._send)
         if group.readiness is Readiness.SERVING:
             server = self.topology.temporal.selected_server()
             assert server is not None
@@ -460,7 +461,7 @@ class Supervisor:
                 server.target_host,
                 server.namespace,
                 handle.timings.start_timeout,
-                self._send.clone(),
+                self._send,
             )
         elif group.readiness is Readiness.TEMPORAL and group.spec is not None:
             types = served_types(self, group.spec.scope)
@@ -482,7 +483,7 @@ class Supervisor:
         self, handle: ProcessHandle, generation: int, queue: str, types: list[QueueType], identity: str
     ) -> None:
         client = await self.temporal_client()
-        await watch_polling(client, handle, generation, queue, types, identity, self._send.clone())
+        await watch_polling(client, handle, generation, queue, types, identity, self._send)
 
     async def temporal_client(self, *, retry: bool = True) -> Client:
         """The supervisor's one Temporal client, connected on first use (retrying while the server boots,

@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import tomlkit
 from pydantic import BaseModel, ValidationError
-from tomlkit.exceptions import ParseError
 
 from pipelex_pool.errors import Issue, Severity, TopologyError
 from pipelex_pool.packs import AppImportError, Catalog, ResolvedScope, load_app
 from pipelex_pool.topology.errors_from_pydantic import issues_from_validation
-from pipelex_pool.topology.schema import DevServer, PoolSection, ResolvedGroup, WorkerGroup
+from pipelex_pool.topology.schema import (
+    GROUP_NAME_PATTERN,
+    RESERVED_GROUP_NAMES,
+    DevServer,
+    PoolSection,
+    ResolvedGroup,
+    WorkerGroup,
+)
 from pipelex_pool.topology.suggest import did_you_mean
 from pipelex_pool.topology.temporal_schema import TemporalSection
 from pipelex_pool.topology.validate import check_topology
@@ -66,20 +73,50 @@ def expand_env(value: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file to plain Python values; raises TopologyError naming the line on a syntax error."""
+    """Parse a TOML file to plain Python values; raises TopologyError naming the line (and the key) of a syntax
+    error, a duplicated key included, and refusing anything but a regular file (a FIFO would block the reader)."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise TopologyError(
+                str(path),
+                [Issue("", "is not a regular file (a directory, FIFO or device).", "point at a TOML file.")],
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise TopologyError(str(path), [Issue("", "file not found.", "check the path.")]) from exc
+    except UnicodeDecodeError as exc:
+        raise TopologyError(str(path), [Issue("", f"is not UTF-8 text: {exc}.", "save it as UTF-8.")]) from exc
     except OSError as exc:
         raise TopologyError(str(path), [Issue("", f"cannot read the file: {exc}.", "check its permissions.")]) from exc
     try:
-        return tomlkit.parse(text).unwrap()
-    except ParseError as exc:
-        raise TopologyError(
-            str(path),
-            [Issue(f"line {exc.line}, column {exc.col}", f"TOML syntax error: {exc}.", "fix the syntax.")],
-        ) from exc
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TopologyError(str(path), [toml_syntax_issue(text, str(exc))]) from exc
+
+
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+_TOML_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?")
+_TOML_KEY = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
+
+
+def toml_syntax_issue(text: str, message: str) -> Issue:
+    """An Issue for a TOML parse error: its line and column, and the key path where that line has one."""
+    match = _TOML_POSITION.search(message)
+    problem = _TOML_POSITION.sub("", message).strip()
+    if match is None:
+        return Issue("", f"TOML syntax error: {problem}.", "fix the syntax.")
+    line = int(match.group(1))
+    lines = text.splitlines()
+    where = f"line {line}, column {match.group(2)}"
+    key = _TOML_KEY.match(lines[line - 1]) if 0 < line <= len(lines) else None
+    if key is not None:
+        table = next((h.group(1) for h in map(_TOML_HEADER.match, reversed(lines[: line - 1])) if h), "")
+        dotted = ".".join(p for p in (table, key.group(1).strip().strip("\"'")) if p)
+        where = f"{dotted} ({where})"
+    fix = "remove one of the two." if "overwrite" in problem or "redefine" in problem else "fix the syntax."
+    if "overwrite" in problem:
+        problem = "the key is given twice (TOML allows each key once)"
+    return Issue(where, f"TOML syntax error: {problem}.", fix)
 
 
 def parse_section(
@@ -150,6 +187,18 @@ def move_docs_alias(temporal: Any, issues: list[Issue], file: str | None) -> Non
         )
 
 
+def group_name_issue(name: str) -> Issue:
+    fixed = re.sub(r"[^A-Za-z0-9_-]", "_", name) or "group"
+    if name in RESERVED_GROUP_NAMES:
+        return Issue(f"workers.{name}", f"{name!r} is the embedded dev server's name.", "rename the table.")
+    return Issue(
+        f"workers.{name}",
+        f"group name {name!r} may only hold letters, digits, '_' and '-' (it names log files, sockets and "
+        "Temporal identities).",
+        f"rename the table, e.g. [workers.{fixed}].",
+    )
+
+
 def _fallback_pool(raw: Any) -> PoolSection:
     app = raw.get("app") if isinstance(raw, dict) else None
     try:
@@ -184,6 +233,9 @@ def load_topology(path: str | Path, environ: Mapping[str, str] | None = None) ->
         issues.append(Issue("workers", "must be a table of groups.", "write [workers.<group>] tables."))
         workers_raw = {}
     for name, raw in workers_raw.items():
+        if not re.fullmatch(GROUP_NAME_PATTERN, name) or name in RESERVED_GROUP_NAMES:
+            issues.append(group_name_issue(name))
+            continue
         group = parse_section(WorkerGroup, raw, ("workers", name), issues)
         if group is not None:
             groups[name] = group

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Literal
 
 from pydantic import Field, field_validator
 
-from pipelex_pool.topology.temporal_schema import RuntimeProfile, TemporalSection, WorkerScope
+from pipelex_pool.topology.temporal_schema import RuntimeProfile, WorkerScope
 from pipelex_pool.topology.types import Address, Duration, PortRange, Size, StrictModel
 from pipelex_pool.units import parse_duration
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+GROUP_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"  # a group name is part of file, socket and identity names
+RESERVED_GROUP_NAMES = ("temporal-dev-server",)  # the embedded dev server's own slot
 RestartMode = Literal["always", "on-failure", "never"]
 
 
@@ -110,23 +111,6 @@ class WorkerGroup(StrictModel):
     def _command(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
             raise ValueError("command is empty; give the program and its arguments, or remove the key")
-        return value
-
-
-class TopologyFile(StrictModel):
-    """The file as written (before references are resolved)."""
-
-    pool: PoolSection = Field(default_factory=PoolSection)
-    dev_server: DevServer = Field(default_factory=DevServer)
-    workers: dict[str, WorkerGroup] = Field(default_factory=dict)
-    temporal: TemporalSection | None = None
-
-    @field_validator("workers")
-    @classmethod
-    def _group_names(cls, value: dict[str, WorkerGroup]) -> dict[str, WorkerGroup]:
-        for name in value:
-            if not re.match(NAME_PATTERN, name):
-                raise ValueError(f"group name {name!r} must match {NAME_PATTERN} (it is used in file names)")
         return value
 
 

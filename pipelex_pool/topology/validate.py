@@ -7,9 +7,11 @@ from datetime import timedelta
 
 from pipelex_pool.errors import Issue, Severity
 from pipelex_pool.packs import Catalog, ResolvedScope, resolve_scope
+from pipelex_pool.topology.limits import default_max_replicas
 from pipelex_pool.topology.schema import PoolSection, ResolvedGroup, WorkerGroup
 from pipelex_pool.topology.suggest import did_you_mean
 from pipelex_pool.topology.temporal_schema import BUILTIN_DEFAULT_PROFILE, TemporalSection
+from pipelex_pool.topology.validate_temporal import check_temporal
 from pipelex_pool.units import split_port_range
 
 COMMAND_PLACEHOLDERS = (
@@ -24,189 +26,10 @@ COMMAND_PLACEHOLDERS = (
     "config",
 )
 DEFAULT_WATCHDOG = timedelta(seconds=15)
-RESOURCE_BASED = "tuning_mode='resource_based' is reserved but not implemented; use 'explicit'."
 
 
 def _error(path: str, problem: str, fix: str = "") -> Issue:
     return Issue(path, problem, fix)
-
-
-def check_temporal(temporal: TemporalSection, catalog: Catalog, issues: list[Issue], file: str | None) -> None:
-    worker_config = temporal.worker_config
-    if worker_config.task_queue is not None:
-        if worker_config.default_task_queue not in (None, worker_config.task_queue):
-            issues.append(
-                Issue(
-                    "temporal.worker_config.task_queue",
-                    "both task_queue (legacy) and default_task_queue are set, to different queues.",
-                    "remove task_queue.",
-                    file=file,
-                )
-            )
-        else:
-            issues.append(
-                Issue(
-                    "temporal.worker_config.task_queue",
-                    "task_queue is the legacy name of default_task_queue (read as default_task_queue).",
-                    "rename the key to default_task_queue.",
-                    Severity.WARNING,
-                    file,
-                )
-            )
-
-    profiles = temporal.worker_runtime_profiles
-    all_profiles = profiles.all_profiles()
-    if profiles.default_profile not in all_profiles:
-        issues.append(
-            Issue(
-                "temporal.worker_runtime_profiles.default_profile",
-                f"unknown profile {profiles.default_profile!r}.",
-                did_you_mean(profiles.default_profile, all_profiles),
-                file=file,
-            )
-        )
-    for name, profile in profiles.profiles.items():
-        path = f"temporal.worker_runtime_profiles.profiles.{name}"
-        if profile.tuning_mode == "resource_based":
-            issues.append(Issue(f"{path}.tuning_mode", RESOURCE_BASED, 'set tuning_mode = "explicit".', file=file))
-        elif profile.tuning_mode != "explicit":
-            issues.append(
-                Issue(
-                    f"{path}.tuning_mode",
-                    f"unknown tuning_mode {profile.tuning_mode!r}.",
-                    'use "explicit".',
-                    file=file,
-                )
-            )
-        missing = profile.missing_fields()
-        base = profiles.default_profile if profiles.default_profile in all_profiles else "default"
-        source = f"the default profile {base!r}" if name != base else "Pipelex's built-in default profile"
-        if missing:
-            issues.append(
-                Issue(
-                    path,
-                    f"{len(missing)} field(s) not set, taken from {source}: {', '.join(missing)}.",
-                    "",
-                    Severity.NOTE,
-                    file,
-                )
-            )
-
-    scopes = temporal.worker_scopes
-    all_scopes = scopes.all_scopes()
-    if scopes.default_scope not in all_scopes:
-        issues.append(
-            Issue(
-                "temporal.worker_scopes.default_scope",
-                f"unknown scope {scopes.default_scope!r}.",
-                did_you_mean(scopes.default_scope, all_scopes),
-                file=file,
-            )
-        )
-    for name, scope in scopes.scopes.items():
-        path = f"temporal.worker_scopes.scopes.{name}"
-        checks = (
-            ("required_tasks_packs", scope.required_tasks_packs, catalog.packs, "task pack"),
-            ("required_workflows", scope.required_workflows, catalog.workflows, "workflow"),
-            ("excluded_workflows", scope.excluded_workflows, catalog.workflows, "workflow"),
-            ("required_activities", scope.required_activities, catalog.activities, "activity"),
-            ("excluded_activities", scope.excluded_activities, catalog.activities, "activity"),
-        )
-        for key, names, known, kind in checks:
-            for item in names:
-                if item not in known:
-                    issues.append(
-                        Issue(f"{path}.{key}", f"unknown {kind} {item!r}.", did_you_mean(item, known), file=file)
-                    )
-        if resolve_scope(scope, catalog).empty:
-            issues.append(
-                Issue(
-                    path,
-                    "this scope resolves to nothing: no workflow and no activity would be registered.",
-                    "add required_tasks_packs, required_workflows or required_activities, or relax the exclusions.",
-                    file=file,
-                )
-            )
-
-    servers = temporal.temporal_config.all_servers()
-    selected = temporal.temporal_config.selected_server
-    if selected not in servers:
-        issues.append(
-            Issue(
-                "temporal.temporal_config.selected_server",
-                f"unknown server {selected!r}.",
-                did_you_mean(selected, servers),
-                file=file,
-            )
-        )
-    for name, server in servers.items():
-        path = f"temporal.temporal_config.temporal_server_configs.{name}"
-        host, _, port = server.target_host.rpartition(":")
-        if not host or not port.isdigit():
-            issues.append(
-                Issue(
-                    f"{path}.target_host",
-                    f"{server.target_host!r} is not host:port.",
-                    'e.g. "localhost:7233".',
-                    file=file,
-                )
-            )
-        if server.api_key_method == "env_var" and not server.api_key_id:
-            issues.append(
-                Issue(
-                    f"{path}.api_key_id",
-                    'api_key_method = "env_var" needs the variable name.',
-                    'set api_key_id = "TEMPORAL_API_KEY".',
-                    file=file,
-                )
-            )
-
-    routes = worker_config.activity_queues
-    default_queue = temporal.default_task_queue
-    routed_queues: set[str] = set()
-    for activity, route in routes.items():
-        path = f"temporal.worker_config.activity_queues.{activity}"
-        if activity not in catalog.activities:
-            issues.append(
-                Issue(
-                    path,
-                    f"unknown activity {activity!r}.",
-                    did_you_mean(activity, catalog.activities),
-                    file=file,
-                )
-            )
-        for key, queue in [
-            ("default", route.default),
-            *((f"by_handle.{h}", q) for h, q in route.by_handle.items()),
-        ]:
-            routed_queues.add(queue)
-            if queue != default_queue and queue not in temporal.queue_options:
-                issues.append(
-                    Issue(
-                        f"{path}.{key}",
-                        f"routes to queue {queue!r}, which has no [temporal.queue_options.{queue}] entry.",
-                        did_you_mean(
-                            queue,
-                            temporal.queue_options,
-                            f"add [temporal.queue_options.{queue}] (it may be empty).",
-                        ),
-                        file=file,
-                    )
-                )
-    for queue in temporal.queue_options:
-        if queue != default_queue and queue not in routed_queues:
-            issues.append(
-                Issue(
-                    f"temporal.queue_options.{queue}",
-                    f"no activity routes to queue {queue!r}.",
-                    did_you_mean(
-                        queue,
-                        routed_queues,
-                        "route an activity to it in activity_queues, or remove the entry.",
-                    ),
-                    file=file,
-                )
-            )
 
 
 def _check_group(
@@ -324,6 +147,20 @@ def _check_coverage(
     for activity, route in routes.items():
         for queue in sorted(route.queues()):
             if not pollers(queue, activity):
+                idle = [
+                    g.name for g in groups.values() if g.task_queue == queue and activity in scopes[g.scope].activities
+                ]
+                if idle:  # it is registered, just by a group that runs no replica now
+                    issues.append(
+                        Issue(
+                            f"temporal.worker_config.activity_queues.{activity}",
+                            f"routes {activity} to queue {queue!r}, whose group(s) {', '.join(idle)} run 0 replicas: "
+                            "runs that call it wait until the group is scaled up.",
+                            f"`pipelex-pool scale {idle[0]} N` when it is needed, or set replicas >= 1.",
+                            Severity.WARNING,
+                        )
+                    )
+                    continue
                 polling = [g.name for g in groups.values() if g.task_queue == queue]
                 detail = (
                     f"group(s) {', '.join(polling)} poll it but their scope does not register {activity}"
@@ -385,7 +222,28 @@ def check_topology(
     if complete and len(resolved) == len(groups):
         _check_coverage(temporal, resolved, scopes, issues)
     _check_worker_metrics(pool, groups, issues)
+    _check_replica_limit(pool, groups, issues)
     return resolved, scopes
+
+
+def _check_replica_limit(pool: PoolSection, groups: dict[str, WorkerGroup], issues: list[Issue]) -> None:
+    """Every group at its most (replicas, or its autoscale max) must fit in [pool] max_replicas."""
+    limit = pool.max_replicas or default_max_replicas()
+    most = {name: max(g.replicas, g.autoscale.max if g.autoscale else 0) for name, g in groups.items()}
+    if sum(most.values()) > limit:
+        where = "pool.max_replicas" if pool.max_replicas else "workers"
+        source = (
+            "[pool] max_replicas" if pool.max_replicas else "the default max_replicas (this machine's memory / 100 MiB)"
+        )
+        biggest = max(most, key=lambda name: most[name])
+        issues.append(
+            _error(
+                where,
+                f"the groups ask for up to {sum(most.values())} replicas ({biggest}: {most[biggest]}), over {source}, "
+                f"{limit}.",
+                "ask for fewer replicas, or set [pool] max_replicas higher if this machine can hold them.",
+            )
+        )
 
 
 def _check_worker_metrics(pool: PoolSection, groups: dict[str, WorkerGroup], issues: list[Issue]) -> None:

@@ -18,7 +18,7 @@ from pipelex_pool.topology.temporal_schema import (
     ServerConfig,
     TemporalSection,
 )
-from pipelex_pool.topology.validate import check_temporal
+from pipelex_pool.topology.validate_temporal import check_temporal
 from pipelex_pool.units import parse_address
 
 

@@ -28,6 +28,7 @@ from pipelex_pool.supervisor.spawning.spawner import (
     Register,
     RegistrationFailed,
     Spawner,
+    signal_group,
 )
 
 log = structlog.get_logger("pipelex_pool.spawn")
@@ -106,6 +107,9 @@ class ForkSpawner:
     def own_pids(self) -> set[int]:
         """The pids this spawner waits for: the fork servers and the children it forked."""
         return {p.pid for p in [self._server, *self._retired] if p is not None} | self._children
+
+    def signal(self, pid: int, signum: int) -> None:
+        signal_group(pid, signum)
 
     def reap_orphans(self, known: set[int]) -> list[int]:
         return reap_adopted_orphans(known | self.own_pids()) if self.adopting else []

@@ -66,6 +66,9 @@ class Spawner(Protocol):
     def own_pids(self) -> set[int]:
         """Helper processes of the spawner itself (a fork server), which the pool must not treat as orphans."""
 
+    def signal(self, pid: int, signum: int) -> None:
+        """Send `signum` to the child's process group; a child already gone is not an error."""
+
     def reap_orphans(self, known: set[int]) -> list[int]:
         """Reap adopted descendants that exited and are none of `known` (nor the spawner's); returns their pids."""
 
@@ -84,6 +87,9 @@ class ExecSpawner:
 
     def own_pids(self) -> set[int]:
         return set()
+
+    def signal(self, pid: int, signum: int) -> None:
+        signal_group(pid, signum)
 
     def reap_orphans(self, known: set[int]) -> list[int]:
         return []  # not a subreaper: orphans of its children go to init
@@ -171,3 +177,11 @@ def worker_spec(
         }
         argv = pdeathsig_wrapped([part.format(**values) for part in group.command])
     return ChildSpec(name=f"{group.name}/{replica}", argv=argv, env=env, identity=identity)
+
+
+def signal_group(pid: int, signum: int) -> None:
+    """Signal a child's process group (it leads its own session); already gone: its exit is on the way."""
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        pass

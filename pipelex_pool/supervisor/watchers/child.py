@@ -3,6 +3,7 @@ readiness checks that live outside it. They only report events; the loop decides
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -104,9 +105,10 @@ async def watch_child(
             if notify is not None:
                 notify.close()
             await process.aclose()
-            await events.send(
-                Exited(handle, generation, process.returncode if process.returncode is not None else returncode)
-            )
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):  # (the loop is gone)
+                await events.send(
+                    Exited(handle, generation, process.returncode if process.returncode is not None else returncode)
+                )
 
 
 async def watch_serving(

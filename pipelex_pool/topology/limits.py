@@ -12,8 +12,3 @@ MEMORY_PER_REPLICA = 100 * MIB  # a built-in worker is ~65 MiB RSS idle; a real 
 def default_max_replicas() -> int:
     """The machine's memory / 100 MiB (245 on a 24 GiB machine): `[pool] max_replicas` overrides it."""
     return max(1, int(psutil.virtual_memory().total // MEMORY_PER_REPLICA))
-
-
-def planned_replicas(groups: dict[str, tuple[int, int | None]]) -> int:
-    """The most replicas a topology can ask for: each group's replicas, or its autoscale max."""
-    return sum(autoscale_max if autoscale_max is not None else replicas for replicas, autoscale_max in groups.values())
