@@ -118,7 +118,11 @@ def scale(
 def reload(topology: Path | None, socket_path: Path | None, as_json: bool) -> None:
     """Re-read the topology and apply what changed; a broken file is refused and the pool left as it is."""
     plan = call_pool(topology, socket_path, "reload")
-    parts = [f"{key}: {', '.join(plan[key])}" for key in ("added", "removed", "rolled", "unchanged") if plan[key]]
+    parts = [
+        f"{key}: {', '.join(plan[key])}"
+        for key in ("added", "removed", "rolled", "unchanged", "stopped")
+        if plan.get(key)
+    ]
     parts += [f"scaled: {', '.join(f'{g}={n}' for g, n in plan['scaled'].items())}"] if plan["scaled"] else []
     echo_result(
         plan,

@@ -110,8 +110,20 @@ class Pool:
 
         return self.wait(ready, within, "every replica READY")
 
+    def worker_pids(self) -> set[int]:
+        """Every live process running this pool's topology (by its unique path on the command line), tracked by
+        the pool or not: what a user would find with `ps`."""
+        found = set()
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and str(self.topology) in " ".join(
+                proc.info["cmdline"] or []
+            ):
+                if proc.pid != (self.proc.pid if self.proc else None):
+                    found.add(proc.pid)
+        return found
+
     def cleanup(self) -> None:
-        for pid in self.seen_pids:
+        for pid in self.seen_pids | self.worker_pids():
             try:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

@@ -275,7 +275,11 @@ def test_sigkilled_supervisor_leaves_no_worker_and_next_up_is_clean(
     pool.up()
     status = pool.wait_all_ready()
     assert not alive(workers["stubborn"]), "the next `up` did not stop the leftover of the crashed supervisor"
-    assert "supervisor.leftover_stopped" in pool.output()
+    output = pool.output()
+    assert "supervisor.leftover_stopped" in output
+    found = [json.loads(line) for line in output.splitlines() if '"supervisor.leftover_found"' in line]
+    # each leftover gets its profile's full grace (10 s in the test topology) + the stop margin, not a fixed 10 s
+    assert {f["name"]: f["grace_s"] for f in found}["stubborn/0"] == 15.0
     assert all(r["state"] == "READY" for r in status["replicas"])
 
 

@@ -13,7 +13,7 @@ import tomlkit
 from pipelex_pool.control.status import pool_status
 from pipelex_pool.errors import ErrorCode, RequestRefused, TopologyError
 from pipelex_pool.supervisor.desired import requests
-from pipelex_pool.supervisor.loop import Supervisor
+from pipelex_pool.supervisor.view import PoolControl
 
 
 def _group_arg(args: dict[str, Any]) -> str:
@@ -40,7 +40,7 @@ class Command:
                     ErrorCode.BAD_ARGS, f"{self.name}: argument {key!r} must be of type {expected.__name__}"
                 )
 
-    async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
+    async def run(self, supervisor: PoolControl, args: dict[str, Any]) -> Any:
         raise NotImplementedError
 
 
@@ -50,7 +50,7 @@ class Status(Command):
     name = "status"
     mutating = False
 
-    async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
+    async def run(self, supervisor: PoolControl, args: dict[str, Any]) -> Any:
         return pool_status(supervisor)
 
 
@@ -59,7 +59,7 @@ class RestartFailed(Command):
 
     name = "restart-failed"
 
-    async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
+    async def run(self, supervisor: PoolControl, args: dict[str, Any]) -> Any:
         return await supervisor.submit(requests.RestartFailed())
 
 
@@ -69,7 +69,7 @@ class Restart(Command):
     name = "restart"
     arguments = {"groups": list}
 
-    async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
+    async def run(self, supervisor: PoolControl, args: dict[str, Any]) -> Any:
         names = args.get("groups") or []
         if not all(isinstance(n, str) and n for n in names):
             raise RequestRefused(ErrorCode.BAD_ARGS, '"groups" must be a list of group names')
@@ -82,7 +82,7 @@ class Stop(Command):
     name = "stop"
     arguments = {"group": str}
 
-    async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
+    async def run(self, supervisor: PoolControl, args: dict[str, Any]) -> Any:
         return await supervisor.submit(requests.SetStopped(_group_arg(args), stopped=True))
 
 
@@ -92,7 +92,7 @@ class Start(Command):
     name = "start"
     arguments = {"group": str}
 
-    async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
+    async def run(self, supervisor: PoolControl, args: dict[str, Any]) -> Any:
         return await supervisor.submit(requests.SetStopped(_group_arg(args), stopped=False))
 
 
@@ -103,7 +103,7 @@ class Scale(Command):
     name = "scale"
     arguments = {"group": str, "replicas": int, "save": bool}
 
-    async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
+    async def run(self, supervisor: PoolControl, args: dict[str, Any]) -> Any:
         name = _group_arg(args)
         replicas = args.get("replicas")
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
@@ -138,7 +138,7 @@ class Reload(Command):
 
     name = "reload"
 
-    async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
+    async def run(self, supervisor: PoolControl, args: dict[str, Any]) -> Any:
         try:
             return await supervisor.reload_file()
         except TopologyError as exc:
@@ -150,7 +150,7 @@ class Down(Command):
 
     name = "down"
 
-    async def run(self, supervisor: Supervisor, args: dict[str, Any]) -> Any:
+    async def run(self, supervisor: PoolControl, args: dict[str, Any]) -> Any:
         await supervisor.submit(requests.Shutdown("down"))
         return {"stopping": True, "pid": supervisor.pid}
 

@@ -12,14 +12,14 @@ from anyio.abc import SocketStream, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from pipelex_pool.control.status import group_tasks
-from pipelex_pool.supervisor.loop import Supervisor
 from pipelex_pool.supervisor.process.state import ProcState
+from pipelex_pool.supervisor.view import PoolView
 
 log = structlog.get_logger("pipelex_pool.http")
 REQUEST_TIMEOUT_S = 5.0
 
 
-def health(supervisor: Supervisor) -> tuple[int, dict[str, Any]]:
+def health(supervisor: PoolView) -> tuple[int, dict[str, Any]]:
     """200 when every wanted replica is READY and Temporal answers; 503 naming what is not."""
     problems: list[dict[str, Any]] = []
     for group in supervisor.all_groups():
@@ -45,7 +45,7 @@ def _labels(**labels: object) -> str:
     return "{" + ",".join(f'{key}="{str(value).translate(_ESCAPES)}"' for key, value in labels.items()) + "}"
 
 
-def metrics(supervisor: Supervisor) -> str:
+def metrics(supervisor: PoolView) -> str:
     """Prometheus text exposition of the pool's replicas, restarts, exits and resource use."""
     out: list[str] = []
 
@@ -118,7 +118,7 @@ def metrics(supervisor: Supervisor) -> str:
 
 
 class HttpEndpoint:
-    def __init__(self, supervisor: Supervisor, address: str) -> None:
+    def __init__(self, supervisor: PoolView, address: str) -> None:
         self.supervisor = supervisor
         host, _, port = address.rpartition(":")
         self.host, self.port = host or "127.0.0.1", int(port)

@@ -15,7 +15,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from pipelex_pool.control import protocol
 from pipelex_pool.control.commands import COMMANDS
 from pipelex_pool.errors import ErrorCode, ProtocolError, RequestRefused
-from pipelex_pool.supervisor.loop import Supervisor
+from pipelex_pool.supervisor.view import PoolControl
 
 log = structlog.get_logger("pipelex_pool.control")
 IDLE_TIMEOUT_S = 30.0  # a client silent (or stuck mid-line) this long is disconnected
@@ -30,7 +30,7 @@ def peer_uid(stream: SocketStream) -> int:
 
 
 class ControlServer:
-    def __init__(self, supervisor: Supervisor, path: Path) -> None:
+    def __init__(self, supervisor: PoolControl, path: Path) -> None:
         self.supervisor = supervisor
         self.path = path
 

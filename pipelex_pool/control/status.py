@@ -11,14 +11,14 @@ from pipelex_pool.control.protocol import PROTOCOL_VERSION
 from pipelex_pool.supervisor import view as pool_view
 from pipelex_pool.supervisor.desired import requests
 from pipelex_pool.supervisor.groups import SupervisedGroup
-from pipelex_pool.supervisor.loop import Supervisor
 from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.process.state import ProcState
+from pipelex_pool.supervisor.view import PoolView
 from pipelex_pool.supervisor.watchers.queues import served_types
 from pipelex_pool.worker.accounting import TaskCounts
 
 
-def _resources(supervisor: Supervisor, handle: ProcessHandle) -> dict[str, Any]:
+def _resources(supervisor: PoolView, handle: ProcessHandle) -> dict[str, Any]:
     info = supervisor.info.get(handle)
     usage = info.usage if info is not None and handle.pid is not None else None
     if usage is None:
@@ -31,7 +31,7 @@ def _resources(supervisor: Supervisor, handle: ProcessHandle) -> dict[str, Any]:
     }
 
 
-def _autoscale(supervisor: Supervisor, group: SupervisedGroup) -> dict[str, Any] | None:
+def _autoscale(supervisor: PoolView, group: SupervisedGroup) -> dict[str, Any] | None:
     if group.spec is None or group.spec.autoscale is None:
         return None
     state = supervisor.watch.autoscale.get(group.name)
@@ -43,7 +43,7 @@ def _autoscale(supervisor: Supervisor, group: SupervisedGroup) -> dict[str, Any]
     }
 
 
-def group_tasks(supervisor: Supervisor, group: SupervisedGroup) -> TaskCounts:
+def group_tasks(supervisor: PoolView, group: SupervisedGroup) -> TaskCounts:
     """Counts of the group's exited processes plus what its live ones last reported."""
     total = group.tasks_history
     for handle in group.all_handles():
@@ -53,7 +53,7 @@ def group_tasks(supervisor: Supervisor, group: SupervisedGroup) -> TaskCounts:
     return total
 
 
-def _polling(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHandle, identity: str) -> bool | None:
+def _polling(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle, identity: str) -> bool | None:
     """Whether Temporal lists this replica among its queue's live pollers (None: unknown or not a worker)."""
     if group.spec is None or not identity or handle.pid is None:
         return None
@@ -64,7 +64,7 @@ def _polling(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHand
     return supervisor.watch.polling(group.spec.task_queue, types, identity, handle.ready_at)
 
 
-def _queues(supervisor: Supervisor) -> dict[str, Any]:
+def _queues(supervisor: PoolView) -> dict[str, Any]:
     now = datetime.now(UTC)
     queues: dict[str, Any] = {}
     for (queue, queue_type), view in sorted(supervisor.watch.views.items(), key=lambda kv: (kv[0][0], kv[0][1].name)):
@@ -83,7 +83,7 @@ def _queues(supervisor: Supervisor) -> dict[str, Any]:
     return queues
 
 
-def _replica(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHandle, role: str) -> dict[str, Any]:
+def _replica(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle, role: str) -> dict[str, Any]:
     spec = group.spec
     info = supervisor.info.get(handle)
     return {
@@ -103,6 +103,7 @@ def _replica(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHand
         "status_text": info.status_text if info and info.status_text else None,
         "tasks": asdict(info.tasks) if info and info.tasks else None,
         "polling": _polling(supervisor, group, handle, info.identity if info else ""),
+        "poller_limit_at": info.poller_limit_at if info else None,
         "sdk_metrics": f"http://{info.sdk_metrics}/metrics"
         if info and info.sdk_metrics and handle.state.alive
         else None,
@@ -110,7 +111,25 @@ def _replica(supervisor: Supervisor, group: SupervisedGroup, handle: ProcessHand
     }
 
 
-def pool_status(supervisor: Supervisor) -> dict[str, Any]:
+def _poller_limit_warnings(supervisor: PoolView) -> list[str]:
+    """Temporal refused polls of live replicas because the namespace's concurrent poller limit is reached."""
+    hit = []
+    for handle in supervisor.handles():
+        info = supervisor.info.get(handle)
+        if handle.state.alive and info is not None and info.poller_limit_at is not None:
+            hit.append((handle.name, info.poller_limit_at))
+    if not hit:
+        return []
+    names = ", ".join(name for name, _ in hit)
+    since = time.strftime("%H:%M:%S", time.localtime(min(at for _, at in hit)))
+    return [
+        f"Temporal refused polls of {names} (namespace concurrent poller limit exceeded, since {since}): these "
+        "replicas get no work; run fewer replicas or fewer pollers per replica (max_concurrent_*_task_polls), or "
+        "raise the namespace's limit"
+    ]
+
+
+def pool_status(supervisor: PoolView) -> dict[str, Any]:
     replicas = []
     groups = {}
     pool_tasks = TaskCounts()
@@ -129,6 +148,8 @@ def pool_status(supervisor: Supervisor) -> dict[str, Any]:
             "ready": sum(h.state is ProcState.READY for h in group.handles),
             "stopped_by_operator": group.stopped_by_operator,
             "rolling": len(group.roll_queue),
+            "restarts_total": group.restarts_total,
+            "spawn_failures": group.spawn_failures,
             "scope": spec.scope if spec else None,
             "queue": spec.task_queue if spec else None,
             "profile": spec.profile if spec else None,
@@ -138,7 +159,7 @@ def pool_status(supervisor: Supervisor) -> dict[str, Any]:
     dev_state = supervisor.dev.handles[0].state.value if supervisor.dev and supervisor.dev.handles else None
     return {
         "queues": _queues(supervisor),
-        "warnings": supervisor.watch.warnings(),
+        "warnings": supervisor.watch.warnings() + _poller_limit_warnings(supervisor),
         "temporal_watch_error": supervisor.watch.error,
         "protocol": PROTOCOL_VERSION,
         "pool": {
@@ -156,6 +177,7 @@ def pool_status(supervisor: Supervisor) -> dict[str, Any]:
             "log_dir": str(supervisor.paths.log_dir),
             "shutting_down": supervisor.shutting_down,
             "busy": requests.busy(supervisor.groups),
+            "max_replicas": supervisor.max_replicas,
             "counts": pool_view.counts(supervisor),
             "tasks": asdict(pool_tasks),
         },

@@ -85,8 +85,9 @@ def stop_leftovers(path: Path) -> list[ChildRecord]:
     for raw in data.get("children", []):
         try:
             record = ChildRecord(**raw)
-            if abs(psutil.Process(record.pid).create_time() - record.create_time) < 0.05:
-                found.append(record)
+            process = psutil.Process(record.pid)
+            if abs(process.create_time() - record.create_time) < 0.05 and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(record)  # (a zombie has exited already: nothing to stop)
         except (psutil.Error, TypeError):
             continue
     start = time.monotonic()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from pipelex_pool.supervisor.desired.requests import Request
 from pipelex_pool.supervisor.groups import SupervisedGroup
 from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.process.state import ProcState
@@ -66,6 +67,13 @@ class PoolView(Protocol):
 
     def all_groups(self) -> list[SupervisedGroup]: ...
     def handles(self) -> list[ProcessHandle]: ...
+
+
+class PoolControl(PoolView, Protocol):
+    """What control commands get: the view, and the way to ask for a change (a request the loop applies)."""
+
+    async def submit(self, request: Request) -> object: ...
+    async def reload_file(self) -> object: ...
 
 
 def uptime(supervisor: PoolView, handle: ProcessHandle) -> float | None:

@@ -1,0 +1,128 @@
+"""Convergence with real processes: a mass spawn obeys the latest command, `down` stops a mass spawn promptly, a
+killed supervisor leaves no untracked worker, and limits and broken files are refused before anything starts."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelex_pool.control.client import ControlClient
+from pipelex_pool.supervisor.spawning.budget import default_spawn_batch, default_spawn_rate
+from tests.conftest import TemporalServer
+from tests.pool import Pool, cli_args
+
+pytestmark = pytest.mark.slow
+
+ONLY_LLM = {"workers.router.replicas": 0, "workers.media.replicas": 0}
+
+
+def wait_for(predicate: object, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {within}s: {what}")
+
+
+def test_scale_down_during_a_mass_spawn_stops_it_within_one_batch(
+    pool: Pool, temporal_server: TemporalServer, namespace: str
+) -> None:
+    pool.write(temporal_server, namespace, ONLY_LLM)
+    pool.up()
+    pool.wait_all_ready()
+    client = ControlClient(pool.socket)
+    started = time.monotonic()
+    client.call("scale", {"group": "llm", "replicas": 40})
+    time.sleep(0.3)
+    client.call("scale", {"group": "llm", "replicas": 2})
+    elapsed = time.monotonic() - started
+    most = 0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        most = max(most, len(pool.worker_pids()))
+        time.sleep(0.02)
+    # What may start between the two requests: one batch, plus what the budget refills meanwhile.
+    bound = 2 + default_spawn_batch() + int(default_spawn_rate() * elapsed) + 1
+    assert most <= bound, f"{most} llm workers alive at once after scale 40 -> 2 in {elapsed:.2f}s (bound {bound})"
+    status = pool.wait(lambda s: s["groups"]["llm"]["ready"] == 2 and len(s["replicas"]) == 2, 60, "back to 2")
+    assert status["groups"]["llm"]["desired"] == 2
+
+
+def test_down_during_a_40_replica_spawn_returns_within_the_drain_time_with_nothing_left(
+    pool: Pool, temporal_server: TemporalServer, namespace: str
+) -> None:
+    pool.write(temporal_server, namespace, ONLY_LLM)
+    supervisor = pool.up()
+    pool.wait_all_ready()
+    assert pool.cli("scale", "llm", "40").returncode == 0
+    time.sleep(1.0)
+    started = time.monotonic()
+    down = pool.cli("down", timeout=120)
+    took = time.monotonic() - started
+    assert down.returncode == 0, down.stderr
+    assert supervisor.wait(timeout=10) == 0
+    assert took < 10 + 5, f"down took {took:.1f}s (grace 10 s + margin 5 s)"  # the profile's drain, not 40 spawns
+    assert not pool.worker_pids(), "workers left after down"
+
+
+def test_scale_over_max_replicas_is_refused_with_exit_2(
+    pool: Pool, temporal_server: TemporalServer, namespace: str
+) -> None:
+    pool.write(temporal_server, namespace, {**ONLY_LLM, "pool.max_replicas": 8})
+    pool.up()
+    pool.wait_all_ready()
+    refused = pool.cli("scale", "llm", "1000")
+    assert refused.returncode == 2
+    assert "max_replicas" in refused.stderr and "1000" in refused.stderr
+    assert pool.status()["groups"]["llm"]["desired"] == 2
+
+
+def test_20_trials_of_a_supervisor_killed_during_a_spawn_burst_leave_no_worker(
+    pool: Pool, temporal_server: TemporalServer, namespace: str
+) -> None:
+    pool.write(temporal_server, namespace, ONLY_LLM)
+    rng = random.Random(20)
+    reported = 0
+    for trial in range(20):
+        supervisor = pool.up()
+        pool.wait_all_ready()
+        leftovers = pool.output().count("supervisor.leftover_stopped")
+        reported += leftovers
+        ControlClient(pool.socket).call("scale", {"group": "llm", "replicas": 16})
+        time.sleep(rng.uniform(0.3, 1.0))
+        supervisor.send_signal(signal.SIGKILL)
+        supervisor.wait(timeout=10)
+        try:
+            wait_for(lambda: not pool.worker_pids(), 10, "no worker alive 10 s after the supervisor was killed")
+        except AssertionError:
+            survivors = pool.worker_pids()
+            pytest.fail(f"trial {trial}: {len(survivors)} worker(s) survived the supervisor: {sorted(survivors)}")
+    print(f"20 trials: leftovers reported by the next `up`: {reported}")
+
+
+@pytest.mark.parametrize(
+    "broken, key",
+    [
+        ('[workers."im/g"]\nscope = "runner-llm"\ntask_queue = "llm_q"\n', "workers.im/g"),
+        ("", "workers.llm.replicas (line"),
+    ],
+    ids=["group name with a slash", "duplicated key"],
+)
+def test_up_refuses_a_broken_topology_with_exit_2_naming_the_key_and_starts_nothing(
+    pool: Pool, temporal_server: TemporalServer, namespace: str, broken: str, key: str
+) -> None:
+    path = pool.write(temporal_server, namespace, ONLY_LLM)
+    text = path.read_text()
+    text = text + "\n" + broken if broken else text.replace("replicas = 2", "replicas = 2\nreplicas = 3", 1)
+    path.write_text(text)
+    result = subprocess.run(cli_args("up", str(path)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert key in result.stderr and "Traceback" not in result.stderr
+    assert not pool.worker_pids()
+    assert not Path(pool.directory / "state" / "children.json").exists()
