@@ -9,11 +9,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from pipelex_pool.control.client import ControlClient
 from pipelex_pool.supervisor.spawning.budget import default_spawn_batch, default_spawn_rate
-from tests.conftest import TemporalServer
+from pipelex_pool.temporal.devserver import dev_server_command, wait_until_serving
+from tests.conftest import Processes, TemporalServer, free_port
 from tests.pool import Pool, cli_args
 
 pytestmark = pytest.mark.slow
@@ -126,3 +128,19 @@ def test_up_refuses_a_broken_topology_with_exit_2_naming_the_key_and_starts_noth
     assert key in result.stderr and "Traceback" not in result.stderr
     assert not pool.worker_pids()
     assert not Path(pool.directory / "state" / "children.json").exists()
+
+
+def test_a_namespace_that_refuses_polls_is_shown_in_status(pool: Pool, processes: Processes, tmp_path: Path) -> None:
+    port = free_port()
+    command = dev_server_command(port, tmp_path / "limited.db", log_level="error")
+    command += ["--dynamic-config-value", "frontend.namespaceCount=2"]  # two concurrent long polls at most
+    server = processes.spawn(command, name="limited-server")
+    address = f"127.0.0.1:{port}"
+    anyio.run(lambda: wait_until_serving(address, "default", within=60))
+    pool.write(TemporalServer(address=address, pid=server.pid), "default", ONLY_LLM)
+    pool.up()
+    status = pool.wait(lambda s: bool(s["poller_limit"]), 60, "the poller limit reported")
+    assert "namespace concurrent poller limit exceeded" in status["poller_limit"]
+    assert any("refuses new polls" in w for w in status["warnings"])
+    text = pool.cli("status")
+    assert "frontend.namespaceCount" in text.stdout

@@ -103,30 +103,11 @@ def _replica(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle
         "status_text": info.status_text if info and info.status_text else None,
         "tasks": asdict(info.tasks) if info and info.tasks else None,
         "polling": _polling(supervisor, group, handle, info.identity if info else ""),
-        "poller_limit_at": info.poller_limit_at if info else None,
         "sdk_metrics": f"http://{info.sdk_metrics}/metrics"
         if info and info.sdk_metrics and handle.state.alive
         else None,
         **_resources(supervisor, handle),
     }
-
-
-def _poller_limit_warnings(supervisor: PoolView) -> list[str]:
-    """Temporal refused polls of live replicas because the namespace's concurrent poller limit is reached."""
-    hit = []
-    for handle in supervisor.handles():
-        info = supervisor.info.get(handle)
-        if handle.state.alive and info is not None and info.poller_limit_at is not None:
-            hit.append((handle.name, info.poller_limit_at))
-    if not hit:
-        return []
-    names = ", ".join(name for name, _ in hit)
-    since = time.strftime("%H:%M:%S", time.localtime(min(at for _, at in hit)))
-    return [
-        f"Temporal refused polls of {names} (namespace concurrent poller limit exceeded, since {since}): these "
-        "replicas get no work; run fewer replicas or fewer pollers per replica (max_concurrent_*_task_polls), or "
-        "raise the namespace's limit"
-    ]
 
 
 def pool_status(supervisor: PoolView) -> dict[str, Any]:
@@ -159,7 +140,8 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
     dev_state = supervisor.dev.handles[0].state.value if supervisor.dev and supervisor.dev.handles else None
     return {
         "queues": _queues(supervisor),
-        "warnings": supervisor.watch.warnings() + _poller_limit_warnings(supervisor),
+        "warnings": supervisor.watch.warnings(),
+        "poller_limit": supervisor.watch.poller_limit,
         "temporal_watch_error": supervisor.watch.error,
         "protocol": PROTOCOL_VERSION,
         "pool": {

@@ -37,14 +37,6 @@ class Exited:
     returncode: int
 
 
-@dataclass(frozen=True)
-class PollerLimited:
-    """The child's output says Temporal refused its polls: `namespace concurrent poller limit exceeded`."""
-
-    handle: ProcessHandle
-    generation: int
-
-
 @dataclass(eq=False)
 class Submitted:
     """A request on its way to the loop; whoever submitted it may wait for `applied`."""
@@ -59,5 +51,5 @@ class Submitted:
         self.applied.set()
 
 
-ProcessEvent = Notified | SeenReady | Exited | PollerLimited
+ProcessEvent = Notified | SeenReady | Exited
 Event = ProcessEvent | Submitted

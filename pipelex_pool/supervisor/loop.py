@@ -22,7 +22,7 @@ from pipelex_pool.contract import SDK_METRICS_KEY, TASKS_KEY, with_pid
 from pipelex_pool.errors import ErrorCode, RequestRefused, TopologyError
 from pipelex_pool.paths import PoolPaths
 from pipelex_pool.supervisor.desired.requests import Reload, Request, Shutdown, apply
-from pipelex_pool.supervisor.events import Event, Exited, Notified, PollerLimited, ProcessEvent, SeenReady, Submitted
+from pipelex_pool.supervisor.events import Event, Exited, Notified, ProcessEvent, SeenReady, Submitted
 from pipelex_pool.supervisor.groups import DEV_SERVER_GROUP, Readiness, SupervisedGroup, dev_server_group, worker_group
 from pipelex_pool.supervisor.lock import record_for, write_state
 from pipelex_pool.supervisor.process.handle import Action, ProcessHandle
@@ -331,11 +331,6 @@ class Supervisor:
             await self._on_exit(group, handle, ExitStatus.from_returncode(event.returncode), now)
         elif isinstance(event, SeenReady):
             self._mark_ready(handle, now)
-        elif isinstance(event, PollerLimited):
-            info = self.replica_info(handle)
-            if info.poller_limit_at is None:
-                log.error("worker.poller_limit", group=handle.group, replica=handle.replica, pid=handle.pid)
-            info.poller_limit_at = time.time()
         elif isinstance(event, Notified):
             self._on_notify(group, handle, event.fields, now)
 
@@ -441,7 +436,7 @@ class Supervisor:
             self._write_state()
             return
         info.status_text = ""
-        info.sdk_metrics_given, info.sdk_metrics, info.poller_limit_at = metrics_address, None, None
+        info.sdk_metrics_given, info.sdk_metrics = metrics_address, None
         log.info(
             "worker.spawned",
             group=handle.group,

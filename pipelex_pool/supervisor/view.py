@@ -34,7 +34,6 @@ class ReplicaInfo:
     usage: Usage | None = None
     sdk_metrics_given: str | None = None  # "host:port" given to the process for the SDK's metrics
     sdk_metrics: str | None = None  # "host:port" the process reported serving them on
-    poller_limit_at: float | None = None  # (wall clock) when Temporal last refused its polls (poller limit)
 
 
 class PoolView(Protocol):

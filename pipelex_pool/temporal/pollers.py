@@ -7,13 +7,16 @@ for ~50 s while it polls another partition (DESIGN.md section 8); so every parti
 from __future__ import annotations
 
 import enum
+import socket
+import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, PollActivityTaskQueueRequest
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 DEFAULT_PARTITIONS = 4
 
@@ -53,3 +56,26 @@ async def queue_pollers(
             if previous is None or previous.last_access < seen:
                 found[info.identity] = Poller(info.identity, seen)
     return found
+
+
+PROBE_TIMEOUT = timedelta(seconds=1)
+
+
+async def poller_limit_error(client: Client) -> str | None:
+    """Whether the namespace refuses new long polls (`namespace concurrent poller limit exceeded`): one short
+    poll on a queue of its own, which no task can ever be on, so it takes no work from anyone. The SDK retries
+    refused polls quietly, so a worker cannot tell; this can. None: polls are accepted."""
+    request = PollActivityTaskQueueRequest(
+        namespace=client.namespace,
+        task_queue=TaskQueue(name=f"pipelex-pool-probe-{uuid.uuid4().hex}"),
+        identity=f"pipelex-pool-probe@{socket.gethostname()}",
+    )
+    try:
+        await client.workflow_service.poll_activity_task_queue(request, timeout=PROBE_TIMEOUT)
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.RESOURCE_EXHAUSTED:
+            return exc.message or "namespace concurrent poller limit exceeded"
+        if exc.status is RPCStatusCode.DEADLINE_EXCEEDED:
+            return None  # the long poll was accepted and waited: no limit reached
+        raise
+    return None

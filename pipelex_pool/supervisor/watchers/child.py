@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Awaitable, Callable
 
 import anyio
 import structlog
 from anyio.abc import ByteReceiveStream, ObjectSendStream
 from temporalio.client import Client
 
-from pipelex_pool.supervisor.events import Event, Exited, Notified, PollerLimited, SeenReady
+from pipelex_pool.supervisor.events import Event, Exited, Notified, SeenReady
 from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.spawning.launch import Launched
 from pipelex_pool.supervisor.spawning.logfile import RotatingLog
@@ -21,7 +20,6 @@ from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 OUTPUT_DRAIN_S = 1.0
-POLLER_LIMIT = b"concurrent poller limit exceeded"  # Temporal's refusal of a poll, as the SDK logs it
 
 
 def parse_notify(datagram: bytes) -> dict[str, str]:
@@ -33,17 +31,10 @@ def parse_notify(datagram: bytes) -> dict[str, str]:
     return fields
 
 
-async def _pump(
-    stream: ByteReceiveStream,
-    output: RotatingLog,
-    done: anyio.Event,
-    report: Callable[[], Awaitable[None]],
-) -> None:
+async def _pump(stream: ByteReceiveStream, output: RotatingLog, done: anyio.Event) -> None:
     try:
         async for chunk in stream:
             output.write(chunk)
-            if POLLER_LIMIT in chunk:
-                await report()
     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
         pass
     finally:
@@ -80,15 +71,11 @@ async def watch_child(
     release what the spawn allocated."""
     process, output, notify = launched.child, launched.output, launched.notify
     returncode = -9
-
-    async def poller_limited() -> None:
-        await events.send(PollerLimited(handle, generation))
-
     try:
         async with anyio.create_task_group() as tg:
             drained = anyio.Event()
             if process.stdout is not None:
-                tg.start_soon(_pump, process.stdout, output, drained, poller_limited)
+                tg.start_soon(_pump, process.stdout, output, drained)
             else:
                 drained.set()
             if notify is not None:

@@ -15,8 +15,9 @@ import structlog
 from temporalio.client import Client
 
 from pipelex_pool.supervisor.desired.requests import Request, Scale
+from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.watchers.autoscale import AutoscaleState, decide
-from pipelex_pool.temporal.pollers import QueueType
+from pipelex_pool.temporal.pollers import QueueType, poller_limit_error
 from pipelex_pool.temporal.watch import QueueView, describe
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("pipelex_pool.watch")
 WATCH_INTERVAL_S = 2.0
 RPC_TIMEOUT_S = 5.0
+SLOW_START_S = 3.0  # a worker STARTING for longer makes the watch ask whether polls are refused
 
 
 @dataclass
@@ -37,6 +39,7 @@ class TemporalWatch:
     # when (supervisor clock) each view's DescribeTaskQueue was sent: a replica READY after that is not in it yet
     asked_at: dict[tuple[str, QueueType], float] = field(default_factory=dict)
     error: str | None = None
+    poller_limit: str | None = None  # Temporal's poller limit is reached: what, and how to fix it
 
     def watched(self) -> list[tuple[str, QueueType]]:
         """Every queue a group polls (with the types its scope serves), every routed queue, the default queue."""
@@ -68,7 +71,36 @@ class TemporalWatch:
             self.error = "; ".join(errors) or None
             if not errors:
                 self._autoscale(self.supervisor.clock())
+                await self._check_poller_limit(client)
             await anyio.sleep(WATCH_INTERVAL_S)
+
+    async def _check_poller_limit(self, client: Client) -> None:
+        """While a worker takes long to start (or the limit was seen), ask whether Temporal refuses new polls."""
+        now = self.supervisor.clock()
+        slow = any(
+            h.state is ProcState.STARTING and h.started_at is not None and now - h.started_at > SLOW_START_S
+            for g in self.supervisor.groups.values()
+            for h in g.all_handles()
+        )
+        if not slow and self.poller_limit is None:
+            return
+        try:
+            with anyio.fail_after(RPC_TIMEOUT_S):
+                refused = await poller_limit_error(client)
+        except Exception as exc:  # the probe is a hint: a failure of it is no finding
+            log.info("watch.poller_limit_probe_failed", error=str(exc) or type(exc).__name__)
+            return
+        if refused and self.poller_limit is None:
+            log.error("watch.poller_limit", error=refused, namespace=client.namespace)
+        elif not refused and self.poller_limit is not None:
+            log.info("watch.poller_limit_cleared", namespace=client.namespace)
+        self.poller_limit = (
+            f"Temporal refuses new polls in namespace {client.namespace!r} ({refused}): replicas that start now get "
+            "no work; run fewer replicas or fewer pollers per replica (max_concurrent_*_task_polls), or raise the "
+            "namespace's limit (frontend.namespaceCount)"
+            if refused
+            else None
+        )
 
     def _autoscale(self, now: float) -> None:
         for group in self.supervisor.groups.values():
@@ -116,7 +148,7 @@ class TemporalWatch:
         for activity, route in topology.temporal.worker_config.activity_queues.items():
             for queue in route.queues():
                 routed.setdefault(queue, []).append(activity)
-        found = []
+        found = [self.poller_limit] if self.poller_limit else []
         now = datetime.now(UTC)
         for (queue, queue_type), view in sorted(self.views.items(), key=lambda kv: (kv[0][0], kv[0][1].name)):
             if view.seen_at is None:
