@@ -388,6 +388,28 @@ SCENARIOS: dict[str, list[Step]] = {
         ("step", 1),
         ("expect", lambda h: h.supervisor.groups["llm"].desired == 2),
     ],
+    "a stopped group stays stopped across a reload; start brings it back": [
+        *START_TWO,
+        ("request", SetStopped("llm", True)),
+        ("step", 1),
+        ("expect", alive("llm", 0)),
+        ("request", "RELOAD_SAME_FILE"),
+        ("step", 2),
+        ("expect", answered(lambda a: isinstance(a, dict) and a["stopped"] == ["llm"], "says llm stays stopped")),
+        ("expect", alive("llm", 0)),
+        ("request", SetStopped("llm", False)),
+        ("step", 1),
+        ("expect", alive("llm", 2)),
+    ],
+    "a reload the pool cannot apply is refused and changes nothing": [
+        *START_TWO,
+        ("request", "RELOAD_RENAMED_POOL"),
+        ("step", 1),
+        ("expect", refused(ErrorCode.INVALID_TOPOLOGY)),
+        ("expect", lambda h: h.supervisor.topology.pool.name == "testpool"),
+        ("expect", spawned(2)),
+        ("expect", states("llm", "READY", "READY")),
+    ],
     "restart-failed revives FATAL replicas with RESTARTS back to 0": [
         *START_TWO,
         ("exit", ("llm", 0, 78)),
@@ -417,7 +439,16 @@ SCENARIOS: dict[str, list[Step]] = {
 @pytest.mark.parametrize("name", list(SCENARIOS))
 async def test_loop_scenario(tmp_path: Path, name: str) -> None:
     async with make_harness(tmp_path) as harness:
-        reload = Reload(load_topology(harness.supervisor.topology.file))
-        steps = [("request", reload) if step == ("request", "RELOAD_SAME_FILE") else step for step in SCENARIOS[name]]
+        file = harness.supervisor.topology.file
+        reloads = {
+            "RELOAD_SAME_FILE": Reload(load_topology(file)),
+            "RELOAD_RENAMED_POOL": Reload(
+                load_topology(write_topology(tmp_path, {"pool.name": "other"}, "renamed.toml"))
+            ),
+        }
+        steps = [
+            ("request", reloads[arg]) if kind == "request" and isinstance(arg, str) else (kind, arg)
+            for kind, arg in SCENARIOS[name]
+        ]
         with anyio.fail_after(10):
             await run(harness, steps)
