@@ -20,6 +20,7 @@ WATCHDOG_USEC_ENV = "WATCHDOG_USEC"  # sd_notify: the allowed gap between WATCHD
 # -- notify keys a pool worker adds to the standard ones (READY, STATUS, WATCHDOG, STOPPING) ------------------------
 TASKS_KEY = "X_PIPELEX_TASKS"  # JSON task counts (worker/accounting.py)
 SDK_METRICS_KEY = "X_PIPELEX_SDK_METRICS"  # "host:port" where the worker serves the SDK's metrics
+INFLIGHT_KEY = "X_PIPELEX_INFLIGHT"  # JSON: activity attempts started / finished (worker/inflight.py)
 
 # -- identity --------------------------------------------------------------------------------------------------------
 PID_TOKEN = "__PID__"  # replaced by the process's pid once known (pdeathsig wrapper, fork server, worker)

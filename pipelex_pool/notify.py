@@ -24,11 +24,12 @@ class Notifier:
         return self.address is not None
 
     def send(self, *lines: str) -> bool:
-        """Send one datagram; False when no socket is set or the receiver is gone (never raises)."""
+        """Send one datagram without ever blocking; False when no socket is set, the receiver is gone, or its queue
+        is full (a paused supervisor): the caller decides whether to try again later. Never raises."""
         if self.address is None:
             return False
         if self._sock is None:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
         try:
             self._sock.sendto("\n".join(lines).encode(), self.address)
         except OSError:

@@ -102,6 +102,24 @@ def metrics(supervisor: PoolView) -> str:
     for group in supervisor.groups.values():
         if group.spec is not None and group.spec.autoscale is not None:
             out.append(f"pipelex_pool_autoscale_desired{_labels(group=group.name)} {group.desired}")
+    family(
+        "pipelex_pool_handed_back_total",
+        "counter",
+        "In-flight activity attempts of dead replicas handed back to Temporal, by group and exit reason.",
+    )
+    for group in supervisor.groups.values():
+        for reason, count in sorted(group.handed_back.items()):
+            out.append(f"pipelex_pool_handed_back_total{_labels(group=group.name, reason=reason)} {count}")
+    family("pipelex_pool_hand_back_refused_total", "counter", "Hand-backs Temporal refused (already finished, gone).")
+    for group in supervisor.groups.values():
+        out.append(f"pipelex_pool_hand_back_refused_total{_labels(group=group.name)} {group.hand_back_refused}")
+    family("pipelex_pool_replica_inflight_attempts", "gauge", "Activity attempts each replica runs now.")
+    for group in supervisor.groups.values():
+        for handle in group.handles:
+            info = supervisor.info.get(handle)
+            if handle.pid is not None and info is not None:
+                labels = _labels(group=group.name, replica=handle.replica)
+                out.append(f"pipelex_pool_replica_inflight_attempts{labels} {len(info.inflight)}")
     family("pipelex_pool_replica_rss_bytes", "gauge", "Resident memory of each replica.")
     cpu: list[str] = []
     for group in supervisor.all_groups():

@@ -9,7 +9,7 @@ from pipelex_pool.units import format_size
 
 COLUMNS = (
     "GROUP", "#", "PID", "STATE", "SCOPE", "PROFILE", "QUEUE", "UPTIME", "RESTARTS", "LAST EXIT", "RSS", "CPU%",
-    "TASKS OK/FAIL", "POLLING",
+    "TASKS OK/FAIL", "IN FLIGHT", "POLLING",
 )  # fmt: skip
 
 
@@ -72,6 +72,7 @@ def render_status(status: dict[str, Any]) -> str:
                 format_size(r["rss_bytes"]) if r["rss_bytes"] else "-",
                 f"{r['cpu_percent']:.0f}" if r["cpu_percent"] is not None else "-",
                 _tasks(r["tasks"]),
+                str(len(r.get("inflight") or [])),
                 {True: "yes", False: "NO", None: "-"}[r.get("polling")],
             )
         )
@@ -98,6 +99,12 @@ def render_status(status: dict[str, Any]) -> str:
     if metrics:
         lines += ["", "Temporal SDK metrics:", *metrics]
     for name, group in status["groups"].items():
+        handed = sum((group.get("handed_back") or {}).values())
+        if handed or group.get("hand_back_refused"):
+            lines.append(
+                f"hand-back {name}: {handed} attempt(s) of dead replicas handed back to Temporal, "
+                f"{group.get('hand_back_refused', 0)} refused (already finished or gone)"
+            )
         if group.get("autoscale"):
             scale = group["autoscale"]
             bounds = f"{scale['min']}..{scale['max']}"

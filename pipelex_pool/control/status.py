@@ -13,7 +13,7 @@ from pipelex_pool.supervisor.desired import requests
 from pipelex_pool.supervisor.groups import SupervisedGroup
 from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.process.state import ProcState
-from pipelex_pool.supervisor.view import PoolView
+from pipelex_pool.supervisor.view import PoolView, ReplicaInfo
 from pipelex_pool.supervisor.watchers.queues import served_types
 from pipelex_pool.worker.accounting import TaskCounts
 
@@ -83,6 +83,23 @@ def _queues(supervisor: PoolView) -> dict[str, Any]:
     return queues
 
 
+def _inflight(info: ReplicaInfo | None) -> list[dict[str, Any]]:
+    """The activity attempts the replica runs now, oldest first, as it last reported them."""
+    if info is None:
+        return []
+    now = time.time()
+    return [
+        {
+            "activity_type": a.activity_type,
+            "workflow_id": a.workflow_id,
+            "activity_id": a.activity_id,
+            "attempt": a.attempt,
+            "age_s": round(now - a.started_at, 1),
+        }
+        for a in sorted(info.inflight.values(), key=lambda a: a.started_at)
+    ]
+
+
 def _replica(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle, role: str) -> dict[str, Any]:
     spec = group.spec
     info = supervisor.info.get(handle)
@@ -102,6 +119,7 @@ def _replica(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle
         "reason": handle.reason or None,
         "status_text": info.status_text if info and info.status_text else None,
         "tasks": asdict(info.tasks) if info and info.tasks else None,
+        "inflight": _inflight(info),
         "polling": _polling(supervisor, group, handle, info.identity if info else ""),
         "sdk_metrics": f"http://{info.sdk_metrics}/metrics"
         if info and info.sdk_metrics and handle.state.alive
@@ -131,6 +149,10 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "rolling": len(group.roll_queue),
             "restarts_total": group.restarts_total,
             "spawn_failures": group.spawn_failures,
+            "handed_back": dict(group.handed_back),
+            "hand_back_refused": group.hand_back_refused,
+            "hand_back_failed": group.hand_back_failed,
+            "hand_back": spec.hand_back if spec else None,
             "scope": spec.scope if spec else None,
             "queue": spec.task_queue if spec else None,
             "profile": spec.profile if spec else None,

@@ -51,12 +51,14 @@ async def _simulate(step: SimStep) -> StepResult:
             held[offset] = 1
     if step.cpu_s > 0:
         await asyncio.to_thread(_burn_cpu, step.cpu_s)
-    remaining = step.latency_s
-    while remaining > 0:  # wait in slices so a heartbeat timeout, if configured, is met
-        chunk = min(remaining, 1.0)
+    # A retry resumes from the progress the previous attempt heartbeated, as a resumable real activity would.
+    resumed_from = float(info.heartbeat_details[0]) if info.heartbeat_details else 0.0
+    done = resumed_from
+    while done < step.latency_s:  # wait in slices, heartbeating the progress (and meeting a heartbeat timeout)
+        chunk = min(step.latency_s - done, 1.0)
         await asyncio.sleep(chunk)
-        remaining -= chunk
-        activity.heartbeat()
+        done += chunk
+        activity.heartbeat(round(done, 3))
     del held
     if step.failure_rate > 0 and random.random() < step.failure_rate:
         raise ApplicationError(
@@ -69,6 +71,7 @@ async def _simulate(step: SimStep) -> StepResult:
         attempt=info.attempt,
         worker_identity=_worker_identity(),
         duration_s=time.monotonic() - started,
+        resumed_from_s=resumed_from,
     )
 
 

@@ -36,6 +36,7 @@ class StepResult:
     attempt: int
     worker_identity: str
     duration_s: float
+    resumed_from_s: float = 0.0  # progress (seconds of latency) a retry took over from the attempt before
 
 
 @dataclass

@@ -37,6 +37,17 @@ class Exited:
     returncode: int
 
 
+@dataclass(frozen=True)
+class HandedBack:
+    """A dead replica's in-flight attempts were handed back to Temporal (or refused by it)."""
+
+    group: str
+    reason: str  # why the process ended, as a metrics label: killed, killed_by_pool, signal, exit
+    handed_back: int
+    refused: int
+    failed: int
+
+
 @dataclass(eq=False)
 class Submitted:
     """A request on its way to the loop; whoever submitted it may wait for `applied`."""
@@ -52,4 +63,4 @@ class Submitted:
 
 
 ProcessEvent = Notified | SeenReady | Exited
-Event = ProcessEvent | Submitted
+Event = ProcessEvent | HandedBack | Submitted

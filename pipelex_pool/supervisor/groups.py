@@ -55,6 +55,9 @@ class SupervisedGroup:
     rng: random.Random = field(default_factory=random.Random)
     restarts_total: int = 0  # automatic restarts, for metrics (survives replaced handles)
     spawn_failures: int = 0  # spawns that raised (no process, or the pool could not record it)
+    handed_back: Counter[str] = field(default_factory=Counter)  # in-flight attempts handed back, by exit reason
+    hand_back_refused: int = 0  # hand-backs Temporal refused (already completed, timed out, workflow gone)
+    hand_back_failed: int = 0  # hand-backs that could not reach Temporal in time
     exits_total: Counter[str] = field(default_factory=Counter)  # by decoded status
     tasks_history: TaskCounts = field(default_factory=TaskCounts)  # counts of processes that have exited
 

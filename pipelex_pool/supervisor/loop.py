@@ -7,8 +7,10 @@ effect within one iteration. Only this module spawns, signals and reaps (through
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,12 +20,21 @@ import structlog
 from anyio.abc import TaskGroup
 from temporalio.client import Client
 
-from pipelex_pool.contract import SDK_METRICS_KEY, TASKS_KEY, with_pid
+from pipelex_pool.contract import INFLIGHT_KEY, SDK_METRICS_KEY, TASKS_KEY, with_pid
 from pipelex_pool.errors import ErrorCode, RequestRefused, TopologyError
 from pipelex_pool.paths import PoolPaths
 from pipelex_pool.supervisor.desired.requests import Reload, Request, Shutdown, apply
-from pipelex_pool.supervisor.events import Event, Exited, Notified, ProcessEvent, SeenReady, Submitted
+from pipelex_pool.supervisor.events import (
+    Event,
+    Exited,
+    HandedBack,
+    Notified,
+    ProcessEvent,
+    SeenReady,
+    Submitted,
+)
 from pipelex_pool.supervisor.groups import DEV_SERVER_GROUP, Readiness, SupervisedGroup, dev_server_group, worker_group
+from pipelex_pool.supervisor.handback import hand_back
 from pipelex_pool.supervisor.lock import record_for, write_state
 from pipelex_pool.supervisor.process.handle import Action, ProcessHandle
 from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
@@ -44,9 +55,12 @@ from pipelex_pool.topology.limits import default_max_replicas
 from pipelex_pool.topology.load import Topology, load_topology
 from pipelex_pool.units import split_port_range
 from pipelex_pool.worker.accounting import TaskCounts
+from pipelex_pool.worker.inflight import Attempt, decode_report
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 MAX_IDLE_S = 5.0
+PAUSE_TOLERANCE_S = 1.0  # a loop that wakes later than this was paused (SIGSTOP, swap, a long pass)
+HAND_BACK_EVENTS = {"handed_back": "handback.handed_back", "refused": "handback.refused", "failed": "handback.failed"}
 
 
 @dataclass
@@ -74,6 +88,7 @@ class Supervisor:
         self._closed = False
         self._held: Event | None = None  # what ended the last wait, applied first at the next drain
         self._next_reap = 0.0
+        self._due_at: float | None = None  # when the loop's wait should end at the latest
         pool = self.topology.pool
         if self.budget is None:
             self.budget = SpawnBudget(
@@ -162,6 +177,7 @@ class Supervisor:
     async def step(self) -> bool:
         """One iteration: apply what arrived, act on the time, converge a bounded batch. True once the pool has
         shut down (every child exited)."""
+        self._excuse_own_pause()
         await self._drain()
         now = self.clock()
         self._starved = False
@@ -195,8 +211,21 @@ class Supervisor:
             assert self.budget is not None
             deadlines.append(self.budget.next_at(now))
         timeout = max(0.0, min([now + MAX_IDLE_S, *deadlines]) - self.clock())
+        self._due_at = self.clock() + timeout
         with anyio.move_on_after(timeout):
             self._held = await self._receive.receive()
+
+    def _excuse_own_pause(self) -> None:
+        """If the loop itself woke late (the supervisor was stopped, swapped out, or busy), no worker is blamed for
+        the silence: their watchdog deadlines move by the time the loop was away."""
+        if self._due_at is None:
+            return
+        late = self.clock() - self._due_at
+        self._due_at = None
+        if late > PAUSE_TOLERANCE_S:
+            log.warning("supervisor.was_paused", seconds=round(late, 1), action="watchdog deadlines moved")
+            for handle in self.handles():
+                handle.excuse(late)
 
     async def _drain(self) -> None:
         """The one point where what arrived is applied: observers' reports first, in order, then requests."""
@@ -211,6 +240,8 @@ class Supervisor:
                     break
             if isinstance(event, Submitted):
                 requests.append(event)
+            elif isinstance(event, HandedBack):
+                self._on_handed_back(event)
             else:
                 await self._observe(event)
         for submitted in requests:
@@ -345,8 +376,30 @@ class Supervisor:
             self.replica_info(handle).tasks = TaskCounts.from_notify(fields[TASKS_KEY])
         if SDK_METRICS_KEY in fields:
             self.replica_info(handle).sdk_metrics = fields[SDK_METRICS_KEY]
+        if INFLIGHT_KEY in fields:
+            self._on_inflight(handle, fields[INFLIGHT_KEY])
         if fields.get("STOPPING") == "1":
             log.info("worker.draining", group=handle.group, replica=handle.replica, pid=handle.pid)
+
+    def _on_inflight(self, handle: ProcessHandle, value: str) -> None:
+        try:
+            reset, started, finished = decode_report(value)
+        except (ValueError, TypeError) as exc:
+            log.warning("worker.bad_inflight_report", group=handle.group, replica=handle.replica, error=str(exc))
+            return
+        inflight = self.replica_info(handle).inflight
+        if reset:
+            inflight.clear()
+        inflight.update(started)
+        for key in finished:
+            inflight.pop(key, None)
+
+    def _on_handed_back(self, event: HandedBack) -> None:
+        group = self.groups.get(event.group)
+        if group is not None:
+            group.handed_back[event.reason] += event.handed_back
+            group.hand_back_refused += event.refused
+            group.hand_back_failed += event.failed
 
     def _mark_ready(self, handle: ProcessHandle, now: float) -> None:
         if handle.state is ProcState.STARTING:
@@ -365,6 +418,8 @@ class Supervisor:
         if info is not None and info.tasks is not None:  # keep its counts in the group's history
             group.tasks_history = group.tasks_history + info.tasks
             info.tasks = None
+        if info is not None and info.inflight:
+            self._hand_back(group, info, status)
         if handle.state is ProcState.BACKOFF:
             group.restarts_total += 1
         if handle in group.retiring and not handle.state.alive:
@@ -381,6 +436,40 @@ class Supervisor:
             log.info("worker.exited", **fields, next=handle.state.value)
         self._write_state()
         await self._execute(group, handle, actions, now)
+
+    def _hand_back(self, group: SupervisedGroup, info: ReplicaInfo, status: ExitStatus) -> None:
+        """The process is gone with attempts open: hand them back to Temporal now (beside the loop)."""
+        attempts, info.inflight = list(info.inflight.values()), {}
+        fields = {"group": group.name, "identity": info.identity, "attempts": len(attempts), "exit": status.describe()}
+        if group.spec is None or not group.spec.hand_back:
+            log.info("handback.disabled", **fields)
+            return
+        assert self._tg is not None
+        message = f"worker process {info.identity} died: {status.describe()}"
+        self._tg.start_soon(self._run_hand_back, group.name, attempts, message, status.reason, fields)
+
+    async def _run_hand_back(
+        self, group: str, attempts: list[Attempt], message: str, reason: str, fields: dict[str, object]
+    ) -> None:
+        identity = f"{self.topology.pool.name}/supervisor@{socket.gethostname()}:{os.getpid()}"
+        results = await hand_back(self.temporal_client, attempts, message, identity)
+        for result in results:
+            a = result.attempt
+            level = log.warning if result.outcome == "failed" else log.info
+            level(
+                HAND_BACK_EVENTS[result.outcome],
+                group=group,
+                dead=fields["identity"],
+                exit=fields["exit"],
+                workflow_id=a.workflow_id,
+                activity_id=a.activity_id,
+                activity_type=a.activity_type,
+                attempt=a.attempt,
+                detail=result.detail or None,
+            )
+        count = {o: sum(r.outcome == o for r in results) for o in ("handed_back", "refused", "failed")}
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._send.send_nowait(HandedBack(group, reason, count["handed_back"], count["refused"], count["failed"]))
 
     # -- actions -------------------------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ state changes only through requests (desired/requests.py), process state only in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from pipelex_pool.supervisor.desired.requests import Request
@@ -16,6 +16,7 @@ from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.watchers.resources import ResourceProbe, Usage
 from pipelex_pool.topology.load import Topology
 from pipelex_pool.worker.accounting import TaskCounts
+from pipelex_pool.worker.inflight import Attempt
 
 if TYPE_CHECKING:
     from pipelex_pool.paths import PoolPaths
@@ -34,6 +35,7 @@ class ReplicaInfo:
     usage: Usage | None = None
     sdk_metrics_given: str | None = None  # "host:port" given to the process for the SDK's metrics
     sdk_metrics: str | None = None  # "host:port" the process reported serving them on
+    inflight: dict[int, Attempt] = field(default_factory=dict)  # activity attempts it runs now, as it reported them
 
 
 class PoolView(Protocol):

@@ -87,6 +87,7 @@ class WorkerGroup(StrictModel):
     replicas: int = Field(default=1, ge=0)
     env: dict[str, str] = Field(default_factory=dict)
     max_memory: Size | None = None
+    hand_back: bool = True  # a dead replica's in-flight activity attempts are failed at once, for Temporal to retry
     command: list[str] | None = None
     readiness: Readiness | None = None
     start_timeout: Duration = timedelta(seconds=60)
@@ -124,6 +125,7 @@ class ResolvedGroup(StrictModel):
     replicas: int
     env: dict[str, str]
     max_memory: int | None
+    hand_back: bool
     command: list[str] | None
     readiness: str
     start_timeout: timedelta

@@ -117,6 +117,7 @@ def _check_group(
         replicas=replicas,
         env=group.env,
         max_memory=group.max_memory,
+        hand_back=group.hand_back,
         command=group.command,
         readiness=readiness,
         start_timeout=group.start_timeout,

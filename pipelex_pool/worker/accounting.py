@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import temporalio.activity
 import temporalio.converter
 import temporalio.workflow
 from temporalio import worker
@@ -22,6 +23,7 @@ from temporalio.bridge.proto.workflow_activation import WorkflowActivation
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
 
 from pipelex_pool.contract import TASKS_KEY
+from pipelex_pool.worker import inflight
 
 
 @dataclass
@@ -60,12 +62,14 @@ class _ActivityCounter(worker.ActivityInboundInterceptor):
     async def execute_activity(self, input: worker.ExecuteActivityInput) -> Any:
         COUNTS.activities_started += 1
         started = time.monotonic()
+        key = inflight.LEDGER.started(inflight.Attempt.from_info(temporalio.activity.info()))
         try:
             result = await super().execute_activity(input)
         except BaseException:
             COUNTS.activities_failed += 1
             raise
         finally:
+            inflight.LEDGER.finished(key)
             COUNTS.activity_seconds += time.monotonic() - started
         COUNTS.activities_completed += 1
         return result

@@ -20,13 +20,15 @@ from pipelex_pool.parent_death import expected_parent, set_parent_death_signal
 from pipelex_pool.sim import routing
 from pipelex_pool.temporal.connect import connect
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
-from pipelex_pool.worker import accounting
+from pipelex_pool.worker import accounting, inflight
 from pipelex_pool.worker.config import WorkerSettings
 
 log = structlog.get_logger("pipelex_pool.worker")
 
 READINESS_POLL_S = 0.25
 DEFAULT_WATCHDOG_S = 5.0
+REPORT_INTERVAL_S = 0.05  # in-flight attempts reach the supervisor within this (plus its own loop's latency)
+FINAL_REPORT_S = 1.0
 
 
 def worker_kwargs(settings: WorkerSettings) -> dict[str, Any]:
@@ -102,6 +104,7 @@ class WorkerProcess:
         self.drain_requested = anyio.Event()
         self.drain_reason = ""
         self.failed: BaseException | None = None
+        self.outbox = inflight.Outbox(inflight.LEDGER)
 
     def drain(self, reason: str) -> None:
         if self.drain_requested.is_set():
@@ -123,7 +126,10 @@ class WorkerProcess:
 
     async def _announce(self, client: Client, worker: Worker) -> None:
         await wait_until_polling(client, self.settings)
-        self.notifier.send("READY=1", f"STATUS=polling {self.settings.task_queue}", f"MAINPID={os.getpid()}")
+        ready = ("READY=1", f"STATUS=polling {self.settings.task_queue}", f"MAINPID={os.getpid()}")
+        # a full queue (the supervisor is paused) has no event to wait on: try again shortly
+        while not self.notifier.send(*ready) and self.notifier.enabled:  # noqa: ASYNC110
+            await anyio.sleep(REPORT_INTERVAL_S)
         log.info(
             "worker.ready", task_queue=self.settings.task_queue, types=[t.name for t in served_types(self.settings)]
         )
@@ -132,6 +138,23 @@ class WorkerProcess:
         while worker.is_running:
             self.notifier.send("WATCHDOG=1", accounting.COUNTS.to_notify())
             await anyio.sleep(interval)
+
+    async def _report_inflight(self) -> None:
+        """Send the supervisor what activity attempts started and finished, a few times a second, never blocking."""
+        while self.notifier.enabled:
+            self.outbox.flush(self.notifier.send)
+            await anyio.sleep(REPORT_INTERVAL_S)
+
+    async def _final_reports(self) -> None:
+        """After the drain: the last counts and in-flight changes, retried briefly if the supervisor is busy."""
+        with anyio.move_on_after(FINAL_REPORT_S):
+            while self.notifier.enabled and not self.notifier.send(accounting.COUNTS.to_notify()):  # noqa: ASYNC110
+                await anyio.sleep(REPORT_INTERVAL_S)
+            while self.notifier.enabled:
+                self.outbox.flush(self.notifier.send)
+                if not self.outbox.queued:
+                    break
+                await anyio.sleep(REPORT_INTERVAL_S)
 
     async def _run(self, worker: Worker) -> None:
         try:
@@ -149,6 +172,7 @@ class WorkerProcess:
             tg.start_soon(self._parent_watch, parent)
             tg.start_soon(self._run, worker)
             tg.start_soon(self._announce, client, worker)
+            tg.start_soon(self._report_inflight)
             await self.drain_requested.wait()
             grace = self.settings.profile.graceful_shutdown_timeout
             log.info("worker.draining", reason=self.drain_reason, grace_s=grace.total_seconds() if grace else 0)
@@ -156,8 +180,9 @@ class WorkerProcess:
             if worker.is_running:
                 with anyio.CancelScope(shield=True):
                     await worker.shutdown()
-            self.notifier.send(accounting.COUNTS.to_notify())  # the final counts, after the drain
             tg.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await self._final_reports()
         log.info("worker.exited", failed=self.failed is not None)
         return 1 if self.failed is not None else 0
 

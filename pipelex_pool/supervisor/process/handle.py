@@ -83,6 +83,11 @@ class ProcessHandle:
         if self.state is ProcState.READY and self.timings.watchdog:
             self.watchdog_deadline = now + self.timings.watchdog
 
+    def excuse(self, seconds: float) -> None:
+        """The supervisor was away for `seconds`: a silence in that time is its own, not the process's."""
+        if self.watchdog_deadline is not None:
+            self.watchdog_deadline += seconds
+
     def stop(self, now: float, *, restart: bool = False) -> list[Action]:
         """Drain it (and start it again once it exited, if `restart`)."""
         if self.state in (ProcState.STARTING, ProcState.READY):

@@ -45,6 +45,17 @@ class ExitStatus:
     def config_error(self) -> bool:
         return self.code == EX_CONFIG
 
+    @property
+    def reason(self) -> str:
+        """A short, fixed label for metrics: killed_by_pool, sigkill, signal, config_error, exit_nonzero, exit_0."""
+        if self.by_pool is not None:
+            return "killed_by_pool"
+        if self.signal is not None:
+            return "sigkill" if self.signal == signal.SIGKILL else "signal"
+        if self.code == EX_CONFIG:
+            return "config_error"
+        return "exit_0" if self.code == 0 else "exit_nonzero"
+
     def describe(self) -> str:
         if self.by_pool is not None:
             return f"killed by the pool: {self.by_pool}"

@@ -20,6 +20,7 @@ from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 OUTPUT_DRAIN_S = 1.0
+MAX_DATAGRAM = 64 * 1024  # a worker's datagrams are at most 32 KiB (worker/inflight.py)
 
 
 def parse_notify(datagram: bytes) -> dict[str, str]:
@@ -47,7 +48,7 @@ async def _read_notify(
     while True:
         await anyio.wait_readable(sock)
         try:
-            datagram = sock.recv(4096)
+            datagram = sock.recv(MAX_DATAGRAM)
         except BlockingIOError:
             continue
         await events.send(Notified(handle, generation, parse_notify(datagram)))
@@ -58,7 +59,7 @@ async def _drain_notify(
 ) -> None:
     while True:
         try:
-            datagram = sock.recv(4096)
+            datagram = sock.recv(MAX_DATAGRAM)
         except (BlockingIOError, OSError):
             return
         await events.send(Notified(handle, generation, parse_notify(datagram)))
