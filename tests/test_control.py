@@ -148,14 +148,13 @@ async def test_rolling_restart_under_load_keeps_pollers_and_loses_no_activity(po
             if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
             and e.activity_task_started_event_attributes.HasField("last_failure")
         ]
-        # No activity failed: none was cut short or cancelled by a drain (that would be an application or
-        # cancellation failure). A server-side start-to-close timeout is a dispatch Temporal lost while a worker
-        # shut down (seen in most rolling restarts under this load, README "Known limitations"); Temporal
-        # retries it and the run still succeeds, so it is reported, not hidden.
-        drain_failures = [f for f in failures if not f.HasField("timeout_failure_info")]
-        assert not drain_failures, drain_failures
-        lost_dispatches += len(failures) - len(drain_failures)
-    print(f"rolling restart under load: {lost_dispatches} dispatch(es) lost by Temporal and retried")
+        # No activity was cut short or cancelled by a drain, and none waited for its start-to-close timeout: the
+        # only retries are dispatches Temporal lost while a worker shut down (README "Known limitations"), which
+        # the pool found and handed back at once.
+        lost = [f for f in failures if "exited without running this attempt" in f.message]
+        assert len(lost) == len(failures), [f for f in failures if f not in lost]
+        lost_dispatches += len(lost)
+    print(f"rolling restart under load: {lost_dispatches} dispatch(es) lost by Temporal, found and handed back")
 
 
 def test_stop_survives_reload_and_start_brings_the_group_back(pool: Pool) -> None:

@@ -151,3 +151,32 @@ async def test_a_paused_supervisor_kills_no_worker_and_no_activity_waits_for_a_t
     assert {r["pid"] for r in status["replicas"]} == before and all(r["restarts"] == 0 for r in status["replicas"])
     assert all(alive(pid) for pid in before)
     assert "supervisor.was_paused" in pool.output() and "worker.killed" not in pool.output()
+
+
+async def test_ten_rolling_restarts_under_load_no_run_waits_for_a_timeout(
+    pool: Pool, temporal_server: TemporalServer, namespace: str, client: Client
+) -> None:
+    pool.write(temporal_server, namespace, {**LONG_TIMEOUT, "workers.media.replicas": 0})
+    pool.up()
+    pool.wait_all_ready()
+    started = time.monotonic()
+    runs = await start_runs(client, 12, latency_s=0.3, steps=100)
+    for roll in range(10):
+        assert pool.cli("restart", "llm").returncode == 0, f"roll {roll}"
+        pool.wait(lambda s: not s["pool"]["busy"] and s["groups"]["llm"]["ready"] == 2, 60, f"roll {roll} done")
+    lost = 0
+    for run in runs:
+        await run.result(rpc_timeout=timedelta(seconds=120))
+        failures = [
+            e.activity_task_started_event_attributes.last_failure
+            for e in await history(client, run.id)
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+            and e.activity_task_started_event_attributes.HasField("last_failure")
+        ]
+        assert not [f for f in failures if f.HasField("timeout_failure_info")], "an activity waited for its timeout"
+        lost += sum("exited without running this attempt" in f.message for f in failures)
+    took = time.monotonic() - started
+    assert took < 120, f"the runs took {took:.0f}s: some waited for the 2-minute start-to-close timeout"
+    counted = pool.status()["groups"]["llm"]["handed_back"].get("lost_dispatch", 0)
+    assert counted >= lost
+    print(f"10 rolls under load: {lost} lost dispatch(es) found and handed back ({counted} counted), {took:.0f}s")

@@ -152,7 +152,8 @@ class Harness:
 @asynccontextmanager
 async def make_harness(tmp_path: Path) -> AsyncIterator[Harness]:
     """(Not a fixture: the task group must be entered and left in the test's own task.)"""
-    topology = load_topology(write_topology(tmp_path, {"workers.router.replicas": 0, "workers.media.replicas": 0}))
+    changes = {"workers.router.replicas": 0, "workers.media.replicas": 0, "workers.llm.hand_back": False}
+    topology = load_topology(write_topology(tmp_path, changes))  # (no hand-back: nothing here talks to Temporal)
     short = Path(tempfile.mkdtemp(prefix="pp-loop-", dir="/tmp"))  # AF_UNIX paths are short
     paths = PoolPaths(runtime_dir=short, socket=short / "control.sock", state_dir=tmp_path, log_dir=tmp_path)
     paths.notify_dir.mkdir()

@@ -46,6 +46,7 @@ from pipelex_pool.supervisor.spawning.spawner import ExecSpawner, Spawner
 from pipelex_pool.supervisor.systemd import SystemdNotifier
 from pipelex_pool.supervisor.view import ReplicaInfo, settled, summary
 from pipelex_pool.supervisor.watchers.child import watch_child, watch_polling, watch_serving
+from pipelex_pool.supervisor.watchers.lost_dispatch import SCAN_DELAY_S, scan_and_hand_back
 from pipelex_pool.supervisor.watchers.queues import TemporalWatch, served_types
 from pipelex_pool.supervisor.watchers.resources import SAMPLE_INTERVAL_S, watch_resources
 from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth
@@ -89,6 +90,9 @@ class Supervisor:
         self._held: Event | None = None  # what ended the last wait, applied first at the next drain
         self._next_reap = 0.0
         self._due_at: float | None = None  # when the loop's wait should end at the latest
+        self._dead: list[tuple[str, str]] = []  # (group, identity) of exited replicas not scanned for yet
+        self._scan_at: float | None = None  # when to look for their lost dispatches
+        self._identity = f"{self.topology.pool.name}/supervisor@{socket.gethostname()}:{os.getpid()}"
         pool = self.topology.pool
         if self.budget is None:
             self.budget = SpawnBudget(
@@ -195,6 +199,10 @@ class Supervisor:
             known = {h.pid for h in self.handles() if h.pid is not None}
             for pid in self.spawner.reap_orphans(known):
                 log.info("supervisor.orphan_reaped", pid=pid)
+        if self._scan_at is not None and now >= self._scan_at and not self.shutting_down:
+            assert self._tg is not None
+            self._tg.start_soon(self._scan_lost, self._dead)
+            self._dead, self._scan_at = [], None
         if self.shutting_down and not any(h.state.alive for h in self.handles()):
             return True
         self.systemd.settled(summary(self), settled(self))
@@ -207,6 +215,8 @@ class Supervisor:
         ping = self.systemd.ping_due(now)  # a stuck loop stops these, and systemd restarts the service
         if ping is not None:
             deadlines.append(ping)
+        if self._scan_at is not None:
+            deadlines.append(self._scan_at)
         if self._starved:
             assert self.budget is not None
             deadlines.append(self.budget.next_at(now))
@@ -420,6 +430,9 @@ class Supervisor:
             info.tasks = None
         if info is not None and info.inflight:
             self._hand_back(group, info, status)
+        if info is not None and info.identity and group.spec is not None and group.spec.hand_back:
+            self._dead.append((group.name, info.identity))  # to look for dispatches it never saw
+            self._scan_at = now + SCAN_DELAY_S
         if handle.state is ProcState.BACKOFF:
             group.restarts_total += 1
         if handle in group.retiring and not handle.state.alive:
@@ -451,8 +464,7 @@ class Supervisor:
     async def _run_hand_back(
         self, group: str, attempts: list[Attempt], message: str, reason: str, fields: dict[str, object]
     ) -> None:
-        identity = f"{self.topology.pool.name}/supervisor@{socket.gethostname()}:{os.getpid()}"
-        results = await hand_back(self.temporal_client, attempts, message, identity)
+        results = await hand_back(self.temporal_client, attempts, message, self._identity)
         for result in results:
             a = result.attempt
             level = log.warning if result.outcome == "failed" else log.info
@@ -470,6 +482,22 @@ class Supervisor:
         count = {o: sum(r.outcome == o for r in results) for o in ("handed_back", "refused", "failed")}
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._send.send_nowait(HandedBack(group, reason, count["handed_back"], count["refused"], count["failed"]))
+
+    async def _scan_lost(self, dead: list[tuple[str, str]]) -> None:
+        """Hand back attempts Temporal started on these exited replicas that they never saw (lost dispatches)."""
+        try:
+            results = await scan_and_hand_back(self.temporal_client, {identity for _, identity in dead}, self._identity)
+        except Exception as exc:  # Temporal unavailable: the start-to-close timeout remains the fallback
+            log.warning("handback.scan_failed", error=str(exc) or type(exc).__name__)
+            return
+        groups = {identity: group for group, identity in dead}
+        for group in set(groups.values()):
+            mine = [outcome for item, outcome in results if groups.get(item.identity) == group]
+            counts = {o: mine.count(o) for o in ("handed_back", "refused", "failed")}
+            if mine:
+                event = HandedBack(group, "lost_dispatch", counts["handed_back"], counts["refused"], counts["failed"])
+                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    self._send.send_nowait(event)
 
     # -- actions -------------------------------------------------------------------------------------------------
 

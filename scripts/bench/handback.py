@@ -1,0 +1,216 @@
+"""Benchmark: when a busy worker is SIGKILLed, how long until every activity it was running has completed elsewhere,
+pipelex-pool (hand-back on) against supervisord running the same workers.
+
+One local Temporal dev server; the shipped topology's router and two llm replicas, under pipelex-pool (shipped
+defaults), then under supervisord (autorestart). Each round starts 6 pipe runs of one 5-second `act_llm_gen_text`,
+waits until they run (1 s in), SIGKILLs the llm worker running the most of them, and times the kill until the last
+of that worker's runs has completed. With pipelex-pool the supervisor fails the dead worker's attempts by task token
+at once; under supervisord Temporal retries them when their start-to-close timeout (30 s here, set the same for
+both) expires. The simulated activity resumes from its last heartbeat in both cases, so the retry runs only what
+was left of its 5 s.
+
+    python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]" supervisor
+    .venv/bin/python -m scripts.bench.handback --rounds 3 --write BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import tomlkit
+from temporalio.client import Client, WorkflowHandle
+
+from pipelex_pool.control.client import ControlClient
+from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
+from pipelex_pool.temporal.devserver import dev_server_command, wait_until_serving
+from scripts.bench.restart_latency import free_port, summary
+
+REPO = Path(__file__).resolve().parents[2]
+RUNS = 6
+LATENCY_S = 5.0
+START_TO_CLOSE = "0:00:30"
+
+
+def topology(directory: Path, port: int) -> Path:
+    doc = tomlkit.parse((REPO / "configs" / "topology.toml").read_text())
+    doc["pool"]["name"] = "bench"
+    doc["pool"]["socket"] = str(directory / "ctl.sock")
+    doc["pool"]["state_dir"] = str(directory / "state")
+    doc["pool"]["log_dir"] = str(directory / "logs")
+    doc["dev_server"]["enabled"] = False
+    doc["workers"]["llm"]["replicas"] = 2
+    doc["workers"]["media"]["replicas"] = 0
+    temporal = doc["temporal"]
+    temporal["temporal_config"]["temporal_server_configs"]["local"]["target_host"] = f"127.0.0.1:{port}"
+    temporal["queue_options"]["llm_q"]["start_to_close_timeout"] = START_TO_CLOSE
+    path = directory / "topology.toml"
+    path.write_text(tomlkit.dumps(doc))
+    return path
+
+
+async def one_round(client: Client, llm_pids: Callable[[], Awaitable[list[int]]]) -> float:
+    """Start the runs, kill the busiest llm worker 1 s in, time until its runs have all completed."""
+    pids: list[int] = []
+    while len(pids) < 2:
+        pids = await llm_pids()
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(2.0)
+    runs: list[WorkflowHandle[object, PipeRunResult]] = [
+        await client.start_workflow(
+            "WfPipeRun",
+            PipeRunInput(run_id=f"hb-{n}", steps=[SimStep("act_llm_gen_text", latency_s=LATENCY_S)]),
+            id=f"hb-{uuid.uuid4().hex[:8]}-{n}",
+            task_queue="temporal_task_queue",
+            result_type=PipeRunResult,
+        )
+        for n in range(RUNS)
+    ]
+    on: dict[int, list[WorkflowHandle[object, PipeRunResult]]] = {}
+    while sum(len(v) for v in on.values()) < RUNS:
+        on.clear()
+        for run in runs:
+            pending = (await run.describe()).raw_description.pending_activities
+            if pending and pending[0].state == 2:  # STARTED
+                on.setdefault(int(pending[0].last_worker_identity.rpartition(":")[2]), []).append(run)
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    victim = max(on, key=lambda pid: len(on[pid]))
+    os.kill(victim, signal.SIGKILL)
+    killed = time.perf_counter()
+    for run in on[victim]:
+        await run.result()
+    took = time.perf_counter() - killed
+    for run in runs:
+        await run.result()
+    return took
+
+
+async def bench_pipelex_pool(client: Client, directory: Path, port: int, rounds: int) -> list[float]:
+    topo = topology(directory, port)
+    sup = subprocess.Popen(
+        [sys.executable, "-m", "pipelex_pool", "up", str(topo)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    control = ControlClient(directory / "ctl.sock")
+
+    async def llm_pids() -> list[int]:
+        try:
+            replicas = control.call("status")["replicas"]
+        except Exception:
+            return []
+        return [r["pid"] for r in replicas if r["group"] == "llm" and r["state"] == "READY" and r["polling"]]
+
+    try:
+        return [await one_round(client, llm_pids) for _ in range(rounds)]
+    finally:
+        os.killpg(sup.pid, signal.SIGTERM)
+        sup.wait(60)
+
+
+async def bench_supervisord(client: Client, directory: Path, port: int, rounds: int) -> list[float]:
+    supervisord = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or shutil.which("supervisord")
+    if supervisord is None:
+        raise SystemExit("supervisord is not installed: pip install supervisor")
+    topo = topology(directory, port)
+    worker = f"{sys.executable} -m pipelex_pool worker --config {topo}"
+    conf = directory / "supervisord.conf"
+    conf.write_text(
+        f"""[supervisord]
+nodaemon=true
+logfile={directory}/supervisord.log
+pidfile={directory}/supervisord.pid
+[unix_http_server]
+file={directory}/supervisor.sock
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[supervisorctl]
+serverurl=unix://{directory}/supervisor.sock
+[program:router]
+command={worker} --task-queue temporal_task_queue --scope orchestrator
+autorestart=true
+startsecs=0
+[program:llm]
+command={worker} --task-queue llm_q --scope runner-llm --profile llm-pool
+process_name=%(program_name)s-%(process_num)d
+numprocs=2
+autorestart=true
+startsecs=0
+"""
+    )
+    sup = subprocess.Popen(
+        [supervisord, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    ctl = shutil.which("supervisorctl", path=str(Path(sys.executable).parent)) or "supervisorctl"
+
+    async def llm_pids() -> list[int]:
+        found = []
+        for name in ("llm:llm-0", "llm:llm-1"):
+            out = subprocess.run([ctl, "-c", str(conf), "pid", name], capture_output=True, text=True).stdout.strip()
+            if out.isdigit() and out != "0":
+                found.append(int(out))
+        await asyncio.sleep(3.0 if len(found) == 2 else 0)  # started: give the new worker time to poll
+        return found
+
+    try:
+        return [await one_round(client, llm_pids) for _ in range(rounds)]
+    finally:
+        os.killpg(sup.pid, signal.SIGTERM)
+        sup.wait(60)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--write", type=Path, help="Append the result to this Markdown file.")
+    args = parser.parse_args()
+    directory = Path(tempfile.mkdtemp(prefix="pp-bench-", dir="/tmp"))
+    port = free_port()
+    server = subprocess.Popen(
+        dev_server_command(port, directory / "t.db", log_level="error"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        client = await wait_until_serving(f"127.0.0.1:{port}", within=60)
+        for name in ("pool", "sd"):
+            (directory / name).mkdir()
+        pool = await bench_pipelex_pool(client, directory / "pool", port, args.rounds)
+        sd = await bench_supervisord(client, directory / "sd", port, args.rounds)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+        shutil.rmtree(directory, ignore_errors=True)
+    ratio = statistics.median(sd) / statistics.median(pool)
+    text = (
+        f"| supervisor | SIGKILL of a busy llm worker -> all its runs completed ({args.rounds} rounds) |\n"
+        "| --- | --- |\n"
+        f"| pipelex-pool (shipped defaults: hand-back on) | {summary(pool)} |\n"
+        f"| supervisord (Temporal retries at start-to-close, {START_TO_CLOSE}) | {summary(sd)} |\n\n"
+        f"supervisord / pipelex-pool (median): **{ratio:.1f}x**. Each activity: {LATENCY_S:g} s, killed ~1 s in "
+        "(the retry resumes from its last heartbeat, so ~4 s of it remain)\n"
+    )
+    print(text)
+    if args.write:
+        with args.write.open("a") as out:
+            out.write(f"\n### Run of {time.strftime('%Y-%m-%d %H:%M')} ({os.cpu_count()} cores)\n\n{text}")
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown after using the Temporal client (see pipelex_pool.cli)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
