@@ -22,6 +22,9 @@ TASKS_KEY = "X_PIPELEX_TASKS"  # JSON task counts (worker/accounting.py)
 SDK_METRICS_KEY = "X_PIPELEX_SDK_METRICS"  # "host:port" where the worker serves the SDK's metrics
 INFLIGHT_KEY = "X_PIPELEX_INFLIGHT"  # JSON: activity attempts started / finished (worker/inflight.py)
 
+# -- what the pool tells Temporal ----------------------------------------------------------------------------------
+HAND_BACK_FAILURE_TYPE = "WorkerProcessDied"  # the failure type of an attempt the pool handed back
+
 # -- identity --------------------------------------------------------------------------------------------------------
 PID_TOKEN = "__PID__"  # replaced by the process's pid once known (pdeathsig wrapper, fork server, worker)
 

@@ -19,8 +19,9 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import PollActivityTaskQueueRequest, RespondActivityTaskCompletedRequest
 from temporalio.client import Client, WorkflowHandle
 
+from pipelex_pool.contract import HAND_BACK_FAILURE_TYPE as FAILURE_TYPE
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep, StepResult
-from pipelex_pool.supervisor.handback import FAILURE_TYPE, hand_back
+from pipelex_pool.supervisor.handback import hand_back
 from pipelex_pool.worker.inflight import Attempt
 from tests.conftest import TemporalServer
 from tests.helpers import history

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup
 from temporalio.api.common.v1 import Payloads, WorkflowExecution
 from temporalio.api.failure.v1 import ApplicationFailureInfo, Failure
 from temporalio.api.workflowservice.v1 import (
@@ -20,15 +21,21 @@ from temporalio.api.workflowservice.v1 import (
     RespondActivityTaskFailedRequest,
 )
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
+from pipelex_pool.contract import HAND_BACK_FAILURE_TYPE as FAILURE_TYPE
+from pipelex_pool.supervisor.events import HandedBack
+from pipelex_pool.supervisor.groups import SupervisedGroup
+from pipelex_pool.supervisor.process.state import ExitStatus
+from pipelex_pool.supervisor.view import ReplicaInfo
+from pipelex_pool.supervisor.watchers.lost_dispatch import REFUSED, SCAN_DELAY_S, scan_and_hand_back
 from pipelex_pool.worker.inflight import Attempt
 
 log = structlog.get_logger("pipelex_pool.handback")
-FAILURE_TYPE = "WorkerProcessDied"
+OUTCOMES = ("handed_back", "refused", "failed")
+EVENTS = {outcome: f"handback.{outcome}" for outcome in OUTCOMES}
 CONCURRENCY = 16  # hand-backs in flight at once
 RETRY_FOR_S = 30.0  # Temporal unreachable: keep trying this long, then leave it to the start-to-close timeout
-REFUSED = (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.INVALID_ARGUMENT)
 
 
 @dataclass(frozen=True)
@@ -104,3 +111,70 @@ async def _heartbeat_details(client: Client, attempt: Attempt) -> Payloads | Non
         if pending.activity_id == attempt.activity_id and pending.HasField("heartbeat_details"):
             return pending.heartbeat_details
     return None
+
+
+class HandBacks:
+    """What the loop asks of hand-back: on each exit, hand back what the replica reported in flight, and remember
+    it to look for dispatches it never saw (a scan SCAN_DELAY_S after the last of a burst of exits). The work runs
+    beside the loop; outcomes come back to it as HandedBack events (`report`)."""
+
+    def __init__(
+        self, client: Callable[[], Awaitable[Client]], identity: str, report: Callable[[HandedBack], None]
+    ) -> None:
+        self.client, self.identity, self.report = client, identity, report
+        self.dead: list[tuple[str, str]] = []  # (group, identity) of exited replicas not scanned for yet
+        self.scan_at: float | None = None
+
+    def replica_exited(
+        self, tg: TaskGroup, group: SupervisedGroup, info: ReplicaInfo, status: ExitStatus, now: float
+    ) -> None:
+        if group.spec is None or not info.identity:
+            return
+        attempts, info.inflight = list(info.inflight.values()), {}
+        if not group.spec.hand_back:
+            if attempts:
+                log.info("handback.disabled", group=group.name, identity=info.identity, attempts=len(attempts))
+            return
+        if attempts:
+            message = f"worker process {info.identity} died: {status.describe()}"
+            tg.start_soon(self._hand_back, group.name, info.identity, attempts, message, status)
+        self.dead.append((group.name, info.identity))
+        self.scan_at = now + SCAN_DELAY_S
+
+    def scan_if_due(self, tg: TaskGroup, now: float) -> None:
+        if self.scan_at is not None and now >= self.scan_at:
+            tg.start_soon(self._scan, self.dead)
+            self.dead, self.scan_at = [], None
+
+    async def _hand_back(
+        self, group: str, dead: str, attempts: list[Attempt], message: str, status: ExitStatus
+    ) -> None:
+        results = await hand_back(self.client, attempts, message, self.identity)
+        for result in results:
+            a = result.attempt
+            level = log.warning if result.outcome == "failed" else log.info
+            level(
+                EVENTS[result.outcome],
+                group=group,
+                dead=dead,
+                exit=status.describe(),
+                workflow_id=a.workflow_id,
+                activity_id=a.activity_id,
+                activity_type=a.activity_type,
+                attempt=a.attempt,
+                detail=result.detail or None,
+            )
+        outcomes = [r.outcome for r in results]
+        self.report(HandedBack(group, status.reason, *(outcomes.count(o) for o in OUTCOMES)))
+
+    async def _scan(self, dead: list[tuple[str, str]]) -> None:
+        try:
+            results = await scan_and_hand_back(self.client, {identity for _, identity in dead}, self.identity)
+        except Exception as exc:  # Temporal unavailable: the start-to-close timeout remains the fallback
+            log.warning("handback.scan_failed", error=str(exc) or type(exc).__name__)
+            return
+        group_of = {identity: group for group, identity in dead}
+        for group in sorted(set(group_of.values())):
+            outcomes = [outcome for item, outcome in results if group_of.get(item.identity) == group]
+            if outcomes:
+                self.report(HandedBack(group, "lost_dispatch", *(outcomes.count(o) for o in OUTCOMES)))

@@ -34,7 +34,7 @@ from pipelex_pool.supervisor.events import (
     Submitted,
 )
 from pipelex_pool.supervisor.groups import DEV_SERVER_GROUP, Readiness, SupervisedGroup, dev_server_group, worker_group
-from pipelex_pool.supervisor.handback import hand_back
+from pipelex_pool.supervisor.handback import HandBacks
 from pipelex_pool.supervisor.lock import record_for, write_state
 from pipelex_pool.supervisor.process.handle import Action, ProcessHandle
 from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
@@ -46,7 +46,6 @@ from pipelex_pool.supervisor.spawning.spawner import ExecSpawner, Spawner
 from pipelex_pool.supervisor.systemd import SystemdNotifier
 from pipelex_pool.supervisor.view import ReplicaInfo, settled, summary
 from pipelex_pool.supervisor.watchers.child import watch_child, watch_polling, watch_serving
-from pipelex_pool.supervisor.watchers.lost_dispatch import SCAN_DELAY_S, scan_and_hand_back
 from pipelex_pool.supervisor.watchers.queues import TemporalWatch, served_types
 from pipelex_pool.supervisor.watchers.resources import SAMPLE_INTERVAL_S, watch_resources
 from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth
@@ -56,12 +55,11 @@ from pipelex_pool.topology.limits import default_max_replicas
 from pipelex_pool.topology.load import Topology, load_topology
 from pipelex_pool.units import split_port_range
 from pipelex_pool.worker.accounting import TaskCounts
-from pipelex_pool.worker.inflight import Attempt, decode_report
+from pipelex_pool.worker.inflight import decode_report
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 MAX_IDLE_S = 5.0
 PAUSE_TOLERANCE_S = 1.0  # a loop that wakes later than this was paused (SIGSTOP, swap, a long pass)
-HAND_BACK_EVENTS = {"handed_back": "handback.handed_back", "refused": "handback.refused", "failed": "handback.failed"}
 
 
 @dataclass
@@ -90,9 +88,6 @@ class Supervisor:
         self._held: Event | None = None  # what ended the last wait, applied first at the next drain
         self._next_reap = 0.0
         self._due_at: float | None = None  # when the loop's wait should end at the latest
-        self._dead: list[tuple[str, str]] = []  # (group, identity) of exited replicas not scanned for yet
-        self._scan_at: float | None = None  # when to look for their lost dispatches
-        self._identity = f"{self.topology.pool.name}/supervisor@{socket.gethostname()}:{os.getpid()}"
         pool = self.topology.pool
         if self.budget is None:
             self.budget = SpawnBudget(
@@ -104,6 +99,8 @@ class Supervisor:
         assert server is not None
         self.health = TemporalHealth(server.target_host)
         self.watch = TemporalWatch(self, self.temporal_client, self.request)
+        identity = f"{self.topology.pool.name}/supervisor@{socket.gethostname()}:{os.getpid()}"
+        self.hand_backs = HandBacks(self.temporal_client, identity, self._report_hand_back)
         self.groups = {
             name: worker_group(self.topology, spec, self.topology.file) for name, spec in self.topology.groups.items()
         }
@@ -199,10 +196,9 @@ class Supervisor:
             known = {h.pid for h in self.handles() if h.pid is not None}
             for pid in self.spawner.reap_orphans(known):
                 log.info("supervisor.orphan_reaped", pid=pid)
-        if self._scan_at is not None and now >= self._scan_at and not self.shutting_down:
+        if not self.shutting_down:
             assert self._tg is not None
-            self._tg.start_soon(self._scan_lost, self._dead)
-            self._dead, self._scan_at = [], None
+            self.hand_backs.scan_if_due(self._tg, now)
         if self.shutting_down and not any(h.state.alive for h in self.handles()):
             return True
         self.systemd.settled(summary(self), settled(self))
@@ -215,8 +211,8 @@ class Supervisor:
         ping = self.systemd.ping_due(now)  # a stuck loop stops these, and systemd restarts the service
         if ping is not None:
             deadlines.append(ping)
-        if self._scan_at is not None:
-            deadlines.append(self._scan_at)
+        if self.hand_backs.scan_at is not None:
+            deadlines.append(self.hand_backs.scan_at)
         if self._starved:
             assert self.budget is not None
             deadlines.append(self.budget.next_at(now))
@@ -404,6 +400,11 @@ class Supervisor:
         for key in finished:
             inflight.pop(key, None)
 
+    def _report_hand_back(self, event: HandedBack) -> None:
+        """(from hand-back tasks) the outcome, for the loop to count"""
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._send.send_nowait(event)
+
     def _on_handed_back(self, event: HandedBack) -> None:
         group = self.groups.get(event.group)
         if group is not None:
@@ -428,11 +429,9 @@ class Supervisor:
         if info is not None and info.tasks is not None:  # keep its counts in the group's history
             group.tasks_history = group.tasks_history + info.tasks
             info.tasks = None
-        if info is not None and info.inflight:
-            self._hand_back(group, info, status)
-        if info is not None and info.identity and group.spec is not None and group.spec.hand_back:
-            self._dead.append((group.name, info.identity))  # to look for dispatches it never saw
-            self._scan_at = now + SCAN_DELAY_S
+        if info is not None:
+            assert self._tg is not None
+            self.hand_backs.replica_exited(self._tg, group, info, status, now)
         if handle.state is ProcState.BACKOFF:
             group.restarts_total += 1
         if handle in group.retiring and not handle.state.alive:
@@ -449,55 +448,6 @@ class Supervisor:
             log.info("worker.exited", **fields, next=handle.state.value)
         self._write_state()
         await self._execute(group, handle, actions, now)
-
-    def _hand_back(self, group: SupervisedGroup, info: ReplicaInfo, status: ExitStatus) -> None:
-        """The process is gone with attempts open: hand them back to Temporal now (beside the loop)."""
-        attempts, info.inflight = list(info.inflight.values()), {}
-        fields = {"group": group.name, "identity": info.identity, "attempts": len(attempts), "exit": status.describe()}
-        if group.spec is None or not group.spec.hand_back:
-            log.info("handback.disabled", **fields)
-            return
-        assert self._tg is not None
-        message = f"worker process {info.identity} died: {status.describe()}"
-        self._tg.start_soon(self._run_hand_back, group.name, attempts, message, status.reason, fields)
-
-    async def _run_hand_back(
-        self, group: str, attempts: list[Attempt], message: str, reason: str, fields: dict[str, object]
-    ) -> None:
-        results = await hand_back(self.temporal_client, attempts, message, self._identity)
-        for result in results:
-            a = result.attempt
-            level = log.warning if result.outcome == "failed" else log.info
-            level(
-                HAND_BACK_EVENTS[result.outcome],
-                group=group,
-                dead=fields["identity"],
-                exit=fields["exit"],
-                workflow_id=a.workflow_id,
-                activity_id=a.activity_id,
-                activity_type=a.activity_type,
-                attempt=a.attempt,
-                detail=result.detail or None,
-            )
-        count = {o: sum(r.outcome == o for r in results) for o in ("handed_back", "refused", "failed")}
-        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._send.send_nowait(HandedBack(group, reason, count["handed_back"], count["refused"], count["failed"]))
-
-    async def _scan_lost(self, dead: list[tuple[str, str]]) -> None:
-        """Hand back attempts Temporal started on these exited replicas that they never saw (lost dispatches)."""
-        try:
-            results = await scan_and_hand_back(self.temporal_client, {identity for _, identity in dead}, self._identity)
-        except Exception as exc:  # Temporal unavailable: the start-to-close timeout remains the fallback
-            log.warning("handback.scan_failed", error=str(exc) or type(exc).__name__)
-            return
-        groups = {identity: group for group, identity in dead}
-        for group in set(groups.values()):
-            mine = [outcome for item, outcome in results if groups.get(item.identity) == group]
-            counts = {o: mine.count(o) for o in ("handed_back", "refused", "failed")}
-            if mine:
-                event = HandedBack(group, "lost_dispatch", counts["handed_back"], counts["refused"], counts["failed"])
-                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    self._send.send_nowait(event)
 
     # -- actions -------------------------------------------------------------------------------------------------
 

@@ -26,15 +26,16 @@ from temporalio.api.workflowservice.v1 import (
     RespondActivityTaskFailedByIdRequest,
 )
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
-from pipelex_pool.supervisor.handback import FAILURE_TYPE, REFUSED
+from pipelex_pool.contract import HAND_BACK_FAILURE_TYPE as FAILURE_TYPE
 
 log = structlog.get_logger("pipelex_pool.handback")
 SCAN_DELAY_S = 2.0
 SCAN_LIMIT = 500
 SCAN_CONCURRENCY = 8
 PAGE_SIZE = 100
+REFUSED = (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.INVALID_ARGUMENT)
 
 
 @dataclass(frozen=True)
