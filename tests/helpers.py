@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
@@ -78,3 +79,14 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float, what
                 await anyio.sleep(interval)
     except TimeoutError as exc:
         raise AssertionError(f"timed out after {within}s waiting for {what}") from exc
+
+
+async def retried_failures(client: Client, workflow_id: str) -> list[Failure]:
+    """Why each retried activity attempt failed: a retry leaves no event of its own, its failure is the next
+    attempt's `last_failure`."""
+    return [
+        e.activity_task_started_event_attributes.last_failure
+        for e in await history(client, workflow_id)
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        and e.activity_task_started_event_attributes.HasField("last_failure")
+    ]

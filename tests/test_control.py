@@ -18,14 +18,13 @@ from pathlib import Path
 
 import anyio
 import pytest
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from pipelex_pool.control.client import ControlClient
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 from tests.conftest import Processes, TemporalServer
-from tests.helpers import history
+from tests.helpers import retried_failures
 from tests.pool import Pool, alive
 
 pytestmark = pytest.mark.slow
@@ -141,13 +140,7 @@ async def test_rolling_restart_under_load_keeps_pollers_and_loses_no_activity(po
     lost_dispatches = 0
     for run in runs:
         await run.result(rpc_timeout=timedelta(seconds=60))  # every run succeeds
-        # A retried attempt leaves no event of its own: its failure is the next attempt's last_failure.
-        failures = [
-            e.activity_task_started_event_attributes.last_failure
-            for e in await history(client, run.id)
-            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-            and e.activity_task_started_event_attributes.HasField("last_failure")
-        ]
+        failures = await retried_failures(client, run.id)
         # No activity was cut short or cancelled by a drain, and none waited for its start-to-close timeout: the
         # only retries are dispatches Temporal lost while a worker shut down (README "Known limitations"), which
         # the pool found and handed back at once.

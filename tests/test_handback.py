@@ -24,7 +24,7 @@ from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep, StepRes
 from pipelex_pool.supervisor.handback import hand_back
 from pipelex_pool.worker.inflight import Attempt
 from tests.conftest import TemporalServer
-from tests.helpers import history
+from tests.helpers import history, retried_failures
 from tests.pool import Pool, alive
 
 pytestmark = pytest.mark.slow
@@ -168,12 +168,7 @@ async def test_ten_rolling_restarts_under_load_no_run_waits_for_a_timeout(
     lost = 0
     for run in runs:
         await run.result(rpc_timeout=timedelta(seconds=120))
-        failures = [
-            e.activity_task_started_event_attributes.last_failure
-            for e in await history(client, run.id)
-            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-            and e.activity_task_started_event_attributes.HasField("last_failure")
-        ]
+        failures = await retried_failures(client, run.id)
         assert not [f for f in failures if f.HasField("timeout_failure_info")], "an activity waited for its timeout"
         lost += sum("exited without running this attempt" in f.message for f in failures)
     took = time.monotonic() - started

@@ -23,7 +23,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -34,8 +33,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from pipelex_pool.control.client import ControlClient
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
-from pipelex_pool.temporal.devserver import dev_server_command, wait_until_serving
-from scripts.bench.restart_latency import free_port, summary
+from scripts.bench.common import dev_server, summary, write_result
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS = 6
@@ -177,24 +175,11 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--write", type=Path, help="Append the result to this Markdown file.")
     args = parser.parse_args()
-    directory = Path(tempfile.mkdtemp(prefix="pp-bench-", dir="/tmp"))
-    port = free_port()
-    server = subprocess.Popen(
-        dev_server_command(port, directory / "t.db", log_level="error"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        client = await wait_until_serving(f"127.0.0.1:{port}", within=60)
+    async with dev_server() as (client, port, directory):
         for name in ("pool", "sd"):
             (directory / name).mkdir()
         pool = await bench_pipelex_pool(client, directory / "pool", port, args.rounds)
         sd = await bench_supervisord(client, directory / "sd", port, args.rounds)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
-        shutil.rmtree(directory, ignore_errors=True)
     ratio = statistics.median(sd) / statistics.median(pool)
     text = (
         f"| supervisor | SIGKILL of a busy llm worker -> all its runs completed ({args.rounds} rounds) |\n"
@@ -204,10 +189,7 @@ async def main() -> None:
         f"supervisord / pipelex-pool (median): **{ratio:.1f}x**. Each activity: {LATENCY_S:g} s, killed ~1 s in "
         "(the retry resumes from its last heartbeat, so ~4 s of it remain)\n"
     )
-    print(text)
-    if args.write:
-        with args.write.open("a") as out:
-            out.write(f"\n### Run of {time.strftime('%Y-%m-%d %H:%M')} ({os.cpu_count()} cores)\n\n{text}")
+    write_result(args.write, text)
     sys.stdout.flush()
     os._exit(0)  # skip interpreter teardown after using the Temporal client (see pipelex_pool.cli)
 

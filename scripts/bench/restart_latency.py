@@ -7,7 +7,7 @@ identity for the queue (all partitions described, as pipelex-pool's readiness do
 in the same run, so their numbers are comparable; BENCHMARKS.md records a run.
 
     python -m venv .venv && .venv/bin/pip install -e ".[test]" supervisor
-    .venv/bin/python scripts/bench/restart_latency.py --rounds 10 --write BENCHMARKS.md
+    .venv/bin/python -m scripts.bench.restart_latency --rounds 10 --write BENCHMARKS.md
 
 pipelex-pool runs with backoff_initial = 0.1s (its first restart is after 0.1-0.12 s; the shipped default is 0.5 s)
 and stable_after = 2s so that rounds 3 s apart do not escalate the backoff; supervisord with autorestart=true and
@@ -21,11 +21,9 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,17 +32,11 @@ import tomlkit
 from temporalio.client import Client
 
 from pipelex_pool.control.client import ControlClient
-from pipelex_pool.temporal.devserver import dev_server_command, wait_until_serving
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
+from scripts.bench.common import dev_server, summary, write_result
 
 REPO = Path(__file__).resolve().parents[2]
 QUEUE = "llm_q"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def topology(directory: Path, port: int, spawner: str = "fork") -> Path:
@@ -157,36 +149,17 @@ stopsignal=TERM
         sup.wait(60)
 
 
-def summary(values: list[float]) -> str:
-    ordered = sorted(values)
-    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-    return f"median {statistics.median(values):.2f} s, p90 {p90:.2f} s, min {ordered[0]:.2f} s, max {ordered[-1]:.2f} s"
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--write", type=Path, help="Append the result to this Markdown file.")
     args = parser.parse_args()
-    directory = Path(tempfile.mkdtemp(prefix="pp-bench-", dir="/tmp"))
-    port = free_port()
-    server = subprocess.Popen(
-        dev_server_command(port, directory / "t.db", log_level="error"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        client = await wait_until_serving(f"127.0.0.1:{port}", within=60)
+    async with dev_server() as (client, port, directory):
         for name in ("fork", "exec", "sd"):
             (directory / name).mkdir()
         pool = await bench_pipelex_pool(client, directory / "fork", port, args.rounds, "fork")
         cold = await bench_pipelex_pool(client, directory / "exec", port, args.rounds, "exec")
         sd = await bench_supervisord(client, directory / "sd", port, args.rounds)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
-        shutil.rmtree(directory, ignore_errors=True)
     ratio = statistics.median(sd) / statistics.median(pool)
     text = (
         f"| supervisor | kill -> replacement polling ({args.rounds} rounds) |\n| --- | --- |\n"
@@ -196,10 +169,7 @@ async def main() -> None:
         f"supervisord / pipelex-pool (median): **{ratio:.2f}x**; "
         f"exec / fork server (median): {statistics.median(cold) / statistics.median(pool):.2f}x\n"
     )
-    print(text)
-    if args.write:
-        with args.write.open("a") as out:
-            out.write(f"\n### Run of {time.strftime('%Y-%m-%d %H:%M')} ({os.cpu_count()} cores)\n\n{text}")
+    write_result(args.write, text)
     sys.stdout.flush()
     os._exit(0)  # skip interpreter teardown after using the Temporal client (see pipelex_pool.cli)
 
