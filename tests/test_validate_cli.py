@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,9 @@ BROKEN: list[tuple[str, dict[str, Any], str, str]] = [
         "pool.worker_metrics",
         "distinct ports",
     ),
+    ("group-name-with-a-slash", {"workers.im/g": {"scope": "runner-llm"}}, "workers.im/g", "[workers.im_g]"),
+    ("group-named-like-the-dev-server", {"workers.temporal-dev-server": {}}, "workers.temporal-dev-server", "rename"),
+    ("over-max-replicas", {"pool.max_replicas": 3}, "pool.max_replicas", "up to 4 replicas"),
 ]
 
 
@@ -269,6 +273,21 @@ def test_syntax_error_names_the_line(tmp_path: Path) -> None:
     result = run_validate(str(file))
     assert result.exit_code == 2
     assert "line 3" in result.output and "TOML syntax error" in result.output
+
+
+def test_a_duplicated_key_names_the_key_and_line(tmp_path: Path) -> None:
+    file = tmp_path / "dup.toml"
+    file.write_text('[pool]\nname = "x"\n[workers.llm]\nreplicas = 2\nreplicas = 3\n')
+    result = run_validate(str(file))
+    assert result.exit_code == 2
+    assert "workers.llm.replicas (line 5, column" in result.output and "given twice" in result.output
+
+
+def test_a_fifo_is_refused_instead_of_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "topology.toml"
+    os.mkfifo(fifo)
+    result = run_validate(str(fifo))  # (reading it would block forever)
+    assert result.exit_code == 2 and "not a regular file" in result.output
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
