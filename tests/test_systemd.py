@@ -63,6 +63,7 @@ def test_unit_files_pass_systemd_analyze_verify(tmp_path: Path) -> None:
             "User=pipelex-pool",
             "Restart=on-failure",
             "StartLimitBurst=",
+            "OOMPolicy=continue",  # one replica's OOM kill must not stop every replica
         ):
             assert directive in text, f"{unit} lacks {directive}"
         assert "32min" in text  # above Pipelex's default 30-minute graceful_shutdown_timeout
