@@ -52,6 +52,7 @@ def test_scale_down_during_a_mass_spawn_stops_it_within_one_batch(
     # What may start between the two requests: one batch, plus what the budget refills meanwhile.
     bound = 2 + default_spawn_batch() + int(default_spawn_rate() * elapsed) + 1
     assert most <= bound, f"{most} llm workers alive at once after scale 40 -> 2 in {elapsed:.2f}s (bound {bound})"
+    print(f"scale 40 then 2 after {elapsed:.2f}s: at most {most} llm workers alive (bound {bound})")
     status = pool.wait(lambda s: s["groups"]["llm"]["ready"] == 2 and len(s["replicas"]) == 2, 60, "back to 2")
     assert status["groups"]["llm"]["desired"] == 2
 
@@ -71,6 +72,7 @@ def test_down_during_a_40_replica_spawn_returns_within_the_drain_time_with_nothi
     assert supervisor.wait(timeout=10) == 0
     assert took < 10 + 5, f"down took {took:.1f}s (grace 10 s + margin 5 s)"  # the profile's drain, not 40 spawns
     assert not pool.worker_pids(), "workers left after down"
+    print(f"down during a 40-replica spawn: returned after {took:.1f}s, no worker left")
 
 
 def test_scale_over_max_replicas_is_refused_with_exit_2(
