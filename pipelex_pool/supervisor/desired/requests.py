@@ -9,7 +9,7 @@ and answers; the rest of the iteration makes the processes follow."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
@@ -97,7 +97,6 @@ class Applied:
     refresh_spawner: bool = False  # new code must run: retire anything the spawner keeps warm
     reloading: bool = False  # tell systemd RELOADING=1 until the pool has settled again
     shutdown_started: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def apply(state: DesiredState, request: Request) -> Applied:
