@@ -138,15 +138,15 @@ async def test_a_paused_supervisor_kills_no_worker_and_no_activity_waits_for_a_t
     pool.write(temporal_server, namespace, {"temporal.queue_options.llm_q.start_to_close_timeout": "30s"})
     supervisor = pool.up()
     before = {r["pid"] for r in pool.wait_all_ready()["replicas"]}
-    runs = await start_runs(client, 6, latency_s=1.0, steps=40)  # ~40 s of work each, in 1 s activities
+    runs = await start_runs(client, 6, latency_s=1.0, steps=90)  # ~90 s of work each, in 1 s activities
     await anyio.sleep(2)
     supervisor.send_signal(signal.SIGSTOP)
     try:
-        await anyio.sleep(30)  # past the watchdog (15 s) and past a full notify queue (the old freeze came at ~27 s)
+        await anyio.sleep(60)  # past the watchdog (15 s) and past a full notify queue (the old freeze came at ~27 s)
     finally:
         supervisor.send_signal(signal.SIGCONT)
     for run in runs:
-        result = await run.result(rpc_timeout=timedelta(seconds=120))
+        result = await run.result(rpc_timeout=timedelta(seconds=150))
         assert all(step.attempt == 1 for step in result.steps), "an activity waited for its timeout and was retried"
     status = pool.status()
     assert {r["pid"] for r in status["replicas"]} == before and all(r["restarts"] == 0 for r in status["replicas"])
@@ -176,3 +176,61 @@ async def test_ten_rolling_restarts_under_load_no_run_waits_for_a_timeout(
     counted = pool.status()["groups"]["llm"]["handed_back"].get("lost_dispatch", 0)
     assert counted >= lost
     print(f"10 rolls under load: {lost} lost dispatch(es) found and handed back ({counted} counted), {took:.0f}s")
+
+
+async def test_an_attempt_a_live_replica_never_received_is_handed_back_after_the_bound(
+    pool: Pool, temporal_server: TemporalServer, namespace: str, client: Client
+) -> None:
+    # The test plays Temporal's side of the "stuck" case: it takes an attempt under the identity of a live llm
+    # replica (on a queue of its own, so no real worker competes) and never runs it.
+    route = "temporal.worker_config.activity_queues.act_llm_gen_text.by_handle.stuck"
+    pool.write(
+        temporal_server,
+        namespace,
+        {
+            route: "stuck_q",
+            "temporal.queue_options.stuck_q": {"start_to_close_timeout": "0:05:00"},
+            "workers.spare": {"scope": "runner-llm", "task_queue": "stuck_q", "replicas": 0},
+            "workers.media.replicas": 0,
+            "pool.stuck_attempt_after": "4s",
+        },
+    )
+    pool.up()
+    status = pool.wait_all_ready()
+    replica = next(r for r in status["replicas"] if r["group"] == "llm")
+    run = await client.start_workflow(
+        "WfPipeRun",
+        PipeRunInput(run_id="stuck", steps=[SimStep("act_llm_gen_text", handle="stuck", latency_s=0.1)]),
+        id=f"stuck-{uuid.uuid4().hex[:8]}",
+        task_queue="temporal_task_queue",
+        result_type=PipeRunResult,
+    )
+
+    async def poll(identity: str) -> bytes:
+        for _ in range(10):
+            task = await client.workflow_service.poll_activity_task_queue(
+                PollActivityTaskQueueRequest(
+                    namespace=namespace, task_queue=TaskQueue(name="stuck_q"), identity=identity
+                )
+            )
+            if task.task_token:
+                return bytes(task.task_token)
+        raise AssertionError("no activity task")
+
+    await poll(replica["identity"])  # attempt 1, recorded as started on the live replica, never run
+    taken = time.monotonic()
+    second = await poll("test")  # attempt 2 comes once the pool has handed attempt 1 back
+    assert 4 <= time.monotonic() - taken < 20, time.monotonic() - taken
+    payloads = await client.data_converter.encode(
+        [StepResult("act_llm_gen_text", "stuck_q", attempt=2, worker_identity="test", duration_s=0.0)]
+    )
+    await client.workflow_service.respond_activity_task_completed(
+        RespondActivityTaskCompletedRequest(
+            namespace=namespace, task_token=second, result=Payloads(payloads=payloads), identity="test"
+        )
+    )
+    await run.result(rpc_timeout=timedelta(seconds=30))
+    [failure] = await retried_failures(client, run.id)
+    assert f"worker process {replica['identity']} does not know of this attempt" in failure.message
+    status = pool.wait(lambda s: s["groups"]["llm"]["handed_back"].get("stuck") == 1, 10, "counted as stuck")
+    assert pool.status()["groups"]["llm"]["restarts_total"] == 0  # nothing was killed for it

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import structlog
@@ -26,9 +27,9 @@ from temporalio.service import RPCError
 from pipelex_pool.contract import HAND_BACK_FAILURE_TYPE as FAILURE_TYPE
 from pipelex_pool.supervisor.events import HandedBack
 from pipelex_pool.supervisor.groups import SupervisedGroup
-from pipelex_pool.supervisor.process.state import ExitStatus
+from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
 from pipelex_pool.supervisor.view import ReplicaInfo
-from pipelex_pool.supervisor.watchers.lost_dispatch import REFUSED, SCAN_DELAY_S, scan_and_hand_back
+from pipelex_pool.supervisor.watchers.lost_dispatch import REFUSED, SCAN_DELAY_S, scan_and_hand_back, scan_stuck
 from pipelex_pool.worker.inflight import Attempt
 
 log = structlog.get_logger("pipelex_pool.handback")
@@ -119,11 +120,17 @@ class HandBacks:
     beside the loop; outcomes come back to it as HandedBack events (`report`)."""
 
     def __init__(
-        self, client: Callable[[], Awaitable[Client]], identity: str, report: Callable[[HandedBack], None]
+        self,
+        client: Callable[[], Awaitable[Client]],
+        identity: str,
+        report: Callable[[HandedBack], None],
+        stuck_after_s: float,
     ) -> None:
         self.client, self.identity, self.report = client, identity, report
         self.dead: list[tuple[str, str]] = []  # (group, identity) of exited replicas not scanned for yet
         self.scan_at: float | None = None
+        self.stuck_after_s = stuck_after_s
+        self.next_stuck_check = 0.0
 
     def replica_exited(
         self, tg: TaskGroup, group: SupervisedGroup, info: ReplicaInfo, status: ExitStatus, now: float
@@ -145,6 +152,43 @@ class HandBacks:
         if self.scan_at is not None and now >= self.scan_at:
             tg.start_soon(self._scan, self.dead)
             self.dead, self.scan_at = [], None
+
+    def check_stuck_if_due(
+        self, tg: TaskGroup, now: float, groups: list[SupervisedGroup], info: dict[Any, ReplicaInfo]
+    ) -> None:
+        """Every `stuck_after / 2`: attempts Temporal says run on a live READY replica that does not know of them."""
+        if self.stuck_after_s <= 0 or now < self.next_stuck_check:
+            return
+        self.next_stuck_check = now + max(self.stuck_after_s / 2, 1.0)
+        running: dict[str, set[tuple[str, str, int]]] = {}
+        owner: dict[str, str] = {}
+        for group in groups:
+            if group.spec is None or not group.spec.hand_back:
+                continue
+            for handle in group.all_handles():
+                replica = info.get(handle)
+                if replica is not None and replica.identity and handle.state is ProcState.READY:
+                    running[replica.identity] = {
+                        (a.workflow_id, a.activity_id, a.attempt) for a in replica.inflight.values()
+                    }
+                    owner[replica.identity] = group.name
+        if running:
+            tg.start_soon(self._check_stuck, running, owner)
+
+    def postpone_stuck_check(self, now: float) -> None:
+        """After the supervisor was away, what replicas reported meanwhile is not read yet: do not judge them on it."""
+        self.next_stuck_check = max(self.next_stuck_check, now + max(self.stuck_after_s / 2, 5.0))
+
+    async def _check_stuck(self, running: dict[str, set[tuple[str, str, int]]], owner: dict[str, str]) -> None:
+        try:
+            results = await scan_stuck(self.client, running, self.stuck_after_s, self.identity)
+        except Exception as exc:  # Temporal unavailable: the start-to-close timeout remains the fallback
+            log.warning("handback.stuck_check_failed", error=str(exc) or type(exc).__name__)
+            return
+        for group in sorted(set(owner.values())):
+            outcomes = [outcome for item, outcome in results if owner.get(item.identity) == group]
+            if outcomes:
+                self.report(HandedBack(group, "stuck", *(outcomes.count(o) for o in OUTCOMES)))
 
     async def _hand_back(
         self, group: str, dead: str, attempts: list[Attempt], message: str, status: ExitStatus

@@ -100,7 +100,8 @@ class Supervisor:
         self.health = TemporalHealth(server.target_host)
         self.watch = TemporalWatch(self, self.temporal_client, self.request)
         identity = f"{self.topology.pool.name}/supervisor@{socket.gethostname()}:{os.getpid()}"
-        self.hand_backs = HandBacks(self.temporal_client, identity, self._report_hand_back)
+        stuck_after = pool.stuck_attempt_after.total_seconds()
+        self.hand_backs = HandBacks(self.temporal_client, identity, self._report_hand_back, stuck_after)
         self.groups = {
             name: worker_group(self.topology, spec, self.topology.file) for name, spec in self.topology.groups.items()
         }
@@ -199,6 +200,7 @@ class Supervisor:
         if not self.shutting_down:
             assert self._tg is not None
             self.hand_backs.scan_if_due(self._tg, now)
+            self.hand_backs.check_stuck_if_due(self._tg, now, list(self.groups.values()), self.info)
         if self.shutting_down and not any(h.state.alive for h in self.handles()):
             return True
         self.systemd.settled(summary(self), settled(self))
@@ -232,6 +234,7 @@ class Supervisor:
             log.warning("supervisor.was_paused", seconds=round(late, 1), action="watchdog deadlines moved")
             for handle in self.handles():
                 handle.excuse(late)
+            self.hand_backs.postpone_stuck_check(self.clock())  # reports queued meanwhile must arrive first
 
     async def _drain(self) -> None:
         """The one point where what arrived is applied: observers' reports first, in order, then requests."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import anyio
 import structlog
@@ -45,11 +46,13 @@ class LostDispatch:
     activity_id: str
     activity_type: str
     attempt: int
-    identity: str  # the dead replica Temporal names as its last worker
+    identity: str  # the replica Temporal names as its last worker
+    started_s_ago: float = 0.0
 
 
 async def find_lost(client: Client, dead: set[str]) -> list[LostDispatch]:
-    """Pending activities STARTED on one of the `dead` identities, among the newest open workflows."""
+    """Pending activities STARTED on one of the `dead` (or, for the stuck check, live) identities, among the
+    newest open workflows."""
     executions: list[WorkflowExecution] = []
     token = b""
     while len(executions) < SCAN_LIMIT:
@@ -81,6 +84,9 @@ async def find_lost(client: Client, dead: set[str]) -> list[LostDispatch]:
                 pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
                 and pending.last_worker_identity in dead
             ):
+                started = (
+                    pending.last_started_time.ToDatetime(tzinfo=UTC) if pending.HasField("last_started_time") else None
+                )
                 found.append(
                     LostDispatch(
                         execution.workflow_id,
@@ -89,6 +95,7 @@ async def find_lost(client: Client, dead: set[str]) -> list[LostDispatch]:
                         pending.activity_type.name,
                         pending.attempt,
                         pending.last_worker_identity,
+                        (datetime.now(UTC) - started).total_seconds() if started else 0.0,
                     )
                 )
 
@@ -98,7 +105,7 @@ async def find_lost(client: Client, dead: set[str]) -> list[LostDispatch]:
     return found
 
 
-async def hand_back_lost(client: Client, lost: LostDispatch, identity: str) -> str:
+async def hand_back_lost(client: Client, lost: LostDispatch, identity: str, why: str | None = None) -> str:
     """Fail the attempt by id; returns "handed_back", "refused" or "failed"."""
     try:
         await client.workflow_service.respond_activity_task_failed_by_id(
@@ -108,8 +115,9 @@ async def hand_back_lost(client: Client, lost: LostDispatch, identity: str) -> s
                 run_id=lost.run_id,
                 activity_id=lost.activity_id,
                 failure=Failure(
-                    message=f"worker process {lost.identity} exited without running this attempt (a dispatch lost "
-                    "at its shutdown): handed back by pipelex-pool",
+                    message=why
+                    or f"worker process {lost.identity} exited without running this attempt (a dispatch lost at its "
+                    "shutdown): handed back by pipelex-pool",
                     source="pipelex-pool",
                     application_failure_info=ApplicationFailureInfo(type=FAILURE_TYPE, non_retryable=False),
                 ),
@@ -139,5 +147,31 @@ async def scan_and_hand_back(
             activity_type=item.activity_type,
             attempt=item.attempt,
         )
+        results.append((item, outcome))
+    return results
+
+
+async def scan_stuck(
+    client: Callable[[], Awaitable[Client]],
+    running: dict[str, set[tuple[str, str, int]]],
+    after_s: float,
+    identity: str,
+) -> list[tuple[LostDispatch, str]]:
+    """Attempts Temporal says run on a live replica, started over `after_s` ago, that the replica's own report does
+    not list: it never received them. Each is handed back. `running`: identity -> (workflow id, activity id,
+    attempt) the replica reported."""
+    connected = await client()
+    results = []
+    for item in await find_lost(connected, set(running)):
+        if item.started_s_ago < after_s or (item.workflow_id, item.activity_id, item.attempt) in running[item.identity]:
+            continue
+        why = (
+            f"worker process {item.identity} does not know of this attempt, started {item.started_s_ago:.0f}s ago "
+            "(never received): handed back by pipelex-pool"
+        )
+        outcome = await hand_back_lost(connected, item, identity, why)
+        log.warning("handback.stuck_attempt", outcome=outcome, worker=item.identity, workflow_id=item.workflow_id,
+                    activity_id=item.activity_id, activity_type=item.activity_type, attempt=item.attempt,
+                    started_s_ago=round(item.started_s_ago, 1))  # fmt: skip
         results.append((item, outcome))
     return results
