@@ -8,6 +8,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -55,3 +56,36 @@ def write_result(path: Path | None, text: str) -> None:
     if path is not None:
         with path.open("a") as out:
             out.write(f"\n### Run of {time.strftime('%Y-%m-%d %H:%M')} ({os.cpu_count()} cores)\n\n{text}")
+
+
+def start_supervisord(directory: Path, programs: str) -> tuple[subprocess.Popen[bytes], Path, str]:
+    """supervisord (from the `supervisor` package) in the foreground with `programs` ([program:x] sections);
+    returns the process, its config file and the supervisorctl command. Stop it with `stop_group`."""
+    supervisord = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or shutil.which("supervisord")
+    if supervisord is None:
+        raise SystemExit("supervisord is not installed: pip install supervisor")
+    conf = directory / "supervisord.conf"
+    conf.write_text(
+        f"""[supervisord]
+nodaemon=true
+logfile={directory}/supervisord.log
+pidfile={directory}/supervisord.pid
+[unix_http_server]
+file={directory}/supervisor.sock
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[supervisorctl]
+serverurl=unix://{directory}/supervisor.sock
+{programs}"""
+    )
+    process = subprocess.Popen(
+        [supervisord, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    ctl = shutil.which("supervisorctl", path=str(Path(sys.executable).parent)) or "supervisorctl"
+    return process, conf, ctl
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group of a supervisor the benchmark started, and wait for it."""
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(60)

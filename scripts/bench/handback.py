@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -33,7 +32,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from pipelex_pool.control.client import ControlClient
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
-from scripts.bench.common import dev_server, summary, write_result
+from scripts.bench.common import dev_server, start_supervisord, stop_group, summary, write_result
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS = 6
@@ -115,29 +114,15 @@ async def bench_pipelex_pool(client: Client, directory: Path, port: int, rounds:
     try:
         return [await one_round(client, llm_pids) for _ in range(rounds)]
     finally:
-        os.killpg(sup.pid, signal.SIGTERM)
-        sup.wait(60)
+        stop_group(sup)
 
 
 async def bench_supervisord(client: Client, directory: Path, port: int, rounds: int) -> list[float]:
-    supervisord = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or shutil.which("supervisord")
-    if supervisord is None:
-        raise SystemExit("supervisord is not installed: pip install supervisor")
     topo = topology(directory, port)
     worker = f"{sys.executable} -m pipelex_pool worker --config {topo}"
-    conf = directory / "supervisord.conf"
-    conf.write_text(
-        f"""[supervisord]
-nodaemon=true
-logfile={directory}/supervisord.log
-pidfile={directory}/supervisord.pid
-[unix_http_server]
-file={directory}/supervisor.sock
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-[supervisorctl]
-serverurl=unix://{directory}/supervisor.sock
-[program:router]
+    sup, conf, ctl = start_supervisord(
+        directory,
+        f"""[program:router]
 command={worker} --task-queue temporal_task_queue --scope orchestrator
 autorestart=true
 startsecs=0
@@ -147,12 +132,8 @@ process_name=%(program_name)s-%(process_num)d
 numprocs=2
 autorestart=true
 startsecs=0
-"""
+""",
     )
-    sup = subprocess.Popen(
-        [supervisord, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    ctl = shutil.which("supervisorctl", path=str(Path(sys.executable).parent)) or "supervisorctl"
 
     async def llm_pids() -> list[int]:
         found = []
@@ -166,8 +147,7 @@ startsecs=0
     try:
         return [await one_round(client, llm_pids) for _ in range(rounds)]
     finally:
-        os.killpg(sup.pid, signal.SIGTERM)
-        sup.wait(60)
+        stop_group(sup)
 
 
 async def main() -> None:

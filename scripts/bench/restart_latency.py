@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -33,7 +32,7 @@ from temporalio.client import Client
 
 from pipelex_pool.control.client import ControlClient
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
-from scripts.bench.common import dev_server, summary, write_result
+from scripts.bench.common import dev_server, start_supervisord, stop_group, summary, write_result
 
 REPO = Path(__file__).resolve().parents[2]
 QUEUE = "llm_q"
@@ -105,38 +104,20 @@ async def bench_pipelex_pool(client: Client, directory: Path, port: int, rounds:
     try:
         return await measure(client, pid, rounds)
     finally:
-        os.killpg(sup.pid, signal.SIGTERM)
-        sup.wait(60)
+        stop_group(sup)
 
 
 async def bench_supervisord(client: Client, directory: Path, port: int, rounds: int) -> list[float]:
-    supervisord = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or shutil.which("supervisord")
-    if supervisord is None:
-        raise SystemExit("supervisord is not installed: pip install supervisor")
     topo = topology(directory, port)
-    conf = directory / "supervisord.conf"
-    conf.write_text(
-        f"""[supervisord]
-nodaemon=true
-logfile={directory}/supervisord.log
-pidfile={directory}/supervisord.pid
-[unix_http_server]
-file={directory}/supervisor.sock
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-[supervisorctl]
-serverurl=unix://{directory}/supervisor.sock
-[program:llm]
+    sup, conf, ctl = start_supervisord(
+        directory,
+        f"""[program:llm]
 command={sys.executable} -m pipelex_pool worker --config {topo} --task-queue llm_q --scope runner-llm --profile llm-pool
 autorestart=true
 startsecs=0
 stopsignal=TERM
-"""
+""",
     )
-    sup = subprocess.Popen(
-        [supervisord, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    ctl = shutil.which("supervisorctl", path=str(Path(sys.executable).parent)) or "supervisorctl"
 
     def pid() -> int | None:
         out = subprocess.run([ctl, "-c", str(conf), "pid", "llm"], capture_output=True, text=True).stdout.strip()
@@ -145,8 +126,7 @@ stopsignal=TERM
     try:
         return await measure(client, pid, rounds)
     finally:
-        os.killpg(sup.pid, signal.SIGTERM)
-        sup.wait(60)
+        stop_group(sup)
 
 
 async def main() -> None:
