@@ -34,13 +34,13 @@ class SystemdNotifier:
         """Report the pool's state; READY=1 the first time (and the first time after a reload) it has settled."""
         lines = []
         if summary != self.status:
-            self.status = summary
             lines.append(f"STATUS={summary}")
         if settled and not self.ready_sent:
-            self.ready_sent = True
             lines.append("READY=1")
-        if lines:
-            self.notifier.send(*lines)
+        # (sends never block: one systemd could not take now is tried again at the next iteration)
+        if lines and self.notifier.send(*lines):
+            self.status = summary
+            self.ready_sent = self.ready_sent or settled
 
     def reloading(self) -> None:
         self.ready_sent = False
