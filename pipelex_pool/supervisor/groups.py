@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipelex_pool.supervisor.process.handle import HandleTimings, ProcessHandle
 from pipelex_pool.supervisor.process.policy import RestartPolicy
+from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.spawning.spawner import ChildSpec, child_environment, pdeathsig_wrapped, worker_spec
 from pipelex_pool.temporal.devserver import dev_server_command, split_target
 from pipelex_pool.topology.load import Topology
@@ -68,6 +69,17 @@ class SupervisedGroup:
         handle = self.make_handle(len(self.handles))
         self.handles.append(handle)
         return handle
+
+    def next_deadline(self) -> float | None:
+        """When a handle's `tick` (or a delay readiness) may next have something to do."""
+        times = [t for t in (h.next_deadline() for h in self.all_handles()) if t is not None]
+        if self.readiness is Readiness.DELAY:
+            times += [
+                h.started_at + self.ready_delay
+                for h in self.all_handles()
+                if h.state is ProcState.STARTING and h.started_at
+            ]
+        return min(times) if times else None
 
     def all_handles(self) -> list[ProcessHandle]:
         return [*self.handles, *([self.replacement] if self.replacement else []), *self.retiring]

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 from anyio.abc import TaskGroup
-from temporalio.client import Client
 
 from pipelex_pool.contract import INFLIGHT_KEY, SDK_METRICS_KEY, TASKS_KEY, with_pid
 from pipelex_pool.errors import ErrorCode, RequestRefused, TopologyError
@@ -41,7 +40,7 @@ from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
 from pipelex_pool.supervisor.rolling import advance_roll
 from pipelex_pool.supervisor.spawning.budget import SpawnBudget, default_spawn_batch, default_spawn_rate
 from pipelex_pool.supervisor.spawning.launch import LaunchPlan, launch
-from pipelex_pool.supervisor.spawning.ports import pick_port
+from pipelex_pool.supervisor.spawning.ports import pick_address
 from pipelex_pool.supervisor.spawning.spawner import ExecSpawner, Spawner
 from pipelex_pool.supervisor.systemd import SystemdNotifier
 from pipelex_pool.supervisor.view import ReplicaInfo, settled, summary
@@ -49,11 +48,10 @@ from pipelex_pool.supervisor.watchers.child import watch_child, watch_polling, w
 from pipelex_pool.supervisor.watchers.queues import TemporalWatch, served_types
 from pipelex_pool.supervisor.watchers.resources import SAMPLE_INTERVAL_S, watch_resources
 from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth
-from pipelex_pool.temporal.connect import connect
+from pipelex_pool.temporal.connect import LazyClient
 from pipelex_pool.temporal.pollers import QueueType
 from pipelex_pool.topology.limits import default_max_replicas
 from pipelex_pool.topology.load import Topology, load_topology
-from pipelex_pool.units import split_port_range
 from pipelex_pool.worker.accounting import TaskCounts
 from pipelex_pool.worker.inflight import decode_report
 
@@ -81,7 +79,6 @@ class Supervisor:
     def __post_init__(self) -> None:
         self._send, self._receive = anyio.create_memory_object_stream[Event](max_buffer_size=100_000)
         self._tg: TaskGroup | None = None
-        self._client: Client | None = None
         self._spawn_count = 0
         self._starved = False  # a start was held back by the spawn budget this iteration
         self._closed = False
@@ -97,11 +94,12 @@ class Supervisor:
         self.systemd = SystemdNotifier()
         server = self.topology.temporal.selected_server()
         assert server is not None
+        self.temporal = LazyClient(server, f"{self.topology.pool.name}/supervisor@{os.getpid()}")
         self.health = TemporalHealth(server.target_host)
-        self.watch = TemporalWatch(self, self.temporal_client, self.request)
+        self.watch = TemporalWatch(self, self.temporal.get, self.request)
         identity = f"{self.topology.pool.name}/supervisor@{socket.gethostname()}:{os.getpid()}"
         stuck_after = pool.stuck_attempt_after.total_seconds()
-        self.hand_backs = HandBacks(self.temporal_client, identity, self._report_hand_back, stuck_after)
+        self.hand_backs = HandBacks(self.temporal.get, identity, self._report_hand_back, stuck_after)
         self.groups = {
             name: worker_group(self.topology, spec, self.topology.file) for name, spec in self.topology.groups.items()
         }
@@ -146,7 +144,7 @@ class Supervisor:
             self._tg = tg
             tg.start_soon(self._signals)
             tg.start_soon(watch_resources, self, self.request)
-            tg.start_soon(self.health.run, self._client_once)
+            tg.start_soon(self.health.run, self.temporal.once)
             tg.start_soon(self.watch.run)
             log.info(
                 "supervisor.started", pool=self.topology.pool.name, pid=os.getpid(), topology=str(self.topology.file)
@@ -209,7 +207,7 @@ class Supervisor:
     async def wait(self) -> None:
         """Until the next event, or the next deadline of a handle, the spawn budget or systemd's watchdog."""
         now = self.clock()
-        deadlines = [d for d in (self._next_deadline(g) for g in self.all_groups()) if d is not None]
+        deadlines = [d for d in (g.next_deadline() for g in self.all_groups()) if d is not None]
         ping = self.systemd.ping_due(now)  # a stuck loop stops these, and systemd restarts the service
         if ping is not None:
             deadlines.append(ping)
@@ -305,16 +303,6 @@ class Supervisor:
     def _may_spawn_at(self, due: float | None, now: float) -> bool:
         """For a handle whose start is due at `due`: not due yet (nothing to spend), or a start is in the budget."""
         return due is None or now < due or self._may_spawn(now)
-
-    def _next_deadline(self, group: SupervisedGroup) -> float | None:
-        times = [t for t in (h.next_deadline() for h in group.all_handles()) if t is not None]
-        if group.readiness is Readiness.DELAY:
-            times += [
-                h.started_at + group.ready_delay
-                for h in group.all_handles()
-                if h.state is ProcState.STARTING and h.started_at
-            ]
-        return min(times) if times else None
 
     async def _reconcile(self, now: float) -> None:
         dev_ready = self.dev is None or any(h.state is ProcState.READY for h in self.dev.handles)
@@ -482,7 +470,12 @@ class Supervisor:
             self._write_state()
 
         try:
-            metrics_address = self._sdk_metrics_address(group, handle)
+            metrics_address = None
+            if self.topology.pool.worker_metrics is not None and group is not self.dev:
+                given = [i.sdk_metrics_given for h, i in self.info.items() if h.state.alive and h is not handle]
+                metrics_address = pick_address(self.topology.pool.worker_metrics, [a for a in given if a])
+                if metrics_address is None:
+                    log.warning("worker.sdk_metrics_no_port", group=handle.group, replica=handle.replica)
             notify_path = None
             if group.readiness is Readiness.NOTIFY:
                 # One path per process ever spawned: a replacement must not take over (or later unlink) the socket
@@ -532,41 +525,11 @@ class Supervisor:
             types = served_types(self, group.spec.scope)
             self._tg.start_soon(self._watch_polling, handle, generation, group.spec.task_queue, types, info.identity)
 
-    def _sdk_metrics_address(self, group: SupervisedGroup, handle: ProcessHandle) -> str | None:
-        """The address (host:port) for this process's SDK metrics: the lowest port no other live replica holds."""
-        if self.topology.pool.worker_metrics is None or group is self.dev:
-            return None
-        host, ports = split_port_range(self.topology.pool.worker_metrics)
-        given = [i.sdk_metrics_given for h, i in self.info.items() if h.state.alive and h is not handle]
-        port = pick_port(host, ports, [int(a.rpartition(":")[2]) for a in given if a])
-        if port is None:
-            log.warning("worker.sdk_metrics_no_port", group=handle.group, replica=handle.replica, ports=str(ports))
-            return None
-        return f"{host}:{port}"
-
     async def _watch_polling(
         self, handle: ProcessHandle, generation: int, queue: str, types: list[QueueType], identity: str
     ) -> None:
-        client = await self.temporal_client()
+        client = await self.temporal.get()
         await watch_polling(client, handle, generation, queue, types, identity, self._send)
-
-    async def temporal_client(self, *, retry: bool = True) -> Client:
-        """The supervisor's one Temporal client, connected on first use (retrying while the server boots,
-        unless `retry` is False)."""
-        while self._client is None:
-            server = self.topology.temporal.selected_server()
-            assert server is not None
-            try:
-                self._client = await connect(server, f"{self.topology.pool.name}/supervisor@{os.getpid()}")
-            except Exception as exc:  # server not up yet: readiness checks wait, nothing is marked failed
-                if not retry:
-                    raise
-                log.warning("supervisor.temporal_unreachable", target=server.target_host, error=str(exc))
-                await anyio.sleep(1.0)
-        return self._client
-
-    async def _client_once(self) -> Client:
-        return await self.temporal_client(retry=False)
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
 

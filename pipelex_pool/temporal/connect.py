@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 
+import anyio
+import structlog
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 
 from pipelex_pool.errors import WorkerBootError
 from pipelex_pool.topology.temporal_schema import ServerConfig
+
+log = structlog.get_logger("pipelex_pool.supervisor")
 
 
 def api_key_for(server: ServerConfig) -> str | None:
@@ -38,3 +42,26 @@ async def connect(server: ServerConfig, identity: str | None = None, runtime: Ru
         identity=identity,
         runtime=runtime,
     )
+
+
+class LazyClient:
+    """One client for the supervisor, connected on first use: `get()` waits (retrying every second) while the
+    server boots, `once()` tries a single time. Nothing is marked failed while Temporal does not answer."""
+
+    def __init__(self, server: ServerConfig, identity: str) -> None:
+        self.server, self.identity = server, identity
+        self._client: Client | None = None
+
+    async def get(self, *, retry: bool = True) -> Client:
+        while self._client is None:
+            try:
+                self._client = await connect(self.server, self.identity)
+            except Exception as exc:  # server not up yet: readiness checks wait
+                if not retry:
+                    raise
+                log.warning("supervisor.temporal_unreachable", target=self.server.target_host, error=str(exc))
+                await anyio.sleep(1.0)
+        return self._client
+
+    async def once(self) -> Client:
+        return await self.get(retry=False)
