@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pipelex_pool.errors import Issue, Severity
 from pipelex_pool.packs import Catalog, resolve_scope
 from pipelex_pool.topology.suggest import did_you_mean
@@ -17,6 +19,14 @@ def check_temporal(temporal: TemporalSection, catalog: Catalog, issues: list[Iss
     _check_scopes(temporal, catalog, issues, file)
     _check_servers(temporal, issues, file)
     _check_routing(temporal, catalog, issues, file)
+
+
+def _check_known(
+    path: str, kind: str, name: str, known: Mapping[str, object], issues: list[Issue], file: str | None
+) -> None:
+    """A name (the default profile, the default scope, the selected server) must be one the section defines."""
+    if name not in known:
+        issues.append(Issue(path, f"unknown {kind} {name!r}.", did_you_mean(name, known), file=file))
 
 
 def _check_legacy_task_queue(temporal: TemporalSection, issues: list[Issue], file: str | None) -> None:
@@ -48,15 +58,14 @@ def _check_profiles(temporal: TemporalSection, issues: list[Issue], file: str | 
     """[temporal.worker_runtime_profiles]: the default exists, tuning modes, fields taken from the default."""
     profiles = temporal.worker_runtime_profiles
     all_profiles = profiles.all_profiles()
-    if profiles.default_profile not in all_profiles:
-        issues.append(
-            Issue(
-                "temporal.worker_runtime_profiles.default_profile",
-                f"unknown profile {profiles.default_profile!r}.",
-                did_you_mean(profiles.default_profile, all_profiles),
-                file=file,
-            )
-        )
+    _check_known(
+        "temporal.worker_runtime_profiles.default_profile",
+        "profile",
+        profiles.default_profile,
+        all_profiles,
+        issues,
+        file,
+    )
     for name, profile in profiles.profiles.items():
         path = f"temporal.worker_runtime_profiles.profiles.{name}"
         if profile.tuning_mode == "resource_based":
@@ -89,15 +98,7 @@ def _check_scopes(temporal: TemporalSection, catalog: Catalog, issues: list[Issu
     """[temporal.worker_scopes]: the default exists, every name a scope uses is known, none is empty."""
     scopes = temporal.worker_scopes
     all_scopes = scopes.all_scopes()
-    if scopes.default_scope not in all_scopes:
-        issues.append(
-            Issue(
-                "temporal.worker_scopes.default_scope",
-                f"unknown scope {scopes.default_scope!r}.",
-                did_you_mean(scopes.default_scope, all_scopes),
-                file=file,
-            )
-        )
+    _check_known("temporal.worker_scopes.default_scope", "scope", scopes.default_scope, all_scopes, issues, file)
     for name, scope in scopes.scopes.items():
         path = f"temporal.worker_scopes.scopes.{name}"
         checks = (
@@ -128,15 +129,7 @@ def _check_servers(temporal: TemporalSection, issues: list[Issue], file: str | N
     """[temporal.temporal_config]: the selected server exists, addresses, API key settings."""
     servers = temporal.temporal_config.all_servers()
     selected = temporal.temporal_config.selected_server
-    if selected not in servers:
-        issues.append(
-            Issue(
-                "temporal.temporal_config.selected_server",
-                f"unknown server {selected!r}.",
-                did_you_mean(selected, servers),
-                file=file,
-            )
-        )
+    _check_known("temporal.temporal_config.selected_server", "server", selected, servers, issues, file)
     for name, server in servers.items():
         path = f"temporal.temporal_config.temporal_server_configs.{name}"
         host, _, port = server.target_host.rpartition(":")
