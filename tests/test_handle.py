@@ -73,50 +73,94 @@ def up(at: float) -> list[tuple[tuple[Any, ...], ProcState, list[Action]]]:
     return [(("start", at), S.STARTING, [SPAWN]), (("spawned", at), S.STARTING, []), (("ready", at), S.READY, [])]
 
 
-def crash_and_return(at: float, delay: float, code: int = 1) -> list[tuple[tuple[Any, ...], ProcState, list[Action]]]:
-    """exit at `at`, BACKOFF for `delay`, nothing just before, restart exactly at the end."""
+def young_death(at: float, delay: float, code: int = 1) -> list[tuple[tuple[Any, ...], ProcState, list[Action]]]:
+    """exit at `at` before READY, BACKOFF for `delay`, nothing just before, started again exactly at the end."""
     return [
         (("exit", at, code), S.BACKOFF, []),
         (("tick", at + delay - 0.01), S.BACKOFF, []),
         (("tick", at + delay), S.STARTING, [SPAWN]),
-        (("ready", at + delay), S.READY, []),
     ]
 
+
+def ran_death(at: float, code: int = 1) -> list[tuple[tuple[Any, ...], ProcState, list[Action]]]:
+    """exit at `at` after READY for at least min_uptime: started again at the same instant, READY."""
+    return [(("exit", at, code), S.BACKOFF, []), (("tick", at), S.STARTING, [SPAWN]), (("ready", at), S.READY, [])]
+
+
+STARTED = [(("start", 0), S.STARTING, [SPAWN])]
 
 HISTORIES: dict[str, tuple[dict[str, Any], list[tuple[tuple[Any, ...], ProcState, list[Action]]]]] = {
     "start-ready-stop": ({}, [*up(0), (("stop", 5), S.STOPPING, [TERM]), (("exit", 6, 0), S.STOPPED, [])]),
     "backoff-doubles-to-the-cap": (
         {"max_restarts": 10},
         [
-            *up(0),
-            *crash_and_return(1, 1),  # delays 1, 2, 4, 8, then capped at 8
-            *crash_and_return(3, 2),
-            *crash_and_return(6, 4),
-            *crash_and_return(11, 8),
-            *crash_and_return(20, 8),
+            *STARTED,
+            *young_death(1, 1),  # delays 1, 2, 4, 8, then capped at 8
+            *young_death(3, 2),
+            *young_death(6, 4),
+            *young_death(11, 8),
+            *young_death(20, 8),
         ],
     ),
-    "fatal-after-max-restarts-in-window": (
+    "fatal-after-max-restarts-young-deaths-in-window": (
         {"max_restarts": 2},
+        [*STARTED, *young_death(1, 1), *young_death(3, 2), (("exit", 6, 1), S.FATAL, []), (("tick", 100), S.FATAL, [])],
+    ),
+    "young-deaths-spread-beyond-the-window-are-forgiven": (
+        {"max_restarts": 1, "window": timedelta(seconds=5)},
+        [*STARTED, *young_death(1, 1), *young_death(10, 2), *young_death(20, 4)],
+    ),
+    "a-replica-that-ran-restarts-at-once": ({}, [*up(0), *ran_death(5), *ran_death(7), *ran_death(9)]),
+    "deaths-of-replicas-that-ran-never-go-fatal": (
+        {"max_restarts": 0},
+        [*up(0), *(row for t in range(2, 40, 2) for row in ran_death(t)), (("exit", 38.5, 1), S.FATAL, [])],
+    ),
+    "dying-within-min-uptime-of-ready-is-young": (
+        {},
         [
             *up(0),
-            *crash_and_return(1, 1),
-            *crash_and_return(3, 2),
-            (("exit", 6, 1), S.FATAL, []),
-            (("tick", 100), S.FATAL, []),
+            (("exit", 0.5, 1), S.BACKOFF, []),
+            (("tick", 1.49), S.BACKOFF, []),
+            (("tick", 1.5), S.STARTING, [SPAWN]),
         ],
     ),
-    "failures-spread-beyond-the-window-are-forgiven": (
-        {"max_restarts": 1, "window": timedelta(seconds=5), "stable_after": timedelta(seconds=1000)},
-        [*up(0), *crash_and_return(1, 1), *crash_and_return(10, 2), *crash_and_return(20, 4)],
-    ),
-    "stable-uptime-resets-the-backoff": (
+    "backoff-starts-again-from-the-initial-delay-after-a-run": (
         {},
-        [*up(0), *crash_and_return(1, 1), *crash_and_return(3, 2), *crash_and_return(100, 1)],
+        [
+            *STARTED,
+            *young_death(1, 1),
+            *young_death(3, 2),
+            (("ready", 5), S.READY, []),
+            *ran_death(10),
+            *young_death(10.5, 1),
+        ],
+    ),
+    "stable-uptime-forgets-earlier-young-deaths": (
+        {"max_restarts": 2},
+        [
+            *STARTED,
+            *young_death(1, 1),
+            *young_death(3, 2),
+            (("ready", 5), S.READY, []),
+            *ran_death(40),  # READY 35 s >= stable_after: the two young deaths are forgiven
+            *young_death(40.5, 1),
+            *young_death(42, 2),  # 4 young deaths within 60 s, but only 2 since the stable run: not FATAL
+        ],
+    ),
+    "a-short-run-keeps-earlier-young-deaths": (
+        {"max_restarts": 2},
+        [
+            *STARTED,
+            *young_death(1, 1),
+            *young_death(3, 2),
+            (("ready", 5), S.READY, []),
+            *ran_death(10),  # READY 5 s: it ran (no backoff), but young deaths stay counted
+            (("exit", 10.5, 1), S.FATAL, []),  # the third young death within 60 s
+        ],
     ),
     "exit-78-is-fatal-at-once": ({}, [*up(0), (("exit", 1, 78), S.FATAL, [])]),
     "on-failure-leaves-a-clean-exit-alone": ({"policy": "on-failure"}, [*up(0), (("exit", 1, 0), S.EXITED, [])]),
-    "always-restarts-a-clean-exit": ({"policy": "always"}, [*up(0), *crash_and_return(1, 1, code=0)]),
+    "always-restarts-a-clean-exit": ({"policy": "always"}, [*STARTED, *young_death(1, 1, code=0)]),
     "never-restarts-nothing": (
         {"policy": "never"},
         [*up(0), (("exit", 1, 1), S.EXITED, []), (("tick", 50), S.EXITED, [])],
@@ -139,6 +183,7 @@ HISTORIES: dict[str, tuple[dict[str, Any], list[tuple[tuple[Any, ...], ProcState
             (("tick", 8.9), S.READY, []),  # the ping at 4 moved the deadline to 9
             (("tick", 9), S.STOPPING, [KILL]),
             (("exit", 9.1, -signal.SIGKILL), S.BACKOFF, []),
+            (("tick", 9.1), S.STARTING, [SPAWN]),  # it had been READY for 9 s: not a young death
         ],
     ),
     "drain-past-its-deadline-is-killed": (
@@ -168,10 +213,9 @@ HISTORIES: dict[str, tuple[dict[str, Any], list[tuple[tuple[Any, ...], ProcState
     "restart-failed-revives-a-fatal-replica": (
         {"max_restarts": 0},
         [
-            *up(0),
+            *STARTED,
             (("exit", 1, 1), S.FATAL, []),
             (("revive", 50), S.STARTING, [SPAWN]),
-            (("ready", 51), S.READY, []),
             (("exit", 52, 1), S.FATAL, []),
         ],
     ),
@@ -214,9 +258,10 @@ def test_exit_decoding() -> None:
 
 def test_fatal_reason_names_the_threshold() -> None:
     handle = make_handle(max_restarts=0)
-    for event in [("start", 0), ("ready", 0), ("exit", 1, 1)]:
+    for event in [("start", 0), ("exit", 1, 1)]:
         apply(handle, event)
     assert handle.state is S.FATAL and "max_restarts=0" in handle.reason and "exit 1" in handle.reason
+    assert "never READY" in handle.reason
 
 
 def test_jitter_stays_within_bounds() -> None:
@@ -234,5 +279,5 @@ def test_next_deadline_follows_the_state() -> None:
     assert handle.next_deadline() == 10  # start timeout
     handle.ready(1)
     assert handle.next_deadline() == 6  # watchdog
-    handle.exited(ExitStatus(code=1), 2)
-    assert handle.next_deadline() == 3  # backoff
+    handle.exited(ExitStatus(code=1), 1.5)
+    assert handle.next_deadline() == 2.5  # backoff: it died 0.5 s after READY, young

@@ -24,6 +24,7 @@ class RestartConfig(StrictModel):
     backoff_initial: Duration = timedelta(seconds=0.5)
     backoff_max: Duration = timedelta(seconds=30)
     backoff_factor: float = Field(default=2.0, ge=1.0)
+    min_uptime: Duration = timedelta(seconds=1)
     stable_after: Duration = timedelta(seconds=30)
     max_restarts: int = Field(default=5, ge=0)
     window: Duration = timedelta(seconds=60)
@@ -34,6 +35,7 @@ class RestartOverride(StrictModel):
     backoff_initial: Duration | None = None
     backoff_max: Duration | None = None
     backoff_factor: float | None = Field(default=None, ge=1.0)
+    min_uptime: Duration | None = None
     stable_after: Duration | None = None
     max_restarts: int | None = Field(default=None, ge=0)
     window: Duration | None = None

@@ -115,7 +115,7 @@ class ProcessHandle:
         return self.start(now)
 
     def exited(self, status: ExitStatus, now: float) -> list[Action]:
-        uptime = now - (self.started_at or now)
+        ready_for = None if self.ready_at is None else now - self.ready_at
         self.pid = None
         if self.pool_kill is not None and status.signal == signal.SIGKILL:
             status = replace(status, by_pool=self.pool_kill)  # not "possibly out of memory": we know who killed it
@@ -128,12 +128,13 @@ class ProcessHandle:
                 return self.start(now)
             return []
         failed = self.kill_reason is not None
-        decision = self.policy.decide(status, uptime, now, self.history, failed_start=failed)
+        decision = self.policy.decide(status, ready_for, now, self.history, killed_as_failed=failed)
         detail = self.kill_reason or status.describe()
         if decision.verdict is Verdict.RESTART:
-            self.state = ProcState.BACKOFF
+            self.state = ProcState.BACKOFF  # left at the loop's next tick when the delay is 0
             self.backoff_until = now + decision.delay
-            self.reason = f"{detail}; restarting in {decision.delay:.1f}s"
+            when = f"in {decision.delay:.1f}s" if decision.delay else "at once"
+            self.reason = f"{detail} ({decision.reason}); restarting {when}"
         elif decision.verdict is Verdict.FATAL:
             self.state = ProcState.FATAL
             self.reason = f"{detail}: {decision.reason}"

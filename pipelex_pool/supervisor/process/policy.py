@@ -37,8 +37,17 @@ class Decision:
 
 
 class RestartPolicy:
-    """Exponential backoff with jitter between backoff_initial and backoff_max; reset after stable_after of
-    uptime; more than max_restarts failures within window -> FATAL; exit 78 -> FATAL at once."""
+    """Crash-loop protection aimed at crash loops (supervisord's startsecs, pm2's min_uptime):
+
+    - a replica that had been READY for `min_uptime` and then died *ran*: something outside killed it (OOM, an
+      operator, a chaos test) or a task broke it; it is restarted at once and its backoff forgotten (a READY time
+      of `stable_after` also forgets its earlier young deaths);
+    - a replica that died before READY, or within `min_uptime` of it, *died young*: that is how a crash loop
+      looks. It restarts after an exponential backoff with jitter (backoff_initial x backoff_factor^(n-1) for
+      the n-th young death in a row, capped at backoff_max), and more than `max_restarts` young deaths within
+      `window` make it FATAL until restart-failed;
+    - exit 78 (configuration error) is FATAL at once.
+    """
 
     def __init__(self, config: RestartConfig, rng: random.Random | None = None) -> None:
         self.config = config
@@ -52,23 +61,29 @@ class RestartPolicy:
         return min(ceiling, max(initial, base * self.rng.uniform(0.8, 1.2)))
 
     def decide(
-        self, status: ExitStatus, uptime: float, now: float, history: CrashHistory, *, failed_start: bool
+        self, status: ExitStatus, ready_for: float | None, now: float, history: CrashHistory, *, killed_as_failed: bool
     ) -> Decision:
+        """`ready_for`: how long the process had been READY when it died (None: it never was)."""
         if status.config_error:
             return Decision(Verdict.FATAL, reason="configuration error (exit 78): fix the config, then restart-failed")
-        clean = status.success and not failed_start
+        clean = status.success and not killed_as_failed
         if self.config.policy == "never" or (self.config.policy == "on-failure" and clean):
             return Decision(Verdict.STAY_EXITED, reason=f"policy {self.config.policy}")
-        if uptime >= self.config.stable_after.total_seconds():
-            history.reset()  # it ran long enough: this is a new incident, not a crash loop
+        if ready_for is not None and ready_for >= self.config.min_uptime.total_seconds():
+            history.consecutive = 0
+            if ready_for >= self.config.stable_after.total_seconds():
+                history.times.clear()
+            return Decision(Verdict.RESTART, reason=f"it had been READY for {ready_for:.1f}s")
         window = self.config.window.total_seconds()
         history.times.append(now)
         while history.times and history.times[0] < now - window:
             history.times.popleft()
         history.consecutive += 1
+        young = "never READY" if ready_for is None else f"READY for {ready_for:.1f}s only"
         if len(history.times) > self.config.max_restarts:
             return Decision(
                 Verdict.FATAL,
-                reason=f"{len(history.times)} failures within {window:g}s (max_restarts={self.config.max_restarts})",
+                reason=f"{len(history.times)} young deaths ({young}) within {window:g}s "
+                f"(max_restarts={self.config.max_restarts})",
             )
-        return Decision(Verdict.RESTART, delay=self.backoff(history.consecutive))
+        return Decision(Verdict.RESTART, delay=self.backoff(history.consecutive), reason=young)
