@@ -36,9 +36,11 @@ def _worker_identity() -> str:
 
 
 def _burn_cpu(seconds: float) -> None:
-    deadline = time.process_time() + seconds
+    """Burn `seconds` of this thread's CPU: N concurrent steps cost N times the CPU, as real work would (the
+    process's CPU clock would let concurrent steps share one budget and finish early)."""
+    deadline = time.thread_time() + seconds
     value = 0
-    while time.process_time() < deadline:
+    while time.thread_time() < deadline:
         value = (value * 31 + 7) % 1_000_003
 
 
