@@ -25,6 +25,10 @@ INFLIGHT_KEY = "X_PIPELEX_INFLIGHT"  # JSON: activity attempts started / finishe
 # -- what the pool tells Temporal ----------------------------------------------------------------------------------
 HAND_BACK_FAILURE_TYPE = "WorkerProcessDied"  # the failure type of an attempt the pool handed back
 
+# -- names: a pool's name is part of identities, socket and state paths; a group's of file names too ---------------
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+GROUP_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+
 # -- identity --------------------------------------------------------------------------------------------------------
 PID_TOKEN = "__PID__"  # replaced by the process's pid once known (pdeathsig wrapper, fork server, worker)
 

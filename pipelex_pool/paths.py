@@ -11,9 +11,9 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from pipelex_pool.errors import PoolError
-from pipelex_pool.topology.schema import PoolSection
 
 AF_UNIX_PATH_MAX = 107
 
@@ -39,6 +39,20 @@ class PoolPaths:
         return self.state_dir / "children.json"
 
 
+class PoolLocation(Protocol):
+    """What the paths depend on: the [pool] keys (topology.schema.PoolSection has them; the CLI reads them alone,
+    without pydantic, to stay light)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def socket(self) -> str | None: ...
+    @property
+    def state_dir(self) -> str | None: ...
+    @property
+    def log_dir(self) -> str | None: ...
+
+
 def runtime_base(name: str, environ: Mapping[str, str]) -> Path:
     if environ.get("RUNTIME_DIRECTORY"):
         return Path(environ["RUNTIME_DIRECTORY"].split(":")[0])
@@ -51,7 +65,7 @@ def _resolve(value: str | None, base: Path) -> Path | None:
     return None if value is None else (base / value).resolve()
 
 
-def resolve_paths(pool: PoolSection, topology_dir: Path, environ: Mapping[str, str] | None = None) -> PoolPaths:
+def resolve_paths(pool: PoolLocation, topology_dir: Path, environ: Mapping[str, str] | None = None) -> PoolPaths:
     environ = os.environ if environ is None else environ
     base = runtime_base(pool.name, environ)
     socket = _resolve(pool.socket, topology_dir) or base / "control.sock"

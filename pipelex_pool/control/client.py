@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelex_pool.contract import NAME_PATTERN
 from pipelex_pool.control.protocol import MAX_FRAME, encode
 from pipelex_pool.errors import ErrorCode, PoolError, PoolNotRunningError, TopologyError
 from pipelex_pool.paths import resolve_paths, runtime_base
-from pipelex_pool.topology.load import read_toml
-from pipelex_pool.topology.schema import PoolSection
+from pipelex_pool.topology.toml import read_toml
 
 SOCKET_ENV = "PIPELEX_POOL_SOCKET"
 DEFAULT_POOL = "pipelex"
@@ -41,17 +43,35 @@ def resolve_socket(explicit: Path | None, topology: Path | None, environ: Mappin
     if environ.get(SOCKET_ENV):
         return Path(environ[SOCKET_ENV])
     if topology is not None:
-        try:
-            raw = read_toml(topology).get("pool", {})
-            pool = PoolSection.model_validate({k: v for k, v in raw.items() if k in ("name", "socket")})
-        except (TopologyError, ValueError) as exc:
-            raise PoolError(f"cannot read the pool's name and socket from {topology}: {exc}") from exc
-        return resolve_paths(pool, topology.parent, environ).socket
+        return resolve_paths(_pool_location(topology), topology.parent, environ).socket
     default = runtime_base(DEFAULT_POOL, environ) / "control.sock"
     if default.exists() or environ.get("RUNTIME_DIRECTORY"):
         return default
     found = sorted(default.parent.parent.glob("*/control.sock"))
     return found[0] if len(found) == 1 else default
+
+
+@dataclass(frozen=True)
+class _PoolLocation:
+    name: str
+    socket: str | None
+    state_dir: str | None = None
+    log_dir: str | None = None
+
+
+def _pool_location(topology: Path) -> _PoolLocation:
+    """The [pool] name and socket of a topology file, read without the whole topology model (a control command
+    must not pay for pydantic and the task packs)."""
+    try:
+        raw = read_toml(topology).get("pool", {})
+    except TopologyError as exc:
+        raise PoolError(f"cannot read the pool's name and socket from {topology}: {exc}") from exc
+    name, sock = raw.get("name", DEFAULT_POOL), raw.get("socket")
+    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+        raise PoolError(f"{topology}: [pool] name {name!r} is not a valid pool name; run `pipelex-pool validate`")
+    if sock is not None and not isinstance(sock, str):
+        raise PoolError(f"{topology}: [pool] socket must be a path string; run `pipelex-pool validate`")
+    return _PoolLocation(name, sock)
 
 
 class ControlClient:

@@ -18,7 +18,8 @@ from temporalio.client import Client, WorkflowFailureError
 from pipelex_pool.errors import PoolError
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
 from pipelex_pool.sim.routing import resolve_step
-from pipelex_pool.topology.load import Topology, read_toml
+from pipelex_pool.topology.load import Topology
+from pipelex_pool.topology.toml import read_toml
 
 COUNT_TIMEOUT_S = 15.0
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +15,11 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from pipelex_pool.contract import GROUP_NAME_PATTERN
 from pipelex_pool.errors import Issue, Severity, TopologyError
 from pipelex_pool.packs import AppImportError, Catalog, ResolvedScope, load_app
 from pipelex_pool.topology.errors_from_pydantic import issues_from_validation
 from pipelex_pool.topology.schema import (
-    GROUP_NAME_PATTERN,
     RESERVED_GROUP_NAMES,
     DevServer,
     PoolSection,
@@ -30,6 +28,7 @@ from pipelex_pool.topology.schema import (
 )
 from pipelex_pool.topology.suggest import did_you_mean
 from pipelex_pool.topology.temporal_schema import TemporalSection
+from pipelex_pool.topology.toml import read_toml
 from pipelex_pool.topology.validate import check_topology
 
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -70,53 +69,6 @@ def expand_env(value: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
         return ""
 
     return _ENV_REF.sub(replace, value), missing
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file to plain Python values; raises TopologyError naming the line (and the key) of a syntax
-    error, a duplicated key included, and refusing anything but a regular file (a FIFO would block the reader)."""
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            raise TopologyError(
-                str(path),
-                [Issue("", "is not a regular file (a directory, FIFO or device).", "point at a TOML file.")],
-            )
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise TopologyError(str(path), [Issue("", "file not found.", "check the path.")]) from exc
-    except UnicodeDecodeError as exc:
-        raise TopologyError(str(path), [Issue("", f"is not UTF-8 text: {exc}.", "save it as UTF-8.")]) from exc
-    except OSError as exc:
-        raise TopologyError(str(path), [Issue("", f"cannot read the file: {exc}.", "check its permissions.")]) from exc
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise TopologyError(str(path), [toml_syntax_issue(text, str(exc))]) from exc
-
-
-_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
-_TOML_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?")
-_TOML_KEY = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
-
-
-def toml_syntax_issue(text: str, message: str) -> Issue:
-    """An Issue for a TOML parse error: its line and column, and the key path where that line has one."""
-    match = _TOML_POSITION.search(message)
-    problem = _TOML_POSITION.sub("", message).strip()
-    if match is None:
-        return Issue("", f"TOML syntax error: {problem}.", "fix the syntax.")
-    line = int(match.group(1))
-    lines = text.splitlines()
-    where = f"line {line}, column {match.group(2)}"
-    key = _TOML_KEY.match(lines[line - 1]) if 0 < line <= len(lines) else None
-    if key is not None:
-        table = next((h.group(1) for h in map(_TOML_HEADER.match, reversed(lines[: line - 1])) if h), "")
-        dotted = ".".join(p for p in (table, key.group(1).strip().strip("\"'")) if p)
-        where = f"{dotted} ({where})"
-    fix = "remove one of the two." if "overwrite" in problem or "redefine" in problem else "fix the syntax."
-    if "overwrite" in problem:
-        problem = "the key is given twice (TOML allows each key once)"
-    return Issue(where, f"TOML syntax error: {problem}.", fix)
 
 
 def parse_section(

@@ -7,12 +7,11 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from pipelex_pool.contract import NAME_PATTERN
 from pipelex_pool.topology.temporal_schema import RuntimeProfile, WorkerScope
 from pipelex_pool.topology.types import Address, Duration, PortRange, Size, StrictModel
 from pipelex_pool.units import parse_duration
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-GROUP_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"  # a group name is part of file, socket and identity names
 RESERVED_GROUP_NAMES = ("temporal-dev-server",)  # the embedded dev server's own slot
 RestartMode = Literal["always", "on-failure", "never"]
 

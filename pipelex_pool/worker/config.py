@@ -9,7 +9,7 @@ from pathlib import Path
 from pipelex_pool.contract import CONFIG_ENV, GROUP_ENV, REPLICA_ENV, SDK_METRICS_ENV, identity_for
 from pipelex_pool.errors import Issue, Severity, TopologyError, WorkerBootError
 from pipelex_pool.packs import AppImportError, Catalog, ResolvedScope, load_app, resolve_scope
-from pipelex_pool.topology.load import move_docs_alias, parse_section, read_toml, temporal_table
+from pipelex_pool.topology.load import move_docs_alias, parse_section, temporal_table
 from pipelex_pool.topology.schema import PoolSection
 from pipelex_pool.topology.suggest import closest
 from pipelex_pool.topology.temporal_schema import (
@@ -18,6 +18,7 @@ from pipelex_pool.topology.temporal_schema import (
     ServerConfig,
     TemporalSection,
 )
+from pipelex_pool.topology.toml import read_toml
 from pipelex_pool.topology.validate_temporal import check_temporal
 from pipelex_pool.units import parse_address
 
