@@ -15,9 +15,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import tomlkit
 from temporalio.client import Client
+from tomlkit import TOMLDocument
 
+from pipelex_pool.control.client import ControlClient
 from pipelex_pool.temporal.devserver import dev_server_command, wait_until_serving
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -43,6 +48,53 @@ async def dev_server() -> AsyncIterator[tuple[Client, int, Path]]:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def shipped_topology(
+    directory: Path, port: int, name: str = "bench", replicas: dict[str, int] | None = None
+) -> TOMLDocument:
+    """configs/topology.toml as shipped (its defaults), with its socket, state and logs in `directory`, pointed at
+    the benchmark's dev server (the pool does not start its own), and the replicas given per group."""
+    doc = tomlkit.parse((REPO / "configs" / "topology.toml").read_text())
+    doc["pool"]["name"] = name
+    doc["pool"]["socket"] = str(directory / "ctl.sock")
+    doc["pool"]["state_dir"] = str(directory / "state")
+    doc["pool"]["log_dir"] = str(directory / "logs")
+    doc["dev_server"]["enabled"] = False
+    for group, count in (replicas or {}).items():
+        doc["workers"][group]["replicas"] = count
+    doc["temporal"]["temporal_config"]["temporal_server_configs"]["local"]["target_host"] = f"127.0.0.1:{port}"
+    return doc
+
+
+def write_topology(doc: TOMLDocument, directory: Path) -> Path:
+    path = directory / "topology.toml"
+    path.write_text(tomlkit.dumps(doc))
+    return path
+
+
+def start_pool(topology: Path) -> subprocess.Popen[bytes]:
+    """`pipelex-pool up TOPOLOGY` in its own session (stop it with `stop_group`)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelex_pool", "up", str(topology)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def ready_pids(control: ControlClient, group: str | None = None, *, polling: bool = False) -> list[int]:
+    """The pids of the pool's READY replicas (of `group`, or all; also seen polling by the pool's Temporal watch
+    if `polling`); [] while the pool does not answer."""
+    try:
+        replicas = control.call("status")["replicas"]
+    except Exception:
+        return []
+    return [
+        r["pid"]
+        for r in replicas
+        if r["state"] == "READY" and group in (None, r["group"]) and (r["polling"] or not polling)
+    ]
 
 
 def summary(values: list[float]) -> str:

@@ -27,34 +27,31 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import tomlkit
 from temporalio.client import Client, WorkflowHandle
 
 from pipelex_pool.control.client import ControlClient
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
-from scripts.bench.common import dev_server, start_supervisord, stop_group, summary, write_result
+from scripts.bench.common import (
+    dev_server,
+    ready_pids,
+    shipped_topology,
+    start_pool,
+    start_supervisord,
+    stop_group,
+    summary,
+    write_result,
+    write_topology,
+)
 
-REPO = Path(__file__).resolve().parents[2]
 RUNS = 6
 LATENCY_S = 5.0
 START_TO_CLOSE = "0:00:30"
 
 
 def topology(directory: Path, port: int) -> Path:
-    doc = tomlkit.parse((REPO / "configs" / "topology.toml").read_text())
-    doc["pool"]["name"] = "bench"
-    doc["pool"]["socket"] = str(directory / "ctl.sock")
-    doc["pool"]["state_dir"] = str(directory / "state")
-    doc["pool"]["log_dir"] = str(directory / "logs")
-    doc["dev_server"]["enabled"] = False
-    doc["workers"]["llm"]["replicas"] = 2
-    doc["workers"]["media"]["replicas"] = 0
-    temporal = doc["temporal"]
-    temporal["temporal_config"]["temporal_server_configs"]["local"]["target_host"] = f"127.0.0.1:{port}"
-    temporal["queue_options"]["llm_q"]["start_to_close_timeout"] = START_TO_CLOSE
-    path = directory / "topology.toml"
-    path.write_text(tomlkit.dumps(doc))
-    return path
+    doc = shipped_topology(directory, port, replicas={"llm": 2, "media": 0})
+    doc["temporal"]["queue_options"]["llm_q"]["start_to_close_timeout"] = START_TO_CLOSE
+    return write_topology(doc, directory)
 
 
 async def one_round(client: Client, llm_pids: Callable[[], Awaitable[list[int]]]) -> float:
@@ -95,21 +92,11 @@ async def one_round(client: Client, llm_pids: Callable[[], Awaitable[list[int]]]
 
 
 async def bench_pipelex_pool(client: Client, directory: Path, port: int, rounds: int) -> list[float]:
-    topo = topology(directory, port)
-    sup = subprocess.Popen(
-        [sys.executable, "-m", "pipelex_pool", "up", str(topo)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    sup = start_pool(topology(directory, port))
     control = ControlClient(directory / "ctl.sock")
 
     async def llm_pids() -> list[int]:
-        try:
-            replicas = control.call("status")["replicas"]
-        except Exception:
-            return []
-        return [r["pid"] for r in replicas if r["group"] == "llm" and r["state"] == "READY" and r["polling"]]
+        return ready_pids(control, "llm", polling=True)
 
     try:
         return [await one_round(client, llm_pids) for _ in range(rounds)]

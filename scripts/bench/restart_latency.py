@@ -9,9 +9,8 @@ in the same run, so their numbers are comparable; BENCHMARKS.md records a run.
     python -m venv .venv && .venv/bin/pip install -e ".[test]" supervisor
     .venv/bin/python -m scripts.bench.restart_latency --rounds 10 --write BENCHMARKS.md
 
-pipelex-pool runs with backoff_initial = 0.1s (its first restart is after 0.1-0.12 s; the shipped default is 0.5 s)
-and stable_after = 2s so that rounds 3 s apart do not escalate the backoff; supervisord with autorestart=true and
-startsecs=0 (it respawns on its own ~1 s tick).
+pipelex-pool runs with the shipped topology's defaults (a replica that had been READY for min_uptime is restarted at
+once); supervisord with autorestart=true and startsecs=0 (it respawns on its own ~1 s tick).
 """
 
 from __future__ import annotations
@@ -27,35 +26,29 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import tomlkit
 from temporalio.client import Client
 
 from pipelex_pool.control.client import ControlClient
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
-from scripts.bench.common import dev_server, start_supervisord, stop_group, summary, write_result
+from scripts.bench.common import (
+    dev_server,
+    ready_pids,
+    shipped_topology,
+    start_pool,
+    start_supervisord,
+    stop_group,
+    summary,
+    write_result,
+    write_topology,
+)
 
-REPO = Path(__file__).resolve().parents[2]
 QUEUE = "llm_q"
 
 
 def topology(directory: Path, port: int, spawner: str = "fork") -> Path:
-    doc = tomlkit.parse((REPO / "configs" / "topology.toml").read_text())
-    doc["pool"]["name"] = "bench"
+    doc = shipped_topology(directory, port, replicas={"router": 1, "llm": 1, "media": 1})
     doc["pool"]["spawner"] = spawner
-    doc["pool"]["socket"] = str(directory / "ctl.sock")
-    doc["pool"]["state_dir"] = str(directory / "state")
-    doc["pool"]["log_dir"] = str(directory / "logs")
-    doc["pool"]["restart"]["backoff_initial"] = "0.1s"
-    doc["pool"]["restart"]["stable_after"] = "2s"
-    doc["pool"]["restart"]["max_restarts"] = 100
-    doc["dev_server"]["enabled"] = False
-    doc["workers"]["llm"]["replicas"] = 1
-    for group in ("router", "media"):
-        doc["workers"][group]["replicas"] = 1
-    doc["temporal"]["temporal_config"]["temporal_server_configs"]["local"]["target_host"] = f"127.0.0.1:{port}"
-    path = directory / "topology.toml"
-    path.write_text(tomlkit.dumps(doc))
-    return path
+    return write_topology(doc, directory)
 
 
 async def pollers(client: Client) -> set[str]:
@@ -70,7 +63,7 @@ async def measure(client: Client, current_pid: Callable[[], int | None], rounds:
         while pid is None:
             pid = current_pid()
             await asyncio.sleep(0.1)
-        await asyncio.sleep(3.0)  # let it settle (and pass stable_after)
+        await asyncio.sleep(3.0)  # let it settle (READY for longer than min_uptime: a run, not a young death)
         known = await pollers(client)
         os.kill(pid, signal.SIGKILL)
         killed = time.perf_counter()
@@ -84,21 +77,11 @@ async def measure(client: Client, current_pid: Callable[[], int | None], rounds:
 
 
 async def bench_pipelex_pool(client: Client, directory: Path, port: int, rounds: int, spawner: str) -> list[float]:
-    topo = topology(directory, port, spawner)
-    sup = subprocess.Popen(
-        [sys.executable, "-m", "pipelex_pool", "up", str(topo)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    sup = start_pool(topology(directory, port, spawner))
     control = ControlClient(directory / "ctl.sock")
 
     def pid() -> int | None:
-        try:
-            replicas = control.call("status")["replicas"]
-        except Exception:
-            return None
-        ready = [r["pid"] for r in replicas if r["group"] == "llm" and r["state"] == "READY"]
+        ready = ready_pids(control, "llm")
         return ready[0] if ready else None
 
     try:
