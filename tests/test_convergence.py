@@ -134,8 +134,7 @@ def test_up_refuses_a_broken_topology_with_exit_2_naming_the_key_and_starts_noth
 
 def test_a_namespace_that_refuses_polls_is_shown_in_status(pool: Pool, processes: Processes, tmp_path: Path) -> None:
     port = free_port()
-    command = dev_server_command(port, tmp_path / "limited.db", log_level="error")
-    command += ["--dynamic-config-value", "frontend.namespaceCount=2"]  # two concurrent long polls at most
+    command = dev_server_command(port, tmp_path / "limited.db", log_level="error", poll_limit=2)
     server = processes.spawn(command, name="limited-server")
     address = f"127.0.0.1:{port}"
     anyio.run(lambda: wait_until_serving(address, "default", within=60))

@@ -15,6 +15,7 @@ from pipelex_pool.errors import PoolError
 from pipelex_pool.topology.temporal_schema import SEARCH_ATTRIBUTE_NAMES
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+DEV_SERVER_POLL_LIMIT = 10_000  # concurrent long polls per namespace (frontend.namespaceCount)
 
 
 class DevServerError(PoolError):
@@ -53,6 +54,7 @@ def dev_server_command(
     search_attributes: tuple[str, ...] = SEARCH_ATTRIBUTE_NAMES,
     ui_port: int | None = None,
     log_level: str = "warn",
+    poll_limit: int = DEV_SERVER_POLL_LIMIT,
 ) -> list[str]:
     command = [
         temporal_cli(),
@@ -71,6 +73,9 @@ def dev_server_command(
     # No frontend.enableCancelWorkerPollsOnShutdown: measured with plain temporalio workers rolled under load
     # (scripts/repro_lost_dispatch.py, 40 rolls each), it made lost dispatches more frequent (7 lost with it, 1
     # without). The pool hands back the ones that remain (supervisor/watchers/lost_dispatch.py).
+    # Its default limit of concurrent long polls per namespace stops a pool of a few dozen replicas (measured: with
+    # 32 replicas, 8 of them got every poll refused and stayed STARTING for ~45 s): raise it for a one-machine pool.
+    command += ["--dynamic-config-value", f"frontend.namespaceCount={poll_limit}"]
     for namespace in namespaces:
         if namespace != "default":
             command += ["--namespace", namespace]

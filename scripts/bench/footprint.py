@@ -1,0 +1,288 @@
+"""Benchmark: what a pool costs and how fast it answers, pipelex-pool against supervisord in the same run.
+
+Set-ups, one after the other against one local Temporal dev server, each supervising the same worker commands
+(`pipelex-pool worker`, router / llm / media groups of the shipped topology, its defaults, the simulated packs):
+pipelex-pool with its warm fork server (the default), pipelex-pool exec'ing each worker (`spawner = "exec"`), and
+supervisord. For each:
+
+- cold start of 8 and of 32 replicas: from launching the supervisor until Temporal lists every replica of the
+  set-up among its queues' pollers (every partition described);
+- at 32 replicas, idle (no workflow running): the CPU the supervisor burns over a window (percent of one core; for
+  pipelex-pool its fork server included), and memory (RSS, PSS, USS) of the supervisor and of the 32 workers;
+- status latency at 32 replicas: the CLI end to end (`pipelex-pool status -c TOPOLOGY` / `supervisorctl status`,
+  a new process each call) and the raw request (pipelex-pool's control socket / supervisord's XML-RPC
+  getAllProcessInfo), median of 30 calls.
+
+    python3 -m venv .venv && .venv/bin/pip install -e ".[test]" supervisor
+    .venv/bin/python -m scripts.bench.footprint --write BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from supervisor.xmlrpc import SupervisorTransport  # type: ignore[import-untyped]
+from temporalio.client import Client
+
+from pipelex_pool.control.client import ControlClient
+from pipelex_pool.temporal.pollers import QueueType, queue_pollers
+from scripts.bench.common import (
+    dev_server,
+    shipped_topology,
+    start_pool,
+    start_supervisord,
+    stop_group,
+    write_result,
+    write_topology,
+)
+
+SIZES = {8: {"router": 1, "llm": 4, "media": 3}, 32: {"router": 2, "llm": 20, "media": 10}}
+WORKER_ARGS = {
+    "router": "--task-queue temporal_task_queue --scope orchestrator",
+    "llm": "--task-queue llm_q --scope runner-llm --profile llm-pool",
+    "media": "--task-queue media_q --scope runner-media",
+}
+WATCHED = [
+    ("temporal_task_queue", QueueType.WORKFLOW),
+    ("temporal_task_queue", QueueType.ACTIVITY),
+    ("llm_q", QueueType.ACTIVITY),
+    ("media_q", QueueType.ACTIVITY),
+]
+CALLS = 30
+
+
+@dataclass
+class Result:
+    cold_start: dict[int, float] = field(default_factory=dict)
+    idle_cpu_percent: float = 0.0
+    supervisor_mem: dict[str, int] = field(default_factory=dict)
+    workers_mem: dict[str, int] = field(default_factory=dict)
+    status_cli_ms: float = 0.0
+    status_raw_ms: float = 0.0
+
+
+@dataclass
+class SetUp:
+    """How to start one supervisor of `replicas` workers whose Temporal identities start with `prefix`."""
+
+    name: str
+    tag: str  # short, unique: the prefix of its workers' identities
+    start: Callable[[Path, int, dict[str, int], str], tuple[subprocess.Popen[bytes], Path]]
+    status_cli: Callable[[Path], list[str]]
+    status_raw: Callable[[Path], Callable[[], object]]
+    workers: Callable[[Path, psutil.Process], set[int]]  # the worker pids, from the supervisor
+
+
+async def polling(client: Client, prefix: str) -> set[str]:
+    found: set[str] = set()
+    for queue, queue_type in WATCHED:
+        found |= {i for i in await queue_pollers(client, queue, queue_type) if i.startswith(prefix)}
+    return found
+
+
+async def wait_polling(client: Client, prefix: str, count: int, within: float = 300.0) -> None:
+    deadline = time.monotonic() + within
+    while len(await polling(client, prefix)) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{prefix}: fewer than {count} replicas polling after {within:g}s")
+        await asyncio.sleep(0.1)
+
+
+def memory(pids: list[int]) -> dict[str, int]:
+    total = {"rss": 0, "pss": 0, "uss": 0}
+    for pid in pids:
+        try:
+            info = psutil.Process(pid).memory_full_info()
+        except psutil.Error:
+            continue
+        for key in total:
+            total[key] += getattr(info, key)
+    return total
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    spent = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        spent += times.user + times.system
+    return spent
+
+
+def split(supervisor: psutil.Process, workers: set[int]) -> tuple[list[int], list[int]]:
+    """(supervisor and its helpers, e.g. the fork server; the workers): the supervisor's process tree."""
+    tree = [supervisor, *supervisor.children(recursive=True)]
+    return [p.pid for p in tree if p.pid not in workers], [p.pid for p in tree if p.pid in workers]
+
+
+def median_ms(call: Callable[[], object]) -> float:
+    took = []
+    for _ in range(CALLS):
+        started = time.perf_counter()
+        call()
+        took.append(time.perf_counter() - started)
+    return statistics.median(took) * 1000
+
+
+def pool_setup(spawner: str) -> SetUp:
+    cli = shutil.which("pipelex-pool", path=str(Path(sys.executable).parent)) or "pipelex-pool"
+
+    def start(directory: Path, port: int, replicas: dict[str, int], name: str) -> tuple[subprocess.Popen[bytes], Path]:
+        doc = shipped_topology(directory, port, name=name, replicas=replicas)
+        doc["pool"]["spawner"] = spawner
+        topology = write_topology(doc, directory)
+        return start_pool(topology), topology
+
+    def workers(topology: Path, _: psutil.Process) -> set[int]:
+        return {r["pid"] for r in ControlClient(topology.parent / "ctl.sock").call("status")["replicas"]}
+
+    return SetUp(
+        name=f"pipelex-pool ({spawner})",
+        tag=spawner,
+        start=start,
+        status_cli=lambda topology: [cli, "status", "-c", str(topology)],
+        status_raw=lambda topology: lambda: ControlClient(topology.parent / "ctl.sock").call("status"),
+        workers=workers,
+    )
+
+
+def supervisord_setup() -> SetUp:
+    def start(directory: Path, port: int, replicas: dict[str, int], name: str) -> tuple[subprocess.Popen[bytes], Path]:
+        topology = write_topology(shipped_topology(directory, port, name=name), directory)
+        worker = f"{sys.executable} -m pipelex_pool worker --config {topology}"
+        programs = "".join(
+            f"""[program:{group}]
+command={worker} {WORKER_ARGS[group]} --identity {name}/%(program_name)s/%(process_num)d
+process_name=%(program_name)s-%(process_num)d
+numprocs={count}
+autorestart=true
+startsecs=1
+"""
+            for group, count in replicas.items()
+        )
+        process, conf, _ = start_supervisord(directory, programs)
+        return process, conf
+
+    ctl = shutil.which("supervisorctl", path=str(Path(sys.executable).parent)) or "supervisorctl"
+
+    def raw(conf: Path) -> Callable[[], object]:
+        transport = SupervisorTransport(None, None, f"unix://{conf.parent}/supervisor.sock")
+        proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        return lambda: proxy.supervisor.getAllProcessInfo()
+
+    return SetUp(
+        name="supervisord",
+        tag="sd",
+        start=start,
+        status_cli=lambda conf: [ctl, "-c", str(conf), "status"],
+        status_raw=raw,
+        workers=lambda _, supervisor: {p.pid for p in supervisor.children()},
+    )
+
+
+async def run_setup(client: Client, setup: SetUp, directory: Path, port: int, idle_s: float) -> Result:
+    result = Result()
+    for size, replicas in SIZES.items():
+        tag = f"{setup.tag}{size}"
+        here = directory / tag
+        here.mkdir()
+        started = time.perf_counter()
+        process, config = setup.start(here, port, replicas, tag)
+        try:
+            await wait_polling(client, f"{tag}/", size)
+            result.cold_start[size] = time.perf_counter() - started
+            if size != max(SIZES):
+                continue
+            await asyncio.sleep(10.0)  # settle: first samples, first descriptions, fork server idle
+            supervisor = psutil.Process(process.pid)
+            supervisor_side, worker_side = split(supervisor, setup.workers(config, supervisor))
+            before = cpu_seconds(supervisor_side)
+            await asyncio.sleep(idle_s)
+            result.idle_cpu_percent = 100 * (cpu_seconds(supervisor_side) - before) / idle_s
+            result.supervisor_mem = memory(supervisor_side)
+            result.workers_mem = memory(worker_side)
+            argv = setup.status_cli(config)
+            result.status_cli_ms = median_ms(lambda argv=argv: subprocess.run(argv, capture_output=True, check=False))  # type: ignore[misc]
+            result.status_raw_ms = median_ms(setup.status_raw(config))
+        finally:
+            stop_group(process)
+    return result
+
+
+def mib(value: int) -> str:
+    return f"{value / 2**20:.0f}"
+
+
+def report(results: dict[str, Result], idle_s: float) -> str:
+    names = list(results)
+    sd = results["supervisord"]
+    pool = results[names[0]]
+    rows = [
+        "| | " + " | ".join(names) + " |",
+        "| --- |" + " --- |" * len(names),
+        *(
+            f"| cold start, {size} replicas -> all polling | "
+            + " | ".join(f"{r.cold_start[size]:.1f} s" for r in results.values())
+            + " |"
+            for size in SIZES
+        ),
+        f"| supervisor idle CPU, 32 replicas, {idle_s:g} s (% of a core) | "
+        + " | ".join(f"{r.idle_cpu_percent:.2f}%" for r in results.values())
+        + " |",
+        "| supervisor memory RSS / PSS / USS (MiB) | "
+        + " | ".join(" / ".join(mib(r.supervisor_mem[k]) for k in ("rss", "pss", "uss")) for r in results.values())
+        + " |",
+        "| 32 workers memory RSS / PSS / USS (MiB, total) | "
+        + " | ".join(" / ".join(mib(r.workers_mem[k]) for k in ("rss", "pss", "uss")) for r in results.values())
+        + " |",
+        f"| `status` from the CLI, 32 replicas (median of {CALLS}) | "
+        + " | ".join(f"{r.status_cli_ms:.0f} ms" for r in results.values())
+        + " |",
+        f"| raw status request (control socket / XML-RPC, median of {CALLS}) | "
+        + " | ".join(f"{r.status_raw_ms:.1f} ms" for r in results.values())
+        + " |",
+    ]
+    ratios = (
+        f"\nsupervisorctl / pipelex-pool `status` (CLI, median): **{sd.status_cli_ms / pool.status_cli_ms:.1f}x**; "
+        f"cold start of 32, supervisord / pipelex-pool: **{sd.cold_start[32] / pool.cold_start[32]:.1f}x**; "
+        f"workers' USS, supervisord / pipelex-pool: **{sd.workers_mem['uss'] / pool.workers_mem['uss']:.2f}x**\n"
+    )
+    return "\n".join(rows) + "\n" + ratios
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--only", choices=["fork", "exec", "supervisord"], action="append")
+    parser.add_argument("--write", type=Path, help="Append the result to this Markdown file.")
+    args = parser.parse_args()
+    setups = [pool_setup("fork"), pool_setup("exec"), supervisord_setup()]
+    if args.only:
+        setups = [s for s in setups if any(o in s.name for o in args.only)]
+    results = {}
+    async with dev_server() as (client, port, directory):
+        for setup in setups:
+            results[setup.name] = await run_setup(client, setup, directory, port, args.idle_seconds)
+            print(setup.name, results[setup.name], flush=True)
+    if "supervisord" in results and len(results) > 1:
+        write_result(args.write, report(results, args.idle_seconds))
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown after using the Temporal client (see pipelex_pool.cli)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
