@@ -14,7 +14,11 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, PollActivityTaskQueueRequest
+from temporalio.api.workflowservice.v1 import (
+    DescribeTaskQueueRequest,
+    DescribeTaskQueueResponse,
+    PollActivityTaskQueueRequest,
+)
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -37,24 +41,35 @@ def partition_names(queue: str, partitions: int = DEFAULT_PARTITIONS) -> list[st
     return [queue, *(f"/_sys/{queue}/{n}" for n in range(1, partitions))]
 
 
+async def describe_partition(
+    client: Client, name: str, queue_type: QueueType, *, report_stats: bool = False
+) -> DescribeTaskQueueResponse:
+    return await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=name, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+            task_queue_type=queue_type.value,
+            report_stats=report_stats,
+        )
+    )
+
+
+def merge_pollers(found: dict[str, Poller], response: DescribeTaskQueueResponse) -> None:
+    """Add a partition's pollers to `found`, by identity, keeping the latest access."""
+    for info in response.pollers:
+        seen = info.last_access_time.ToDatetime(tzinfo=UTC)
+        previous = found.get(info.identity)
+        if previous is None or previous.last_access < seen:
+            found[info.identity] = Poller(info.identity, seen)
+
+
 async def queue_pollers(
     client: Client, queue: str, queue_type: QueueType, partitions: int = DEFAULT_PARTITIONS
 ) -> dict[str, Poller]:
     """Every poller of `queue` for `queue_type` across its partitions, by identity (latest access kept)."""
     found: dict[str, Poller] = {}
     for name in partition_names(queue, partitions):
-        response = await client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=client.namespace,
-                task_queue=TaskQueue(name=name, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
-                task_queue_type=queue_type.value,
-            )
-        )
-        for info in response.pollers:
-            seen = info.last_access_time.ToDatetime(tzinfo=UTC)
-            previous = found.get(info.identity)
-            if previous is None or previous.last_access < seen:
-                found[info.identity] = Poller(info.identity, seen)
+        merge_pollers(found, await describe_partition(client, name, queue_type))
     return found
 
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from temporalio.api.enums.v1 import TaskQueueKind
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from pipelex_pool.temporal.pollers import Poller, QueueType, queue_pollers
+from pipelex_pool.temporal.pollers import Poller, QueueType, describe_partition, merge_pollers, partition_names
 
 LIVE_WITHIN = timedelta(seconds=75)  # an idle worker re-polls at least every ~60 s (long-poll expiry)
 
@@ -39,28 +36,22 @@ class QueueView:
         return {i: p for i, p in self.pollers.items() if now - p.last_access <= LIVE_WITHIN}
 
 
-async def queue_stats(client: Client, queue: str, queue_type: QueueType) -> QueueStats:
-    """Backlog statistics (cached ~5 s by the server, sticky tasks excluded, 0 once a queue idles out)."""
-    response = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
-            task_queue_type=queue_type.value,
-            report_stats=True,
-        )
-    )
-    stats = response.stats
-    return QueueStats(
+async def describe(client: Client, queue: str, queue_type: QueueType, previous: QueueView | None = None) -> QueueView:
+    """The root partition with its backlog statistics (cached ~5 s by the server, sticky tasks excluded, 0 once a
+    queue idles out), and its pollers: added to `previous`'s if given, else every partition is described (a new
+    worker may poll another partition than the root for ~50 s)."""
+    view = QueueView(queue, queue_type, pollers=dict(previous.pollers) if previous else {})
+    root = await describe_partition(client, queue, queue_type, report_stats=True)
+    stats = root.stats
+    view.stats = QueueStats(
         backlog=stats.approximate_backlog_count,
         backlog_age_s=stats.approximate_backlog_age.ToTimedelta().total_seconds(),
         add_rate=stats.tasks_add_rate,
         dispatch_rate=stats.tasks_dispatch_rate,
     )
-
-
-async def describe(client: Client, queue: str, queue_type: QueueType) -> QueueView:
-    view = QueueView(queue, queue_type)
-    view.pollers = await queue_pollers(client, queue, queue_type)
-    view.stats = await queue_stats(client, queue, queue_type)
+    merge_pollers(view.pollers, root)
+    if previous is None:
+        for name in partition_names(queue)[1:]:
+            merge_pollers(view.pollers, await describe_partition(client, name, queue_type))
     view.seen_at = datetime.now(UTC)
     return view

@@ -26,7 +26,7 @@ from pipelex_pool.worker.config import WorkerSettings
 log = structlog.get_logger("pipelex_pool.worker")
 
 READINESS_POLL_S = 0.25
-DEFAULT_WATCHDOG_S = 5.0
+COUNTS_INTERVAL_S = 5.0  # task counts reach status within this, when they changed
 REPORT_INTERVAL_S = 0.05  # in-flight attempts reach the supervisor within this (plus its own loop's latency)
 FINAL_REPORT_S = 1.0
 
@@ -134,10 +134,16 @@ class WorkerProcess:
             "worker.ready", task_queue=self.settings.task_queue, types=[t.name for t in served_types(self.settings)]
         )
         usec = os.environ.get(WATCHDOG_USEC_ENV)
-        interval = int(usec) / 2e6 if usec and usec.isdigit() else DEFAULT_WATCHDOG_S
-        while worker.is_running:
-            self.notifier.send("WATCHDOG=1", accounting.COUNTS.to_notify())
-            await anyio.sleep(interval)
+        watchdog = usec is not None and usec.isdigit()
+        interval = int(usec) / 2e6 if watchdog and usec else COUNTS_INTERVAL_S
+        sent = None
+        while worker.is_running:  # an idle worker sends nothing (a quiet supervisor) unless a watchdog is asked for
+            counts = accounting.COUNTS.to_notify()
+            if watchdog or counts != sent:
+                fields = ("WATCHDOG=1", counts) if watchdog else (counts,)
+                if self.notifier.send(*fields):
+                    sent = counts
+            await anyio.sleep(min(interval, COUNTS_INTERVAL_S))
 
     async def _report_inflight(self) -> None:
         """Send the supervisor what activity attempts started and finished, a few times a second, never blocking."""

@@ -207,19 +207,31 @@ class ForkSpawner:
 
 def reap_adopted_orphans(known: set[int]) -> list[int]:
     """As a child subreaper the supervisor also adopts whatever its workers leave behind: reap those that exited
-    (never a pid the pool or asyncio waits for itself). Returns the pids reaped."""
+    (never a pid the pool or asyncio waits for itself). Returns the pids reaped. Reads the kernel's list of this
+    process's children and their state (a few small files), not the whole process table."""
     reaped = []
-    for child in psutil.Process().children():
-        if child.pid in known:
-            continue
+    for pid in _children() - known:
         try:
-            if child.status() != psutil.STATUS_ZOMBIE:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                text = stat.read()
+            if text[text.rfind(b")") + 2 : text.rfind(b")") + 3] != b"Z":
                 continue
-            if os.waitpid(child.pid, os.WNOHANG)[0] == child.pid:
-                reaped.append(child.pid)
-        except (psutil.Error, ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                reaped.append(pid)
+        except (OSError, ChildProcessError):
             continue
     return reaped
+
+
+def _children() -> set[int]:
+    found: set[int] = set()
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children") as children:
+                found.update(int(pid) for pid in children.read().split())
+    except OSError:  # a kernel without /proc/<pid>/task/<tid>/children: ask psutil
+        found = {child.pid for child in psutil.Process().children()}
+    return found
 
 
 async def _send(sock: socket.socket, payload: bytes, fd: int) -> None:

@@ -1,7 +1,10 @@
-"""The supervisor's view of Temporal: pollers and backlog per queue every few seconds, the autoscaler on top.
+"""The supervisor's view of Temporal: pollers and backlog per queue, the autoscaler on top.
 
-It only reads Temporal and submits autoscaling decisions as requests: an outage never stalls the reconcile loop and
-never marks a worker failed by itself."""
+It asks Temporal as often as there is something to learn: every WATCH_INTERVAL_S (every partition of every queue)
+while a replica is starting or not yet seen polling, a warning is open or Temporal does not answer; otherwise the
+root partition's backlog every QUIET_INTERVAL_S (every WATCH_INTERVAL_S for a queue an autoscaler reads) and every
+partition's pollers every FULL_ROUND_S. It only reads Temporal and submits autoscaling decisions as requests: an
+outage never stalls the reconcile loop and never marks a worker failed by itself."""
 
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("pipelex_pool.watch")
 WATCH_INTERVAL_S = 2.0
+QUIET_INTERVAL_S = 10.0
+FULL_ROUND_S = 30.0  # under LIVE_WITHIN (75 s): a READY replica's poller never looks gone between two full rounds
 RPC_TIMEOUT_S = 5.0
 SLOW_START_S = 3.0  # a worker STARTING for longer makes the watch ask whether polls are refused
 
@@ -40,6 +45,8 @@ class TemporalWatch:
     asked_at: dict[tuple[str, QueueType], float] = field(default_factory=dict)
     error: str | None = None
     poller_limit: str | None = None  # Temporal's poller limit is reached: what, and how to fix it
+    next_round: float = 0.0  # supervisor clock
+    full_round_due: float = 0.0
 
     def watched(self) -> list[tuple[str, QueueType]]:
         """Every queue a group polls (with the types its scope serves), every routed queue, the default queue."""
@@ -54,25 +61,54 @@ class TemporalWatch:
 
     async def run(self) -> None:
         while True:
-            client = await self.client()
-            errors = []
-            for key in self.watched():
-                try:
-                    asked_at = self.supervisor.clock()
-                    with anyio.fail_after(RPC_TIMEOUT_S):
-                        self.views[key] = await describe(client, *key)
-                    self.asked_at[key] = asked_at
-                except Exception as exc:  # keep the last view, marked stale; retry next round
-                    errors.append(f"{key[0]}/{key[1].name}: {exc or type(exc).__name__}")
-                    if key in self.views:
-                        self.views[key].error = errors[-1]
-            if errors and not self.error:
-                log.warning("watch.temporal_unavailable", errors=errors[:3])
-            self.error = "; ".join(errors) or None
-            if not errors:
-                self._autoscale(self.supervisor.clock())
-                await self._check_poller_limit(client)
+            if self.supervisor.clock() >= self.next_round or self.looking():
+                await self._round(await self.client())
             await anyio.sleep(WATCH_INTERVAL_S)
+
+    def looking(self) -> bool:
+        """Whether there is something to learn about pollers now: a replica starting or READY but not yet seen in a
+        full description, an open warning, or Temporal not answering."""
+        if self.error or self.poller_limit or self.warnings():
+            return True
+        for group in self.supervisor.groups.values():
+            if group.spec is None:
+                continue
+            for handle in group.all_handles():
+                if handle.state is ProcState.STARTING:
+                    return True
+                if handle.state is ProcState.READY and handle.ready_at is not None:
+                    types = served_types(self.supervisor, group.spec.scope)
+                    if any(self._older_than((group.spec.task_queue, t), handle.ready_at) for t in types):
+                        return True
+        return False
+
+    async def _round(self, client: Client) -> None:
+        started = self.supervisor.clock()
+        full = started >= self.full_round_due or self.looking()
+        errors = []
+        for key in self.watched():
+            previous = None if full else self.views.get(key)
+            try:
+                asked_at = self.supervisor.clock()
+                with anyio.fail_after(RPC_TIMEOUT_S):
+                    self.views[key] = await describe(client, *key, previous)
+                if previous is None:
+                    self.asked_at[key] = asked_at
+            except Exception as exc:  # keep the last view, marked stale; retry next round
+                errors.append(f"{key[0]}/{key[1].name}: {exc or type(exc).__name__}")
+                if key in self.views:
+                    self.views[key].error = errors[-1]
+        if errors and not self.error:
+            log.warning("watch.temporal_unavailable", errors=errors[:3])
+        self.error = "; ".join(errors) or None
+        if not errors:
+            if full:
+                self.full_round_due = started + FULL_ROUND_S
+            self._autoscale(self.supervisor.clock())
+            await self._check_poller_limit(client)
+        autoscaled = any(g.spec is not None and g.spec.autoscale is not None for g in self.supervisor.groups.values())
+        busy = autoscaled or self.looking()
+        self.next_round = self.supervisor.clock() + (WATCH_INTERVAL_S if busy else QUIET_INTERVAL_S)
 
     async def _check_poller_limit(self, client: Client) -> None:
         """While a worker takes long to start (or the limit was seen), ask whether Temporal refuses new polls."""
