@@ -82,7 +82,7 @@ class FakeSpawner:
         child = self.children[pid] = FakeChild(pid, spec)
         return child
 
-    def refresh(self) -> None:
+    def refresh(self, preload: str | None = None) -> None:
         self.refreshed += 1
 
     def own_pids(self) -> set[int]:

@@ -273,7 +273,7 @@ class Supervisor:
         if applied.reloading:
             self.systemd.reloading()
         if applied.refresh_spawner:
-            self.spawner.refresh()
+            self.spawner.refresh(self.topology.pool.preload_app)
         submitted.settle(answer=applied.answer)
 
     def close(self) -> None:

@@ -55,12 +55,18 @@ class PoolSection(StrictModel):
     metrics: Address | None = None  # /health and /metrics of the pool
     worker_metrics: PortRange | None = None  # each replica's Temporal SDK metrics, one port each from this range
     spawner: Literal["fork", "exec"] = "fork"  # fork built-in workers from a warm fork server, or exec each one
+    preload: bool = False  # the fork server imports `app` before forking (shared copy-on-write, no import per start)
     max_replicas: int | None = Field(default=None, ge=1)  # None: sized to the machine (memory / 100 MiB)
     spawn_rate: float | None = Field(default=None, gt=0)  # starts per second; None: 2 per core
     spawn_batch: int | None = Field(default=None, ge=1)  # starts in one loop iteration at most; None: one per core
     # an attempt Temporal says runs on a live replica that does not know of it for this long is handed back (0: off)
     stuck_attempt_after: Duration = timedelta(seconds=60)
     restart: RestartConfig = Field(default_factory=RestartConfig)
+
+    @property
+    def preload_app(self) -> str | None:
+        """The task packs the fork server imports before forking, if `preload` is on."""
+        return self.app if self.preload else None
 
 
 class DevServer(StrictModel):

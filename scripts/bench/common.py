@@ -110,6 +110,29 @@ def write_result(path: Path | None, text: str) -> None:
             out.write(f"\n### Run of {time.strftime('%Y-%m-%d %H:%M')} ({os.cpu_count()} cores)\n\n{text}")
 
 
+WORKER_ARGS = {  # the shipped topology's groups, as `pipelex-pool worker` flags
+    "router": "--task-queue temporal_task_queue --scope orchestrator",
+    "llm": "--task-queue llm_q --scope runner-llm --profile llm-pool",
+    "media": "--task-queue media_q --scope runner-media",
+}
+
+
+def supervisord_programs(topology: Path, replicas: dict[str, int]) -> str:
+    """[program:x] sections running the shipped topology's groups as supervisord programs (autorestart,
+    startsecs=1, its defaults otherwise); their Temporal identities start with the topology's pool name."""
+    worker = f"{sys.executable} -m pipelex_pool worker --config {topology}"
+    return "".join(
+        f"""[program:{group}]
+command={worker} {WORKER_ARGS[group]}
+process_name=%(program_name)s-%(process_num)d
+numprocs={count}
+autorestart=true
+startsecs=1
+"""
+        for group, count in replicas.items()
+    )
+
+
 def start_supervisord(directory: Path, programs: str) -> tuple[subprocess.Popen[bytes], Path, str]:
     """supervisord (from the `supervisor` package) in the foreground with `programs` ([program:x] sections);
     returns the process, its config file and the supervisorctl command. Stop it with `stop_group`."""

@@ -44,16 +44,12 @@ from scripts.bench.common import (
     start_pool,
     start_supervisord,
     stop_group,
+    supervisord_programs,
     write_result,
     write_topology,
 )
 
 SIZES = {8: {"router": 1, "llm": 4, "media": 3}, 32: {"router": 2, "llm": 20, "media": 10}}
-WORKER_ARGS = {
-    "router": "--task-queue temporal_task_queue --scope orchestrator",
-    "llm": "--task-queue llm_q --scope runner-llm --profile llm-pool",
-    "media": "--task-queue media_q --scope runner-media",
-}
 WATCHED = [
     ("temporal_task_queue", QueueType.WORKFLOW),
     ("temporal_task_queue", QueueType.ACTIVITY),
@@ -163,18 +159,7 @@ def pool_setup(spawner: str) -> SetUp:
 def supervisord_setup() -> SetUp:
     def start(directory: Path, port: int, replicas: dict[str, int], name: str) -> tuple[subprocess.Popen[bytes], Path]:
         topology = write_topology(shipped_topology(directory, port, name=name), directory)
-        worker = f"{sys.executable} -m pipelex_pool worker --config {topology}"
-        programs = "".join(
-            f"""[program:{group}]
-command={worker} {WORKER_ARGS[group]} --identity {name}/%(program_name)s/%(process_num)d
-process_name=%(program_name)s-%(process_num)d
-numprocs={count}
-autorestart=true
-startsecs=1
-"""
-            for group, count in replicas.items()
-        )
-        process, conf, _ = start_supervisord(directory, programs)
+        process, conf, _ = start_supervisord(directory, supervisord_programs(topology, replicas))
         return process, conf
 
     ctl = shutil.which("supervisorctl", path=str(Path(sys.executable).parent)) or "supervisorctl"

@@ -1,7 +1,9 @@
-"""The fork server: `python -u -m pipelex_pool.supervisor.spawning.fork_server FD`, started by the supervisor.
+"""The fork server: `python -u -m pipelex_pool.supervisor.spawning.fork_server FD [APP]`, started by the supervisor.
 
 It imports temporalio and the built-in worker once (and creates no Temporal Runtime or Client, which must not
-cross a fork), then waits on FD, a SOCK_SEQPACKET socket to the supervisor. Each request is a JSON object
+cross a fork), and with `[pool] preload = true` the application's task packs (APP, `module:attr`), then freezes
+what it imported out of the garbage collector's reach (so children share those pages copy-on-write), then waits
+on FD, a SOCK_SEQPACKET socket to the supervisor. Each request is a JSON object
 {"args": [...], "env": {...}, "supervisor_pid": N} carrying one file descriptor (the child's stdout and stderr);
 the answer is {"pid": N} or {"error": "..."}.
 
@@ -9,12 +11,14 @@ A child is double-forked: the intermediate process exits at once, so the child i
 child subreaper), which waits for it and reads its exit status as for any child it spawned itself. The child waits
 until it has been adopted, and for the supervisor's go-ahead on its output socket (EOF instead: the supervisor
 gave up on this request, so it exits), before it runs the worker.
-Application task packs are not preloaded: each child imports them itself, so new code is picked up at restart.
+Without preload each child imports the task packs itself; with it, new application code needs `restart` or
+`reload` (both retire the fork server, and the next one imports the code installed then).
 """
 
 from __future__ import annotations
 
 import array
+import gc
 import json
 import os
 import signal
@@ -32,8 +36,10 @@ MAX_REQUEST = 1 << 20
 GO = b"\x01"  # the supervisor's go-ahead, on the child's output socket
 
 
-def preload() -> None:
-    """What every worker imports anyway: the SDK, the worker, the CLI."""
+def preload(app: str | None) -> str | None:
+    """What every worker imports anyway (the SDK, the worker, the CLI) and the application's task packs if `app`
+    is given; returns why the packs could not be imported (each child then imports them itself, and fails there
+    with the same error in its log)."""
     import setproctitle
     import temporalio.client  # noqa: F401
     import temporalio.worker  # noqa: F401
@@ -42,6 +48,16 @@ def preload() -> None:
     import pipelex_pool.worker.run  # noqa: F401
 
     setproctitle.setproctitle(setproctitle.getproctitle())  # take over the argv area now, while environ is intact
+    error = None
+    if app is not None:
+        from pipelex_pool.packs import load_app
+
+        try:
+            load_app(app)
+        except Exception as exc:  # the user's code: whatever it raises is reported, never fatal here
+            error = f"{type(exc).__name__}: {exc}"
+    gc.freeze()  # children never scan (and so never write to) what is imported now: it stays shared
+    return error
 
 
 def receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
@@ -120,8 +136,8 @@ def fork_child(request: dict[str, Any], output_fd: int) -> int:
     return int(data)
 
 
-def serve(sock: socket.socket) -> None:
-    sock.send(json.dumps({"ready": True, "pid": os.getpid()}).encode())
+def serve(sock: socket.socket, greeting: dict[str, Any]) -> None:
+    sock.send(json.dumps({"ready": True, "pid": os.getpid(), **greeting}).encode())
     while True:
         try:
             request, fds = receive(sock)
@@ -143,15 +159,18 @@ def serve(sock: socket.socket) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) != 2 or not sys.argv[1].isdigit():
-        sys.exit("usage: python -u -m pipelex_pool.supervisor.spawning.fork_server FD  (started by pipelex-pool up)")
+    if len(sys.argv) not in (2, 3) or not sys.argv[1].isdigit():
+        sys.exit(
+            "usage: python -u -m pipelex_pool.supervisor.spawning.fork_server FD [APP] (started by pipelex-pool up)"
+        )
     set_parent_death_signal(signal.SIGKILL)
     if os.getppid() == 1:  # the supervisor died before the signal was armed
         sys.exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us by closing the socket
     sock = socket.socket(fileno=int(sys.argv[1]))
-    preload()
-    serve(sock)
+    app = sys.argv[2] if len(sys.argv) == 3 else None
+    error = preload(app)
+    serve(sock, {"preloaded": app if error is None else None, "preload_error": error})
 
 
 if __name__ == "__main__":

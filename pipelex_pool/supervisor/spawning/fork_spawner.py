@@ -72,8 +72,9 @@ class ForkServerError(Exception):
 class ForkSpawner:
     """Forks built-in workers from a warm fork server; execs everything else (and everything, if it fails)."""
 
-    def __init__(self, fallback: Spawner | None = None) -> None:
+    def __init__(self, fallback: Spawner | None = None, preload: str | None = None) -> None:
         self.fallback = fallback or ExecSpawner()
+        self.preload = preload  # the task packs (module:attr) the fork server imports before forking
         self.adopting = become_child_subreaper()
         self._server: Process | None = None
         self._retired: list[Process] = []
@@ -114,9 +115,10 @@ class ForkSpawner:
     def reap_orphans(self, known: set[int]) -> list[int]:
         return reap_adopted_orphans(known | self.own_pids()) if self.adopting else []
 
-    def refresh(self) -> None:
-        """Retire the fork server: the next spawn starts a new one, which imports the code installed now. (A
-        request in flight finishes first: the socket is closed only between requests.)"""
+    def refresh(self, preload: str | None = None) -> None:
+        """Retire the fork server: the next spawn starts a new one, which imports the code installed now (and
+        preloads `preload`). (A request in flight finishes first: the socket is closed only between requests.)"""
+        self.preload = preload
         self._stale = True
         if not self._lock.locked():
             self._retire()
@@ -176,7 +178,14 @@ class ForkSpawner:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._server = await anyio.open_process(
-                [sys.executable, "-u", "-m", "pipelex_pool.supervisor.spawning.fork_server", str(theirs.fileno())],
+                [
+                    sys.executable,
+                    "-u",
+                    "-m",
+                    "pipelex_pool.supervisor.spawning.fork_server",
+                    str(theirs.fileno()),
+                    *([self.preload] if self.preload else []),
+                ],
                 stdin=None,
                 stdout=None,
                 stderr=None,
@@ -191,7 +200,14 @@ class ForkSpawner:
             hello = await _receive(ours)
         if not hello.get("ready"):
             raise ForkServerError(f"unexpected greeting {hello!r}")
-        log.info("spawn.fork_server_ready", pid=self._server.pid)
+        log.info("spawn.fork_server_ready", pid=self._server.pid, preloaded=hello.get("preloaded"))
+        if hello.get("preload_error"):
+            log.warning(
+                "spawn.preload_failed",
+                app=self.preload,
+                error=hello["preload_error"],
+                effect="each worker imports the task packs itself (and reports the same error in its log)",
+            )
         return ours
 
     async def _reap_retired(self) -> None:

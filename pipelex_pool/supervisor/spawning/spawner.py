@@ -60,8 +60,9 @@ class Spawner(Protocol):
 
     async def spawn(self, spec: ChildSpec, register: Register) -> Child: ...
 
-    def refresh(self) -> None:
-        """Forget anything kept warm, so the next spawn runs the code installed now."""
+    def refresh(self, preload: str | None = None) -> None:
+        """Forget anything kept warm, so the next spawn runs the code installed now (with the task packs
+        `preload`, module:attr, imported before the fork, if the spawner keeps a warm process)."""
 
     def own_pids(self) -> set[int]:
         """Helper processes of the spawner itself (a fork server), which the pool must not treat as orphans."""
@@ -82,7 +83,7 @@ BUILTIN_WORKER = [sys.executable, "-m", "pipelex_pool"]
 class ExecSpawner:
     """Plain fork+exec in a new session (its own process group), stdout and stderr on one pipe."""
 
-    def refresh(self) -> None:
+    def refresh(self, preload: str | None = None) -> None:
         pass
 
     def own_pids(self) -> set[int]:
