@@ -18,6 +18,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from pipelex_pool.sim import HEAVY_IMPORTED_MARK as IMPORTED_MARK
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
 from tests.conftest import Processes, TemporalServer, free_port
 from tests.helpers import history, wait_for
@@ -160,6 +161,43 @@ def test_fork_server_children_are_the_supervisors_own_and_restart_refreshes_it(
     )
     servers = fork_servers(supervisor.pid)
     assert len(servers) == 1 and servers != [server]
+
+
+def test_preload_imports_the_task_packs_once_in_the_fork_server(
+    pool: Pool, temporal_server: TemporalServer, namespace: str
+) -> None:
+    """With [pool] preload = true the heavy app is imported by the fork server, not by any worker, nor by a
+    restarted one; turned off (reload), a restarted worker imports it itself again."""
+    heavy = {"pool.app": "pipelex_pool.sim.heavy:packs", "pool.preload": True, "workers.llm.replicas": 1}
+    pool.write(temporal_server, namespace, heavy)
+    supervisor = pool.up()
+    status = pool.wait_all_ready(within=90)
+    logs = pool.directory / "logs"
+
+    def imports_in(name: str) -> int:
+        return (logs / f"{name}.log").read_text().count(IMPORTED_MARK)
+
+    assert [imports_in(n) for n in ("router-0", "llm-0", "media-0")] == [0, 0, 0]
+    (server,) = fork_servers(supervisor.pid)
+    assert "pipelex_pool.sim.heavy:packs" in psutil.Process(server).cmdline()
+    victim = next(r for r in status["replicas"] if r["group"] == "media")
+    os.kill(victim["pid"], signal.SIGKILL)
+    pool.wait(
+        lambda s: any(
+            r["group"] == "media" and r["state"] == "READY" and r["pid"] != victim["pid"] for r in s["replicas"]
+        ),
+        30,
+        "media back READY",
+    )
+    assert imports_in("media-0") == 0  # the replacement inherited the import too
+    pool.rewrite({**heavy, "pool.preload": False})
+    assert pool.cli("reload").returncode == 0
+    assert pool.cli("restart", "media").returncode == 0
+    pool.wait(lambda s: not s["pool"]["busy"] and all(r["state"] == "READY" for r in s["replicas"]), 90, "media rolled")
+    assert imports_in("media-0") == 1  # no preload: the new worker paid for its own import
+    assert "pipelex_pool.sim.heavy:packs" not in " ".join(
+        " ".join(psutil.Process(pid).cmdline()) for pid in fork_servers(supervisor.pid)
+    )
 
 
 def test_crash_loop_backs_off_then_goes_fatal_without_touching_other_groups(

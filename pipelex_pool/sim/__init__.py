@@ -10,6 +10,8 @@ from pipelex_pool.packs import TaskPack
 from pipelex_pool.sim.activities import crafting_activities, pipe_activities
 from pipelex_pool.sim.workflows import WfPipeRouter, WfPipeRun
 
+HEAVY_IMPORTED_MARK = "pipelex_pool.sim.heavy: imported"  # what the heavy load model says on import (sim/heavy.py)
+
 packs: dict[str, TaskPack] = {
     "crafting": TaskPack(activities=crafting_activities),
     "pipe": TaskPack(workflows=(WfPipeRouter, WfPipeRun), activities=pipe_activities),

@@ -16,11 +16,11 @@ import sys
 import time
 
 from pipelex_pool.packs import TaskPack
+from pipelex_pool.sim import HEAVY_IMPORTED_MARK
 from pipelex_pool.sim import packs as sim_packs
 
 IMPORT_MB = 100
 IMPORT_CPU_S = 1.0
-IMPORTED_MARK = "pipelex_pool.sim.heavy: imported"
 
 
 def _build_tables(megabytes: int) -> list[tuple[str, bytes]]:
@@ -39,7 +39,7 @@ _started = time.perf_counter()
 TABLES = _build_tables(IMPORT_MB)
 _burn(IMPORT_CPU_S)
 print(
-    f"{IMPORTED_MARK} in pid {os.getpid()} ({IMPORT_MB} MB of objects, {time.perf_counter() - _started:.1f} s)",
+    f"{HEAVY_IMPORTED_MARK} in pid {os.getpid()} ({IMPORT_MB} MB of objects, {time.perf_counter() - _started:.1f} s)",
     file=sys.stderr,
     flush=True,
 )

@@ -116,6 +116,7 @@ async def bench_pool(client: Client, directory: Path, port: int, seconds: float,
 async def bench_supervisord(client: Client, directory: Path, port: int, seconds: float, seed: int) -> Outcome:
     topology = write_topology(shipped_topology(directory, port, name="chaos-sd"), directory)
     sup, _, _ = start_supervisord(directory, supervisord_programs(topology, {"router": 1, **RUNNERS}))
+
     def processes() -> list[dict[str, Any]]:
         # a new transport per call: one that failed once (supervisord still starting) keeps failing
         transport = SupervisorTransport(None, None, f"unix://{directory}/supervisor.sock")
