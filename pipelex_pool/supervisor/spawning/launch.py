@@ -73,8 +73,9 @@ async def launch(spawner: Spawner, spec: ChildSpec, plan: LaunchPlan, register: 
             undo.callback(notify.close)
             env[NOTIFY_SOCKET_ENV] = str(plan.notify_path)
             if plan.watchdog_s:
-                # sd_notify: a ping every WATCHDOG_USEC/2, so 4 per allowed gap (a late one or two is no hang)
-                env[WATCHDOG_USEC_ENV] = str(int(plan.watchdog_s * 1e6 / 2))
+                # as systemd's WatchdogSec: WATCHDOG_USEC is the allowed gap, the worker pings every half of it
+                # (2 pings per gap; each ping wakes the supervisor, so fewer pings make a quieter supervisor)
+                env[WATCHDOG_USEC_ENV] = str(int(plan.watchdog_s * 1e6))
         if plan.sdk_metrics is not None:
             env[SDK_METRICS_ENV] = plan.sdk_metrics
         child = await spawner.spawn(replace(spec, env=env), register)
