@@ -32,12 +32,13 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def dev_server() -> AsyncIterator[tuple[Client, int, Path]]:
-    """A local Temporal dev server in a temporary directory: (client, port, directory), all removed after."""
+async def dev_server(namespaces: tuple[str, ...] = ()) -> AsyncIterator[tuple[Client, int, Path]]:
+    """A local Temporal dev server in a temporary directory: (client, port, directory), all removed after; it also
+    serves `namespaces` (one per set-up keeps a set-up's pollers out of the next one's view)."""
     directory = Path(tempfile.mkdtemp(prefix="pp-bench-", dir="/tmp"))
     port = free_port()
     server = subprocess.Popen(
-        dev_server_command(port, directory / "t.db", log_level="error"),
+        dev_server_command(port, directory / "t.db", log_level="error", namespaces=namespaces),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -51,10 +52,14 @@ async def dev_server() -> AsyncIterator[tuple[Client, int, Path]]:
 
 
 def shipped_topology(
-    directory: Path, port: int, name: str = "bench", replicas: dict[str, int] | None = None
+    directory: Path,
+    port: int,
+    name: str = "bench",
+    replicas: dict[str, int] | None = None,
+    namespace: str = "default",
 ) -> TOMLDocument:
     """configs/topology.toml as shipped (its defaults), with its socket, state and logs in `directory`, pointed at
-    the benchmark's dev server (the pool does not start its own), and the replicas given per group."""
+    the benchmark's dev server and `namespace` (the pool does not start its own), and the replicas given per group."""
     doc = tomlkit.parse((REPO / "configs" / "topology.toml").read_text())
     doc["pool"]["name"] = name
     doc["pool"]["socket"] = str(directory / "ctl.sock")
@@ -63,7 +68,9 @@ def shipped_topology(
     doc["dev_server"]["enabled"] = False
     for group, count in (replicas or {}).items():
         doc["workers"][group]["replicas"] = count
-    doc["temporal"]["temporal_config"]["temporal_server_configs"]["local"]["target_host"] = f"127.0.0.1:{port}"
+    local = doc["temporal"]["temporal_config"]["temporal_server_configs"]["local"]
+    local["target_host"] = f"127.0.0.1:{port}"
+    local["namespace"] = namespace
     return doc
 
 

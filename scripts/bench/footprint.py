@@ -75,7 +75,7 @@ class SetUp:
 
     name: str
     tag: str  # short, unique: the prefix of its workers' identities
-    start: Callable[[Path, int, dict[str, int], str], tuple[subprocess.Popen[bytes], Path]]
+    start: Callable[[Path, int, dict[str, int], str], tuple[subprocess.Popen[bytes], Path]]  # (.., name = namespace)
     status_cli: Callable[[Path], list[str]]
     status_raw: Callable[[Path], Callable[[], object]]
     workers: Callable[[Path, psutil.Process], set[int]]  # the worker pids, from the supervisor
@@ -138,7 +138,7 @@ def pool_setup(spawner: str) -> SetUp:
     cli = shutil.which("pipelex-pool", path=str(Path(sys.executable).parent)) or "pipelex-pool"
 
     def start(directory: Path, port: int, replicas: dict[str, int], name: str) -> tuple[subprocess.Popen[bytes], Path]:
-        doc = shipped_topology(directory, port, name=name, replicas=replicas)
+        doc = shipped_topology(directory, port, name=name, replicas=replicas, namespace=name)
         doc["pool"]["spawner"] = spawner
         topology = write_topology(doc, directory)
         return start_pool(topology), topology
@@ -158,7 +158,7 @@ def pool_setup(spawner: str) -> SetUp:
 
 def supervisord_setup() -> SetUp:
     def start(directory: Path, port: int, replicas: dict[str, int], name: str) -> tuple[subprocess.Popen[bytes], Path]:
-        topology = write_topology(shipped_topology(directory, port, name=name), directory)
+        topology = write_topology(shipped_topology(directory, port, name=name, namespace=name), directory)
         process, conf, _ = start_supervisord(directory, supervisord_programs(topology, replicas))
         return process, conf
 
@@ -179,12 +179,15 @@ def supervisord_setup() -> SetUp:
     )
 
 
-async def run_setup(client: Client, setup: SetUp, directory: Path, port: int, idle_s: float) -> Result:
+async def run_setup(setup: SetUp, directory: Path, port: int, idle_s: float) -> Result:
+    """Each size in a namespace of its own: the pollers of the set-up before (listed for 75 s after they exit)
+    are not this one's, and would keep its Temporal watch busy warning about them."""
     result = Result()
     for size, replicas in SIZES.items():
         tag = f"{setup.tag}{size}"
         here = directory / tag
         here.mkdir()
+        client = await Client.connect(f"127.0.0.1:{port}", namespace=tag)
         started = time.perf_counter()
         process, config = setup.start(here, port, replicas, tag)
         try:
@@ -259,9 +262,10 @@ async def main() -> None:
     if args.only:
         setups = [s for s in setups if any(o in s.name for o in args.only)]
     results = {}
-    async with dev_server() as (client, port, directory):
+    namespaces = tuple(f"{setup.tag}{size}" for setup in setups for size in SIZES)
+    async with dev_server(namespaces) as (_, port, directory):
         for setup in setups:
-            results[setup.name] = await run_setup(client, setup, directory, port, args.idle_seconds)
+            results[setup.name] = await run_setup(setup, directory, port, args.idle_seconds)
             print(setup.name, results[setup.name], flush=True)
     if "supervisord" in results and len(results) > 1:
         write_result(args.write, report(results, args.idle_seconds))
