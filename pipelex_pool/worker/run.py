@@ -133,17 +133,25 @@ class WorkerProcess:
         log.info(
             "worker.ready", task_queue=self.settings.task_queue, types=[t.name for t in served_types(self.settings)]
         )
-        usec = os.environ.get(WATCHDOG_USEC_ENV)
-        watchdog = usec is not None and usec.isdigit()
-        interval = int(usec) / 2e6 if watchdog and usec else COUNTS_INTERVAL_S
+        usec = os.environ.get(WATCHDOG_USEC_ENV, "")
+        async with anyio.create_task_group() as tg:
+            if usec.isdigit():
+                tg.start_soon(self._ping_watchdog, worker, int(usec) / 2e6)
+            tg.start_soon(self._report_counts, worker)
+
+    async def _ping_watchdog(self, worker: Worker, every: float) -> None:
+        """WATCHDOG=1 every half of WATCHDOG_USEC (sd_notify's rule); a ping a full queue refused is sent again soon."""
+        while worker.is_running:  # noqa: ASYNC110 (a keep-alive is periodic: there is no event to wait on)
+            await anyio.sleep(every if self.notifier.send("WATCHDOG=1") else REPORT_INTERVAL_S)
+
+    async def _report_counts(self, worker: Worker) -> None:
+        """The task counts every COUNTS_INTERVAL_S, when they changed: an idle worker keeps the supervisor quiet."""
         sent = None
-        while worker.is_running:  # an idle worker sends nothing (a quiet supervisor) unless a watchdog is asked for
+        while worker.is_running:
             counts = accounting.COUNTS.to_notify()
-            if watchdog or counts != sent:
-                fields = ("WATCHDOG=1", counts) if watchdog else (counts,)
-                if self.notifier.send(*fields):
-                    sent = counts
-            await anyio.sleep(min(interval, COUNTS_INTERVAL_S))
+            if counts != sent and self.notifier.send(counts):
+                sent = counts
+            await anyio.sleep(COUNTS_INTERVAL_S)
 
     async def _report_inflight(self) -> None:
         """Send the supervisor what activity attempts started and finished, a few times a second, never blocking."""

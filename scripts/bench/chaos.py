@@ -64,30 +64,40 @@ async def polling_pids(client: Client) -> set[int]:
 
 async def chaos(
     client: Client, runner_pids: Callable[[], dict[str, int | None]], seconds: float, seed: int
-) -> tuple[int, float, float | None]:
-    """Kill random runners for `seconds`; returns (kills, time of the last kill, seconds until full strength)."""
+) -> tuple[int, float | None]:
+    """Kill random runners for `seconds`; returns (kills, seconds from the last kill until full strength)."""
     rng = random.Random(seed)
-    while not all(runner_pids().values()) or not set(runner_pids().values()) <= await polling_pids(client):
+    killed: set[int] = set()
+
+    async def full_strength() -> bool:
+        pids = runner_pids()
+        if not all(pids.values()) or killed & set(pids.values()):  # a slot empty, or a death not noticed yet
+            return False
+        return {p for p in pids.values() if p} <= await polling_pids(client)
+
+    while not await full_strength():
         await asyncio.sleep(0.2)
-    kills, last_kill = 0, time.perf_counter()
-    end = last_kill + seconds
+    kills, last_kill, end = 0, time.perf_counter(), time.perf_counter() + seconds
     while True:
-        alive = [pid for pid in runner_pids().values() if pid]
+        alive = [pid for pid in runner_pids().values() if pid and pid not in killed]
         if alive:
-            os.kill(rng.choice(alive), signal.SIGKILL)
+            victim = rng.choice(alive)
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            killed.add(victim)
             kills += 1
             last_kill = time.perf_counter()
         pause = rng.uniform(1.0, 3.0)
         if time.perf_counter() + pause > end:
             break  # that was the last kill: measure from it
         await asyncio.sleep(pause)
-    deadline = last_kill + 60.0
-    while time.perf_counter() < deadline:
-        pids = runner_pids()
-        if all(pids.values()) and {p for p in pids.values() if p} <= await polling_pids(client):
-            return kills, last_kill, time.perf_counter() - last_kill
+    while time.perf_counter() < last_kill + 60.0:
+        if await full_strength():
+            return kills, time.perf_counter() - last_kill
         await asyncio.sleep(0.05)
-    return kills, last_kill, None
+    return kills, None
 
 
 async def bench_pool(client: Client, directory: Path, port: int, seconds: float, seed: int) -> Outcome:
@@ -106,7 +116,7 @@ async def bench_pool(client: Client, directory: Path, port: int, seconds: float,
         return found if len(found) == sum(RUNNERS.values()) else {"pool": None}
 
     try:
-        kills, _, back = await chaos(client, runner_pids, seconds, seed)
+        kills, back = await chaos(client, runner_pids, seconds, seed)
         fatal = [f"{r['group']}/{r['replica']}" for r in replicas() if r["state"] == "FATAL"]
         return Outcome(kills, back, fatal)
     finally:
@@ -131,7 +141,7 @@ async def bench_supervisord(client: Client, directory: Path, port: int, seconds:
         return found if len(found) == sum(RUNNERS.values()) else {"supervisord": None}
 
     try:
-        kills, _, back = await chaos(client, runner_pids, seconds, seed)
+        kills, back = await chaos(client, runner_pids, seconds, seed)
         fatal = [str(p["name"]) for p in processes() if p["statename"] == "FATAL"]
         return Outcome(kills, back, fatal)
     finally:
