@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from supervisor.xmlrpc import SupervisorTransport  # type: ignore[import-untyped]
+from supervisor.xmlrpc import SupervisorTransport
 from temporalio.client import Client
 
 from pipelex_pool.control.client import ControlClient

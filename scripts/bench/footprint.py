@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-from supervisor.xmlrpc import SupervisorTransport  # type: ignore[import-untyped]
+from supervisor.xmlrpc import SupervisorTransport
 from temporalio.client import Client
 
 from pipelex_pool.control.client import ControlClient
