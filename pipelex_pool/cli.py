@@ -13,7 +13,7 @@ import click
 from pipelex_pool import __version__
 from pipelex_pool.errors import TopologyError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_NO_SUCH_NAME = 0, 1, 2, 3, 4  # as supervisorctl
 
 
 def exit_skipping_finalization(code: int) -> NoReturn:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from pipelex_pool.cli import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE, main
+from pipelex_pool.cli import EXIT_FAILED, EXIT_NO_SUCH_NAME, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, main
 
 
 def pool_options(func: Callable[..., None]) -> Callable[..., None]:
@@ -46,22 +46,59 @@ def echo_result(result: Any, as_json: bool, text: str) -> None:
     click.echo(json.dumps(result, indent=2, default=str) if as_json else text)
 
 
+def select(status: dict[str, Any], targets: tuple[str, ...]) -> tuple[dict[str, Any], list[str]]:
+    """The status restricted to `targets` (GROUP or GROUP/N; all if none), and the targets that name nothing."""
+    if not targets:
+        return status, []
+    rows, unknown = [], []
+    for target in targets:
+        group, _, replica = target.partition("/")
+        found = [r for r in status["replicas"] if r["group"] == group and (not replica or str(r["replica"]) == replica)]
+        if not found:
+            unknown.append(target)
+        rows += [r for r in found if r not in rows]
+    groups = {name: g for name, g in status["groups"].items() if any(r["group"] == name for r in rows)}
+    return {**status, "replicas": rows, "groups": groups}, unknown
+
+
+def not_ready(status: dict[str, Any]) -> list[str]:
+    """The wanted replicas that are not READY: every replica of a group the operator has not stopped (a
+    replacement being started or a retiring process is not wanted yet, or any more)."""
+    stopped = {name for name, g in status["groups"].items() if g.get("stopped_by_operator")}
+    return [
+        f"{r['group']}/{r['replica']}"
+        for r in status["replicas"]
+        if r["role"] == "replica" and r["group"] not in stopped and r["state"] != "READY"
+    ]
+
+
 @main.command()
 @pool_options
+@click.argument("targets", nargs=-1, metavar="[GROUP|GROUP/N]...")
 @click.option("--watch", is_flag=True, help="Refresh every 2 seconds until interrupted.")
-def status(topology: Path | None, socket_path: Path | None, as_json: bool, watch: bool) -> None:
-    """Show every replica (state, pid, uptime, restarts, last exit, RSS, CPU%) and the pool."""
+def status(
+    topology: Path | None, socket_path: Path | None, as_json: bool, watch: bool, targets: tuple[str, ...]
+) -> None:
+    """Show every replica (or those of GROUP, GROUP/N) with state, pid, uptime, restarts, last exit, RSS, CPU%.
+
+    Exit status, as supervisorctl's: 0 every wanted replica shown is READY, 3 one is not (or no pool answers),
+    4 a name matches no replica.
+    """
     import time
 
     from pipelex_pool.control.render import render_status
 
     while True:
-        result = call_pool(topology, socket_path, "status")
+        full = call_pool(topology, socket_path, "status")
+        result, unknown = select(full, targets)
         if watch and not as_json:
             click.clear()
         echo_result(result, as_json, render_status(result))
+        for target in unknown:
+            groups = ", ".join(full["groups"])
+            click.echo(f"pipelex-pool status: {target}: no such group or replica (groups: {groups})", err=True)
         if not watch:
-            return
+            sys.exit(EXIT_NO_SUCH_NAME if unknown else EXIT_NOT_RUNNING if not_ready(result) else EXIT_OK)
         time.sleep(2)
 
 
@@ -159,21 +196,44 @@ def down(topology: Path | None, socket_path: Path | None, as_json: bool, no_wait
     echo_result(result, as_json, "pool stopped" if not no_wait else "pool draining")
 
 
+def log_location(topology: Path | None, socket_path: Path | None) -> tuple[Path, list[str]]:
+    """The running pool's log directory and groups; with no pool answering, those of the topology (-c)."""
+    from pipelex_pool.control.client import ControlClient, logs_of, resolve_socket
+    from pipelex_pool.errors import PoolError, PoolNotRunningError
+
+    try:
+        status = ControlClient(resolve_socket(socket_path, topology)).call("status")
+        return Path(status["pool"]["log_dir"]), list(status["groups"])
+    except PoolNotRunningError as exc:
+        if topology is None:
+            click.echo(f"pipelex-pool logs: {exc}; with the pool down, name its topology (-c TOPOLOGY)", err=True)
+            sys.exit(EXIT_NOT_RUNNING)
+        try:
+            return logs_of(topology)
+        except PoolError as error:
+            click.echo(f"pipelex-pool logs: {error}", err=True)
+            sys.exit(EXIT_USAGE)
+    except PoolError as exc:
+        click.echo(f"pipelex-pool logs: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
 @main.command()
 @pool_options
 @click.argument("target", metavar="GROUP[/N]")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing what the replica writes.")
 @click.option("-n", "--lines", default=50, show_default=True, help="Lines to show from the end.")
 def logs(topology: Path | None, socket_path: Path | None, as_json: bool, target: str, follow: bool, lines: int) -> None:
-    """Show a replica's output (stdout and stderr), from <log_dir>/<group>-<N>.log."""
+    """Show a replica's output (stdout and stderr), from <log_dir>/<group>-<N>.log; also while the pool is down,
+    with -c TOPOLOGY."""
     from pipelex_pool.control.logs import follow_file, tail_lines
 
     group, _, replica = target.partition("/")
-    status = call_pool(topology, socket_path, "status")
-    if group not in status["groups"]:
-        click.echo(f"pipelex-pool logs: no group {group!r} (groups: {', '.join(status['groups'])})", err=True)
+    log_dir, groups = log_location(topology, socket_path)
+    if group not in groups:
+        click.echo(f"pipelex-pool logs: no group {group!r} (groups: {', '.join(groups)})", err=True)
         sys.exit(EXIT_USAGE)
-    path = Path(status["pool"]["log_dir"]) / f"{group}-{replica or 0}.log"
+    path = log_dir / f"{group}-{replica or 0}.log"
     if not path.exists():
         click.echo(f"pipelex-pool logs: {path} does not exist (has {target} started yet?)", err=True)
         sys.exit(EXIT_FAILED)

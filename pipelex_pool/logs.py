@@ -1,12 +1,43 @@
-"""structlog set-up: a console renderer on a TTY, JSON lines otherwise (journald, log files)."""
+"""structlog set-up: a console renderer on a TTY (coloured unless $NO_COLOR), JSON lines otherwise (log files,
+journald); on journald's own stream ($JOURNAL_STREAM) each line starts with its syslog priority, so that
+`journalctl -p warning` finds the warnings."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from typing import TextIO
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 import structlog
+
+PRIORITIES = {"critical": 2, "exception": 3, "error": 3, "warning": 4, "warn": 4, "info": 6, "debug": 7}
+
+
+def on_journal(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether `stream` is the journal stream systemd connected ($JOURNAL_STREAM is its "device:inode"; a child
+    whose stderr was redirected inherits the variable but not the stream)."""
+    device, _, inode = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "").partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (info.st_dev, info.st_ino) == (int(device), int(inode))
+
+
+class PriorityPrefixed:
+    """sd-daemon's "<N>" prefix before each rendered line: journald takes it as the entry's priority."""
+
+    def __init__(self, renderer: structlog.typing.Processor) -> None:
+        self.renderer = renderer
+
+    def __call__(self, logger: Any, name: str, event_dict: structlog.typing.EventDict) -> str:
+        priority = PRIORITIES.get(str(event_dict.get("level", "info")), 6)
+        rendered = self.renderer(logger, name, event_dict)
+        return f"<{priority}>" + (rendered.decode() if isinstance(rendered, bytes) else str(rendered))
 
 
 class SafeStream:
@@ -39,8 +70,12 @@ def configure_logging(*, json_lines: bool | None = None, level: int = logging.IN
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if json_lines
+        else structlog.dev.ConsoleRenderer(colors=not os.environ.get("NO_COLOR"))
     )
+    if json_lines and on_journal(sys.stderr):
+        renderer = PriorityPrefixed(renderer)
     structlog.configure(
         processors=[*processors, structlog.processors.format_exc_info, renderer]
         if json_lines

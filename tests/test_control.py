@@ -66,6 +66,16 @@ def test_status_shows_every_replica_and_the_pool(pool: Pool) -> None:
     assert data["protocol"] == 1
     assert data["pool"]["topology"] == str(pool.topology)
     assert all(r["rss_bytes"] and r["rss_bytes"] > 10 * 2**20 for r in data["replicas"])
+    # filters and exit codes as supervisorctl's: a group, one replica, a name that matches nothing
+    llm = pool.cli("status", "llm", "--json")
+    assert llm.returncode == 0 and {r["group"] for r in json.loads(llm.stdout)["replicas"]} == {"llm"}
+    one = pool.cli("status", "llm/1", "--json")
+    assert one.returncode == 0 and [(r["group"], r["replica"]) for r in json.loads(one.stdout)["replicas"]] == [
+        ("llm", 1)
+    ]
+    nosuch = pool.cli("status", "nosuch")
+    assert nosuch.returncode == 4 and "nosuch: no such group or replica" in nosuch.stderr
+    assert pool.cli("status", "llm/7").returncode == 4
 
 
 def test_status_with_no_pool_exits_3_and_names_the_socket(
@@ -97,6 +107,12 @@ def test_restart_failed_revives_a_fatal_replica_once_fixed(pool: Pool, tmp_path:
     )
     picky = next(r for r in status["replicas"] if r["group"] == "picky")
     assert picky["last_exit"] == "exit 78 (configuration error)" and picky["restarts"] == 0  # fatal at once
+    pool.wait(
+        lambda s: all(r["state"] == "READY" for r in s["replicas"] if r["group"] != "picky"), 60, "the rest READY"
+    )
+    assert pool.cli("status").returncode == 3  # a FATAL replica: not everything wanted runs
+    assert pool.cli("status", "picky", "--json").returncode == 3
+    assert pool.cli("status", "llm", "router").returncode == 0  # what it asked about is READY
     flag.touch()
     result = pool.cli("restart-failed")
     assert result.returncode == 0 and "picky/0" in result.stdout
@@ -206,6 +222,10 @@ def test_logs_and_down(pool: Pool) -> None:
     assert supervisor.wait(timeout=30) == 0
     assert not [pid for pid in children if alive(pid)]
     assert pool.cli("status").returncode == 3
+    # the pool is down: its logs are still there to read, found from the topology
+    after = pool.cli("logs", "llm/1", "-n", "5", "-c", str(pool.topology))
+    assert after.returncode == 0 and "worker.exited" in after.stdout, after.stderr
+    assert pool.cli("logs", "llm/1").returncode == 3  # down, and no topology named: says how to name it
 
 
 def test_socket_is_private_and_other_uids_are_refused(pool: Pool) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,30 @@ def test_rotating_log_keeps_backups_by_size(tmp_path: Path) -> None:
     assert all(p.stat().st_size <= 100 for p in tmp_path.iterdir())
     newest, older = (tmp_path / "llm-0.log").read_text(), (tmp_path / "llm-0.log.1").read_text()
     assert newest.splitlines()[-1].startswith("line 09") and older.splitlines()[-1].startswith("line 08")
+
+
+LOG_A_WARNING = """
+import structlog
+from pipelex_pool.logs import configure_logging
+configure_logging()
+structlog.get_logger("t").warning("disk.almost_full", free="1%")
+structlog.get_logger("t").info("all.fine")
+"""
+
+
+def test_journald_sees_each_line_s_priority_only_on_its_own_stream(tmp_path: Path) -> None:
+    """On the stream systemd connected ($JOURNAL_STREAM = its device:inode) each JSON line starts with <N>, its
+    syslog priority; a process whose stderr goes elsewhere (a worker's log file) inherits the variable, not the
+    prefix."""
+    journal, elsewhere = tmp_path / "journal", tmp_path / "elsewhere"
+    journal.touch()
+    info = os.stat(journal)
+    env = {**os.environ, "JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"}
+    for target in (journal, elsewhere):
+        with target.open("a") as stderr:
+            subprocess.run([sys.executable, "-c", LOG_A_WARNING], stderr=stderr, env=env, check=True, timeout=60)
+    on_journal = journal.read_text().splitlines()
+    assert on_journal[0].startswith('<4>{"free": "1%", "event": "disk.almost_full"') and on_journal[1].startswith(
+        "<6>{"
+    )
+    assert all(line.startswith("{") for line in elsewhere.read_text().splitlines())

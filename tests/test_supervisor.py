@@ -42,7 +42,7 @@ def test_shipped_topology_starts_dev_server_and_every_replica_polls(
             status = subprocess.run(
                 cli_args("status", "--json"), capture_output=True, text=True, env={**os.environ, **env}
             )
-            if status.returncode == 0:
+            if status.returncode in (0, 3) and status.stdout:  # 3: not every replica READY yet
                 data = json.loads(status.stdout)
                 seen |= {r["pid"] for r in data["replicas"] if r["pid"]}
                 assert data["pool"]["dev_server"]["managed"] is True

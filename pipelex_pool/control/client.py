@@ -66,12 +66,25 @@ def _pool_location(topology: Path) -> _PoolLocation:
         raw = read_toml(topology).get("pool", {})
     except TopologyError as exc:
         raise PoolError(f"cannot read the pool's name and socket from {topology}: {exc}") from exc
-    name, sock = raw.get("name", DEFAULT_POOL), raw.get("socket")
+    name = raw.get("name", DEFAULT_POOL)
     if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
         raise PoolError(f"{topology}: [pool] name {name!r} is not a valid pool name; run `pipelex-pool validate`")
-    if sock is not None and not isinstance(sock, str):
-        raise PoolError(f"{topology}: [pool] socket must be a path string; run `pipelex-pool validate`")
-    return _PoolLocation(name, sock)
+    paths = {key: raw.get(key) for key in ("socket", "state_dir", "log_dir")}
+    for key, value in paths.items():
+        if value is not None and not isinstance(value, str):
+            raise PoolError(f"{topology}: [pool] {key} must be a path string; run `pipelex-pool validate`")
+    return _PoolLocation(name, paths["socket"], paths["state_dir"], paths["log_dir"])
+
+
+def logs_of(topology: Path, environ: Mapping[str, str] | None = None) -> tuple[Path, list[str]]:
+    """A pool's log directory and group names, from its topology file alone: its logs stay readable while it is
+    down, which is when a crash needs reading."""
+    try:
+        workers = read_toml(topology).get("workers", {})
+    except TopologyError as exc:
+        raise PoolError(f"cannot read the groups of {topology}: {exc}") from exc
+    log_dir = resolve_paths(_pool_location(topology), topology.parent, environ).log_dir
+    return log_dir, sorted(workers) if isinstance(workers, dict) else []
 
 
 class ControlClient:
