@@ -152,5 +152,13 @@ def up(topology: Path) -> None:
     exit_skipping_finalization(code)
 
 
+@main.command()
+def schema() -> None:
+    """Print a JSON Schema of the topology file, for editors (see the README: Taplo / Even Better TOML)."""
+    from pipelex_pool.topology.json_schema import topology_json_schema
+
+    click.echo(json.dumps(topology_json_schema(), indent=2))
+
+
 # The other commands register themselves on `main` when their modules are imported.
 from pipelex_pool import cli_control, cli_temporal  # noqa: E402, F401

@@ -43,7 +43,11 @@ async def connect_or_exit(loaded: Any) -> Any:
 
 @main.command("setup-namespace")
 @click.option("-c", "--config", "topology", type=click.Path(path_type=Path), help="Topology (its selected server).")
-@click.option("--dry-run", is_flag=True, help="Print the equivalent `temporal operator` commands; change nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the equivalent `temporal operator` commands from the file alone (no server asked, nothing changed).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def setup_namespace(topology: Path | None, dry_run: bool, as_json: bool) -> None:
     """Register the custom search attributes (PipeCode, PipelineRunId, SessionId, UserId, DomainCode: Keyword).
@@ -53,17 +57,27 @@ def setup_namespace(topology: Path | None, dry_run: bool, as_json: bool) -> None
     import anyio
     from temporalio.service import RPCError, RPCStatusCode
 
-    from pipelex_pool.temporal.namespace import apply_namespace, plan_namespace
+    from pipelex_pool.temporal.namespace import NamespacePlan, apply_namespace, plan_namespace
 
     loaded = load_or_exit(topology)
     attributes = list(loaded.temporal.search_attributes.attributes)
-    address = loaded.temporal.selected_server().target_host
+    server = loaded.temporal.selected_server()
+    address = server.target_host
+    if dry_run and loaded.temporal.search_attributes.enabled:  # the plan from the file alone: no server, no key
+        plan = NamespacePlan(server.namespace, attributes, missing=list(attributes))
+        if as_json:
+            click.echo(json.dumps({**plan.as_dict(), "dry_run": True, "server_asked": False,
+                                   "commands": plan.commands(address)}, indent=2))  # fmt: skip
+        else:
+            click.echo(f"# from {loaded.file} alone (the server was not asked which already exist):", err=True)
+            click.echo("\n".join(plan.commands(address)))
+        return
 
     async def run() -> int:
         client = await connect_or_exit(loaded)
         plan = await plan_namespace(client, attributes)
         if as_json:
-            click.echo(json.dumps({**plan.as_dict(), "dry_run": dry_run, "commands": plan.commands(address)}, indent=2))
+            click.echo(json.dumps({**plan.as_dict(), "dry_run": False, "commands": plan.commands(address)}, indent=2))
         for name, kind in plan.conflicts.items():
             click.echo(f"search attribute {name} exists as {kind}, not Keyword: an admin must resolve it", err=True)
         if not plan.missing:
@@ -72,10 +86,6 @@ def setup_namespace(topology: Path | None, dry_run: bool, as_json: bool) -> None
                     f"namespace {plan.namespace}: all {len(plan.present)} search attributes present; nothing to do"
                 )
             return EXIT_FAILED if plan.conflicts else EXIT_OK
-        if dry_run:
-            if not as_json:
-                click.echo("\n".join(plan.commands(address)))
-            return EXIT_OK
         try:
             await apply_namespace(client, plan)
         except RPCError as exc:

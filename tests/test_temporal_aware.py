@@ -135,6 +135,12 @@ def test_setup_namespace_is_idempotent_and_dry_run_changes_nothing(
     )
     assert "--name PipeCode --type Keyword" in dry.stdout
     assert "created" not in setup("--dry-run").stdout  # still all missing: the dry run changed nothing
+    pool.write(
+        None, None, {"temporal.temporal_config.temporal_server_configs.local.target_host": f"127.0.0.1:{free_port()}"}
+    )
+    offline = setup("--dry-run")  # from the file alone: no server needs to answer
+    assert offline.returncode == 0 and offline.stdout.count("temporal operator search-attribute create") == 5
+    pool.write(None, None, {"temporal.temporal_config.temporal_server_configs.local.target_host": f"127.0.0.1:{port}"})
     first = setup()
     assert first.returncode == 0 and "created PipeCode, PipelineRunId, SessionId, UserId, DomainCode" in first.stdout
     second = setup()

@@ -342,3 +342,30 @@ def test_referenced_pipelex_toml_errors_name_that_file(tmp_path: Path) -> None:
     assert (
         f"{tmp_path / 'pipelex.toml'}: temporal.worker_runtime_profiles.profiles.p.tuning_mode: error" in result.output
     )
+
+
+def test_schema_accepts_the_shipped_topologies_and_flags_what_validate_refuses() -> None:
+    """`pipelex-pool schema` is a JSON Schema an editor can check a topology with as it is typed."""
+    import tomllib
+
+    import jsonschema
+
+    result = CliRunner().invoke(main, ["schema"])
+    assert result.exit_code == 0, result.output
+    schema = json.loads(result.output)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for config in ("topology.toml", "production.toml"):
+        doc = tomllib.loads((REPO / "configs" / config).read_text())
+        assert [e.message for e in validator.iter_errors(doc)] == [], config
+    doc = tomllib.loads((REPO / "configs" / "topology.toml").read_text())
+    doc["pool"]["restart"]["backoff_max"] = "30 seconds"  # not a duration
+    doc["pool"]["restart"]["min_uptime"] = "1.5s"  # a duration
+    doc["workers"]["llm"]["max_memory"] = "1 GiB"  # a size
+    doc["workers"]["llm"]["replicaz"] = 3  # a typo
+    doc["workers"]["bad name"] = {"task_queue": "llm_q"}
+    messages = sorted(e.message for e in validator.iter_errors(doc))
+    assert len(messages) == 3, messages
+    assert "'30 seconds' is not valid under any of the given schemas" in messages
+    assert any("'replicaz' was unexpected" in m for m in messages)
+    assert any("'bad name' does not match" in m for m in messages)

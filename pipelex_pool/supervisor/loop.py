@@ -43,7 +43,7 @@ from pipelex_pool.supervisor.spawning.launch import LaunchPlan, launch
 from pipelex_pool.supervisor.spawning.ports import pick_address
 from pipelex_pool.supervisor.spawning.spawner import ExecSpawner, Spawner
 from pipelex_pool.supervisor.systemd import SystemdNotifier
-from pipelex_pool.supervisor.view import ReplicaInfo, settled, summary
+from pipelex_pool.supervisor.view import ReplicaInfo, settled, summary, temporal_expected_down
 from pipelex_pool.supervisor.watchers.child import watch_child, watch_polling, watch_serving
 from pipelex_pool.supervisor.watchers.queues import TemporalWatch, served_types
 from pipelex_pool.supervisor.watchers.resources import SAMPLE_INTERVAL_S, watch_resources
@@ -94,9 +94,10 @@ class Supervisor:
         self.systemd = SystemdNotifier()
         server = self.topology.temporal.selected_server()
         assert server is not None
-        self.temporal = LazyClient(server, f"{self.topology.pool.name}/supervisor@{os.getpid()}")
+        expected_down = lambda: temporal_expected_down(self)  # noqa: E731
+        self.temporal = LazyClient(server, f"{self.topology.pool.name}/supervisor@{os.getpid()}", expected_down)
         self.health = TemporalHealth(server.target_host)
-        self.watch = TemporalWatch(self, self.temporal.get, self.request)
+        self.watch = TemporalWatch(self, self.temporal.get, self.request, expected_down)
         identity = f"{self.topology.pool.name}/supervisor@{socket.gethostname()}:{os.getpid()}"
         stuck_after = pool.stuck_attempt_after.total_seconds()
         self.hand_backs = HandBacks(self.temporal.get, identity, self._report_hand_back, stuck_after)

@@ -83,10 +83,16 @@ def uptime(supervisor: PoolView, handle: ProcessHandle) -> float | None:
     return max(0.0, supervisor.clock() - handle.started_at)
 
 
+def temporal_expected_down(supervisor: PoolView) -> bool:
+    """Whether Temporal not answering is part of a normal start or stop: the pool's own dev server is not up yet,
+    or the pool is shutting down (it stops the dev server last)."""
+    dev = supervisor.dev
+    return supervisor.shutting_down or (dev is not None and not any(h.state is ProcState.READY for h in dev.handles))
+
+
 def settled(supervisor: PoolView) -> bool:
     """Every wanted replica is READY or given up on (FATAL/EXITED), and nothing is being rolled."""
-    dev = supervisor.dev
-    if supervisor.shutting_down or (dev is not None and not any(h.state is ProcState.READY for h in dev.handles)):
+    if temporal_expected_down(supervisor):
         return False
     for group in supervisor.groups.values():
         if group.stopped_by_operator or group.removed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import anyio
 import structlog
@@ -48,19 +49,33 @@ class LazyClient:
     """One client for the supervisor, connected on first use: `get()` waits (retrying every second) while the
     server boots, `once()` tries a single time. Nothing is marked failed while Temporal does not answer."""
 
-    def __init__(self, server: ServerConfig, identity: str) -> None:
+    def __init__(self, server: ServerConfig, identity: str, expected_down: Callable[[], bool] = bool) -> None:
         self.server, self.identity = server, identity
+        self.expected_down = expected_down  # True while not answering is normal (the pool's dev server boots)
         self._client: Client | None = None
 
     async def get(self, *, retry: bool = True) -> Client:
+        """Logged once per wait, as a warning only when the server should be answering, and when it answers."""
+        waited = False
         while self._client is None:
             try:
                 self._client = await connect(self.server, self.identity)
             except Exception as exc:  # server not up yet: readiness checks wait
                 if not retry:
                     raise
-                log.warning("supervisor.temporal_unreachable", target=self.server.target_host, error=str(exc))
+                if not waited:
+                    expected = self.expected_down()
+                    (log.info if expected else log.warning)(
+                        "supervisor.temporal_unreachable",
+                        target=self.server.target_host,
+                        error=str(exc),
+                        retry_every_s=1.0,
+                        **({"because": "the pool's own dev server is not up yet"} if expected else {}),
+                    )
+                    waited = True
                 await anyio.sleep(1.0)
+        if waited:
+            log.info("supervisor.temporal_connected", target=self.server.target_host)
         return self._client
 
     async def once(self) -> Client:

@@ -8,6 +8,7 @@ outage never stalls the reconcile loop and never marks a worker failed by itself
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,12 +40,14 @@ class TemporalWatch:
     supervisor: PoolView
     client: Callable[[], Awaitable[Client]]
     submit: Callable[[Request], object]
+    expected_down: Callable[[], bool] = bool  # True while Temporal not answering is normal (the dev server boots)
     views: dict[tuple[str, QueueType], QueueView] = field(default_factory=dict)
     autoscale: dict[str, AutoscaleState] = field(default_factory=dict)
     # when (supervisor clock) each view's DescribeTaskQueue was sent: a replica READY after that is not in it yet
     asked_at: dict[tuple[str, QueueType], float] = field(default_factory=dict)
     error: str | None = None
     poller_limit: str | None = None  # Temporal's poller limit is reached: what, and how to fix it
+    error_since: float | None = None  # wall clock: when Temporal stopped answering the watch
     next_round: float = 0.0  # supervisor clock
     full_round_due: float = 0.0
 
@@ -99,7 +102,15 @@ class TemporalWatch:
                 if key in self.views:
                     self.views[key].error = errors[-1]
         if errors and not self.error:
-            log.warning("watch.temporal_unavailable", errors=errors[:3])
+            self.error_since = time.time()
+            if self.expected_down():  # a normal start or stop: the pool's own dev server
+                log.info(
+                    "watch.temporal_not_answering", because="the pool's own dev server is not up", errors=errors[:1]
+                )
+            else:
+                log.warning("watch.temporal_unavailable", errors=errors[:3])
+        elif not errors and self.error:
+            log.info("watch.temporal_available", after_s=round(time.time() - (self.error_since or time.time()), 1))
         self.error = "; ".join(errors) or None
         if not errors:
             if full:
