@@ -79,8 +79,11 @@ def resolve_paths(pool: PoolLocation, topology_dir: Path, environ: Mapping[str, 
 
 
 def private_dir(path: Path) -> Path:
-    """Create `path` as 0700 and check that it is ours and private; raise PoolError otherwise. Under /tmp each
-    directory below /tmp is checked before anything is created in it, so another user cannot plant one for us."""
+    """Create `path` as 0700 (and its missing parents: also 0700) and check it; raise PoolError otherwise. The
+    mode of a directory the pool did not create is never changed: an unsafe one is refused with the fix. `path`
+    itself must be ours and writable by us alone (the socket in it is 0600 and checks its peers); under /tmp each
+    directory below /tmp is checked before anything is created in it (ours or root's, not writable by others unless
+    sticky), so another user cannot plant one for us."""
     if path.is_relative_to("/tmp"):
         chain = [p for p in reversed((path, *path.parents)) if p.is_relative_to("/tmp") and p != Path("/tmp")]
     else:
@@ -89,19 +92,24 @@ def private_dir(path: Path) -> Path:
     for directory in chain:
         if not directory.exists():
             directory.mkdir(mode=0o700)
-        _ensure_private(directory)
+        _check_directory(directory, private=directory == path)
     return path
 
 
-def _ensure_private(directory: Path) -> None:
+def _check_directory(directory: Path, *, private: bool) -> None:
     info = directory.lstat()
-    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid():
+    owners = (os.getuid(),) if private else (os.getuid(), 0)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode) or info.st_uid not in owners:
         raise PoolError(
             f"{directory} is not a directory owned by uid {os.getuid()}: refusing to use it for the pool's socket "
             "and state; remove it or set [pool] socket/state_dir"
         )
-    if info.st_mode & 0o077:
-        os.chmod(directory, 0o700)
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022 and (private or not mode & stat.S_ISVTX):
+        raise PoolError(
+            f"{directory} has mode {mode:o}: other users can replace what is below it; run `chmod go-w {directory}`, "
+            "or set [pool] socket/state_dir elsewhere"
+        )
 
 
 def check_socket_path(path: Path) -> None:

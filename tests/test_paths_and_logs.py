@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,22 @@ def test_journald_sees_each_line_s_priority_only_on_its_own_stream(tmp_path: Pat
         "<6>{"
     )
     assert all(line.startswith("{") for line in elsewhere.read_text().splitlines())
+
+
+def test_private_dir_changes_no_mode_it_did_not_set_and_refuses_an_unsafe_ancestor() -> None:
+    """A working directory of 0711 under /tmp stays 0711 (it used to become 0700); one that others may write to
+    is refused with the fix, not changed."""
+    base = Path(tempfile.mkdtemp(prefix="pp-modes-", dir="/tmp"))
+    try:
+        work = base / "work"
+        work.mkdir()
+        os.chmod(work, 0o711)
+        made = private_dir(work / "pool" / "run")
+        assert stat.S_IMODE(work.stat().st_mode) == 0o711
+        assert stat.S_IMODE(made.stat().st_mode) == stat.S_IMODE(made.parent.stat().st_mode) == 0o700
+        os.chmod(work, 0o777)
+        with pytest.raises(PoolError, match=r"has mode 777: .*chmod go-w"):
+            private_dir(work / "other")
+        assert stat.S_IMODE(work.stat().st_mode) == 0o777 and not (work / "other").exists()
+    finally:
+        shutil.rmtree(base)
