@@ -1,7 +1,10 @@
 """Where a pool keeps its socket, lock, state and logs; shared by the supervisor and the CLI.
 
 Order of precedence: the topology's [pool] keys, then systemd's $RUNTIME_DIRECTORY / $STATE_DIRECTORY /
-$LOGS_DIRECTORY, then $XDG_RUNTIME_DIR/pipelex-pool/<name>, then a private 0700 directory under /tmp.
+$LOGS_DIRECTORY, then the XDG base directories: the socket, lock and notify sockets (gone at logout, as they
+should be) in $XDG_RUNTIME_DIR/pipelex-pool/<name> (else a private 0700 directory under /tmp); the state (the
+embedded dev server's database included) and the logs, which must outlive a logout, in
+$XDG_STATE_HOME/pipelex-pool/<name> (else ~/.local/state/pipelex-pool/<name>).
 """
 
 from __future__ import annotations
@@ -61,6 +64,23 @@ def runtime_base(name: str, environ: Mapping[str, str]) -> Path:
     return Path("/tmp") / f"pipelex-pool-{os.getuid()}" / name
 
 
+def state_base(name: str, environ: Mapping[str, str]) -> Path:
+    """$XDG_STATE_HOME/pipelex-pool/<name>, else ~/.local/state/pipelex-pool/<name>; with no home at all, the
+    runtime directory's `state` (as before, and as lost at logout)."""
+    if environ.get("XDG_STATE_HOME"):
+        return Path(environ["XDG_STATE_HOME"]) / "pipelex-pool" / name
+    home = environ.get("HOME")
+    if home and home != "/":
+        return Path(home) / ".local" / "state" / "pipelex-pool" / name
+    return runtime_base(name, environ) / "state"
+
+
+def legacy_state(name: str, environ: Mapping[str, str]) -> Path:
+    """Where state and logs went before they moved out of the runtime directory: <runtime>/state and
+    <runtime>/logs (for the migration note)."""
+    return runtime_base(name, environ)
+
+
 def _resolve(value: str | None, base: Path) -> Path | None:
     return None if value is None else (base / value).resolve()
 
@@ -71,10 +91,14 @@ def resolve_paths(pool: PoolLocation, topology_dir: Path, environ: Mapping[str, 
     socket = _resolve(pool.socket, topology_dir) or base / "control.sock"
     state = _resolve(pool.state_dir, topology_dir)
     if state is None:
-        state = Path(environ["STATE_DIRECTORY"].split(":")[0]) if environ.get("STATE_DIRECTORY") else base / "state"
+        state = (
+            Path(environ["STATE_DIRECTORY"].split(":")[0])
+            if environ.get("STATE_DIRECTORY")
+            else state_base(pool.name, environ)
+        )
     logs = _resolve(pool.log_dir, topology_dir)
     if logs is None:
-        logs = Path(environ["LOGS_DIRECTORY"].split(":")[0]) if environ.get("LOGS_DIRECTORY") else base / "logs"
+        logs = Path(environ["LOGS_DIRECTORY"].split(":")[0]) if environ.get("LOGS_DIRECTORY") else state / "logs"
     return PoolPaths(runtime_dir=socket.parent if pool.socket else base, socket=socket, state_dir=state, log_dir=logs)
 
 

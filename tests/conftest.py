@@ -26,6 +26,13 @@ if TYPE_CHECKING:
 NAMESPACES = tuple(f"ns{n:02d}" for n in range(80))
 
 
+@pytest.fixture(autouse=True)
+def private_state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool that keeps its state and logs in the default place ($XDG_STATE_HOME) writes them in this test's
+    temporary directory, never in the home directory of whoever runs the tests."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state-home"))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -34,6 +34,39 @@ def test_socket_resolution_order(tmp_path: Path) -> None:
     assert resolve_socket(None, None, {}) == Path(f"/tmp/pipelex-pool-{os.getuid()}/pipelex/control.sock")
 
 
+def test_the_shipped_units_socket_is_found_when_the_pool_s_own_is_absent(tmp_path: Path) -> None:
+    """`-c /etc/pipelex-pool/topology.toml` from a login shell finds the service's socket under /run."""
+    topology, system = tmp_path / "t.toml", tmp_path / "run-pipelex-pool"
+    topology.write_text('[pool]\nname = "alpha"\n')
+    env = {"XDG_RUNTIME_DIR": str(tmp_path / "xdg")}
+    ours = tmp_path / "xdg" / "pipelex-pool" / "alpha" / "control.sock"
+    assert resolve_socket(None, topology, env, system) == ours  # nothing anywhere: the pool's own path
+    (system / "alpha").mkdir(parents=True)
+    (system / "control.sock").touch()
+    assert resolve_socket(None, topology, env, system) == system / "control.sock"  # pipelex-pool.service
+    (system / "alpha" / "control.sock").touch()
+    assert resolve_socket(None, topology, env, system) == system / "alpha" / "control.sock"  # pipelex-pool@alpha
+    assert resolve_socket(None, None, env, system) == system / "control.sock"
+    ours.parent.mkdir(parents=True)
+    ours.touch()
+    assert resolve_socket(None, topology, env, system) == ours  # a pool of this user's own comes first
+
+
+def test_state_and_logs_outlive_a_logout(tmp_path: Path) -> None:
+    """Outside systemd the embedded dev server's database and the logs are under $XDG_STATE_HOME (else
+    ~/.local/state), not under $XDG_RUNTIME_DIR, which is wiped at logout; the socket stays there."""
+    env = {"XDG_RUNTIME_DIR": "/run/user/1000", "XDG_STATE_HOME": "/home/u/.state", "HOME": "/home/u"}
+    paths = resolve_paths(PoolSection(name="p"), tmp_path, env)
+    assert paths.socket == Path("/run/user/1000/pipelex-pool/p/control.sock")
+    assert (paths.state_dir, paths.log_dir) == (
+        Path("/home/u/.state/pipelex-pool/p"),
+        Path("/home/u/.state/pipelex-pool/p/logs"),
+    )
+    paths = resolve_paths(PoolSection(name="p"), tmp_path, {"XDG_RUNTIME_DIR": "/run/user/1000", "HOME": "/home/u"})
+    assert paths.state_dir == Path("/home/u/.local/state/pipelex-pool/p")
+    assert not str(paths.state_dir).startswith("/run/user")
+
+
 def test_systemd_directories_win_over_xdg(tmp_path: Path) -> None:
     env = {
         "RUNTIME_DIRECTORY": "/run/p",

@@ -18,6 +18,7 @@ from pipelex_pool.paths import resolve_paths, runtime_base
 from pipelex_pool.topology.toml import read_toml
 
 SOCKET_ENV = "PIPELEX_POOL_SOCKET"
+SYSTEM_RUNTIME = Path("/run/pipelex-pool")  # RuntimeDirectory= of the shipped systemd units
 DEFAULT_POOL = "pipelex"
 
 
@@ -34,21 +35,38 @@ class CommandFailed(PoolError):
         return self.code in ErrorCode.__members__.values() and ErrorCode(self.code).usage
 
 
-def resolve_socket(explicit: Path | None, topology: Path | None, environ: Mapping[str, str] | None = None) -> Path:
-    """--socket, then $PIPELEX_POOL_SOCKET, then the topology's pool (-c), then the default pool's socket
-    (or the only pool socket found under the runtime directory)."""
+def resolve_socket(
+    explicit: Path | None,
+    topology: Path | None,
+    environ: Mapping[str, str] | None = None,
+    system_dir: Path = SYSTEM_RUNTIME,
+) -> Path:
+    """--socket, then $PIPELEX_POOL_SOCKET, then the topology's pool (-c), then the default pool's socket (or the
+    only pool socket found under the runtime directory); where that socket does not exist, the shipped systemd
+    units' (/run/pipelex-pool/control.sock, /run/pipelex-pool/<NAME>/control.sock) if one does."""
     environ = os.environ if environ is None else environ
     if explicit is not None:
         return explicit
     if environ.get(SOCKET_ENV):
         return Path(environ[SOCKET_ENV])
     if topology is not None:
-        return resolve_paths(_pool_location(topology), topology.parent, environ).socket
+        location = _pool_location(topology)
+        ours = resolve_paths(location, topology.parent, environ).socket
+        if ours.exists() or location.socket is not None or environ.get("RUNTIME_DIRECTORY"):
+            return ours
+        return _first_existing([system_dir / location.name / "control.sock", system_dir / "control.sock"]) or ours
     default = runtime_base(DEFAULT_POOL, environ) / "control.sock"
     if default.exists() or environ.get("RUNTIME_DIRECTORY"):
         return default
     found = sorted(default.parent.parent.glob("*/control.sock"))
-    return found[0] if len(found) == 1 else default
+    if len(found) == 1:
+        return found[0]
+    system = sorted(system_dir.glob("*/control.sock"))
+    return _first_existing([system_dir / "control.sock", *(system if len(system) == 1 else [])]) or default
+
+
+def _first_existing(candidates: list[Path]) -> Path | None:
+    return next((path for path in candidates if path.exists()), None)
 
 
 @dataclass(frozen=True)
