@@ -431,9 +431,8 @@ class Supervisor:
             self.info.pop(handle, None)
         fields = {"group": handle.group, "replica": handle.replica, "pid": pid, "status": status.describe()}
         if handle.state is ProcState.BACKOFF:
-            log.warning(
-                "worker.exited", **fields, next="backoff", delay_s=round((handle.backoff_until or now) - now, 2)
-            )
+            delay = round((handle.backoff_until or now) - now, 2)
+            log.warning("worker.exited", **fields, next="restart at once" if delay <= 0 else "backoff", delay_s=delay)
         elif handle.state is ProcState.FATAL:
             log.error("worker.fatal", **fields, reason=handle.reason)
         else:

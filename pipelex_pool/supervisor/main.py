@@ -63,7 +63,7 @@ def prepare_paths(topology: Topology) -> PoolPaths:
             "paths.state_moved",
             old=str(old),
             new=str(paths.state_dir),
-            why="state and logs now outlive a logout ($XDG_RUNTIME_DIR is wiped then)",
+            why="state and logs moved out of the runtime directory, which a logout or reboot wipes",
             fix=f"with the pool down: mv {old}/state/* {paths.state_dir}/ && mv {old}/logs/* {paths.log_dir}/",
         )
     return paths
