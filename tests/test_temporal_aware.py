@@ -190,3 +190,32 @@ def test_loadtest_counts_match_temporal_and_the_pool(
     pool.wait(
         lambda s: s["pool"]["tasks"]["activities_completed"] == report["activities"] == 600, 20, "pool task totals"
     )
+
+
+def test_status_says_when_temporal_stops_answering_and_since_when(
+    pool: Pool, processes: Processes, tmp_path: Path
+) -> None:
+    """A Temporal server that stops answering (SIGSTOP: connections open, nothing answers): the header says so and
+    since when, POLLING is unknown rather than the last list; it answers again: both come back."""
+    port = free_port()
+    server = processes.spawn(dev_server_command(port, tmp_path / "t.db", log_level="error"), name="frozen-server")
+    address = f"127.0.0.1:{port}"
+    anyio.run(lambda: wait_until_serving(address, "default", within=60))
+    pool.write(TemporalServer(address=address, pid=server.pid), "default", {"workers.media.replicas": 0})
+    pool.up()
+    pool.wait(lambda s: all(r["polling"] for r in s["replicas"] if r["queue"]), 60, "every replica seen polling")
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        status = pool.wait(lambda s: not s["pool"]["temporal"]["answering"], 90, "the outage seen")
+        assert status["pool"]["temporal"]["not_answering_since"] is not None
+        assert all(r["polling"] is None for r in status["replicas"] if r["queue"])
+        assert "NOT ANSWERING since" in pool.cli("status").stdout
+        assert all(r["state"] == "READY" for r in status["replicas"])  # an outage is no worker failure
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    status = pool.wait(
+        lambda s: s["pool"]["temporal"]["answering"] and all(r["polling"] for r in s["replicas"] if r["queue"]),
+        90,
+        "Temporal answering again and every replica polling",
+    )
+    assert "NOT ANSWERING" not in pool.cli("status").stdout

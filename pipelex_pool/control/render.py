@@ -34,11 +34,18 @@ def render_status(status: dict[str, Any]) -> str:
     dev = pool["dev_server"]
     dev_text = f"managed, {dev['state']}" if dev["managed"] else "not managed"
     temporal = pool["temporal"]
+    down_since = temporal.get("not_answering_since")
+    answer = (
+        f"NOT ANSWERING since {time.strftime('%H:%M:%S', time.localtime(down_since))} "
+        f"({_uptime(time.time() - down_since)}); "
+        if down_since
+        else ""
+    )
     lines = [
         f"pool {pool['name']} (supervisor pid {pool['pid']}, protocol {status['protocol']})",
         f"  topology   {pool['topology']}",
         f"  since      {since} (up {_uptime(pool['uptime_s'])})",
-        f"  temporal   {temporal['target_host']} namespace {temporal['namespace']}; dev server {dev_text}",
+        f"  temporal   {temporal['target_host']} namespace {temporal['namespace']}; {answer}dev server {dev_text}",
     ]
     tasks = pool["tasks"]
     done = tasks["activities_completed"] + tasks["activities_failed"]

@@ -55,8 +55,8 @@ def group_tasks(supervisor: PoolView, group: SupervisedGroup) -> TaskCounts:
 
 def _polling(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle, identity: str) -> bool | None:
     """Whether Temporal lists this replica among its queue's live pollers (None: unknown or not a worker)."""
-    if group.spec is None or not identity or handle.pid is None:
-        return None
+    if group.spec is None or not identity or handle.pid is None or supervisor.watch.error:
+        return None  # not a worker, or Temporal does not answer: its last list is no news
     info = supervisor.info.get(handle)
     if info is not None and info.usage is not None and not info.usage.can_run:
         return False  # stopped or a zombie: Temporal may list its last polls for a minute or more yet
@@ -175,6 +175,8 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "temporal": {
                 "target_host": server.target_host if server else None,
                 "namespace": server.namespace if server else None,
+                "answering": supervisor.watch.error is None,  # as the Temporal watch last found it
+                "not_answering_since": supervisor.watch.error_since if supervisor.watch.error else None,
             },
             "dev_server": {"managed": supervisor.dev is not None, "state": dev_state},
             "socket": str(supervisor.paths.socket),
