@@ -75,12 +75,6 @@ def state_base(name: str, environ: Mapping[str, str]) -> Path:
     return runtime_base(name, environ) / "state"
 
 
-def legacy_state(name: str, environ: Mapping[str, str]) -> Path:
-    """Where state and logs went before they moved out of the runtime directory: <runtime>/state and
-    <runtime>/logs (for the migration note)."""
-    return runtime_base(name, environ)
-
-
 def _resolve(value: str | None, base: Path) -> Path | None:
     return None if value is None else (base / value).resolve()
 

@@ -11,7 +11,7 @@ import structlog
 from pipelex_pool.control.http import HttpEndpoint
 from pipelex_pool.control.server import ControlServer
 from pipelex_pool.errors import PoolError
-from pipelex_pool.paths import PoolPaths, check_socket_path, legacy_state, private_dir, resolve_paths
+from pipelex_pool.paths import PoolPaths, check_socket_path, private_dir, resolve_paths, runtime_base
 from pipelex_pool.supervisor.lock import PoolLock, stop_leftovers
 from pipelex_pool.supervisor.loop import Supervisor
 from pipelex_pool.supervisor.spawning.fork_spawner import ForkSpawner
@@ -56,7 +56,7 @@ def prepare_paths(topology: Topology) -> PoolPaths:
     check_socket_path(paths.notify_dir / f"{'x' * longest}-999-99999.sock")
     for directory in (paths.state_dir, paths.log_dir):
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    old = legacy_state(topology.pool.name, os.environ)
+    old = runtime_base(topology.pool.name, os.environ)  # where state and logs were before they moved
     moved = old / "state" != paths.state_dir and not (paths.state_dir / "temporal.db").exists()
     if moved and (old / "state" / "temporal.db").exists():
         log.warning(
