@@ -99,7 +99,7 @@ def format_size(num_bytes: int) -> str:
     return f"{size:.1f}TiB"
 
 
-ADDRESS_HELP = 'write an address as "127.0.0.1:9464" (host:port)'
+ADDRESS_HELP = 'write an address as "127.0.0.1:9721" (host:port)'
 PORT_RANGE_HELP = 'write a port range as "127.0.0.1:9500-9599" (host:first-last)'
 
 

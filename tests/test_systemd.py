@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
@@ -159,11 +160,21 @@ def _get(url: str) -> tuple[int, str]:
 
 
 def _metric(text: str, name: str, **labels: Any) -> float:
-    wanted = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
-    for line in text.splitlines():
-        if line.startswith(f"{name}{wanted} "):
-            return float(line.split()[-1])
-    raise AssertionError(f"{name}{wanted} not in /metrics")
+    """The value of the sample `name` with exactly `labels`, as Prometheus' own parser reads the page."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == {k: str(v) for k, v in labels.items()}:
+                return float(sample.value)
+    raise AssertionError(f"{name}{labels} not in /metrics")
+
+
+def _request(url: str, method: str, accept: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, method=method, headers={"Accept": accept} if accept else {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
 
 
 @pytest.mark.slow
@@ -202,22 +213,63 @@ def test_health_and_metrics_follow_the_pool(pool: Pool, temporal_server: Tempora
         )
         assert _metric(text, "pipelex_pool_replicas_desired", group=group) == info["desired"]
         assert _metric(text, "pipelex_pool_restarts_total", group=group) == sum(r["restarts"] for r in replicas)
-    assert _metric(text, "pipelex_pool_exits_total", group="broken", reason="exit 1") == 2
+    assert _metric(text, "pipelex_pool_exits_total", group="broken", code="1", signal="") == 2
     assert _metric(text, "pipelex_pool_temporal_reachable") == 1
     pool.wait(
-        lambda s: len(s["queues"].get("llm_q", {}).get("activity", {}).get("live_pollers", [])) == 2,
+        lambda s: len(s["queues"].get("llm_q", {}).get("activity", {}).get("pool_pollers", [])) == 2,
         30,
         "llm_q watched",
     )
     text = _get(f"http://127.0.0.1:{port}/metrics")[1]
-    assert _metric(text, "pipelex_pool_queue_live_pollers", queue="llm_q", type="activity") == 2
+    assert _metric(text, "pipelex_pool_queue_pollers", queue="llm_q", type="activity", owner="pool") == 2
+    assert _metric(text, "pipelex_pool_queue_pollers", queue="llm_q", type="activity", owner="foreign") == 0
     assert _metric(text, "pipelex_pool_queue_backlog", queue="llm_q", type="activity") == 0
+    assert _metric(text, "pipelex_pool_queue_backlog_age_seconds", queue="llm_q", type="activity") == 0
+    _check_exposition(f"http://127.0.0.1:{port}/metrics", status)
     assert pool.cli("stop", "broken").returncode == 0
     deadline = time.monotonic() + 10
     while _get(f"http://127.0.0.1:{port}/health")[0] != 200:
         assert time.monotonic() < deadline, "/health did not turn 200 once the broken group was stopped"
         time.sleep(0.2)
     assert json.loads(_get(f"http://127.0.0.1:{port}/health")[1])["healthy"] is True
+
+
+def _check_exposition(url: str, status: dict[str, Any]) -> None:
+    """Names, types and labels by Prometheus' conventions, as its client library's parser reads them."""
+    code, headers, body = _request(url, "GET")
+    assert code == 200 and "charset=utf-8" in headers["Content-Type"]
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    expected_types = {
+        "pipelex_pool_build_info": "gauge",  # an info metric, as the text format carries it
+        "pipelex_pool_start_time_seconds": "gauge",
+        "pipelex_pool_replicas": "gauge",
+        "pipelex_pool_restarts": "counter",
+        "pipelex_pool_exits": "counter",
+        "pipelex_pool_handed_back": "counter",
+        "pipelex_pool_replica_cpu_seconds": "counter",
+        "pipelex_pool_replica_resident_memory_bytes": "gauge",
+        "pipelex_pool_queue_backlog_age_seconds": "gauge",
+        "process_cpu_seconds": "counter",  # the supervisor's own, from the library's process collector
+    }
+    assert {name: families[name].type for name in expected_types} == expected_types
+    for family in families.values():
+        for sample in family.samples:
+            assert "pid" not in sample.labels, f"{sample.name} has a pid label"
+    build = families["pipelex_pool_build_info"].samples[0]
+    assert build.name == "pipelex_pool_build_info" and build.labels["pool"] == status["pool"]["name"]
+    assert families["pipelex_pool_start_time_seconds"].samples[0].value == pytest.approx(status["pool"]["since"])
+    llm = {
+        s.labels["replica"]: s.value
+        for s in families["pipelex_pool_replica_cpu_seconds"].samples
+        if s.labels["group"] == "llm"
+    }
+    assert set(llm) == {"0", "1"} and all(v > 0 for v in llm.values())
+    # HEAD: the headers of GET, no body; OpenMetrics when the scraper asks for it; other methods refused
+    head_code, head_headers, head_body = _request(url, "HEAD")
+    assert head_code == 200 and head_body == b"" and int(head_headers["Content-Length"]) > 0
+    _, om_headers, om_body = _request(url, "GET", accept="application/openmetrics-text; version=1.0.0")
+    assert om_headers["Content-Type"].startswith("application/openmetrics-text") and om_body.endswith(b"# EOF\n")
+    assert _request(url, "POST")[0] == 405
 
 
 @pytest.mark.slow

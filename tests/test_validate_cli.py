@@ -214,7 +214,7 @@ BROKEN: list[tuple[str, dict[str, Any], str, str]] = [
         "temporal.temporal_config.temporal_server_configs.local.api_key_method",
         "'none', 'env_var' or 'secret_provider'",
     ),
-    ("bad-metrics-address", {"pool.metrics": "localhost"}, "pool.metrics", '"127.0.0.1:9464" (host:port)'),
+    ("bad-metrics-address", {"pool.metrics": "localhost"}, "pool.metrics", '"127.0.0.1:9721" (host:port)'),
     ("bad-port-range", {"pool.worker_metrics": "127.0.0.1:9600-9500"}, "pool.worker_metrics", "first port is above"),
     (
         "port-range-too-small",  # replicas 1 + 2 + 1, plus one replacement per group

@@ -28,6 +28,12 @@ def _tasks(tasks: dict[str, Any] | None) -> str:
     return f"{tasks['activities_completed']}/{tasks['activities_failed']}" if tasks else "-"
 
 
+def _pollers(queue: dict[str, Any]) -> str:
+    """The pool's live replicas polling the queue, and other pollers apart: "2", "2 + 1 other"."""
+    foreign = len(queue["foreign_pollers"])
+    return f"{len(queue['pool_pollers'])}" + (f" + {foreign} other" if foreign else "")
+
+
 def render_status(status: dict[str, Any]) -> str:
     pool = status["pool"]
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pool["since"]))
@@ -86,13 +92,13 @@ def render_status(status: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines.append("")
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
-    queue_rows = [("QUEUE", "TYPE", "BACKLOG", "AGE", "ADD/S", "DISPATCH/S", "LIVE POLLERS")]
+    queue_rows = [("QUEUE", "TYPE", "BACKLOG", "AGE", "ADD/S", "DISPATCH/S", "POLLERS")]
     for queue, types in status.get("queues", {}).items():
         for kind, q in types.items():
             stale = " (stale)" if q["stale"] else ""
             queue_rows.append(
                 (queue, kind, str(q["backlog"]), f"{q['backlog_age_s']:.0f}s", f"{q['add_rate']:.1f}",
-                 f"{q['dispatch_rate']:.1f}", f"{len(q['live_pollers'])}{stale}")
+                 f"{q['dispatch_rate']:.1f}", _pollers(q) + stale)
             )  # fmt: skip
     if len(queue_rows) > 1:
         widths = [max(len(row[i]) for row in queue_rows) for i in range(len(queue_rows[0]))]

@@ -14,7 +14,7 @@ from pipelex_pool.supervisor.groups import SupervisedGroup
 from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.view import PoolView, ReplicaInfo
-from pipelex_pool.supervisor.watchers.queues import served_types
+from pipelex_pool.supervisor.watchers.queues import pollers_by_owner, served_types
 from pipelex_pool.worker.accounting import TaskCounts
 
 
@@ -68,12 +68,14 @@ def _queues(supervisor: PoolView) -> dict[str, Any]:
     now = datetime.now(UTC)
     queues: dict[str, Any] = {}
     for (queue, queue_type), view in sorted(supervisor.watch.views.items(), key=lambda kv: (kv[0][0], kv[0][1].name)):
+        own, foreign = pollers_by_owner(supervisor, view, now)
         queues.setdefault(queue, {})[queue_type.name.lower()] = {
             "backlog": view.stats.backlog,
             "backlog_age_s": view.stats.backlog_age_s,
             "add_rate": view.stats.add_rate,
             "dispatch_rate": view.stats.dispatch_rate,
-            "live_pollers": sorted(view.live_pollers(now)),
+            "pool_pollers": own,  # this pool's live replicas that Temporal lists as polling
+            "foreign_pollers": foreign,  # other identities polling within LIVE_WITHIN (other hosts, strays)
             "poller_age_s": {
                 i: round((now - p.last_access).total_seconds(), 1) for i, p in sorted(view.pollers.items())
             },

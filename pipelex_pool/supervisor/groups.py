@@ -59,7 +59,7 @@ class SupervisedGroup:
     handed_back: Counter[str] = field(default_factory=Counter)  # in-flight attempts handed back, by exit reason
     hand_back_refused: int = 0  # hand-backs Temporal refused (already completed, timed out, workflow gone)
     hand_back_failed: int = 0  # hand-backs that could not reach Temporal in time
-    exits_total: Counter[str] = field(default_factory=Counter)  # by decoded status
+    exits_total: Counter[tuple[str, str]] = field(default_factory=Counter)  # by (code, signal) label values
     tasks_history: TaskCounts = field(default_factory=TaskCounts)  # counts of processes that have exited
 
     def make_handle(self, replica: int) -> ProcessHandle:
@@ -94,6 +94,11 @@ class SupervisedGroup:
             old.spawn_failures,
         )
         self.tasks_history, self.revive = old.tasks_history, old.revive
+        self.handed_back, self.hand_back_refused, self.hand_back_failed = (
+            old.handed_back,
+            old.hand_back_refused,
+            old.hand_back_failed,
+        )
         for handle in self.all_handles():
             handle.policy = RestartPolicy(self.restart, self.rng)
             handle.timings = self.timings

@@ -50,6 +50,7 @@ from pipelex_pool.supervisor.watchers.resources import SAMPLE_INTERVAL_S, watch_
 from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth
 from pipelex_pool.temporal.connect import LazyClient
 from pipelex_pool.temporal.pollers import QueueType
+from pipelex_pool.temporal.watch import LIVE_WITHIN
 from pipelex_pool.topology.limits import default_max_replicas
 from pipelex_pool.topology.load import Topology, load_topology
 from pipelex_pool.worker.accounting import TaskCounts
@@ -57,6 +58,7 @@ from pipelex_pool.worker.inflight import decode_report
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 MAX_IDLE_S = 5.0
+EXITED_IDENTITY_KEPT_S = 2 * LIVE_WITHIN.total_seconds()
 PAUSE_TOLERANCE_S = 1.0  # a loop that wakes later than this was paused (SIGSTOP, swap, a long pass)
 
 
@@ -71,6 +73,8 @@ class Supervisor:
     groups: dict[str, SupervisedGroup] = field(default_factory=dict)
     dev: SupervisedGroup | None = None
     info: dict[ProcessHandle, ReplicaInfo] = field(default_factory=dict)
+    # identities of the pool's processes that exited, and when (clock): Temporal lists them for up to LIVE_WITHIN
+    exited_identities: dict[str, float] = field(default_factory=dict)
     shutting_down: bool = False
     max_replicas: int = 0
     started_wall: float = field(default_factory=time.time)
@@ -404,6 +408,13 @@ class Supervisor:
             group.hand_back_refused += event.refused
             group.hand_back_failed += event.failed
 
+    def _remember_exited(self, identity: str, now: float) -> None:
+        """Keep an exited process's identity while Temporal may still list its last polls (then forget it)."""
+        forget_before = now - EXITED_IDENTITY_KEPT_S
+        for old in [i for i, at in self.exited_identities.items() if at < forget_before]:
+            del self.exited_identities[old]
+        self.exited_identities[identity] = now
+
     def _mark_ready(self, handle: ProcessHandle, now: float) -> None:
         if handle.state is ProcState.STARTING:
             handle.ready(now)
@@ -416,8 +427,10 @@ class Supervisor:
         pid = handle.pid
         actions = handle.exited(status, now)
         status = handle.last_exit or status
-        group.exits_total[status.describe()] += 1
+        group.exits_total[status.labels] += 1
         info = self.info.get(handle)
+        if info is not None and info.identity:
+            self._remember_exited(info.identity, now)
         if info is not None and info.tasks is not None:  # keep its counts in the group's history
             group.tasks_history = group.tasks_history + info.tasks
             info.tasks = None

@@ -56,6 +56,16 @@ class ExitStatus:
             return "config_error"
         return "exit_0" if self.code == 0 else "exit_nonzero"
 
+    @property
+    def labels(self) -> tuple[str, str]:
+        """(code, signal) as metric label values: ("1", "") for an exit code, ("", "SIGKILL") for a signal."""
+        if self.signal is not None:
+            try:
+                return "", signal.Signals(self.signal).name
+            except ValueError:
+                return "", str(self.signal)
+        return str(self.code), ""
+
     def describe(self) -> str:
         if self.by_pool is not None:
             return f"killed by the pool: {self.by_pool}"

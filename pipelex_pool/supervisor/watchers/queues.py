@@ -190,7 +190,6 @@ class TemporalWatch:
 
     def warnings(self) -> list[str]:
         topology = self.supervisor.topology
-        pool_prefix = f"{topology.pool.name}/"
         routed: dict[str, list[str]] = {}
         for activity, route in topology.temporal.worker_config.activity_queues.items():
             for queue in route.queues():
@@ -200,18 +199,18 @@ class TemporalWatch:
         for (queue, queue_type), view in sorted(self.views.items(), key=lambda kv: (kv[0][0], kv[0][1].name)):
             if view.seen_at is None:
                 continue
-            live = view.live_pollers(now)
-            if queue_type is QueueType.ACTIVITY and queue in routed and not live and not self._ready_since(queue, view):
+            own, foreign = pollers_by_owner(self.supervisor, view, now)
+            routed_here = queue_type is QueueType.ACTIVITY and queue in routed
+            if routed_here and not own and not foreign and not self._ready_since(queue, view):
                 found.append(
                     f"queue {queue!r} has routed activities ({', '.join(sorted(routed[queue]))}) but no live poller: "
                     "they will wait in its backlog"
                 )
-            for identity in sorted(live):
-                if not identity.startswith(pool_prefix):
-                    found.append(
-                        f"queue {queue!r} ({queue_type.name.lower()}): poller {identity!r} is not one of this pool's "
-                        "workers (another machine or a stray process)"
-                    )
+            for identity in foreign:
+                found.append(
+                    f"queue {queue!r} ({queue_type.name.lower()}): poller {identity!r} is not one of this pool's "
+                    "live replicas (another machine or a stray process)"
+                )
         return found
 
     def _older_than(self, key: tuple[str, QueueType], moment: float) -> bool:
@@ -229,6 +228,29 @@ class TemporalWatch:
             if any(h.ready_at is not None and self._older_than(key, h.ready_at) for h in group.all_handles()):
                 return True
         return False
+
+
+def live_identities(supervisor: PoolView) -> set[str]:
+    """Identities of the pool's processes that are alive and able to poll (not stopped by SIGSTOP, not zombies)."""
+    alive = set()
+    for handle in supervisor.handles():
+        info = supervisor.info.get(handle)
+        if handle.pid is None or not handle.state.alive or info is None or not info.identity:
+            continue
+        if info.usage is None or info.usage.can_run:
+            alive.add(info.identity)
+    return alive
+
+
+def pollers_by_owner(supervisor: PoolView, view: QueueView, now: datetime | None = None) -> tuple[list[str], list[str]]:
+    """The queue's live pollers split in two: this pool's live replicas, and everyone else (another machine, a
+    stray process). Identities are compared exactly; the pool's processes that exited within the last minutes are
+    in neither (Temporal lists a dead worker's last polls for up to LIVE_WITHIN)."""
+    live = view.live_pollers(now)
+    alive = live_identities(supervisor)
+    own = sorted(i for i in live if i in alive)
+    foreign = sorted(i for i in live if i not in alive and i not in supervisor.exited_identities)
+    return own, foreign
 
 
 def served_types(supervisor: PoolView, scope: str) -> list[QueueType]:

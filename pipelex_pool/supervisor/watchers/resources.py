@@ -42,6 +42,7 @@ CANNOT_RUN = ("stopped", "tracing-stop", "zombie", "dead")
 class Usage:
     rss_bytes: int
     cpu_percent: float
+    cpu_seconds: float  # user + system CPU time of the process so far
     threads: int
     open_fds: int | None
     status: str  # the kernel's process state: "running", "sleeping", "stopped" (SIGSTOP), "zombie", ...
@@ -111,6 +112,7 @@ class ResourceProbe:
         return Usage(
             rss_bytes=stat.rss_bytes,
             cpu_percent=100 * (stat.cpu_s - cpu_then) / (now - then) if now > then else 0.0,
+            cpu_seconds=stat.cpu_s,
             threads=stat.threads,
             open_fds=self._fds,
             status=stat.state,

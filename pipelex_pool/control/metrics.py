@@ -1,0 +1,198 @@
+"""/metrics: a prometheus-client collector over the pool's read-only view.
+
+Every scrape reads the view as it is (nothing is counted twice or kept apart from the pool's own state). Labels
+name what an operator aggregates by: `group` and `replica` (the slot number, stable across restarts), never a pid,
+which would start a new series at every restart. A counter that belongs to one process (a replica's CPU seconds)
+restarts from zero with the process, as `process_cpu_seconds_total` does; Prometheus' rate() handles that."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from pipelex_pool import __version__
+from pipelex_pool.control.status import group_tasks
+from pipelex_pool.supervisor.process.state import ProcState
+from pipelex_pool.supervisor.view import PoolView
+from pipelex_pool.supervisor.watchers.queues import pollers_by_owner
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class PoolCollector(Collector):
+    """The pool's metrics, read from `view` at each scrape."""
+
+    def __init__(self, view: PoolView) -> None:
+        self.view = view
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._pool()
+        yield from self._groups()
+        yield from self._replicas()
+        yield from self._queues()
+
+    def _pool(self) -> Iterator[Metric]:
+        view = self.view
+        build = InfoMetricFamily("pipelex_pool_build", "Versions of pipelex-pool, temporalio and Python.")
+        build.add_metric(
+            [],
+            {
+                "version": __version__,
+                "temporalio": _package_version("temporalio"),
+                "python": platform.python_version(),
+                "pool": view.topology.pool.name,
+            },
+        )
+        yield build
+        yield GaugeMetricFamily(
+            "pipelex_pool_start_time_seconds",
+            "When the supervisor started, in seconds since the epoch.",
+            value=view.started_wall,
+        )
+        yield GaugeMetricFamily(
+            "pipelex_pool_temporal_reachable",
+            "1 when the Temporal server answered the pool's last request, 0 when it did not.",
+            value=0 if view.health.error or view.watch.error else 1,
+        )
+        yield GaugeMetricFamily(
+            "pipelex_pool_shutting_down", "1 while the pool drains its replicas to stop.", value=int(view.shutting_down)
+        )
+
+    def _groups(self) -> Iterator[Metric]:
+        view = self.view
+        replicas = GaugeMetricFamily("pipelex_pool_replicas", "Replicas by group and state.", labels=["group", "state"])
+        desired = GaugeMetricFamily(
+            "pipelex_pool_replicas_desired", "Replicas each group should have (0 once stopped).", labels=["group"]
+        )
+        restarts = CounterMetricFamily(
+            "pipelex_pool_restarts", "Automatic restarts of the group's replicas.", labels=["group"]
+        )
+        exits = CounterMetricFamily(
+            "pipelex_pool_exits",
+            "Replica exits, by exit code or by the signal that ended the process (the other label empty).",
+            labels=["group", "code", "signal"],
+        )
+        activities = CounterMetricFamily(
+            "pipelex_pool_activities", "Activities finished by the group's replicas.", labels=["group", "outcome"]
+        )
+        activity_seconds = CounterMetricFamily(
+            "pipelex_pool_activity_seconds", "Time spent in finished activities.", labels=["group"]
+        )
+        workflow_tasks = CounterMetricFamily(
+            "pipelex_pool_workflow_tasks", "Workflow tasks run by the group's replicas.", labels=["group", "outcome"]
+        )
+        handed_back = CounterMetricFamily(
+            "pipelex_pool_handed_back",
+            "In-flight activity attempts of dead replicas handed back to Temporal, by the replica's exit reason.",
+            labels=["group", "reason"],
+        )
+        refused = CounterMetricFamily(
+            "pipelex_pool_hand_back_refused",
+            "Hand-backs Temporal refused (the attempt had finished, timed out, or its workflow was gone).",
+            labels=["group"],
+        )
+        autoscale = GaugeMetricFamily(
+            "pipelex_pool_autoscale_desired",
+            "Replicas the autoscaler asks for (actual: pipelex_pool_replicas).",
+            labels=["group"],
+        )
+        for group in view.all_groups():
+            states = [h.state for h in group.handles]
+            for state in ProcState:
+                replicas.add_metric([group.name, state.value], states.count(state))
+            desired.add_metric([group.name], 0 if group.stopped_by_operator else group.desired)
+            restarts.add_metric([group.name], group.restarts_total)
+            for (code, signal), count in sorted(group.exits_total.items()):
+                exits.add_metric([group.name, code, signal], count)
+            if group.spec is None:
+                continue  # the dev server runs no tasks
+            tasks = group_tasks(view, group)
+            activities.add_metric([group.name, "completed"], tasks.activities_completed)
+            activities.add_metric([group.name, "failed"], tasks.activities_failed)
+            activity_seconds.add_metric([group.name], tasks.activity_seconds)
+            workflow_tasks.add_metric([group.name, "completed"], tasks.workflow_tasks_completed)
+            workflow_tasks.add_metric([group.name, "failed"], tasks.workflow_tasks_failed)
+            for reason, count in sorted(group.handed_back.items()):
+                handed_back.add_metric([group.name, reason], count)
+            refused.add_metric([group.name], group.hand_back_refused)
+            if group.spec.autoscale is not None:
+                autoscale.add_metric([group.name], group.desired)
+        yield from (replicas, desired, restarts, exits, activities, activity_seconds, workflow_tasks)
+        yield from (handed_back, refused, autoscale)
+
+    def _replicas(self) -> Iterator[Metric]:
+        view = self.view
+        labels = ["group", "replica"]
+        ready = GaugeMetricFamily("pipelex_pool_replica_ready", "1 when the replica is READY.", labels=labels)
+        rss = GaugeMetricFamily(
+            "pipelex_pool_replica_resident_memory_bytes", "Resident memory of the replica's process.", labels=labels
+        )
+        cpu = CounterMetricFamily(
+            "pipelex_pool_replica_cpu_seconds",
+            "User and system CPU time of the replica's current process (restarts from 0 with the process).",
+            labels=labels,
+        )
+        inflight = GaugeMetricFamily(
+            "pipelex_pool_replica_inflight_attempts", "Activity attempts the replica runs now.", labels=labels
+        )
+        for group in view.all_groups():
+            for handle in group.handles:
+                names = [group.name, str(handle.replica)]
+                ready.add_metric(names, int(handle.state is ProcState.READY))
+                info = view.info.get(handle)
+                if handle.pid is None or info is None:
+                    continue
+                if info.usage is not None:
+                    rss.add_metric(names, info.usage.rss_bytes)
+                    cpu.add_metric(names, info.usage.cpu_seconds)
+                if group.spec is not None:
+                    inflight.add_metric(names, len(info.inflight))
+        yield from (ready, rss, cpu, inflight)
+
+    def _queues(self) -> Iterator[Metric]:
+        """Backlog and pollers as Temporal last described them; nothing while Temporal does not answer (a stale
+        value would read as a current one)."""
+        labels = ["queue", "type"]
+        backlog = GaugeMetricFamily(
+            "pipelex_pool_queue_backlog", "Approximate tasks waiting in the queue (root partition).", labels=labels
+        )
+        age = GaugeMetricFamily(
+            "pipelex_pool_queue_backlog_age_seconds", "Age of the oldest task waiting in the queue.", labels=labels
+        )
+        pollers = GaugeMetricFamily(
+            "pipelex_pool_queue_pollers",
+            "Pollers on the queue: this pool's live replicas (owner=pool), others seen within 75 s (owner=foreign).",
+            labels=[*labels, "owner"],
+        )
+        if not self.view.watch.error:
+            for (queue, queue_type), queue_view in sorted(
+                self.view.watch.views.items(), key=lambda kv: (kv[0][0], kv[0][1].name)
+            ):
+                if queue_view.seen_at is None:
+                    continue
+                names = [queue, queue_type.name.lower()]
+                backlog.add_metric(names, queue_view.stats.backlog)
+                age.add_metric(names, queue_view.stats.backlog_age_s)
+                own, foreign = pollers_by_owner(self.view, queue_view)
+                pollers.add_metric([*names, "pool"], len(own))
+                pollers.add_metric([*names, "foreign"], len(foreign))
+        yield from (backlog, age, pollers)
+
+
+def pool_registry(view: PoolView) -> CollectorRegistry:
+    """A registry with the pool's collector and the supervisor's own process metrics (process_*)."""
+    from prometheus_client import ProcessCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PoolCollector(view))
+    ProcessCollector(registry=registry)
+    return registry
