@@ -18,6 +18,7 @@ from temporalio.client import Client
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
 from pipelex_pool.temporal.devserver import dev_server_command, wait_until_serving
 from tests.conftest import Processes, TemporalServer, free_port
+from tests.helpers import worker_args
 from tests.pool import Pool, cli_args
 
 pytestmark = pytest.mark.slow
@@ -74,6 +75,44 @@ def test_status_warns_about_a_routed_queue_that_nobody_polls(
     )
     assert not any("llm_q" in w for w in status["warnings"])
     assert "warnings:" in pool.cli("status").stdout
+
+
+def test_pollers_are_the_pool_s_live_replicas_and_the_rest_is_flagged(
+    pool: Pool, temporal_server: TemporalServer, namespace: str, processes: Processes
+) -> None:
+    """POLLERS counts the pool's live replicas; replicas that exited are not counted (Temporal lists them ~75 s
+    more), so stopping a whole group warns at once; a poller with a pool-like identity started by hand is flagged."""
+    pool.write(temporal_server, namespace)
+    pool.up()
+    pool.wait_all_ready()
+
+    def llm_q(status: dict[str, Any]) -> dict[str, Any]:
+        queue: dict[str, Any] = status["queues"].get("llm_q", {}).get("activity", {})
+        return queue
+
+    status = pool.wait(lambda s: len(llm_q(s).get("pool_pollers", [])) == 2, 30, "both llm replicas polling")
+    gone = llm_q(status)["pool_pollers"]
+    assert llm_q(status)["foreign_pollers"] == [] and not status["warnings"]
+    assert pool.cli("stop", "llm").returncode == 0
+    status = pool.wait(
+        lambda s: any("queue 'llm_q'" in w and "no live poller" in w for w in s["warnings"]),
+        30,  # not the ~75 s Temporal keeps listing the stopped replicas' last polls
+        "the no-live-poller warning for llm_q",
+    )
+    assert llm_q(status)["pool_pollers"] == [] and llm_q(status)["foreign_pollers"] == []
+    assert not any(identity in w for identity in gone for w in status["warnings"])  # exited, not strays
+    assert pool.cli("start", "llm").returncode == 0
+    pool.wait(lambda s: len(llm_q(s).get("pool_pollers", [])) == 2, 60, "llm back")
+    stray_identity = f"testpool/llm/7@{os.uname().nodename}:1"  # looks like the pool's, is not one of its replicas
+    stray = processes.spawn(
+        worker_args(pool.topology, "llm_q", "runner-llm", identity=stray_identity), name="stray-worker"
+    )
+    status = pool.wait(lambda s: stray_identity in llm_q(s).get("foreign_pollers", []), 60, "the stray seen")
+    assert any(stray_identity in w and "not one of this pool's live replicas" in w for w in status["warnings"])
+    assert len(llm_q(status)["pool_pollers"]) == 2
+    assert "2 + 1 other" in pool.cli("status").stdout
+    stray.terminate()
+    stray.wait(timeout=60)
 
 
 async def test_autoscale_follows_the_backlog_up_and_back_down(
