@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from pipelex_pool.cli import EXIT_FAILED, EXIT_NO_SUCH_NAME, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, main
+from pipelex_pool.control.waiting import Goal, Want, old_pids
 
 
 def pool_options(func: Callable[..., None]) -> Callable[..., None]:
@@ -44,6 +45,82 @@ def call_pool(topology: Path | None, socket_path: Path | None, cmd: str, args: d
 
 def echo_result(result: Any, as_json: bool, text: str) -> None:
     click.echo(json.dumps(result, indent=2, default=str) if as_json else text)
+
+
+def wait_options(func: Callable[..., None]) -> Callable[..., None]:
+    """--wait/--no-wait and --timeout, shared by the commands that change the pool."""
+    func = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0),
+        default=DEFAULT_WAIT_S,
+        show_default=True,
+        help="With --wait: seconds to wait before giving up (exit 1, naming what is not done).",
+    )(func)
+    return click.option(
+        "--wait/--no-wait",
+        default=None,
+        help="Wait until the operation is done, showing each replica's progress (default: on a terminal).",
+    )(func)
+
+
+DEFAULT_WAIT_S = 600.0
+POLL_S = 0.25
+
+
+def waiting(wait: bool | None) -> bool:
+    """--wait, --no-wait, or (neither) whether stdout is a terminal, as systemctl and kubectl do."""
+    return sys.stdout.isatty() if wait is None else wait
+
+
+def wait_for(
+    topology: Path | None,
+    socket_path: Path | None,
+    cmd: str,
+    goal: Goal,
+    before: dict[str, Any],
+    timeout: float,
+    as_json: bool,
+) -> dict[str, Any]:
+    """Poll the pool until `goal` is met, printing one line per replica change (not with --json). Exits 1 when the
+    operation failed or `timeout` passed, naming what is not done; returns a summary for the final answer."""
+    import time
+
+    from pipelex_pool.control.waiting import Progress
+
+    progress = Progress(set(goal.wants))
+    progress.prime(before)
+    started = time.monotonic()
+    try:
+        while True:
+            status = call_pool(topology, socket_path, "status")
+            elapsed = time.monotonic() - started
+            for line in [] if as_json else progress.lines(status):
+                click.echo(f"[{elapsed:5.1f}s] {line}")
+            verdict = goal.judge(status)
+            if verdict.done or verdict.failed or elapsed > timeout:
+                break
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        click.echo(f"\npipelex-pool {cmd}: stopped waiting; the pool carries on (see `pipelex-pool status`)", err=True)
+        sys.exit(130)
+    summary = {
+        "done": verdict.done,
+        "elapsed_s": round(elapsed, 2),
+        "failed": verdict.failed,
+        "pending": list(verdict.pending),
+    }
+    if verdict.done:
+        return summary
+    why = f"failed: {verdict.failed}" if verdict.failed else f"timed out after {timeout:g}s"
+    pending = f"; not done: {', '.join(verdict.pending)}" if verdict.pending else ""
+    if as_json:
+        click.echo(json.dumps({"wait": summary}, indent=2))
+    click.echo(f"pipelex-pool {cmd}: {why}{pending}", err=True)
+    sys.exit(EXIT_FAILED)
+
+
+def done_text(summary: dict[str, Any] | None) -> str:
+    return f"\ndone in {summary['elapsed_s']:.1f}s" if summary else ""
 
 
 def select(status: dict[str, Any], targets: tuple[str, ...]) -> tuple[dict[str, Any], list[str]]:
@@ -104,56 +181,141 @@ def status(
 
 @main.command("restart-failed")
 @pool_options
-def restart_failed(topology: Path | None, socket_path: Path | None, as_json: bool) -> None:
+@wait_options
+def restart_failed(
+    topology: Path | None, socket_path: Path | None, as_json: bool, wait: bool | None, timeout: float
+) -> None:
     """Start every FATAL replica again, with its crash count reset."""
+    import time
+
+    before, sent = call_pool(topology, socket_path, "status") if waiting(wait) else None, time.time()
     result = call_pool(topology, socket_path, "restart-failed")
     revived = result["revived"]
-    echo_result(result, as_json, f"restarting {', '.join(revived)}" if revived else "no FATAL replica")
+    summary = None
+    if before is not None and revived:
+        goal = Goal({name.partition("/")[0]: Want.READY for name in revived}, since=sent)
+        summary = wait_for(topology, socket_path, "restart-failed", goal, before, timeout, as_json)
+    text = f"restarting {', '.join(revived)}" if revived else "no FATAL replica"
+    echo_result({**result, "wait": summary}, as_json, text + done_text(summary))
 
 
 @main.command()
 @pool_options
+@wait_options
 @click.argument("groups", nargs=-1)
-def restart(topology: Path | None, socket_path: Path | None, as_json: bool, groups: tuple[str, ...]) -> None:
-    """Rolling restart of GROUPS (all groups if none): each replacement is READY before its old process drains."""
+def restart(
+    topology: Path | None,
+    socket_path: Path | None,
+    as_json: bool,
+    wait: bool | None,
+    timeout: float,
+    groups: tuple[str, ...],
+) -> None:
+    """Rolling restart of GROUPS (all groups if none): each replacement is READY before its old process drains.
+
+    With --wait: done when every replica of GROUPS runs a new process and is READY (old processes may still be
+    draining); exit 1 if a replacement cannot start (the roll is aborted, the old process kept) or at --timeout.
+    """
+    import time
+
+    before, sent = call_pool(topology, socket_path, "status") if waiting(wait) else None, time.time()
     result = call_pool(topology, socket_path, "restart", {"groups": list(groups)})
-    echo_result(result, as_json, f"rolling restart of {', '.join(result['rolling'])} started (see `status`)")
+    summary = None
+    if before is not None:
+        rolling = set(result["rolling"])
+        goal = Goal(dict.fromkeys(rolling, Want.REPLACED), since=sent, old_pids=old_pids(before, rolling))
+        summary = wait_for(topology, socket_path, "restart", goal, before, timeout, as_json)
+    text = f"rolling restart of {', '.join(result['rolling'])}"
+    text += done_text(summary) if summary else " started (see `status`)"
+    echo_result({**result, "wait": summary}, as_json, text)
+
+
+def _one_group_change(
+    topology: Path | None,
+    socket_path: Path | None,
+    as_json: bool,
+    wait: bool | None,
+    timeout: float,
+    cmd: str,
+    args: dict[str, Any],
+    want: Want,
+    text: str,
+) -> dict[str, Any]:
+    """stop, start, scale: send the command, then (with --wait) wait for the group to reach `want`."""
+    import time
+
+    before, sent = call_pool(topology, socket_path, "status") if waiting(wait) else None, time.time()
+    result = call_pool(topology, socket_path, cmd, args)
+    summary = None
+    if before is not None:
+        goal = Goal({args["group"]: want}, since=sent)
+        summary = wait_for(topology, socket_path, cmd, goal, before, timeout, as_json)
+    echo_result({**result, "wait": summary}, as_json, text + done_text(summary))
+    return dict(result)
 
 
 @main.command()
 @pool_options
+@wait_options
 @click.argument("group")
-def stop(topology: Path | None, socket_path: Path | None, as_json: bool, group: str) -> None:
-    """Drain GROUP and keep it stopped (also across reloads) until `start GROUP`."""
-    echo_result(call_pool(topology, socket_path, "stop", {"group": group}), as_json, f"stopping {group}")
+def stop(
+    topology: Path | None, socket_path: Path | None, as_json: bool, wait: bool | None, timeout: float, group: str
+) -> None:
+    """Drain GROUP and keep it stopped (also across reloads) until `start GROUP`; --wait: until every process
+    of it has exited."""
+    _one_group_change(
+        topology, socket_path, as_json, wait, timeout, "stop", {"group": group}, Want.STOPPED, f"stopping {group}"
+    )
 
 
 @main.command()
 @pool_options
+@wait_options
 @click.argument("group")
-def start(topology: Path | None, socket_path: Path | None, as_json: bool, group: str) -> None:
-    """Start GROUP again after `stop GROUP`."""
-    echo_result(call_pool(topology, socket_path, "start", {"group": group}), as_json, f"starting {group}")
+def start(
+    topology: Path | None, socket_path: Path | None, as_json: bool, wait: bool | None, timeout: float, group: str
+) -> None:
+    """Start GROUP again after `stop GROUP`; --wait: until every replica is READY."""
+    _one_group_change(
+        topology, socket_path, as_json, wait, timeout, "start", {"group": group}, Want.READY, f"starting {group}"
+    )
 
 
 @main.command()
 @pool_options
+@wait_options
 @click.argument("group")
 @click.argument("replicas", type=click.IntRange(min=0))
 @click.option("--save", is_flag=True, help="Also write the new replicas into the topology file (comments kept).")
 def scale(
-    topology: Path | None, socket_path: Path | None, as_json: bool, group: str, replicas: int, save: bool
+    topology: Path | None,
+    socket_path: Path | None,
+    as_json: bool,
+    wait: bool | None,
+    timeout: float,
+    group: str,
+    replicas: int,
+    save: bool,
 ) -> None:
-    """Set GROUP's number of replicas."""
-    result = call_pool(topology, socket_path, "scale", {"group": group, "replicas": replicas, "save": save})
-    saved = f" (saved to {result['saved']})" if result.get("saved") else ""
-    echo_result(result, as_json, f"{group}: {replicas} replica(s){saved}")
+    """Set GROUP's number of replicas; --wait: until that many are READY and the others have exited."""
+    args = {"group": group, "replicas": replicas, "save": save}
+    text = f"{group}: {replicas} replica(s)"
+    if save:  # where it was saved is known once the pool answers: say it after the answer
+        text += " (saved to the topology file)"
+    _one_group_change(topology, socket_path, as_json, wait, timeout, "scale", args, Want.READY, text)
 
 
 @main.command()
 @pool_options
-def reload(topology: Path | None, socket_path: Path | None, as_json: bool) -> None:
-    """Re-read the topology and apply what changed; a broken file is refused and the pool left as it is."""
+@wait_options
+def reload(topology: Path | None, socket_path: Path | None, as_json: bool, wait: bool | None, timeout: float) -> None:
+    """Re-read the topology and apply what changed; a broken file is refused and the pool left as it is.
+
+    With --wait: until added, scaled and rolled groups are READY (rolled ones on new processes) and removed
+    groups have drained."""
+    import time
+
+    before, sent = call_pool(topology, socket_path, "status") if waiting(wait) else None, time.time()
     plan = call_pool(topology, socket_path, "reload")
     parts = [
         f"{key}: {', '.join(plan[key])}"
@@ -161,22 +323,71 @@ def reload(topology: Path | None, socket_path: Path | None, as_json: bool) -> No
         if plan.get(key)
     ]
     parts += [f"scaled: {', '.join(f'{g}={n}' for g, n in plan['scaled'].items())}"] if plan["scaled"] else []
-    echo_result(
-        plan,
-        as_json,
-        "reloaded; " + ("; ".join(parts) or "nothing changed") + "".join(f"\nnote: {n}" for n in plan["notes"]),
-    )
+    summary = None
+    if before is not None:
+        wants = {g: Want.READY for g in [*plan.get("added", []), *plan["scaled"]]}
+        wants |= {g: Want.REPLACED for g in plan.get("rolled", [])}
+        wants |= {g: Want.GONE for g in plan.get("removed", [])}
+        rolled = set(plan.get("rolled", []))
+        goal = Goal(wants, since=sent, old_pids=old_pids(before, rolled))
+        summary = wait_for(topology, socket_path, "reload", goal, before, timeout, as_json)
+    text = "reloaded; " + ("; ".join(parts) or "nothing changed") + "".join(f"\nnote: {n}" for n in plan["notes"])
+    echo_result({**plan, "wait": summary}, as_json, text + done_text(summary))
+
+
+@main.command("wait-ready")
+@pool_options
+@click.argument("targets", nargs=-1, metavar="[GROUP]...")
+@click.option("--timeout", type=click.FloatRange(min=0), default=DEFAULT_WAIT_S, show_default=True)
+def wait_ready(
+    topology: Path | None, socket_path: Path | None, as_json: bool, targets: tuple[str, ...], timeout: float
+) -> None:
+    """Wait until the pool answers and every wanted replica (of GROUPs, or all) is READY, for scripts that start
+    `up` in the background. Exit 0 when READY, 1 when a replica went FATAL or at --timeout, 4 for an unknown group.
+    """
+    import time
+
+    from pipelex_pool.control.client import ControlClient, resolve_socket
+    from pipelex_pool.errors import PoolNotRunningError
+
+    started = time.monotonic()
+    while True:  # the pool may still be starting: wait for its socket to answer
+        try:
+            before = ControlClient(resolve_socket(socket_path, topology)).call("status")
+            break
+        except PoolNotRunningError as exc:
+            if time.monotonic() - started > timeout:
+                click.echo(f"pipelex-pool wait-ready: timed out after {timeout:g}s: {exc}", err=True)
+                sys.exit(EXIT_NOT_RUNNING)
+            time.sleep(POLL_S)
+    unknown = [g for g in targets if g not in before["groups"]]
+    if unknown:
+        groups = ", ".join(before["groups"])
+        click.echo(f"pipelex-pool wait-ready: no group {', '.join(unknown)} (groups: {groups})", err=True)
+        sys.exit(EXIT_NO_SUCH_NAME)
+    names = targets or tuple(g for g, info in before["groups"].items() if not info.get("stopped_by_operator"))
+    goal = Goal(dict.fromkeys(names, Want.READY), since=time.time())
+    left = max(0.0, timeout - (time.monotonic() - started))
+    summary = wait_for(topology, socket_path, "wait-ready", goal, before, left, as_json)
+    echo_result({"wait": summary}, as_json, f"ready: {', '.join(names)}" + done_text(summary))
 
 
 @main.command()
 @pool_options
 @click.option("--no-wait", is_flag=True, help="Return once the drain has started.")
-@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for the supervisor to exit.")
+@click.option(
+    "--timeout", default=DEFAULT_WAIT_S, show_default=True, help="Seconds to wait for the supervisor to exit."
+)
 def down(topology: Path | None, socket_path: Path | None, as_json: bool, no_wait: bool, timeout: float) -> None:
-    """Drain every replica, then stop the supervisor (waits for it unless --no-wait)."""
+    """Drain every replica, then stop the supervisor; waits for it (showing each replica as it exits) unless
+    --no-wait."""
     import time
 
     import psutil
+
+    from pipelex_pool.control.client import ControlClient, resolve_socket
+    from pipelex_pool.control.waiting import Progress
+    from pipelex_pool.errors import PoolError
 
     def exited(pid: int) -> bool:  # a zombie has exited too: its parent (systemd, a shell) reaps it
         try:
@@ -184,15 +395,26 @@ def down(topology: Path | None, socket_path: Path | None, as_json: bool, no_wait
         except psutil.NoSuchProcess:
             return True
 
+    before = call_pool(topology, socket_path, "status")
     result = call_pool(topology, socket_path, "down")
     if not no_wait:
-        deadline = time.monotonic() + timeout
+        progress = Progress(set(before["groups"]))
+        progress.prime(before)
+        started = time.monotonic()
+        client = ControlClient(resolve_socket(socket_path, topology))
         while not exited(result["pid"]):
-            if time.monotonic() > deadline:
+            elapsed = time.monotonic() - started
+            if elapsed > timeout:
                 message = f"the supervisor (pid {result['pid']}) is still draining after {timeout:g}s"
                 click.echo(f"pipelex-pool down: {message}", err=True)
                 sys.exit(EXIT_FAILED)
-            time.sleep(0.1)
+            try:
+                lines = progress.lines(client.call("status"))
+            except PoolError:  # the supervisor closed its socket: it is about to exit
+                lines = []
+            for line in [] if as_json else lines:
+                click.echo(f"[{elapsed:5.1f}s] {line}")
+            time.sleep(POLL_S)
     echo_result(result, as_json, "pool stopped" if not no_wait else "pool draining")
 
 

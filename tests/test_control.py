@@ -352,3 +352,49 @@ def test_reload_after_an_unsaved_scale_prints_the_change_it_makes(pool: Pool) ->
         30,
         "llm back to the file's 2 replicas",
     )
+
+
+def test_wait_shows_each_replica_and_fails_naming_a_replacement_that_cannot_start(pool: Pool, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"  # while it exists, a new llm process exits at once (a bad deploy)
+    command = [
+        "/bin/sh", "-c", f'[ -e {broken} ] && exit 1; exec "$@"', "sh",
+        "{python}", "-m", "pipelex_pool", "worker", "--config", "{config}", "--task-queue", "{task_queue}",
+        "--scope", "{scope}", "--profile", "{profile}", "--identity", "{identity}",
+    ]  # fmt: skip
+    pool.rewrite({"workers.llm.command": command})
+    pool.up()
+    pool.wait_all_ready()
+    # not on a terminal: no wait unless asked (as systemctl --no-block)
+    result = pool.cli("restart", "llm")
+    assert result.returncode == 0 and "started (see `status`)" in result.stdout
+    pool.wait(lambda s: not s["pool"]["busy"] and s["groups"]["llm"]["ready"] == 2, 60, "the first roll done")
+    before = pids(pool, "llm")
+    result = pool.cli("restart", "llm", "--wait")
+    assert result.returncode == 0, result.stderr
+    assert "llm/0 (replacement): STARTING" in result.stdout and "llm/1: READY (pid" in result.stdout
+    assert "done in" in result.stdout
+    after = pids(pool, "llm")
+    assert not set(after) & set(before) and all(r["state"] == "READY" for r in pool.replicas("llm"))
+
+    broken.touch()
+    result = pool.cli("restart", "llm", "--wait", "--timeout", "6")
+    assert result.returncode == 1
+    assert "llm/0 (replacement)" in result.stderr and (
+        "timed out after 6s" in result.stderr or "failed" in result.stderr
+    )
+    assert pids(pool, "llm") == after  # the old processes serve on
+    status = pool.wait(lambda s: not s["pool"]["busy"], 60, "the roll given up once the replacement is FATAL")
+    assert "llm/0: the replacement never became READY" in status["groups"]["llm"]["roll_aborted"]["reason"]
+    assert pids(pool, "llm") == after
+    broken.unlink()
+
+    result = pool.cli("stop", "llm", "--wait")
+    assert result.returncode == 0 and "done in" in result.stdout
+    assert all(r["state"] not in ("STARTING", "READY", "STOPPING") for r in pool.replicas("llm"))
+    result = pool.cli("start", "llm", "--wait")
+    assert result.returncode == 0 and result.stdout.count(": READY (pid") == 2
+    result = pool.cli("scale", "llm", "3", "--wait", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["wait"]["done"] is True
+    assert [r["state"] for r in pool.replicas("llm")] == ["READY"] * 3
+    result = pool.cli("down")
+    assert result.returncode == 0 and "llm/2: STOPPING" in result.stdout and "pool stopped" in result.stdout

@@ -149,6 +149,9 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "ready": sum(h.state is ProcState.READY for h in group.handles),
             "stopped_by_operator": group.stopped_by_operator,
             "rolling": len(group.roll_queue),
+            "roll_aborted": {"reason": group.roll_aborted[0], "at": group.roll_aborted[1]}
+            if group.roll_aborted
+            else None,
             "restarts_total": group.restarts_total,
             "spawn_failures": group.spawn_failures,
             "handed_back": dict(group.handed_back),

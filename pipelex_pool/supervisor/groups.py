@@ -53,6 +53,7 @@ class SupervisedGroup:
     roll_queue: list[int] = field(default_factory=list)  # replica numbers waiting for a rolling restart
     replacement: ProcessHandle | None = None  # the new process of the replica being rolled
     retiring: list[ProcessHandle] = field(default_factory=list)  # replaced processes, draining
+    roll_aborted: tuple[str, float] | None = None  # the last aborted roll: why, and when (wall clock)
     rng: random.Random = field(default_factory=random.Random)
     restarts_total: int = 0  # automatic restarts, for metrics (survives replaced handles)
     spawn_failures: int = 0  # spawns that raised (no process, or the pool could not record it)
@@ -93,7 +94,7 @@ class SupervisedGroup:
             old.exits_total,
             old.spawn_failures,
         )
-        self.tasks_history, self.revive = old.tasks_history, old.revive
+        self.tasks_history, self.revive, self.roll_aborted = old.tasks_history, old.revive, old.roll_aborted
         self.handed_back, self.hand_back_refused, self.hand_back_failed = (
             old.handed_back,
             old.hand_back_refused,

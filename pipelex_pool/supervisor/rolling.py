@@ -3,6 +3,7 @@ drain the old process, so the group never drops below its capacity."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -68,6 +69,12 @@ async def advance_roll(
             replica=replacement.replica,
             reason=replacement.reason,
             kept_pid=group.handles[replacement.replica].pid,
+        )
+        group.roll_aborted = (
+            f"{group.name}/{replacement.replica}: the replacement never became READY "
+            f"({replacement.state.value}: {replacement.reason or 'no reason recorded'}); the old process "
+            f"(pid {group.handles[replacement.replica].pid}) serves on and the rest of the roll was dropped",
+            time.time(),
         )
         group.replacement = None
         group.roll_queue.clear()
