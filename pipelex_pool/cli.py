@@ -130,7 +130,7 @@ def up(topology: Path) -> None:
     import anyio
 
     from pipelex_pool.errors import PoolError
-    from pipelex_pool.logs import configure_logging
+    from pipelex_pool.logs import EVENT_FILE, configure_logging
     from pipelex_pool.supervisor.main import serve_pool
     from pipelex_pool.topology.load import load_topology
 
@@ -141,7 +141,7 @@ def up(topology: Path) -> None:
             f"{exc}\npipelex-pool up: refusing to start: fix the errors above (see `pipelex-pool validate`)", err=True
         )
         sys.exit(EXIT_USAGE)
-    configure_logging(pool=loaded.pool.name)
+    configure_logging(pool=loaded.pool.name, events=EVENT_FILE)
     for issue in loaded.warnings:
         click.echo(issue.render(str(loaded.file)), err=True)
     try:

@@ -440,21 +440,61 @@ def log_location(topology: Path | None, socket_path: Path | None) -> tuple[Path,
         sys.exit(EXIT_USAGE)
 
 
+COLOURS = ("cyan", "green", "yellow", "magenta", "blue", "red")
+
+
+def _prefixed(name: str, line: str, width: int, colour: bool) -> str:
+    """ "llm/0    | line", the name coloured on a terminal (one colour per name, as docker compose logs)."""
+    prefix = f"{name:<{width}} |"
+    if colour:
+        prefix = click.style(prefix, fg=COLOURS[sum(name.encode()) % len(COLOURS)])
+    return f"{prefix} {line}"
+
+
 @main.command()
 @pool_options
-@click.argument("target", metavar="GROUP[/N]")
+@click.argument("target", metavar="GROUP[/N]", required=False)
+@click.option("--all", "every", is_flag=True, help="Every replica's output, merged, each line prefixed with its name.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing what the replica writes.")
-@click.option("-n", "--lines", default=50, show_default=True, help="Lines to show from the end.")
-def logs(topology: Path | None, socket_path: Path | None, as_json: bool, target: str, follow: bool, lines: int) -> None:
-    """Show a replica's output (stdout and stderr), from <log_dir>/<group>-<N>.log; also while the pool is down,
-    with -c TOPOLOGY."""
-    from pipelex_pool.control.logs import follow_file, tail_lines
+@click.option("-n", "--lines", default=50, show_default=True, help="Lines to show from the end (per replica).")
+def logs(
+    topology: Path | None,
+    socket_path: Path | None,
+    as_json: bool,
+    target: str | None,
+    every: bool,
+    follow: bool,
+    lines: int,
+) -> None:
+    """Show a replica's output (stdout and stderr), from <log_dir>/<group>-<N>.log; with --all every replica's,
+    merged (and GROUP then limits it to that group). Also while the pool is down, with -c TOPOLOGY."""
+    import os
 
-    group, _, replica = target.partition("/")
+    from pipelex_pool.control.logs import follow_file, follow_many, replica_logs, tail_lines
+
+    if target is None and not every:
+        click.echo("pipelex-pool logs: name a replica (GROUP or GROUP/N), or use --all", err=True)
+        sys.exit(EXIT_USAGE)
+    group, _, replica = (target or "").partition("/")
     log_dir, groups = log_location(topology, socket_path)
-    if group not in groups:
+    if target is not None and group not in groups:
         click.echo(f"pipelex-pool logs: no group {group!r} (groups: {', '.join(groups)})", err=True)
         sys.exit(EXIT_USAGE)
+    if every:
+        wanted = [group] if target else groups
+        found = replica_logs(log_dir, wanted)
+        if not found and not follow:
+            click.echo(f"pipelex-pool logs: no replica log in {log_dir} yet", err=True)
+            sys.exit(EXIT_FAILED)
+        colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        width = max((len(name) for name in found), default=8)
+        for name, path in found.items():
+            for line in tail_lines(path, lines):
+                click.echo(_prefixed(name, line, width, colour))
+        if follow:
+            for name, line in follow_many(lambda: replica_logs(log_dir, wanted)):
+                click.echo(_prefixed(name, line, width, colour))
+        return
     path = log_dir / f"{group}-{replica or 0}.log"
     if not path.exists():
         click.echo(f"pipelex-pool logs: {path} does not exist (has {target} started yet?)", err=True)
@@ -464,3 +504,50 @@ def logs(topology: Path | None, socket_path: Path | None, as_json: bool, target:
     if follow:
         for chunk in follow_file(path):
             click.echo(chunk, nl=False)
+
+
+def render_event(line: str) -> str:
+    """One supervisor event as a line to read: time, level, event, then its fields (the JSON as is if it is not)."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(event, dict):
+        return line
+    stamp = str(event.pop("timestamp", ""))[:23].replace("T", " ")
+    level = str(event.pop("level", "")).upper()
+    name = event.pop("event", "")
+    event.pop("pool", None)
+    fields = " ".join(f"{key}={value}" for key, value in event.items())
+    return f"{stamp} {level:<7} {name} {fields}".rstrip()
+
+
+@main.command()
+@pool_options
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events.")
+@click.option("-n", "--lines", default=50, show_default=True, help="Events to show from the end.")
+def events(topology: Path | None, socket_path: Path | None, as_json: bool, follow: bool, lines: int) -> None:
+    """The supervisor's own events (starts, exits, restarts, hand-backs, reloads, warnings), from
+    <log_dir>/supervisor.log (rotated as replica logs are); --json prints them as stored. Also while the pool is
+    down, with -c TOPOLOGY."""
+    from pipelex_pool.contract import EVENTS_LOG
+    from pipelex_pool.control.logs import Follower, tail_lines
+
+    log_dir, _ = log_location(topology, socket_path)
+    path = log_dir / EVENTS_LOG
+    if not path.exists():
+        click.echo(f"pipelex-pool events: {path} does not exist (has this pool run yet?)", err=True)
+        sys.exit(EXIT_FAILED)
+    show = (lambda line: line) if as_json else render_event
+    for line in tail_lines(path, lines):
+        click.echo(show(line))
+    if follow:
+        import time
+
+        follower = Follower(path)
+        while True:
+            new = follower.lines()
+            for line in new:
+                click.echo(show(line))
+            if not new:
+                time.sleep(0.2)

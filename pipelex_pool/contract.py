@@ -40,3 +40,6 @@ def identity_for(pool: str, group: str, replica: int | str, pid: int | str = PID
 
 def with_pid(identity: str, pid: int) -> str:
     return identity.replace(PID_TOKEN, str(pid))
+
+
+EVENTS_LOG = "supervisor.log"  # the supervisor's own events, JSON lines, in its log directory (`pipelex-pool events`)

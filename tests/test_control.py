@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import socket
 import stat
 import subprocess
@@ -25,7 +26,7 @@ from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 from tests.conftest import Processes, TemporalServer
 from tests.helpers import retried_failures
-from tests.pool import Pool, alive
+from tests.pool import Pool, alive, cli_args
 
 pytestmark = pytest.mark.slow
 
@@ -217,6 +218,28 @@ def test_logs_and_down(pool: Pool) -> None:
     logs = pool.cli("logs", "llm/1", "-n", "5")
     assert logs.returncode == 0 and "worker.ready" in logs.stdout and len(logs.stdout.splitlines()) <= 5
     assert pool.cli("logs", "nope").returncode == 2
+    merged = pool.cli("logs", "--all", "-n", "2")
+    assert merged.returncode == 0
+    assert {line.split(" |")[0].strip() for line in merged.stdout.splitlines()} == {
+        f"{r['group']}/{r['replica']}" for r in pool.replicas()
+    }
+    # following: every replica merged, one added by `scale` included; the supervisor's events as they happen
+    socket_args = ["--socket", str(pool.socket)]
+    follow_logs = pool.processes.spawn(cli_args("logs", "--all", "-f", "-n", "0", *socket_args), name="logs-f")
+    follow_events = pool.processes.spawn(cli_args("events", "-f", "-n", "0", *socket_args), name="events-f")
+    time.sleep(1)  # both followers have opened their files (the end of each is their start)
+    assert pool.cli("scale", "llm", "3", "--wait").returncode == 0
+
+    def followed(proc: subprocess.Popen[bytes], pattern: str) -> bool:
+        return re.search(pattern, pool.processes.output(proc), re.MULTILINE) is not None
+
+    deadline = time.monotonic() + 10
+    while not (followed(follow_logs, r"^llm/2 +\| ") and followed(follow_events, r"worker\.ready .*replica=2")):
+        assert time.monotonic() < deadline, (pool.processes.output(follow_logs), pool.processes.output(follow_events))
+        time.sleep(0.2)
+    for proc in (follow_logs, follow_events):
+        proc.terminate()
+        proc.wait(timeout=10)
     down = pool.cli("down")
     assert down.returncode == 0, down.stderr
     assert supervisor.wait(timeout=30) == 0
@@ -226,6 +249,9 @@ def test_logs_and_down(pool: Pool) -> None:
     after = pool.cli("logs", "llm/1", "-n", "5", "-c", str(pool.topology))
     assert after.returncode == 0 and "worker.exited" in after.stdout, after.stderr
     assert pool.cli("logs", "llm/1").returncode == 3  # down, and no topology named: says how to name it
+    events = pool.cli("events", "-n", "1000", "--json", "-c", str(pool.topology))
+    names = [json.loads(line)["event"] for line in events.stdout.splitlines()]
+    assert events.returncode == 0 and "worker.ready" in names and names[-1] == "supervisor.exit"
 
 
 def test_socket_is_private_and_other_uids_are_refused(pool: Pool) -> None:

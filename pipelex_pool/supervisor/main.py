@@ -8,9 +8,11 @@ import os
 import anyio
 import structlog
 
+from pipelex_pool.contract import EVENTS_LOG
 from pipelex_pool.control.http import HttpEndpoint
 from pipelex_pool.control.server import ControlServer
 from pipelex_pool.errors import PoolError
+from pipelex_pool.logs import EVENT_FILE
 from pipelex_pool.paths import PoolPaths, check_socket_path, private_dir, resolve_paths, runtime_base
 from pipelex_pool.supervisor.lock import PoolLock, stop_leftovers
 from pipelex_pool.supervisor.loop import Supervisor
@@ -74,6 +76,7 @@ async def serve_pool(topology: Topology) -> int:
     paths = prepare_paths(topology)
     lock = PoolLock(paths.lock, topology.pool.name)
     lock.acquire()
+    EVENT_FILE.open(paths.log_dir / EVENTS_LOG, topology.pool.log_max_bytes, topology.pool.log_backups)
     try:
         for record in stop_leftovers(paths.state_file):
             log.warning("supervisor.leftover_stopped", name=record.name, pid=record.pid)
@@ -92,4 +95,5 @@ async def serve_pool(topology: Topology) -> int:
         paths.state_file.unlink(missing_ok=True)
         lock.release()
     log.info("supervisor.exit", pid=os.getpid())
+    EVENT_FILE.close()
     return 0
