@@ -30,12 +30,16 @@ def load_or_exit(topology: Path | None) -> Any:
         sys.exit(EXIT_USAGE)
 
 
-async def connect_or_exit(loaded: Any) -> Any:
+async def connect_or_exit(loaded: Any, quiet_core: bool = False) -> Any:
+    """A client of the topology's selected server; `quiet_core`: without the SDK core's own log lines (it prints
+    each retried request on stdout, which would break --json; the caller reports outages itself)."""
+    from temporalio.runtime import Runtime, TelemetryConfig
+
     from pipelex_pool.temporal.connect import connect
 
     server = loaded.temporal.selected_server()
     try:
-        return await connect(server)
+        return await connect(server, runtime=Runtime(telemetry=TelemetryConfig(logging=None)) if quiet_core else None)
     except Exception as exc:  # report which server could not be reached and stop: nothing was changed
         click.echo(f"pipelex-pool: cannot reach Temporal at {server.target_host} ({server.namespace}): {exc}", err=True)
         exit_skipping_finalization(EXIT_FAILED)
@@ -130,7 +134,7 @@ def loadtest(topology: Path, runs: int, concurrency: int, mix_file: Path | None,
         sys.exit(EXIT_USAGE)
 
     async def run() -> int:
-        client = await connect_or_exit(loaded)
+        client = await connect_or_exit(loaded, quiet_core=True)
         with click.progressbar(length=runs, label="pipe runs", file=sys.stderr) as bar:
             report = await run_loadtest(client, loaded, runs, concurrency, mix, lambda: bar.update(1))
         data = report.as_dict()
@@ -138,7 +142,8 @@ def loadtest(topology: Path, runs: int, concurrency: int, mix_file: Path | None,
             click.echo(json.dumps(data, indent=2))
         else:
             click.echo(render_loadtest(data))
-        return EXIT_OK if data["failed"] == 0 and data["temporal_completed"] == data["completed"] else EXIT_FAILED
+        complete = data["failed"] == 0 and data["unfinished"] == 0
+        return EXIT_OK if complete and data["temporal_completed"] == data["completed"] else EXIT_FAILED
 
     exit_skipping_finalization(anyio.run(run))
 
@@ -148,7 +153,9 @@ def render_loadtest(data: dict[str, Any]) -> str:
     lines = [
         f"load test {data['loadtest_id']}: {data['completed']}/{data['runs']} runs completed, {data['failed']} failed, "
         f"in {data['wall_s']:.1f}s ({data['runs_per_second']} runs/s, concurrency {data['concurrency']})",
-        f"Temporal counts {data['temporal_completed']} completed executions for this load test",
+        f"Temporal counts {data['temporal_completed']} completed executions for this load test"
+        if data["temporal_completed"] is not None
+        else "Temporal did not answer the count of completed executions",
         f"run latency: p50 {latency['p50_s']}s  p95 {latency['p95_s']}s  p99 {latency['p99_s']}s",
         "",
         f"{'QUEUE':<24}{'ACTIVITIES':>11}{'PER S':>8}{'P50 S':>9}{'P95 S':>9}{'P99 S':>9}{'RETRIES':>9}",
@@ -156,6 +163,12 @@ def render_loadtest(data: dict[str, Any]) -> str:
     for queue, q in data["queues"].items():
         lines.append(
             f"{queue:<24}{q['activities']:>11}{q['per_second']:>8}{q['p50_s']:>9}{q['p95_s']:>9}{q['p99_s']:>9}{q['retries']:>9}"
+        )
+    outage = data["temporal_unreachable"]
+    if outage["retries"]:
+        lines.append(
+            f"Temporal out of reach: {outage['retries']} request(s) retried over {outage['seen_for_s']}s "
+            f"({'; '.join(outage['errors'])}); {data['unfinished']} run(s) with no known outcome"
         )
     lines += [f"failure: {f}" for f in data["failures"]]
     return "\n".join(lines)

@@ -258,3 +258,40 @@ def test_status_says_when_temporal_stops_answering_and_since_when(
         "Temporal answering again and every replica polling",
     )
     assert "NOT ANSWERING" not in pool.cli("status").stdout
+
+
+def test_loadtest_rides_out_a_temporal_restart_and_reports_it(pool: Pool, processes: Processes, tmp_path: Path) -> None:
+    """The server goes away mid-run (and stays away longer than the SDK's own retries) then comes back on the
+    same database: the load test retries, every run completes, and the report says Temporal was out of reach."""
+    port = free_port()
+    database = tmp_path / "t.db"
+    address = f"127.0.0.1:{port}"
+    server = processes.spawn(dev_server_command(port, database, log_level="error"), name="server")
+    anyio.run(lambda: wait_until_serving(address, "default", within=60))
+    changes = {
+        # an activity whose completion is lost in the outage is retried after this, not after 10 minutes
+        "temporal.worker_config.default_activity_start_to_close_timeout": "10s",
+    }
+    pool.write(TemporalServer(address=address, pid=server.pid), "default", changes)
+    pool.up()
+    pool.wait_all_ready()
+    mix = tmp_path / "mix.toml"
+    mix.write_text(MIX.replace("latency_s = 0.01", "latency_s = 0.2"))
+    args = cli_args("loadtest", str(pool.topology), "--runs", "40", "--concurrency", "4", "--mix", str(mix), "--json")
+    loadtest = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        time.sleep(1.5)
+        server.terminate()
+        server.wait(timeout=30)
+        time.sleep(12)  # past the SDK client's own retries (~10 s): the load test must hold on by itself
+        processes.spawn(dev_server_command(port, database, log_level="error"), name="server-again")
+        out, err = loadtest.communicate(timeout=150)
+    finally:
+        if loadtest.poll() is None:
+            os.killpg(loadtest.pid, signal.SIGKILL)
+            loadtest.communicate()
+    assert loadtest.returncode == 0, err.decode()[-2000:]
+    report = json.loads(out)
+    assert report["completed"] == 40 and report["failed"] == 0 and report["unfinished"] == 0
+    assert report["temporal_unreachable"]["retries"] > 0
+    assert report["temporal_completed"] == 40

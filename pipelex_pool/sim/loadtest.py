@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from pipelex_pool.errors import PoolError
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
@@ -22,6 +24,38 @@ from pipelex_pool.topology.load import Topology
 from pipelex_pool.topology.toml import read_toml
 
 COUNT_TIMEOUT_S = 15.0
+OUTAGE_LIMIT_S = 300.0  # a run whose client cannot reach Temporal for this long is given up (reported unfinished)
+RETRY_INITIAL_S, RETRY_MAX_S = 0.5, 5.0
+TRANSIENT = {  # what an outage looks like from a client: the server is gone, restarting or overloaded
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.CANCELLED,
+    RPCStatusCode.UNKNOWN,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.INTERNAL,
+}
+
+
+class Outage:
+    """How long and how often the load test's client could not reach Temporal (whatever each run was doing)."""
+
+    def __init__(self) -> None:
+        self.retries = 0
+        self.first: float | None = None
+        self.last: float | None = None
+        self.errors: list[str] = []
+
+    def seen(self, exc: RPCError) -> None:
+        now = time.monotonic()
+        self.retries += 1
+        self.first = self.first if self.first is not None else now
+        self.last = now
+        if len(self.errors) < 3 and str(exc) not in self.errors:
+            self.errors.append(str(exc))
+
+    def as_dict(self) -> dict[str, Any]:
+        seen_s = (self.last - self.first) if self.first is not None and self.last is not None else 0.0
+        return {"retries": self.retries, "seen_for_s": round(seen_s, 1), "errors": self.errors}
 
 
 @dataclass(frozen=True)
@@ -71,7 +105,9 @@ class Report:
     concurrency: int
     completed: int = 0
     failed: int = 0
+    unfinished: int = 0  # runs whose outcome the client could not learn: Temporal out of reach too long
     failures: list[str] = field(default_factory=list)
+    outage: Outage = field(default_factory=Outage)
     wall_s: float = 0.0
     run_latencies: list[float] = field(default_factory=list)
     steps: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # queue -> (duration, attempt)
@@ -95,7 +131,9 @@ class Report:
             "concurrency": self.concurrency,
             "completed": self.completed,
             "failed": self.failed,
+            "unfinished": self.unfinished,
             "failures": self.failures[:10],
+            "temporal_unreachable": self.outage.as_dict(),
             "temporal_completed": self.temporal_completed,
             "wall_s": round(self.wall_s, 3),
             "runs_per_second": round(self.completed / self.wall_s, 2) if self.wall_s else 0.0,
@@ -124,12 +162,13 @@ async def run_loadtest(
             )
             started = time.monotonic()
             try:
-                result: PipeRunResult = await client.execute_workflow(
-                    "WfPipeRouter", run_input, id=run_input.run_id, task_queue=queue, result_type=PipeRunResult
-                )
+                result = await run_through_outages(client, run_input, queue, report.outage)
             except WorkflowFailureError as exc:
                 report.failed += 1
                 report.failures.append(f"{run_input.run_id}: {exc.cause or exc}")
+            except (RPCError, TimeoutError) as exc:
+                report.unfinished += 1
+                report.failures.append(f"{run_input.run_id}: outcome unknown, Temporal out of reach: {exc}")
             else:
                 report.completed += 1
                 report.run_latencies.append(time.monotonic() - started)
@@ -143,8 +182,42 @@ async def run_loadtest(
         for index in range(runs):
             tg.start_soon(one, index)
     report.wall_s = time.monotonic() - started
-    report.temporal_completed = await count_completed(client, report.loadtest_id, report.completed)
+    try:
+        report.temporal_completed = await count_completed(client, report.loadtest_id, report.completed)
+    except RPCError as exc:  # the runs' own outcomes are known: report them without Temporal's count
+        report.outage.seen(exc)
     return report
+
+
+async def run_through_outages(
+    client: Client, run_input: PipeRunInput, queue: str, outage: Outage, limit_s: float = OUTAGE_LIMIT_S
+) -> PipeRunResult:
+    """Start the run and wait for its result, retrying while Temporal is out of reach (a restart, a network cut):
+    the start is idempotent by workflow id, and the result is asked for again. Gives up (RPCError) after `limit_s`
+    without an answer; a failed run raises WorkflowFailureError as usual."""
+    delay, unreachable_since = RETRY_INITIAL_S, None
+    handle: WorkflowHandle[Any, PipeRunResult] | None = None
+    while True:
+        try:
+            if handle is None:
+                try:
+                    handle = await client.start_workflow(
+                        "WfPipeRouter", run_input, id=run_input.run_id, task_queue=queue, result_type=PipeRunResult
+                    )
+                except WorkflowAlreadyStartedError:  # an earlier attempt did start it: its answer was lost
+                    handle = client.get_workflow_handle(run_input.run_id, result_type=PipeRunResult)
+            result: PipeRunResult = await handle.result()
+            return result
+        except RPCError as exc:
+            if exc.status not in TRANSIENT:
+                raise
+            outage.seen(exc)
+            now = time.monotonic()
+            unreachable_since = unreachable_since or now
+            if now - unreachable_since > limit_s:
+                raise
+            await anyio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
 
 
 async def count_completed(client: Client, loadtest_id: str, expected: int) -> int:
