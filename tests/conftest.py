@@ -91,6 +91,13 @@ def namespace(temporal_server: TemporalServer) -> str:
 
 
 @pytest.fixture
+def anyio_backend() -> str:
+    """One async stack for the tests: anyio's pytest plugin (`anyio_mode = "auto"` runs every async test and
+    fixture) on asyncio, which temporalio's client and workers need."""
+    return "asyncio"
+
+
+@pytest.fixture
 async def client(temporal_server: TemporalServer, namespace: str) -> AsyncIterator[Client]:
     yield await Client.connect(temporal_server.address, namespace=namespace)
 

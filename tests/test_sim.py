@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
+import anyio
 from temporalio.testing import ActivityEnvironment
 
 from pipelex_pool.sim.activities import crafting_activities
@@ -16,6 +16,12 @@ async def test_concurrent_cpu_steps_cost_n_times_the_cpu() -> None:
     act = crafting_activities[0]
     steps = [SimStep(activity=act.__name__, latency_s=0.0, cpu_s=0.2) for _ in range(4)]
     before = time.process_time()
-    await asyncio.gather(*(ActivityEnvironment().run(act, step) for step in steps))
+
+    async def run(step: SimStep) -> None:
+        await ActivityEnvironment().run(act, step)
+
+    async with anyio.create_task_group() as tg:
+        for step in steps:
+            tg.start_soon(run, step)
     burnt = time.process_time() - before
     assert burnt >= 0.75, f"4 concurrent steps of cpu_s=0.2 burnt {burnt:.2f} CPU-seconds, expected about 0.8"
