@@ -161,4 +161,4 @@ def schema() -> None:
 
 
 # The other commands register themselves on `main` when their modules are imported.
-from pipelex_pool import cli_control, cli_temporal  # noqa: E402, F401
+from pipelex_pool import cli_control, cli_export, cli_temporal  # noqa: E402, F401

@@ -16,6 +16,10 @@ SUPERVISOR_PID_ENV = "PIPELEX_POOL_SUPERVISOR_PID"  # the parent-death check com
 SDK_METRICS_ENV = "PIPELEX_POOL_SDK_METRICS"  # "host:port" for the Temporal SDK's Prometheus metrics
 NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET"  # sd_notify: the replica's own datagram socket
 WATCHDOG_USEC_ENV = "WATCHDOG_USEC"  # sd_notify: the allowed gap between WATCHDOG=1, in microseconds
+# a file the worker keeps for probes where no supervisor listens (Kubernetes): "ready" once polling, "draining"
+# after SIGTERM, touched every HEALTH_TOUCH_S while the worker runs (`pipelex-pool probe` reads it)
+HEALTH_FILE_ENV = "PIPELEX_POOL_HEALTH_FILE"
+HEALTH_TOUCH_S = 5.0
 
 # -- notify keys a pool worker adds to the standard ones (READY, STATUS, WATCHDOG, STOPPING) ------------------------
 TASKS_KEY = "X_PIPELEX_TASKS"  # JSON task counts (worker/accounting.py)

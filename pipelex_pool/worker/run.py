@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -14,7 +15,13 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from pipelex_pool.contract import IDENTITY_ENV, SDK_METRICS_KEY, WATCHDOG_USEC_ENV
+from pipelex_pool.contract import (
+    HEALTH_FILE_ENV,
+    HEALTH_TOUCH_S,
+    IDENTITY_ENV,
+    SDK_METRICS_KEY,
+    WATCHDOG_USEC_ENV,
+)
 from pipelex_pool.notify import Notifier
 from pipelex_pool.parent_death import expected_parent, set_parent_death_signal
 from pipelex_pool.sim import routing
@@ -105,6 +112,8 @@ class WorkerProcess:
         self.drain_reason = ""
         self.failed: BaseException | None = None
         self.outbox = inflight.Outbox(inflight.LEDGER)
+        health = os.environ.get(HEALTH_FILE_ENV)
+        self.health_file = Path(health) if health else None
 
     def drain(self, reason: str) -> None:
         if self.drain_requested.is_set():
@@ -137,7 +146,27 @@ class WorkerProcess:
         async with anyio.create_task_group() as tg:
             if usec.isdigit():
                 tg.start_soon(self._ping_watchdog, worker, int(usec) / 2e6)
+            if self.health_file is not None:
+                tg.start_soon(self._keep_health_file, worker)
             tg.start_soon(self._report_counts, worker)
+
+    def _write_health(self, state: str) -> None:
+        """Replace the health file atomically (a probe never reads half of it); a failure is logged, not fatal."""
+        if self.health_file is None:
+            return
+        try:
+            tmp = self.health_file.with_name(f".{self.health_file.name}.tmp")
+            tmp.write_text(f"{state} {os.getpid()}\n")
+            tmp.replace(self.health_file)
+        except OSError as exc:
+            log.warning("worker.health_file_failed", path=str(self.health_file), error=str(exc))
+
+    async def _keep_health_file(self, worker: Worker) -> None:
+        """ "ready" (then "draining") in the health file, rewritten every HEALTH_TOUCH_S while the worker runs,
+        its drain included: its age is the liveness a probe reads, as WATCHDOG=1 is systemd's."""
+        while worker.is_running:  # noqa: ASYNC110 (a keep-alive is periodic: there is no event to wait on)
+            self._write_health("draining" if self.drain_requested.is_set() else "ready")
+            await anyio.sleep(HEALTH_TOUCH_S)
 
     async def _ping_watchdog(self, worker: Worker, every: float) -> None:
         """WATCHDOG=1 every half of WATCHDOG_USEC (sd_notify's rule); a ping a full queue refused is sent again soon."""
@@ -191,6 +220,7 @@ class WorkerProcess:
             grace = self.settings.profile.graceful_shutdown_timeout
             log.info("worker.draining", reason=self.drain_reason, grace_s=grace.total_seconds() if grace else 0)
             self.notifier.send("STOPPING=1", f"STATUS=draining ({self.drain_reason})")
+            self._write_health("draining")
             if worker.is_running:
                 with anyio.CancelScope(shield=True):
                     await worker.shutdown()

@@ -1,0 +1,1 @@
+"""The topology as other runners want it: Kubernetes manifests, systemd template units."""
