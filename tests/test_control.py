@@ -397,7 +397,7 @@ def test_wait_shows_each_replica_and_fails_naming_a_replacement_that_cannot_star
     before = pids(pool, "llm")
     result = pool.cli("restart", "llm", "--wait")
     assert result.returncode == 0, result.stderr
-    assert "llm/0 (replacement): STARTING" in result.stdout and "llm/1: READY (pid" in result.stdout
+    assert "llm/0: READY (pid" in result.stdout and "llm/1: READY (pid" in result.stdout
     assert "done in" in result.stdout
     after = pids(pool, "llm")
     assert not set(after) & set(before) and all(r["state"] == "READY" for r in pool.replicas("llm"))

@@ -73,11 +73,13 @@ def test_progress_prints_one_line_per_replica_change() -> None:
     progress = Progress({"llm"})
     progress.prime(answer([row("llm", 0, "READY", 10)]))
     assert progress.lines(answer([row("llm", 0, "READY", 10)])) == []
+    spawning = row("llm", 0, "STARTING", None, "replacement")
+    assert progress.lines(answer([row("llm", 0, "READY", 10), spawning])) == []  # no pid yet: nothing to tell
     lines = progress.lines(answer([row("llm", 0, "READY", 10), row("llm", 0, "STARTING", 20, "replacement")]))
     assert lines == ["llm/0 (replacement): STARTING (pid 20)"]
     lines = progress.lines(answer([row("llm", 0, "READY", 20), row("llm", 0, "STOPPING", 10, "retiring")]))
     assert lines == ["llm/0: READY (pid 20)", "llm/0 (retiring): STOPPING (pid 10)"]
     lines = progress.lines(answer([row("llm", 0, "READY", 20)]))
-    assert lines == ["llm/0: old process (pid 10) exited"]
+    assert lines == ["llm/0: old process pid 10 exited"]
     lines = progress.lines(answer([row("llm", 0, "BACKOFF", None, last_exit="SIGKILL", reason="restarting")]))
     assert lines == ["llm/0: pid 20 exited (SIGKILL); BACKOFF: restarting"]

@@ -114,6 +114,8 @@ class Progress:
             if before == (pid, state):
                 continue
             row = rows[key]
+            if state == "STARTING" and pid is None:
+                continue  # being spawned: the next answer has its pid
             if state == "READY":
                 out.append(f"{_name(row)}: READY (pid {pid})")
             elif before is not None and before[0] is not None and before[0] != pid and state not in ALIVE:
@@ -125,8 +127,8 @@ class Progress:
         for key, (pid, _state_before) in self.seen.items():
             if key not in now and pid is not None and pid not in pids_now:  # not a replacement taking its slot
                 group, replica, role = key
-                what = "old process" if role == "retiring" else role
-                out.append(f"{group}/{replica}: {what} (pid {pid}) exited")
+                what = {"retiring": "old process ", "replacement": "replacement "}.get(role, "")
+                out.append(f"{group}/{replica}: {what}pid {pid} exited")
         self.seen = now
         return out
 
