@@ -153,8 +153,14 @@ def not_ready(status: dict[str, Any]) -> list[str]:
 @pool_options
 @click.argument("targets", nargs=-1, metavar="[GROUP|GROUP/N]...")
 @click.option("--watch", is_flag=True, help="Refresh every 2 seconds until interrupted.")
+@click.option("--fleet", "fleet", is_flag=True, help="Per queue, every pool and host of the fleet polling it.")
 def status(
-    topology: Path | None, socket_path: Path | None, as_json: bool, watch: bool, targets: tuple[str, ...]
+    topology: Path | None,
+    socket_path: Path | None,
+    as_json: bool,
+    watch: bool,
+    fleet: bool,
+    targets: tuple[str, ...],
 ) -> None:
     """Show every replica (or those of GROUP, GROUP/N) with state, pid, uptime, restarts, last exit, RSS, CPU%.
 
@@ -163,14 +169,17 @@ def status(
     """
     import time
 
-    from pipelex_pool.control.render import render_status
+    from pipelex_pool.control.render import render_fleet, render_status
 
     while True:
         full = call_pool(topology, socket_path, "status")
         result, unknown = select(full, targets)
         if watch and not as_json:
             click.clear()
-        echo_result(result, as_json, render_status(result))
+        if fleet:
+            echo_result({"fleet": full["fleet"], "queues": full["queues"]}, as_json, render_fleet(full))
+        else:
+            echo_result(result, as_json, render_status(result))
         for target in unknown:
             groups = ", ".join(full["groups"])
             click.echo(f"pipelex-pool status: {target}: no such group or replica (groups: {groups})", err=True)

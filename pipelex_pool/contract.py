@@ -42,6 +42,16 @@ def identity_for(pool: str, group: str, replica: int | str, pid: int | str = PID
     return f"{pool}/{group}/{replica}@{socket.gethostname()}:{pid}"
 
 
+def pool_of(identity: str) -> str:
+    """The pool part of a pool identity (`<pool>/<group>/<n>@host:pid`, `<pool>/supervisor@host:pid`)."""
+    return identity.partition("/")[0]
+
+
+def host_of(identity: str) -> str:
+    """The host part of an identity (`...@host:pid`), "?" when it has none."""
+    return identity.rpartition("@")[2].rpartition(":")[0] or "?"
+
+
 def with_pid(identity: str, pid: int) -> str:
     return identity.replace(PID_TOKEN, str(pid))
 

@@ -170,7 +170,8 @@ class PoolCollector(Collector):
         )
         pollers = GaugeMetricFamily(
             "pipelex_pool_queue_pollers",
-            "Pollers on the queue: this pool's live replicas (owner=pool), others seen within 75 s (owner=foreign).",
+            "Pollers on the queue: this pool's live replicas (owner=pool), its fleet's other pools' (owner=fleet), "
+            "anyone else seen within 75 s (owner=foreign).",
             labels=[*labels, "owner"],
         )
         if not self.view.watch.error:
@@ -182,9 +183,10 @@ class PoolCollector(Collector):
                 names = [queue, queue_type.name.lower()]
                 backlog.add_metric(names, queue_view.stats.backlog)
                 age.add_metric(names, queue_view.stats.backlog_age_s)
-                own, foreign = pollers_by_owner(self.view, queue_view)
-                pollers.add_metric([*names, "pool"], len(own))
-                pollers.add_metric([*names, "foreign"], len(foreign))
+                owners = pollers_by_owner(self.view, queue_view)
+                pollers.add_metric([*names, "pool"], len(owners.own))
+                pollers.add_metric([*names, "fleet"], len(owners.fleet))
+                pollers.add_metric([*names, "foreign"], len(owners.foreign))
         yield from (backlog, age, pollers)
 
 

@@ -29,9 +29,13 @@ def _tasks(tasks: dict[str, Any] | None) -> str:
 
 
 def _pollers(queue: dict[str, Any]) -> str:
-    """The pool's live replicas polling the queue, and other pollers apart: "2", "2 + 1 other"."""
-    foreign = len(queue["foreign_pollers"])
-    return f"{len(queue['pool_pollers'])}" + (f" + {foreign} other" if foreign else "")
+    """The pool's live replicas polling the queue, then its fleet's and others apart: "2", "2 + 3 fleet + 1 other"."""
+    fleet, foreign = len(queue.get("fleet_pollers", [])), len(queue["foreign_pollers"])
+    return (
+        f"{len(queue['pool_pollers'])}"
+        + (f" + {fleet} fleet" if fleet else "")
+        + (f" + {foreign} other" if foreign else "")
+    )
 
 
 def render_status(status: dict[str, Any]) -> str:
@@ -133,4 +137,36 @@ def render_status(status: dict[str, Any]) -> str:
         notes.append(f"  stopped by operator: {', '.join(stopped)} (`pipelex-pool start GROUP`)")
     if notes:
         lines += ["", "notes:", *notes]
+    return "\n".join(lines)
+
+
+def render_fleet(status: dict[str, Any]) -> str:
+    """Per queue, every pool and host of the fleet Temporal lists polling it (and anyone else, apart)."""
+    from pipelex_pool.contract import host_of, pool_of
+
+    fleet = status["fleet"]
+    pools = fleet["pools"]
+    lines = [
+        f"fleet {fleet['name']}: "
+        + (f"{len(pools)} live pool(s) on its beacon queue" if pools is not None else "not described yet")
+    ]
+    for pool, hosts in (pools or {}).items():
+        lines.append(f"  {pool:<24} {', '.join(hosts)}{'  (this pool)' if pool == status['pool']['name'] else ''}")
+    rows = [("QUEUE", "TYPE", "POOL", "HOST", "POLLERS")]
+    for queue, types in status.get("queues", {}).items():
+        for kind, q in types.items():
+            counts: dict[tuple[str, str], int] = {}
+            for identity in [*q["pool_pollers"], *q.get("fleet_pollers", [])]:
+                key = (pool_of(identity), host_of(identity))
+                counts[key] = counts.get(key, 0) + 1
+            for identity in q["foreign_pollers"]:
+                key = (f"(not in the fleet) {identity}", host_of(identity))
+                counts[key] = counts.get(key, 0) + 1
+            for (pool, host), n in sorted(counts.items()):
+                rows.append((queue, kind, pool, host, str(n)))
+            if not counts:
+                rows.append((queue, kind, "-", "-", "0"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines.append("")
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines)

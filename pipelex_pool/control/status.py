@@ -68,14 +68,15 @@ def _queues(supervisor: PoolView) -> dict[str, Any]:
     now = datetime.now(UTC)
     queues: dict[str, Any] = {}
     for (queue, queue_type), view in sorted(supervisor.watch.views.items(), key=lambda kv: (kv[0][0], kv[0][1].name)):
-        own, foreign = pollers_by_owner(supervisor, view, now)
+        owners = pollers_by_owner(supervisor, view, now)
         queues.setdefault(queue, {})[queue_type.name.lower()] = {
             "backlog": view.stats.backlog,
             "backlog_age_s": view.stats.backlog_age_s,
             "add_rate": view.stats.add_rate,
             "dispatch_rate": view.stats.dispatch_rate,
-            "pool_pollers": own,  # this pool's live replicas that Temporal lists as polling
-            "foreign_pollers": foreign,  # other identities polling within LIVE_WITHIN (other hosts, strays)
+            "pool_pollers": owners.own,  # this pool's live replicas that Temporal lists as polling
+            "fleet_pollers": owners.fleet,  # replicas of the fleet's other live pools
+            "foreign_pollers": owners.foreign,  # anyone else polling within LIVE_WITHIN (strays, other fleets)
             "poller_age_s": {
                 i: round((now - p.last_access).total_seconds(), 1) for i, p in sorted(view.pollers.items())
             },
@@ -163,6 +164,7 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "profile": spec.profile if spec else None,
             "autoscale": _autoscale(supervisor, group),
         }
+    fleet = supervisor.watch.fleet
     server = supervisor.topology.temporal.selected_server()
     dev_state = supervisor.dev.handles[0].state.value if supervisor.dev and supervisor.dev.handles else None
     return {
@@ -191,6 +193,11 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "max_replicas": supervisor.max_replicas,
             "counts": pool_view.counts(supervisor),
             "tasks": asdict(pool_tasks),
+        },
+        "fleet": {
+            "name": supervisor.topology.pool.fleet_name,
+            "pools": {pool: sorted(hosts) for pool, hosts in sorted(fleet.pools.items())} if fleet else None,
+            "seen_at": fleet.seen_at.isoformat() if fleet and fleet.seen_at else None,
         },
         "groups": groups,
         "replicas": replicas,

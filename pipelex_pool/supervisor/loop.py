@@ -49,6 +49,7 @@ from pipelex_pool.supervisor.watchers.queues import TemporalWatch, served_types
 from pipelex_pool.supervisor.watchers.resources import SAMPLE_INTERVAL_S, watch_resources
 from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth
 from pipelex_pool.temporal.connect import LazyClient
+from pipelex_pool.temporal.fleet import beacon_identity, hold_beacon
 from pipelex_pool.temporal.pollers import QueueType
 from pipelex_pool.temporal.watch import LIVE_WITHIN
 from pipelex_pool.topology.limits import default_max_replicas
@@ -151,6 +152,8 @@ class Supervisor:
             tg.start_soon(watch_resources, self, self.request)
             tg.start_soon(self.health.run, self.temporal.once)
             tg.start_soon(self.watch.run)
+            beacon = beacon_identity(self.topology.pool.name, self.pid)
+            tg.start_soon(hold_beacon, self.temporal.get, self.topology.pool.fleet_name, beacon)
             log.info(
                 "supervisor.started", pool=self.topology.pool.name, pid=os.getpid(), topology=str(self.topology.file)
             )

@@ -45,6 +45,8 @@ class RestartOverride(StrictModel):
 
 class PoolSection(StrictModel):
     name: str = Field(default="pipelex", pattern=NAME_PATTERN)
+    # pools (on several machines) serving the same queues: they see each other's workers and share autoscaling
+    fleet: str | None = Field(default=None, pattern=NAME_PATTERN)
     app: str = "pipelex_pool.sim:packs"
     temporal_config_file: str | None = None
     socket: str | None = None
@@ -62,6 +64,11 @@ class PoolSection(StrictModel):
     # an attempt Temporal says runs on a live replica that does not know of it for this long is handed back (0: off)
     stuck_attempt_after: Duration = timedelta(seconds=60)
     restart: RestartConfig = Field(default_factory=RestartConfig)
+
+    @property
+    def fleet_name(self) -> str:
+        """The pool's fleet: `fleet`, or the pool's own name (a fleet of one)."""
+        return self.fleet or self.name
 
     @property
     def preload_app(self) -> str | None:

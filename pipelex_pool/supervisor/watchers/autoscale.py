@@ -24,22 +24,30 @@ def wanted(backlog: int, config: Autoscale) -> int:
     return min(config.max, max(config.min, math.ceil(backlog / config.target_backlog_per_replica)))
 
 
-def decide(state: AutoscaleState, backlog: int, current: int, config: Autoscale, now: float) -> int:
-    """The replicas to run: up at once; down only once the backlog has asked for less for a whole cooldown."""
-    target = wanted(backlog, config)
+def share(backlog: int, config: Autoscale, pools: int) -> int:
+    """This pool's part of what one pool would want, in a fleet of `pools` live pools: ceil(wanted / pools).
+    Together they run at most pools - 1 replicas more than one pool would, never pools times as many."""
+    return math.ceil(wanted(backlog, config) / max(1, pools))
+
+
+def decide(state: AutoscaleState, backlog: int, current: int, config: Autoscale, now: float, pools: int = 1) -> int:
+    """The replicas to run: up at once; down only once the backlog has asked for less for a whole cooldown.
+    In a fleet of `pools` live pools, this pool's share of it."""
+    target = share(backlog, config, pools)
+    fleet = f" (this pool's share: 1/{pools} of the fleet's)" if pools > 1 else ""
     state.backlog = backlog
     cooldown = config.cooldown.total_seconds()
     if target > current:
         state.low_since = None
         state.changed_at = now
-        state.reason = f"backlog {backlog} / target {config.target_backlog_per_replica} -> {target} (up)"
+        state.reason = f"backlog {backlog} / target {config.target_backlog_per_replica} -> {target} (up){fleet}"
         state.desired = target
     elif target < current:
         if state.low_since is None:
             state.low_since = now
         if now - state.low_since >= cooldown and now - state.changed_at >= cooldown:
             state.reason = (
-                f"backlog {backlog} for {now - state.low_since:.0f}s (cooldown {cooldown:g}s) -> {target} (down)"
+                f"backlog {backlog} for {now - state.low_since:.0f}s (cooldown {cooldown:g}s) -> {target} (down){fleet}"
             )
             state.desired = target
             state.changed_at = now
@@ -48,5 +56,5 @@ def decide(state: AutoscaleState, backlog: int, current: int, config: Autoscale,
             state.reason = f"backlog {backlog} asks for {target}; waiting out the cooldown ({cooldown:g}s)"
     else:
         state.low_since = None
-        state.reason = f"backlog {backlog} -> {target} (steady)"
+        state.reason = f"backlog {backlog} -> {target} (steady){fleet}"
     return state.desired

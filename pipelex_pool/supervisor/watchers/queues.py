@@ -18,9 +18,11 @@ import anyio
 import structlog
 from temporalio.client import Client
 
+from pipelex_pool.contract import pool_of
 from pipelex_pool.supervisor.desired.requests import Request, Scale
 from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.watchers.autoscale import AutoscaleState, decide
+from pipelex_pool.temporal.fleet import FleetView, describe_fleet
 from pipelex_pool.temporal.pollers import QueueType, poller_limit_error
 from pipelex_pool.temporal.watch import QueueView, describe
 
@@ -42,6 +44,7 @@ class TemporalWatch:
     submit: Callable[[Request], object]
     expected_down: Callable[[], bool] = bool  # True while Temporal not answering is normal (the dev server boots)
     views: dict[tuple[str, QueueType], QueueView] = field(default_factory=dict)
+    fleet: FleetView | None = None  # the fleet's live pools, from its beacon queue (refreshed with full rounds)
     autoscale: dict[str, AutoscaleState] = field(default_factory=dict)
     # when (supervisor clock) each view's DescribeTaskQueue was sent: a replica READY after that is not in it yet
     asked_at: dict[tuple[str, QueueType], float] = field(default_factory=dict)
@@ -101,6 +104,12 @@ class TemporalWatch:
                 errors.append(f"{key[0]}/{key[1].name}: {exc or type(exc).__name__}")
                 if key in self.views:
                     self.views[key].error = errors[-1]
+        if full and not errors:
+            try:
+                with anyio.fail_after(RPC_TIMEOUT_S):
+                    self.fleet = await describe_fleet(client, self.supervisor.topology.pool.fleet_name)
+            except Exception as exc:
+                errors.append(f"fleet beacon: {exc or type(exc).__name__}")
         if errors and not self.error:
             self.error_since = time.time()
             if self.expected_down():  # a normal start or stop: the pool's own dev server
@@ -164,7 +173,8 @@ class TemporalWatch:
                 continue
             state = self.autoscale.setdefault(group.name, AutoscaleState(desired=group.desired, changed_at=now))
             before = group.desired
-            after = decide(state, view.stats.backlog, before, spec.autoscale, now)
+            members = self.fleet.members(self.supervisor.topology.pool.name) if self.fleet else 1
+            after = decide(state, view.stats.backlog, before, spec.autoscale, now, members)
             if after != before:
                 log.info(
                     "autoscale.decision",
@@ -174,6 +184,7 @@ class TemporalWatch:
                     target_backlog_per_replica=spec.autoscale.target_backlog_per_replica,
                     replicas_from=before,
                     replicas_to=after,
+                    fleet_pools=members,
                     reason=state.reason,
                 )
                 self.submit(Scale(group.name, after, by_autoscaler=True, reason=state.reason))
@@ -199,17 +210,18 @@ class TemporalWatch:
         for (queue, queue_type), view in sorted(self.views.items(), key=lambda kv: (kv[0][0], kv[0][1].name)):
             if view.seen_at is None:
                 continue
-            own, foreign = pollers_by_owner(self.supervisor, view, now)
+            owners = pollers_by_owner(self.supervisor, view, now)
             routed_here = queue_type is QueueType.ACTIVITY and queue in routed
-            if routed_here and not own and not foreign and not self._ready_since(queue, view):
+            if routed_here and not owners.serving and not owners.foreign and not self._ready_since(queue, view):
                 found.append(
                     f"queue {queue!r} has routed activities ({', '.join(sorted(routed[queue]))}) but no live poller: "
                     "they will wait in its backlog"
                 )
-            for identity in foreign:
+            for identity in owners.foreign:
                 found.append(
                     f"queue {queue!r} ({queue_type.name.lower()}): poller {identity!r} is not one of this pool's "
-                    "live replicas (another machine or a stray process)"
+                    f"live replicas nor of its fleet {self.supervisor.topology.pool.fleet_name!r} (a stray process, "
+                    "or a pool of another fleet)"
                 )
         return found
 
@@ -242,15 +254,38 @@ def live_identities(supervisor: PoolView) -> set[str]:
     return alive
 
 
-def pollers_by_owner(supervisor: PoolView, view: QueueView, now: datetime | None = None) -> tuple[list[str], list[str]]:
-    """The queue's live pollers split in two: this pool's live replicas, and everyone else (another machine, a
-    stray process). Identities are compared exactly; the pool's processes that exited within the last minutes are
-    in neither (Temporal lists a dead worker's last polls for up to LIVE_WITHIN)."""
+@dataclass(frozen=True)
+class Owners:
+    """A queue's live pollers by whose they are."""
+
+    own: list[str]  # this pool's live replicas
+    fleet: list[str]  # replicas of the other live pools of its fleet
+    foreign: list[str]  # anyone else: a stray process, a pool of another fleet
+
+    @property
+    def serving(self) -> int:
+        return len(self.own) + len(self.fleet)
+
+
+def pollers_by_owner(supervisor: PoolView, view: QueueView, now: datetime | None = None) -> Owners:
+    """The queue's live pollers split by owner. This pool's are compared by exact identity (its live processes);
+    its processes that exited within the last minutes are in no list (Temporal lists a dead worker's last polls
+    for up to LIVE_WITHIN); the fleet's other pools are recognised by their name, as their beacon lists them."""
     live = view.live_pollers(now)
     alive = live_identities(supervisor)
-    own = sorted(i for i in live if i in alive)
-    foreign = sorted(i for i in live if i not in alive and i not in supervisor.exited_identities)
-    return own, foreign
+    pool = supervisor.topology.pool.name
+    members = set(supervisor.watch.fleet.pools) - {pool} if supervisor.watch.fleet else set()
+    own, fleet, foreign = [], [], []
+    for identity in sorted(live):
+        if identity in alive:
+            own.append(identity)
+        elif identity in supervisor.exited_identities:
+            continue
+        elif pool_of(identity) in members:
+            fleet.append(identity)
+        else:
+            foreign.append(identity)
+    return Owners(own, fleet, foreign)
 
 
 def served_types(supervisor: PoolView, scope: str) -> list[QueueType]:

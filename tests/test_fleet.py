@@ -1,0 +1,115 @@
+"""Two pools of one fleet on one Temporal namespace (as two machines would be): each sees the other's workers as
+its fleet's, not as strays, still flags a real stray, and their autoscalers share the backlog instead of each
+scaling to all of it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
+from tests.conftest import Processes, TemporalServer
+from tests.helpers import worker_args
+from tests.pool import Pool
+
+pytestmark = pytest.mark.slow
+
+MAX = 6
+AUTOSCALE = {"min": 1, "max": MAX, "target_backlog_per_replica": 10, "cooldown": "60s"}
+
+
+@pytest.fixture
+def fleet(
+    processes: Processes, tmp_path: Path, short_dir: Path, temporal_server: TemporalServer, namespace: str
+) -> Iterator[tuple[Pool, Pool]]:
+    pools = []
+    for name in ("fleeta", "fleetb"):
+        (tmp_path / name).mkdir()
+        (short_dir / name).mkdir()
+        pool = Pool(processes, tmp_path / name, short_dir / name)
+        pool.write(
+            temporal_server,
+            namespace,
+            {
+                "pool.name": name,
+                "pool.fleet": "shared",
+                "workers.llm.replicas": 1,
+                "workers.llm.autoscale": AUTOSCALE,
+                "temporal.worker_runtime_profiles.profiles.llm-pool.max_concurrent_activities": 5,
+            },
+        )
+        pools.append(pool)
+    try:
+        yield pools[0], pools[1]
+    finally:
+        processes.stop_all()
+        for pool in pools:
+            pool.cleanup()
+
+
+def llm_q(status: dict[str, Any]) -> dict[str, Any]:
+    queue: dict[str, Any] = status["queues"].get("llm_q", {}).get("activity", {})
+    return queue
+
+
+async def test_two_pools_of_one_fleet_see_each_other_and_share_the_backlog(
+    fleet: tuple[Pool, Pool], processes: Processes, client: Client
+) -> None:
+    a, b = fleet
+    a.up()
+    a.wait_all_ready()
+    b.up()
+    b.wait_all_ready()
+    for pool, other in ((a, "fleetb"), (b, "fleeta")):
+
+        def knows(s: dict[str, Any], other: str = other) -> bool:
+            return (
+                sorted(s["fleet"]["pools"] or {}) == ["fleeta", "fleetb"]
+                and any(i.startswith(f"{other}/llm/") for i in llm_q(s).get("fleet_pollers", []))
+                and not s["warnings"]
+            )
+
+        status = pool.wait(knows, 90, f"{other} known as the fleet's, no warning")
+        assert llm_q(status)["foreign_pollers"] == []
+        text = pool.cli("status", "--fleet").stdout
+        assert "fleet shared: 2 live pool(s)" in text and "fleeta" in text and "fleetb" in text
+
+    stray_identity = f"fleetc/llm/0@{os.uname().nodename}:1"  # a pool of no fleet of theirs
+    stray = processes.spawn(worker_args(a.topology, "llm_q", "runner-llm", identity=stray_identity), name="stray")
+    for pool in (a, b):
+        status = pool.wait(lambda s: stray_identity in llm_q(s).get("foreign_pollers", []), 60, "the stray seen")
+        assert any(stray_identity in w for w in status["warnings"])
+    stray.terminate()
+    stray.wait(timeout=60)
+
+    # 200 activity tasks of 1 s on llm_q: one pool alone would run max (6) replicas; together they must not run 12
+    handle = await client.start_workflow(
+        "WfPipeRun",
+        PipeRunInput(
+            run_id="burst", steps=[SimStep("act_llm_gen_text", latency_s=1.0) for _ in range(200)], parallel=True
+        ),  # fmt: skip
+        id=f"burst-{uuid.uuid4().hex[:6]}",
+        task_queue="temporal_task_queue",
+        result_type=PipeRunResult,
+    )
+    peak = {"fleeta": 0, "fleetb": 0}
+    while (await handle.describe()).status is WorkflowExecutionStatus.RUNNING:
+        for pool in (a, b):
+            status = pool.status()
+            name = status["pool"]["name"]
+            peak[name] = max(peak[name], status["groups"]["llm"]["desired"])
+        await anyio.sleep(0.5)
+    result = await handle.result()
+    assert len(result.steps) == 200
+    assert peak["fleeta"] >= 2 and peak["fleetb"] >= 2, peak  # both scaled up with the backlog
+    print(f"peak llm replicas per pool during the burst: {peak}")
+    assert peak["fleeta"] + peak["fleetb"] <= MAX + 1, peak  # one pool's max, within one replica
+    decisions = [line for line in a.output().splitlines() if '"autoscale.decision"' in line]
+    assert decisions and all('"fleet_pools": 2' in line for line in decisions)
