@@ -344,6 +344,65 @@ def reload(topology: Path | None, socket_path: Path | None, as_json: bool, wait:
     echo_result({**plan, "wait": summary}, as_json, text + done_text(summary))
 
 
+@main.command()
+@pool_options
+@wait_options
+@click.option("--build-id", required=True, help="The new build (a git SHA, a version); no dots.")
+@click.option("--ramp", default="", help="Percentages of new runs sent to the new build first, e.g. 10,50,100.")
+@click.option("--pause", default="60s", show_default=True, help="How long each ramp step lasts.")
+def deploy(
+    topology: Path | None,
+    socket_path: Path | None,
+    as_json: bool,
+    wait: bool | None,
+    timeout: float,
+    build_id: str,
+    ramp: str,
+    pause: str,
+) -> None:
+    """Deploy new code with Temporal's Worker Deployment Versioning: start BUILD's replicas beside the running
+    ones, make BUILD current once Temporal sees it poll every queue (after the --ramp steps), then drain the old
+    build's replicas (at once for auto-upgrade workflows; pinned runs finish on the old build first).
+
+    With --wait (default on a terminal): until done (exit 0) or failed (exit 1: the old build serves on)."""
+    import time
+
+    try:
+        steps = [int(p) for p in ramp.split(",") if p.strip()]
+    except ValueError:
+        click.echo(f"pipelex-pool deploy: --ramp {ramp!r}: give percentages, e.g. 10,50,100", err=True)
+        sys.exit(EXIT_USAGE)
+    result = call_pool(topology, socket_path, "deploy", {"build_id": build_id, "ramp": steps, "pause": pause})
+    text = f"deploying build {result['to_build']} of {result['deployment']} (from {result['from_build']})"
+    if not waiting(wait):
+        echo_result(result, as_json, text + " (see `status`)")
+        return
+    if not as_json:
+        click.echo(text)
+    started, seen = time.monotonic(), ""
+    while True:
+        status = call_pool(topology, socket_path, "status")
+        plan = (status.get("deployment") or {}).get("deploy") or {}
+        elapsed = time.monotonic() - started
+        line = f"{plan.get('phase')}: {plan.get('detail')}"
+        if line != seen and not as_json:
+            click.echo(f"[{elapsed:5.1f}s] {line}")
+            seen = line
+        if plan.get("outcome") or elapsed > timeout:
+            break
+        time.sleep(POLL_S)
+    outcome = plan.get("outcome")
+    summary = {"done": outcome == "done", "elapsed_s": round(elapsed, 2), "outcome": outcome}
+    if outcome == "done":
+        echo_result({**result, "wait": summary}, as_json, f"build {build_id} current; done in {elapsed:.1f}s")
+        return
+    why = outcome or f"timed out after {timeout:g}s in phase {plan.get('phase')}"
+    if as_json:
+        click.echo(json.dumps({**result, "wait": summary}, indent=2))
+    click.echo(f"pipelex-pool deploy: {why}", err=True)
+    sys.exit(EXIT_FAILED)
+
+
 @main.command("wait-ready")
 @pool_options
 @click.argument("targets", nargs=-1, metavar="[GROUP]...")

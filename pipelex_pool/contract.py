@@ -19,6 +19,7 @@ WATCHDOG_USEC_ENV = "WATCHDOG_USEC"  # sd_notify: the allowed gap between WATCHD
 # a file the worker keeps for probes where no supervisor listens (Kubernetes): "ready" once polling, "draining"
 # after SIGTERM, touched every HEALTH_TOUCH_S while the worker runs (`pipelex-pool probe` reads it)
 HEALTH_FILE_ENV = "PIPELEX_POOL_HEALTH_FILE"
+BUILD_ID_ENV = "PIPELEX_POOL_BUILD_ID"  # the build (Worker Deployment Version) a versioned worker registers as
 HEALTH_TOUCH_S = 5.0
 
 # -- notify keys a pool worker adds to the standard ones (READY, STATUS, WATCHDOG, STOPPING) ------------------------

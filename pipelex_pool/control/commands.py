@@ -4,6 +4,7 @@ maps the wire name to the object."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -145,6 +146,30 @@ class Reload(Command):
             raise RequestRefused(ErrorCode.INVALID_TOPOLOGY, f"reload refused, the pool is unchanged:\n{exc}") from exc
 
 
+class Deploy(Command):
+    """deploy BUILD [ramp] [pause]: roll every group onto the new build beside the old one, make it current in
+    Temporal (after the ramp steps), then drain the old build's processes once Temporal reports it drained."""
+
+    name = "deploy"
+    arguments = {"build_id": str, "ramp": list, "pause": str}
+
+    async def run(self, supervisor: PoolControl, args: dict[str, Any]) -> Any:
+        from pipelex_pool.topology.schema import DEPLOYMENT_PATTERN
+        from pipelex_pool.units import parse_duration
+
+        build = args.get("build_id")
+        if not isinstance(build, str) or not re.fullmatch(DEPLOYMENT_PATTERN, build):
+            raise RequestRefused(ErrorCode.BAD_ARGS, '"build_id" must be letters, digits, "_" or "-" (no dots)')
+        ramp = args.get("ramp") or []
+        if not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p <= 100 for p in ramp):
+            raise RequestRefused(ErrorCode.BAD_ARGS, '"ramp" must be percentages from 1 to 100, e.g. [10, 50, 100]')
+        try:
+            pause = parse_duration(args.get("pause") or "60s").total_seconds()
+        except ValueError as exc:
+            raise RequestRefused(ErrorCode.BAD_ARGS, f'"pause": {exc}') from exc
+        return await supervisor.submit(requests.Deploy(build, tuple(ramp), pause))
+
+
 class Down(Command):
     """down: drain every replica (and the embedded dev server last), then exit the supervisor."""
 
@@ -157,5 +182,5 @@ class Down(Command):
 
 COMMANDS: dict[str, Command] = {
     command.name: command
-    for command in (Status(), RestartFailed(), Restart(), Stop(), Start(), Scale(), Reload(), Down())
+    for command in (Status(), RestartFailed(), Restart(), Stop(), Start(), Scale(), Reload(), Deploy(), Down())
 }

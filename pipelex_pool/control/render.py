@@ -38,6 +38,22 @@ def _pollers(queue: dict[str, Any]) -> str:
     )
 
 
+def _deployment(deployment: dict[str, Any]) -> str:
+    """ "pipelex: build B (current), A draining; deploy draining: waiting for ..." in one line."""
+    build, current = deployment["build_id"], deployment["current"]
+    text = f"{deployment['name']}: this pool starts build {build}; Temporal's current: {current or 'none yet'}"
+    if deployment.get("ramping"):
+        text += f", ramping {deployment['ramping']} ({deployment['ramping_percentage']:g}%)"
+    others = [f"{b} {v['status']}" for b, v in sorted(deployment["versions"].items()) if b not in (build, current)]
+    text += f"; other versions: {', '.join(others)}" if others else ""
+    plan = deployment.get("deploy")
+    if plan and not plan.get("outcome"):
+        text += f"\n             deploy {plan['from_build']} -> {plan['to_build']}: {plan['phase']}: {plan['detail']}"
+    elif plan:
+        text += f"\n             last deploy {plan['from_build']} -> {plan['to_build']}: {plan['outcome']}"
+    return text
+
+
 def render_status(status: dict[str, Any]) -> str:
     pool = status["pool"]
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pool["since"]))
@@ -67,6 +83,9 @@ def render_status(status: dict[str, Any]) -> str:
         f"  tasks      {completed} activities completed, {failed} failed{average}; "
         f"{wf_tasks} workflow tasks ({wf_failed} failed), {runs} workflow runs completed"
     )
+    deployment = status.get("deployment")
+    if deployment:
+        lines.append(f"  deployment {_deployment(deployment)}")
     if pool.get("busy"):
         lines.append(f"  busy       {pool['busy']}")
     if pool.get("shutting_down"):

@@ -124,10 +124,38 @@ def _replica(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle
         "tasks": asdict(info.tasks) if info and info.tasks else None,
         "inflight": _inflight(info),
         "polling": _polling(supervisor, group, handle, info.identity if info else ""),
+        "build_id": info.build_id if info else None,
         "sdk_metrics": f"http://{info.sdk_metrics}/metrics"
         if info and info.sdk_metrics and handle.state.alive
         else None,
         **_resources(supervisor, handle),
+    }
+
+
+def _deployment(supervisor: PoolView) -> dict[str, Any] | None:
+    """Worker Deployment Versioning: the pool's build, Temporal's routing and versions, the deploy under way."""
+    name = supervisor.topology.pool.deployment
+    if name is None:
+        return None
+    routing, plan, deployer = supervisor.deployer.routing, supervisor.deploy, supervisor.deployer
+    return {
+        "name": name,
+        "build_id": supervisor.build_id,
+        "current": routing.current,
+        "ramping": routing.ramping,
+        "ramping_percentage": routing.ramping_percentage,
+        "versions": routing.versions,
+        "behavior": supervisor.topology.pool.versioning_behavior,
+        "deploy": {
+            "from_build": plan.from_build,
+            "to_build": plan.to_build,
+            "started": plan.started,
+            "outcome": plan.outcome,
+            "phase": deployer.phase.value if deployer.phase else None,
+            "detail": deployer.detail,
+        }
+        if plan
+        else None,
     }
 
 
@@ -141,6 +169,7 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
         if group.replacement is not None:
             replicas.append(_replica(supervisor, group, group.replacement, "replacement"))
         replicas += [_replica(supervisor, group, h, "retiring") for h in group.retiring]
+        replicas += [_replica(supervisor, group, h, "parked") for h in group.parked]
         spec = group.spec
         tasks = group_tasks(supervisor, group)
         pool_tasks = pool_tasks + tasks
@@ -194,6 +223,7 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "counts": pool_view.counts(supervisor),
             "tasks": asdict(pool_tasks),
         },
+        "deployment": _deployment(supervisor),
         "fleet": {
             "name": supervisor.topology.pool.fleet_name,
             "pools": {pool: sorted(hosts) for pool, hosts in sorted(fleet.pools.items())} if fleet else None,

@@ -54,6 +54,10 @@ class SupervisedGroup:
     replacement: ProcessHandle | None = None  # the new process of the replica being rolled
     retiring: list[ProcessHandle] = field(default_factory=list)  # replaced processes, draining
     roll_aborted: tuple[str, float] | None = None  # the last aborted roll: why, and when (wall clock)
+    # deploy: the roll parks the old build's processes (still serving) instead of draining them (desired state)
+    park_old: bool = False
+    parked_fate: str = "keep"  # "keep" | "release" (drain them) | "restore" (back in their slots): desired state
+    parked: list[ProcessHandle] = field(default_factory=list)  # the old build's processes, serving (loop-owned)
     rng: random.Random = field(default_factory=random.Random)
     restarts_total: int = 0  # automatic restarts, for metrics (survives replaced handles)
     spawn_failures: int = 0  # spawns that raised (no process, or the pool could not record it)
@@ -83,7 +87,7 @@ class SupervisedGroup:
         return min(times) if times else None
 
     def all_handles(self) -> list[ProcessHandle]:
-        return [*self.handles, *([self.replacement] if self.replacement else []), *self.retiring]
+        return [*self.handles, *([self.replacement] if self.replacement else []), *self.retiring, *self.parked]
 
     def adopt(self, old: SupervisedGroup) -> None:
         """Take over the running state of `old` (same group, previous topology) after a reload."""
@@ -95,6 +99,7 @@ class SupervisedGroup:
             old.spawn_failures,
         )
         self.tasks_history, self.revive, self.roll_aborted = old.tasks_history, old.revive, old.roll_aborted
+        self.park_old, self.parked_fate, self.parked = old.park_old, old.parked_fate, old.parked
         self.handed_back, self.hand_back_refused, self.hand_back_failed = (
             old.handed_back,
             old.hand_back_refused,

@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup
 from pipelex_pool.contract import INFLIGHT_KEY, SDK_METRICS_KEY, TASKS_KEY, with_pid
 from pipelex_pool.errors import ErrorCode, RequestRefused, TopologyError
 from pipelex_pool.paths import PoolPaths
-from pipelex_pool.supervisor.desired.requests import Reload, Request, Shutdown, apply
+from pipelex_pool.supervisor.desired.requests import DeployPlan, Reload, Request, Shutdown, apply
 from pipelex_pool.supervisor.events import (
     Event,
     Exited,
@@ -45,6 +45,7 @@ from pipelex_pool.supervisor.spawning.spawner import ExecSpawner, Spawner
 from pipelex_pool.supervisor.systemd import SystemdNotifier
 from pipelex_pool.supervisor.view import ReplicaInfo, settled, summary, temporal_expected_down
 from pipelex_pool.supervisor.watchers.child import watch_child, watch_polling, watch_serving
+from pipelex_pool.supervisor.watchers.deploy import DeployController
 from pipelex_pool.supervisor.watchers.queues import TemporalWatch, served_types
 from pipelex_pool.supervisor.watchers.resources import SAMPLE_INTERVAL_S, watch_resources
 from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth
@@ -76,6 +77,8 @@ class Supervisor:
     info: dict[ProcessHandle, ReplicaInfo] = field(default_factory=dict)
     # identities of the pool's processes that exited, and when (clock): Temporal lists them for up to LIVE_WITHIN
     exited_identities: dict[str, float] = field(default_factory=dict)
+    build_id: str | None = None  # desired: the build new worker processes run (set from the topology at start)
+    deploy: DeployPlan | None = None  # desired: the deploy in progress or last done
     shutting_down: bool = False
     max_replicas: int = 0
     started_wall: float = field(default_factory=time.time)
@@ -96,6 +99,7 @@ class Supervisor:
                 rate=pool.spawn_rate or default_spawn_rate(), batch=pool.spawn_batch or default_spawn_batch()
             )
         self.max_replicas = pool.max_replicas or default_max_replicas()
+        self.build_id = pool.build_id if pool.deployment else None
         self.systemd = SystemdNotifier()
         server = self.topology.temporal.selected_server()
         assert server is not None
@@ -103,6 +107,7 @@ class Supervisor:
         self.temporal = LazyClient(server, f"{self.topology.pool.name}/supervisor@{os.getpid()}", expected_down)
         self.health = TemporalHealth(server.target_host)
         self.watch = TemporalWatch(self, self.temporal.get, self.request, expected_down)
+        self.deployer = DeployController(self, self.temporal.get, self.request)
         identity = f"{self.topology.pool.name}/supervisor@{socket.gethostname()}:{os.getpid()}"
         stuck_after = pool.stuck_attempt_after.total_seconds()
         self.hand_backs = HandBacks(self.temporal.get, identity, self._report_hand_back, stuck_after)
@@ -152,6 +157,7 @@ class Supervisor:
             tg.start_soon(watch_resources, self, self.request)
             tg.start_soon(self.health.run, self.temporal.once)
             tg.start_soon(self.watch.run)
+            tg.start_soon(self.deployer.run)
             beacon = beacon_identity(self.topology.pool.name, self.pid)
             tg.start_soon(hold_beacon, self.temporal.get, self.topology.pool.fleet_name, beacon)
             log.info(
@@ -325,9 +331,36 @@ class Supervisor:
             await self._converge(group, desired, now, may_start=dev_ready)
             if dev_ready or group.replacement is not None:
                 await advance_roll(group, now, self._execute, self._may_spawn, stopping=self.shutting_down)
+            await self._settle_parked(group, now)
             if group.removed and not group.all_handles():
                 del self.groups[group.name]
                 log.info("group.removed", group=group.name)
+
+    async def _settle_parked(self, group: SupervisedGroup, now: float) -> None:
+        """Carry out the fate of the old build's parked processes: drain them once the new build is current
+        ("release", or any stop), or put them back in their slots and drain the new ones (a failed deploy)."""
+        fate = "release" if self.shutting_down or group.stopped_by_operator or group.removed else group.parked_fate
+        if fate == "keep":
+            return
+        group.parked_fate = "keep"
+        if fate == "restore":
+            if group.replacement is not None:
+                group.retiring.append(group.replacement)
+                await self._execute(group, group.replacement, group.replacement.stop(now), now)
+                group.replacement = None
+            for old in list(group.parked):
+                if old.replica < len(group.handles) and old.state.alive:
+                    new = group.handles[old.replica]
+                    group.handles[old.replica] = old
+                    group.parked.remove(old)
+                    group.retiring.append(new)
+                    log.info("worker.restored", group=group.name, replica=old.replica, pid=old.pid, new_pid=new.pid)
+                    await self._execute(group, new, new.stop(now), now)
+        for old in list(group.parked):  # released, or with no slot to go back to
+            group.parked.remove(old)
+            group.retiring.append(old)
+            log.info("worker.released", group=group.name, replica=old.replica, pid=old.pid)
+            await self._execute(group, old, old.stop(now), now)
 
     async def _revive(self, group: SupervisedGroup, now: float) -> bool:
         """Start the group's FATAL replicas as the budget allows; True while some are left to revive."""
@@ -445,6 +478,9 @@ class Supervisor:
         if handle in group.retiring and not handle.state.alive:
             group.retiring.remove(handle)
             self.info.pop(handle, None)
+        if handle in group.parked and not handle.state.alive:  # the old build's process died: not restarted
+            group.parked.remove(handle)
+            self.info.pop(handle, None)
         fields = {"group": handle.group, "replica": handle.replica, "pid": pid, "status": status.describe()}
         if handle.state is ProcState.BACKOFF:
             delay = round((handle.backoff_until or now) - now, 2)
@@ -505,6 +541,7 @@ class Supervisor:
                 notify_path=notify_path,
                 watchdog_s=handle.timings.watchdog,
                 sdk_metrics=metrics_address,
+                build_id=self.build_id if group is not self.dev else None,
             )
             launched = await launch(self.spawner, spec, plan, register)
         except Exception as exc:  # whatever it was, it is this replica's failure to start
@@ -516,6 +553,7 @@ class Supervisor:
             return
         info.status_text = ""
         info.sdk_metrics_given, info.sdk_metrics = metrics_address, None
+        info.build_id = plan.build_id
         log.info(
             "worker.spawned",
             group=handle.group,

@@ -59,6 +59,10 @@ async def advance_roll(
         group.handles[index] = replacement
         group.replacement = None
         replacement.restarts = old.restarts
+        if group.park_old and old.state.alive:  # a deploy: the old build serves on until the new one is current
+            group.parked.append(old)
+            log.info("worker.parked", group=group.name, replica=index, old_pid=old.pid, new_pid=replacement.pid)
+            return
         group.retiring.append(old)
         log.info("worker.replaced", group=group.name, replica=index, old_pid=old.pid, new_pid=replacement.pid)
         await execute(group, old, old.stop(now), now)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from pipelex_pool.supervisor.desired.requests import Request
+from pipelex_pool.supervisor.desired.requests import DeployPlan, Request
 from pipelex_pool.supervisor.groups import SupervisedGroup
 from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.process.state import ProcState
@@ -20,6 +20,7 @@ from pipelex_pool.worker.inflight import Attempt
 
 if TYPE_CHECKING:
     from pipelex_pool.paths import PoolPaths
+    from pipelex_pool.supervisor.watchers.deploy import DeployController
     from pipelex_pool.supervisor.watchers.queues import TemporalWatch
     from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth
 
@@ -36,6 +37,7 @@ class ReplicaInfo:
     sdk_metrics_given: str | None = None  # "host:port" given to the process for the SDK's metrics
     sdk_metrics: str | None = None  # "host:port" the process reported serving them on
     inflight: dict[int, Attempt] = field(default_factory=dict)  # activity attempts it runs now, as it reported them
+    build_id: str | None = None  # the build the process was started on (Worker Deployment Versioning)
 
 
 class PoolView(Protocol):
@@ -62,7 +64,13 @@ class PoolView(Protocol):
     @property
     def exited_identities(self) -> Mapping[str, float]: ...
     @property
+    def build_id(self) -> str | None: ...
+    @property
+    def deploy(self) -> DeployPlan | None: ...
+    @property
     def watch(self) -> TemporalWatch: ...
+    @property
+    def deployer(self) -> DeployController: ...
     @property
     def health(self) -> TemporalHealth: ...
     @property

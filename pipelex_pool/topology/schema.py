@@ -12,6 +12,7 @@ from pipelex_pool.topology.temporal_schema import RuntimeProfile, WorkerScope
 from pipelex_pool.topology.types import Address, Duration, PortRange, Size, StrictModel
 from pipelex_pool.units import parse_duration
 
+DEPLOYMENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"  # Temporal joins them as "<deployment>.<build_id>": no dots
 RESERVED_GROUP_NAMES = ("temporal-dev-server",)  # the embedded dev server's own slot
 RestartMode = Literal["always", "on-failure", "never"]
 
@@ -47,6 +48,11 @@ class PoolSection(StrictModel):
     name: str = Field(default="pipelex", pattern=NAME_PATTERN)
     # pools (on several machines) serving the same queues: they see each other's workers and share autoscaling
     fleet: str | None = Field(default=None, pattern=NAME_PATTERN)
+    # Temporal Worker Deployment Versioning: workers register as version <deployment>.<build_id>; `deploy` rolls
+    # a new build beside the old one, makes it current, then drains the old one
+    deployment: str | None = Field(default=None, pattern=DEPLOYMENT_PATTERN)
+    build_id: str | None = Field(default=None, pattern=DEPLOYMENT_PATTERN)  # e.g. "${GIT_SHA}"
+    versioning_behavior: Literal["pinned", "auto_upgrade"] = "pinned"  # for workflows that declare none
     app: str = "pipelex_pool.sim:packs"
     temporal_config_file: str | None = None
     socket: str | None = None

@@ -224,6 +224,14 @@ def check_topology(
         _check_coverage(temporal, resolved, scopes, issues)
     _check_worker_metrics(pool, groups, issues)
     _check_replica_limit(pool, groups, issues)
+    if pool.deployment and not pool.build_id:
+        issues.append(
+            _error(
+                "pool.build_id",
+                f"pool.deployment is {pool.deployment!r} (worker versioning) but no build_id names this code.",
+                'set [pool] build_id, e.g. build_id = "${GIT_SHA}" (a variable of the environment `up` runs in).',
+            )
+        )
     return resolved, scopes
 
 

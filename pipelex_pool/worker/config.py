@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelex_pool.contract import CONFIG_ENV, GROUP_ENV, REPLICA_ENV, SDK_METRICS_ENV, identity_for
+from pipelex_pool.contract import BUILD_ID_ENV, CONFIG_ENV, GROUP_ENV, REPLICA_ENV, SDK_METRICS_ENV, identity_for
 from pipelex_pool.errors import Issue, Severity, TopologyError, WorkerBootError
 from pipelex_pool.packs import AppImportError, Catalog, ResolvedScope, load_app, resolve_scope
 from pipelex_pool.topology.load import move_docs_alias, parse_section, temporal_table
@@ -39,6 +39,9 @@ class WorkerSettings:
     sandbox: bool
     unit_testing: bool
     sdk_metrics: str | None = None  # "host:port" for the SDK's Prometheus endpoint
+    deployment: str | None = None  # Worker Deployment Versioning: register as version <deployment>.<build_id>
+    build_id: str | None = None
+    versioning_behavior: str = "pinned"  # for workflows that declare none
 
     @property
     def max_task_queue_activities_per_second(self) -> float | None:
@@ -119,6 +122,12 @@ def load_worker_settings(
     server = temporal.selected_server()
     assert server is not None  # check_temporal reported an unknown selected_server
     base = profiles.get(temporal.worker_runtime_profiles.default_profile, BUILTIN_DEFAULT_PROFILE)
+    build_id = os.environ.get(BUILD_ID_ENV) or pool.build_id
+    if pool.deployment and not build_id:
+        raise WorkerBootError(
+            f"{config}: pool.deployment is {pool.deployment!r} but no build ID is given: set [pool] build_id "
+            f'(e.g. build_id = "${{GIT_SHA}}") or ${BUILD_ID_ENV}'
+        )
     return WorkerSettings(
         config_file=config,
         pool=pool.name,
@@ -140,6 +149,9 @@ def load_worker_settings(
         sandbox=sandbox,
         unit_testing=unit_testing,
         sdk_metrics=_sdk_metrics_address(sdk_metrics),
+        deployment=pool.deployment,
+        build_id=build_id,
+        versioning_behavior=pool.versioning_behavior,
     )
 
 

@@ -11,8 +11,9 @@ from typing import Any
 import anyio
 import structlog
 from temporalio.client import Client
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from pipelex_pool.contract import (
@@ -75,7 +76,21 @@ def build_worker(client: Client, settings: WorkerSettings) -> Worker:
         workflow_runner=accounting.CountingWorkflowRunner(
             sandboxed_runner() if settings.sandbox else UnsandboxedWorkflowRunner()
         ),
+        deployment_config=deployment_config(settings),
         **{key: value for key, value in worker_kwargs(settings).items() if value is not None},
+    )
+
+
+def deployment_config(settings: WorkerSettings) -> WorkerDeploymentConfig | None:
+    """With [pool] deployment: register as Worker Deployment Version <deployment>.<build_id>, and give workflows
+    that declare no versioning behavior the pool's (pinned: a run finishes on the build it started on)."""
+    if settings.deployment is None or settings.build_id is None:
+        return None
+    behavior = {"pinned": VersioningBehavior.PINNED, "auto_upgrade": VersioningBehavior.AUTO_UPGRADE}
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(settings.deployment, settings.build_id),
+        use_worker_versioning=True,
+        default_versioning_behavior=behavior[settings.versioning_behavior],
     )
 
 
@@ -265,6 +280,7 @@ async def run_worker(settings: WorkerSettings, on_connect_error: Callable[[str],
         activities=list(settings.scope.activities),
         server=settings.server.target_host,
         sandbox=settings.sandbox,
+        version=f"{settings.deployment}.{settings.build_id}" if settings.deployment else None,
     )
     runtime = sdk_metrics_runtime(settings.sdk_metrics)
     try:

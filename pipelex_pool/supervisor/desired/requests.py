@@ -8,6 +8,7 @@ and answers; the rest of the iteration makes the processes follow."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -77,7 +78,38 @@ class Shutdown:
     reason: str
 
 
-Request = RestartFailed | Restart | SetStopped | Scale | Reload | RollReplica | Shutdown
+@dataclass(frozen=True)
+class Deploy:
+    """deploy --build-id B: roll every group onto build B beside the old build's processes, which keep serving
+    (parked) until the deploy controller releases them."""
+
+    build_id: str
+    ramp: tuple[int, ...] = ()  # percentages of new runs sent to B before it becomes current (100 at the end)
+    pause_s: float = 60.0  # between ramp steps
+
+
+@dataclass(frozen=True)
+class EndDeploy:
+    """From the deploy controller: the new build is current and the old one may go (`failed` is None: its parked
+    processes drain), or the deploy failed (`failed` says why: the old processes take their slots back, the new
+    ones drain)."""
+
+    failed: str | None = None
+
+
+@dataclass
+class DeployPlan:
+    """The deploy in progress or last done: desired state, written by `apply` alone."""
+
+    from_build: str | None
+    to_build: str
+    ramp: tuple[int, ...]
+    pause_s: float
+    started: float  # wall clock
+    outcome: str | None = None  # None while in progress; "done" or "failed: ..."
+
+
+Request = RestartFailed | Restart | SetStopped | Scale | Reload | RollReplica | Shutdown | Deploy | EndDeploy
 
 
 class DesiredState(Protocol):
@@ -87,6 +119,8 @@ class DesiredState(Protocol):
     groups: dict[str, SupervisedGroup]
     shutting_down: bool
     max_replicas: int
+    build_id: str | None  # the build new processes run (Worker Deployment Versioning)
+    deploy: DeployPlan | None
 
 
 @dataclass
@@ -121,6 +155,10 @@ def apply(state: DesiredState, request: Request) -> Applied:
         return _scale(state, request)
     if isinstance(request, Reload):
         return _reload(state, request.topology)
+    if isinstance(request, Deploy):
+        return _deploy(state, request)
+    if isinstance(request, EndDeploy):
+        return _end_deploy(state, request)
     return _roll_replica(state, request)
 
 
@@ -135,6 +173,8 @@ def _group(state: DesiredState, name: str) -> SupervisedGroup:
 def busy(groups: Mapping[str, SupervisedGroup], names: list[str] | None = None) -> str | None:
     """What in-progress operation a new mutating request would conflict with, if any."""
     for group in groups.values():
+        if group.park_old or group.parked:
+            return "a deploy is in progress (the old build's processes serve until the new build is current)"
         if (names is None or group.name in names) and (group.roll_queue or group.replacement):
             left = len(group.roll_queue)
             return f"a rolling restart of group {group.name!r} is in progress ({left} replica(s) left)"
@@ -234,6 +274,51 @@ def _reload(state: DesiredState, new: Topology) -> Applied:
     state.topology = new
     log.info("supervisor.reloaded", **plan.as_dict())
     return Applied(plan.as_dict(), refresh_spawner=True, reloading=True)
+
+
+def _deploy(state: DesiredState, request: Deploy) -> Applied:
+    deployment = state.topology.pool.deployment
+    if deployment is None:
+        raise RequestRefused(
+            ErrorCode.BAD_ARGS,
+            "this pool is not versioned: set [pool] deployment (and build_id) in the topology, then reload or restart",
+        )
+    if state.deploy is not None and state.deploy.outcome is None:
+        raise RequestRefused(
+            ErrorCode.BUSY,
+            f"a deploy of build {state.deploy.to_build!r} is in progress; wait for it (see `pipelex-pool status`)",
+        )
+    if request.build_id == state.build_id:
+        raise RequestRefused(ErrorCode.BAD_ARGS, f"the pool already runs build {request.build_id!r}")
+    _refuse_if_busy(state)
+    rolled = []
+    for group in state.groups.values():
+        if group.removed or group.stopped_by_operator:
+            continue
+        group.park_old = True
+        group.roll_queue = list(range(len(group.handles)))
+        rolled.append(group.name)
+    state.deploy = DeployPlan(state.build_id, request.build_id, request.ramp, request.pause_s, time.time())
+    before, state.build_id = state.build_id, request.build_id
+    log.info("deploy.started", deployment=deployment, from_build=before, to_build=request.build_id, groups=rolled)
+    answer = {"deployment": deployment, "from_build": before, "to_build": request.build_id, "groups": rolled}
+    return Applied(answer, refresh_spawner=True)  # the new build is new code: nothing imported before may run it
+
+
+def _end_deploy(state: DesiredState, request: EndDeploy) -> Applied:
+    plan = state.deploy
+    if plan is None or plan.outcome is not None:
+        return Applied({"ended": False})
+    for group in state.groups.values():
+        group.park_old = False
+        group.parked_fate = "release" if request.failed is None else "restore"
+        if request.failed is not None:
+            group.roll_queue.clear()
+    if request.failed is not None:
+        state.build_id = plan.from_build
+    plan.outcome = "done" if request.failed is None else f"failed: {request.failed}"
+    log.info("deploy.ended", to_build=plan.to_build, outcome=plan.outcome)
+    return Applied({"ended": True, "outcome": plan.outcome})
 
 
 def _roll_replica(state: DesiredState, request: RollReplica) -> Applied:

@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipelex_pool.contract import NOTIFY_SOCKET_ENV, SDK_METRICS_ENV, WATCHDOG_USEC_ENV
+from pipelex_pool.contract import BUILD_ID_ENV, NOTIFY_SOCKET_ENV, SDK_METRICS_ENV, WATCHDOG_USEC_ENV
 from pipelex_pool.supervisor.spawning.logfile import RotatingLog
 from pipelex_pool.supervisor.spawning.spawner import Child, ChildSpec, Register, Spawner
 
@@ -36,6 +36,7 @@ class LaunchPlan:
     notify_path: Path | None = None  # None: the group's readiness does not use sd_notify
     watchdog_s: float | None = None
     sdk_metrics: str | None = None  # "host:port" for the Temporal SDK's metrics
+    build_id: str | None = None  # the Worker Deployment Version's build the worker registers as
 
 
 @dataclass
@@ -78,6 +79,8 @@ async def launch(spawner: Spawner, spec: ChildSpec, plan: LaunchPlan, register: 
                 env[WATCHDOG_USEC_ENV] = str(int(plan.watchdog_s * 1e6))
         if plan.sdk_metrics is not None:
             env[SDK_METRICS_ENV] = plan.sdk_metrics
+        if plan.build_id is not None:
+            env[BUILD_ID_ENV] = plan.build_id
         child = await spawner.spawn(replace(spec, env=env), register)
         undo.pop_all()
         return Launched(child, output, notify)

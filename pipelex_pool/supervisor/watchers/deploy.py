@@ -1,0 +1,269 @@
+"""The deploy controller: carries a `deploy` through Temporal's Worker Deployment Versioning.
+
+The loop rolls every group onto the new build while the old build's processes keep serving (parked); this
+controller then waits until Temporal sees the new version poll every queue the pool serves, ramps it if asked,
+makes it current, and once the old version has drained (its pinned runs finished, as Temporal reports; at once
+for auto-upgrade workflows) asks the loop to let the old processes go. Like the autoscaler it only reads the view
+and Temporal, and changes the pool through requests (EndDeploy); the routing calls to Temporal are its own."""
+
+from __future__ import annotations
+
+import enum
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+from temporalio.api.deployment.v1 import WorkerDeploymentVersion
+from temporalio.api.enums.v1 import TaskQueueType, VersionDrainageStatus, WorkerDeploymentVersionStatus
+from temporalio.api.workflowservice.v1 import (
+    DescribeWorkerDeploymentRequest,
+    DescribeWorkerDeploymentVersionRequest,
+    SetWorkerDeploymentCurrentVersionRequest,
+    SetWorkerDeploymentRampingVersionRequest,
+)
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from pipelex_pool.supervisor.desired.requests import DeployPlan, EndDeploy, Request
+from pipelex_pool.supervisor.process.state import ProcState
+from pipelex_pool.supervisor.watchers.queues import served_types
+
+if TYPE_CHECKING:
+    from pipelex_pool.supervisor.view import PoolView
+
+log = structlog.get_logger("pipelex_pool.deploy")
+TICK_S = 1.0
+DESCRIBE_EVERY_S = 5.0
+VERIFY_WITHIN_S = 120.0  # the new version must be seen on every queue within this, once its replicas are READY
+UNVERSIONED = "__unversioned__"
+
+
+class Phase(enum.Enum):
+    ROLLING = "rolling"  # the new build's replicas start beside the old build's, which serve on
+    VERIFYING = "verifying"  # waiting until Temporal lists the new version on every queue the pool serves
+    RAMPING = "ramping"  # a share of new runs goes to the new version
+    DRAINING = "draining"  # the new version is current; the old one's pinned runs finish
+    DONE = "done"
+    FAILED = "failed"
+
+
+class DeployFailed(Exception):
+    pass
+
+
+@dataclass
+class Routing:
+    """The deployment as Temporal last described it."""
+
+    current: str | None = None  # build ID, None when unversioned
+    ramping: str | None = None
+    ramping_percentage: float = 0.0
+    versions: dict[str, dict[str, Any]] = field(default_factory=dict)  # build ID -> status, drainage
+    error: str | None = None
+
+
+@dataclass
+class DeployController:
+    supervisor: PoolView
+    client: Callable[[], Awaitable[Client]]
+    submit: Callable[[Request], object]
+    phase: Phase | None = None
+    detail: str = ""
+    routing: Routing = field(default_factory=Routing)
+    _handled: float | None = None  # the `started` of the last deploy carried out
+    _described: float = 0.0
+
+    @property
+    def deployment(self) -> str | None:
+        return self.supervisor.topology.pool.deployment
+
+    @property
+    def identity(self) -> str:
+        return f"{self.supervisor.topology.pool.name}/deploy@{socket.gethostname()}:{os.getpid()}"
+
+    async def run(self) -> None:
+        if self.deployment is None:
+            return
+        while True:
+            await anyio.sleep(TICK_S)
+            try:
+                client = await self.client()
+                if time.monotonic() - self._described > DESCRIBE_EVERY_S:
+                    await self._describe(client)
+                plan = self.supervisor.deploy
+                if plan is not None and plan.outcome is None and plan.started != self._handled:
+                    self._handled = plan.started
+                    await self._carry_out(client, plan)
+                elif plan is None:
+                    await self._first_current(client)
+            except RPCError as exc:  # Temporal does not answer: the watch reports it; try again next tick
+                self.routing.error = str(exc)
+
+    async def _describe(self, client: Client) -> None:
+        self._described = time.monotonic()
+        assert self.deployment is not None
+        try:
+            response = await client.workflow_service.describe_worker_deployment(
+                DescribeWorkerDeploymentRequest(namespace=client.namespace, deployment_name=self.deployment)
+            )
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:  # no worker of it has polled yet
+                self.routing = Routing()
+                return
+            raise
+        info = response.worker_deployment_info
+        routing = info.routing_config
+        current = routing.current_deployment_version.build_id or None
+        ramping = routing.ramping_deployment_version.build_id or None
+        versions = {
+            summary.deployment_version.build_id: {
+                "status": WorkerDeploymentVersionStatus.Name(summary.status)
+                .removeprefix("WORKER_DEPLOYMENT_VERSION_STATUS_")
+                .lower(),
+                "drainage": VersionDrainageStatus.Name(summary.drainage_info.status)
+                .removeprefix("VERSION_DRAINAGE_STATUS_")
+                .lower(),
+            }
+            for summary in info.version_summaries
+        }
+        self.routing = Routing(current, ramping, routing.ramping_version_percentage, versions)
+
+    async def _first_current(self, client: Client) -> None:
+        """A versioned pool whose deployment has no current version yet (its first start): once every replica is
+        READY, make its build current, or new runs would wait for a version nobody routes to."""
+        build = self.supervisor.build_id
+        if build is None or self.routing.current is not None or self.routing.error:
+            return
+        if not self._all_on(build) or build not in self.routing.versions:
+            return
+        await self._set_current(client, build)
+        log.info("deploy.first_current", deployment=self.deployment, build_id=build)
+        await self._describe(client)
+
+    def _all_on(self, build: str) -> bool:
+        """Every wanted replica READY on `build`, and no roll left."""
+        for group in self.supervisor.groups.values():
+            if group.removed or group.stopped_by_operator:
+                continue
+            if group.roll_queue or group.replacement or len(group.handles) < group.desired:
+                return False
+            for handle in group.handles[: group.desired]:
+                info = self.supervisor.info.get(handle)
+                if handle.state is not ProcState.READY or info is None or info.build_id != build:
+                    return False
+        return True
+
+    async def _carry_out(self, client: Client, plan: DeployPlan) -> None:
+        ramped = False
+        try:
+            self._enter(Phase.ROLLING, f"starting build {plan.to_build} beside {plan.from_build}")
+            await self._rolled(plan)
+            self._enter(Phase.VERIFYING, f"waiting until Temporal sees {plan.to_build} on every queue")
+            await self._verified(client, plan.to_build)
+            for percentage in [p for p in plan.ramp if 0 < p < 100]:
+                self._enter(Phase.RAMPING, f"{percentage}% of new runs on {plan.to_build} for {plan.pause_s:g}s")
+                await self._set_ramping(client, plan.to_build, percentage)
+                ramped = True
+                await anyio.sleep(plan.pause_s)
+            await self._set_current(client, plan.to_build)
+            ramped = False
+            await self._describe(client)
+            self._enter(Phase.DRAINING, f"{plan.to_build} current; waiting for {plan.from_build}'s pinned runs")
+            await self._drained(client, plan.from_build)
+        except (DeployFailed, RPCError) as exc:
+            reason = str(exc)
+            if ramped:
+                await self._set_ramping(client, "", 0)
+            self._enter(Phase.FAILED, reason)
+            log.error("deploy.failed", to_build=plan.to_build, reason=reason)
+            self.submit(EndDeploy(failed=reason))
+            return
+        self._enter(Phase.DONE, f"{plan.to_build} current; {plan.from_build}'s processes drain")
+        self.submit(EndDeploy())
+
+    def _enter(self, phase: Phase, detail: str) -> None:
+        self.phase, self.detail = phase, detail
+        log.info("deploy.phase", phase=phase.value, detail=detail)
+
+    async def _rolled(self, plan: DeployPlan) -> None:
+        while not self._all_on(plan.to_build):
+            for group in self.supervisor.groups.values():
+                aborted = group.roll_aborted
+                if aborted and aborted[1] >= plan.started:
+                    raise DeployFailed(f"build {plan.to_build} could not start: {aborted[0]}")
+            await anyio.sleep(TICK_S)
+
+    def _expected_queues(self) -> set[tuple[str, TaskQueueType.ValueType]]:
+        expected: set[tuple[str, TaskQueueType.ValueType]] = set()
+        for group in self.supervisor.groups.values():
+            if group.spec is None or group.removed or group.stopped_by_operator:
+                continue
+            for queue_type in served_types(self.supervisor, group.spec.scope):
+                expected.add((group.spec.task_queue, queue_type.value))
+        return expected
+
+    async def _verified(self, client: Client, build: str) -> None:
+        assert self.deployment is not None
+        expected = self._expected_queues()
+        missing = expected
+        with anyio.move_on_after(VERIFY_WITHIN_S):
+            while True:
+                response = await client.workflow_service.describe_worker_deployment_version(
+                    DescribeWorkerDeploymentVersionRequest(
+                        namespace=client.namespace,
+                        deployment_version=WorkerDeploymentVersion(deployment_name=self.deployment, build_id=build),
+                    )
+                )
+                seen = {(tq.name, tq.type) for tq in response.worker_deployment_version_info.task_queue_infos}
+                missing = expected - seen
+                if not missing:
+                    return
+                await anyio.sleep(TICK_S)
+        names = ", ".join(f"{q} ({TaskQueueType.Name(t).removeprefix('TASK_QUEUE_TYPE_').lower()})" for q, t in missing)
+        raise DeployFailed(f"Temporal never saw build {build} poll {names} within {VERIFY_WITHIN_S:g}s")
+
+    async def _drained(self, client: Client, build: str | None) -> None:
+        """Pinned runs of the old version finish on it; auto-upgrade runs move at their next workflow task."""
+        if build is None or self.supervisor.topology.pool.versioning_behavior == "auto_upgrade":
+            return
+        assert self.deployment is not None
+        while True:
+            response = await client.workflow_service.describe_worker_deployment_version(
+                DescribeWorkerDeploymentVersionRequest(
+                    namespace=client.namespace,
+                    deployment_version=WorkerDeploymentVersion(deployment_name=self.deployment, build_id=build),
+                )
+            )
+            info = response.worker_deployment_version_info
+            if info.drainage_info.status == VersionDrainageStatus.VERSION_DRAINAGE_STATUS_DRAINED:
+                return
+            self.detail = (
+                f"waiting for build {build}'s pinned runs to finish (Temporal: "
+                f"{VersionDrainageStatus.Name(info.drainage_info.status).removeprefix('VERSION_DRAINAGE_STATUS_')})"
+            )
+            await anyio.sleep(TICK_S)
+
+    async def _set_current(self, client: Client, build: str) -> None:
+        assert self.deployment is not None
+        await client.workflow_service.set_worker_deployment_current_version(
+            SetWorkerDeploymentCurrentVersionRequest(
+                namespace=client.namespace, deployment_name=self.deployment, build_id=build, identity=self.identity
+            )
+        )
+
+    async def _set_ramping(self, client: Client, build: str, percentage: float) -> None:
+        assert self.deployment is not None
+        await client.workflow_service.set_worker_deployment_ramping_version(
+            SetWorkerDeploymentRampingVersionRequest(
+                namespace=client.namespace,
+                deployment_name=self.deployment,
+                build_id=build,
+                percentage=percentage,
+                identity=self.identity,
+            )
+        )

@@ -1,0 +1,106 @@
+"""`deploy`: new code through Temporal's Worker Deployment Versioning, as an operator runs it. Build A serves; runs
+start pinned to A; `deploy --build-id B` starts B beside A, makes B current, new runs land on B, the pinned runs
+finish on A, then A's processes exit; Temporal's own CLI agrees with `status`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from typing import Any
+
+import anyio
+import pytest
+from temporalio.client import Client, WorkflowHandle
+
+from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
+from pipelex_pool.temporal.devserver import temporal_cli
+from tests.conftest import TemporalServer
+from tests.pool import Pool, alive
+
+pytestmark = pytest.mark.slow
+
+
+def deployment(status: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = status["deployment"]
+    return found
+
+
+def temporal_describe(server: TemporalServer, namespace: str, name: str) -> dict[str, Any]:
+    """`temporal worker deployment describe`, Temporal's own CLI, as an operator would cross-check."""
+    described = subprocess.run(
+        [temporal_cli(), "worker", "deployment", "describe", "--name", name, "--address", server.address,
+         "--namespace", namespace, "-o", "json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert described.returncode == 0, described.stderr
+    found: dict[str, Any] = json.loads(described.stdout)
+    return found
+
+
+async def build_of(handle: WorkflowHandle[Any, Any]) -> str:
+    info = (await handle.describe()).raw_description.workflow_execution_info.versioning_info
+    return info.deployment_version.build_id
+
+
+async def test_deploy_moves_new_runs_to_the_new_build_and_lets_pinned_runs_finish_on_the_old(
+    pool: Pool, temporal_server: TemporalServer, namespace: str, client: Client
+) -> None:
+    pool.write(temporal_server, namespace, {"pool.deployment": "sim", "pool.build_id": "A"})
+    pool.up()
+    pool.wait_all_ready()
+    pool.wait(lambda s: deployment(s)["current"] == "A", 60, "build A made current on the first start")
+    old_pids = {r["pid"] for r in pool.replicas() if r["queue"]}
+    assert {r["build_id"] for r in pool.replicas() if r["queue"]} == {"A"}
+
+    def run(name: str, latency: float) -> PipeRunInput:
+        steps = [SimStep("act_llm_gen_text", latency_s=latency), SimStep("act_img_gen_images", latency_s=0.1)]
+        return PipeRunInput(run_id=name, steps=steps)
+
+    in_flight = [
+        await client.start_workflow(
+            "WfPipeRun", run(f"old-{n}", 8.0), id=f"old-{n}-{uuid.uuid4().hex[:6]}", task_queue="temporal_task_queue",
+            result_type=PipeRunResult,
+        )
+        for n in range(3)
+    ]  # fmt: skip
+    for handle in in_flight:
+        while not await build_of(handle):  # the first workflow task ran: the run is pinned
+            await anyio.sleep(0.1)
+        assert await build_of(handle) == "A"
+
+    result = pool.cli("deploy", "--build-id", "B", "--no-wait")
+    assert result.returncode == 0, result.stderr
+    status = pool.wait(lambda s: deployment(s)["current"] == "B", 90, "build B current")
+    parked = [r for r in status["replicas"] if r["role"] == "parked"]
+    assert parked and {r["build_id"] for r in parked} == {"A"}  # the old build serves on, beside B
+    new_runs = [
+        await client.start_workflow(
+            "WfPipeRun", run(f"new-{n}", 0.2), id=f"new-{n}-{uuid.uuid4().hex[:6]}", task_queue="temporal_task_queue",
+            result_type=PipeRunResult,
+        )
+        for n in range(3)
+    ]  # fmt: skip
+    for handle in new_runs:
+        outcome = await handle.result()
+        assert all(step.attempt == 1 for step in outcome.steps)
+        assert await build_of(handle) == "B"
+    for handle in in_flight:
+        outcome = await handle.result()
+        assert all(step.attempt == 1 for step in outcome.steps)  # no retry, no timeout: finished where it started
+        assert await build_of(handle) == "A"
+    status = pool.wait(
+        lambda s: (
+            (deployment(s)["deploy"] or {}).get("outcome") == "done"
+            and not any(r["role"] in ("parked", "retiring") for r in s["replicas"])
+        ),
+        90,
+        "the deploy done and build A's processes gone",
+    )
+    assert not [pid for pid in old_pids if alive(pid)]
+    assert {r["build_id"] for r in status["replicas"] if r["queue"]} == {"B"}
+    routing = temporal_describe(temporal_server, namespace, "sim")["routingConfig"]
+    current = routing["currentVersionBuildID"]
+    assert current == deployment(status)["current"] == "B", routing
+    text = pool.cli("status").stdout
+    assert "deployment sim: this pool starts build B; Temporal's current: B" in text
