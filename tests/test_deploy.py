@@ -104,3 +104,40 @@ async def test_deploy_moves_new_runs_to_the_new_build_and_lets_pinned_runs_finis
     assert current == deployment(status)["current"] == "B", routing
     text = pool.cli("status").stdout
     assert "deployment sim: this pool starts build B; Temporal's current: B" in text
+
+
+def test_a_deploy_whose_build_cannot_start_fails_and_gives_the_old_build_its_slots_back(
+    pool: Pool, temporal_server: TemporalServer, namespace: str
+) -> None:
+    # the llm program exits at once on build B (a broken release), runs normally on A
+    command = [
+        "/bin/sh", "-c", '[ "$PIPELEX_POOL_BUILD_ID" = B ] && exit 1; exec "$@"', "sh",
+        "{python}", "-m", "pipelex_pool", "worker", "--config", "{config}", "--task-queue", "{task_queue}",
+        "--scope", "{scope}", "--profile", "{profile}", "--identity", "{identity}",
+    ]  # fmt: skip
+    pool.write(
+        temporal_server,
+        namespace,
+        {
+            "pool.deployment": "sim",
+            "pool.build_id": "A",
+            "workers.llm.command": command,
+            "workers.llm.restart": {"backoff_initial": "0.1s", "max_restarts": 1},
+        },
+    )
+    pool.up()
+    pool.wait_all_ready()
+    pool.wait(lambda s: deployment(s)["current"] == "A", 60, "build A current")
+    before = {(r["group"], r["replica"]): r["pid"] for r in pool.replicas() if r["queue"]}
+    result = pool.cli("deploy", "--build-id", "B", "--wait", "--timeout", "120", timeout=180)
+    assert result.returncode == 1 and "build B could not start" in result.stderr and "llm/0" in result.stderr
+    status = pool.wait(
+        lambda s: not any(r["role"] in ("parked", "retiring", "replacement") for r in s["replicas"]),
+        60,
+        "build B's processes drained",
+    )
+    after = {(r["group"], r["replica"]): r["pid"] for r in status["replicas"] if r["queue"]}
+    assert after == before  # the very processes of build A serve on, in their slots
+    assert all(r["state"] == "READY" and r["build_id"] == "A" for r in status["replicas"] if r["queue"])
+    assert deployment(status)["build_id"] == "A" and deployment(status)["deploy"]["outcome"].startswith("failed")
+    assert temporal_describe(temporal_server, namespace, "sim")["routingConfig"]["currentVersionBuildID"] == "A"

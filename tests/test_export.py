@@ -103,6 +103,18 @@ def test_k8s_export_passes_the_kubernetes_schemas_and_keda_s_keys() -> None:
     assert "kubectl create secret generic pipelex-prod-temporal" in result.stderr
 
 
+def test_k8s_export_of_a_versioned_pool_scales_on_its_build_s_backlog(tmp_path: Path) -> None:
+    changes = {"pool.deployment": "sim", "pool.build_id": "4f2a9c1", "workers.llm.autoscale": {
+        "min": 1, "max": 4, "target_backlog_per_replica": 10}}  # fmt: skip
+    result = export("k8s", str(write_topology(tmp_path, changes)))
+    assert result.returncode == 0, result.stderr
+    scaled = [d for d in yaml.safe_load_all(result.stdout) if d["kind"] == "ScaledObject"]
+    assert [s["metadata"]["name"] for s in scaled] == ["testpool-llm"]  # the groups without autoscale have none
+    metadata = scaled[0]["spec"]["triggers"][0]["metadata"]
+    assert set(metadata) <= KEDA_TEMPORAL_KEYS
+    assert (metadata["workerDeploymentName"], metadata["workerDeploymentBuildId"]) == ("sim", "4f2a9c1")
+
+
 def test_k8s_export_writes_one_file_per_object_and_refuses_a_broken_topology(tmp_path: Path) -> None:
     out = tmp_path / "manifests"
     result = export("k8s", str(PRODUCTION), "-o", str(out))

@@ -197,6 +197,10 @@ def scaled_object(topology: Topology, group: ResolvedGroup, namespace: str | Non
         "targetQueueSize": str(group.autoscale.target_backlog_per_replica),
         "activationTargetQueueSize": "0",
     }
+    deployment = topology.pool.deployment
+    if deployment is not None and topology.pool.build_id:  # the backlog of this build's version only
+        metadata["workerDeploymentName"] = deployment
+        metadata["workerDeploymentBuildId"] = topology.pool.build_id
     trigger: dict[str, Any] = {"type": "temporal", "metadata": metadata}
     if api_key_env(topology) is not None:
         trigger["authenticationRef"] = {"name": dns_name(pool, "temporal")}
