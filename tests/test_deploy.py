@@ -69,8 +69,12 @@ async def test_deploy_moves_new_runs_to_the_new_build_and_lets_pinned_runs_finis
             await anyio.sleep(0.1)
         assert await build_of(handle) == "A"
 
-    result = pool.cli("deploy", "--build-id", "B", "--no-wait")
+    result = pool.cli("deploy", "--build-id", "B", "--ramp", "50", "--pause", "6s", "--no-wait")
     assert result.returncode == 0, result.stderr
+    pool.wait(lambda s: (deployment(s)["deploy"] or {}).get("phase") == "ramping", 90, "the ramp step")
+    routing = temporal_describe(temporal_server, namespace, "sim")["routingConfig"]
+    assert (routing["currentVersionBuildID"], routing["rampingVersionBuildID"]) == ("A", "B")
+    assert routing["rampingVersionPercentage"] == 50
     status = pool.wait(lambda s: deployment(s)["current"] == "B", 90, "build B current")
     parked = [r for r in status["replicas"] if r["role"] == "parked"]
     assert parked and {r["build_id"] for r in parked} == {"A"}  # the old build serves on, beside B
