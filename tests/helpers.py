@@ -90,3 +90,18 @@ async def retried_failures(client: Client, workflow_id: str) -> list[Failure]:
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
         and e.activity_task_started_event_attributes.HasField("last_failure")
     ]
+
+
+def systemd_analyze() -> str:
+    """The systemd-analyze program; CI installs it (fails there without it), elsewhere its tests are skipped."""
+    import os
+    import shutil
+
+    import pytest
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        if os.environ.get("CI"):
+            pytest.fail("systemd-analyze is missing: .ci/run installs Debian's systemd package")
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd); CI installs it")
+    return analyze

@@ -20,6 +20,7 @@ import yaml
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 from pipelex_pool.topology.load import load_topology
 from tests.conftest import Processes, TemporalServer
+from tests.helpers import systemd_analyze
 from tests.pool import PIPELEX_POOL, cli_args
 from tests.topologies import server_changes, write_topology
 
@@ -127,11 +128,7 @@ def test_k8s_export_writes_one_file_per_object_and_refuses_a_broken_topology(tmp
 
 
 def test_systemd_export_passes_systemd_analyze_verify(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        if os.environ.get("CI"):
-            pytest.fail("systemd-analyze is missing: .ci/run installs Debian's systemd package")
-        pytest.skip("systemd-analyze is not installed (apt-get install systemd); CI installs it")
+    analyze = systemd_analyze()
     out = tmp_path / "units"
     result = export("systemd", str(PRODUCTION), "-o", str(out), "--bin", PIPELEX_POOL)
     assert result.returncode == 0, result.stderr

@@ -4,7 +4,6 @@ memory limits, /health and /metrics."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -22,18 +21,14 @@ from temporalio.client import Client
 
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
 from tests.conftest import TemporalServer, free_port
-from tests.helpers import NotifyListener
+from tests.helpers import NotifyListener, systemd_analyze
 from tests.pool import PIPELEX_POOL, Pool, cli_args
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def test_unit_files_pass_systemd_analyze_verify(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        if os.environ.get("CI"):
-            pytest.fail("systemd-analyze is missing: .ci/run installs Debian's systemd package")
-        pytest.skip("systemd-analyze is not installed (apt-get install systemd); CI installs it")
+    analyze = systemd_analyze()
     program = PIPELEX_POOL or shutil.which("pipelex-pool")
     assert program, "the pipelex-pool script must be installed to verify ExecStart"
     # As an installer would: point ExecStart at the installed program (units ship with /opt/pipelex-pool/bin).

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pipelex_pool.contract import CONFIG_ENV, GROUP_ENV
 from pipelex_pool.errors import PoolError
 from pipelex_pool.supervisor.groups import STOP_MARGIN_S
+from pipelex_pool.supervisor.spawning.spawner import worker_argv
 from pipelex_pool.topology.load import Topology
 from pipelex_pool.topology.schema import ResolvedGroup
 
@@ -29,22 +30,9 @@ def worker_run(
 ) -> WorkerRun:
     """`program` runs pipelex-pool, `config` is where the runner puts the topology file, `replica` and
     `identity` what the runner can say of one replica (systemd's %i, a pod's name)."""
-    if group.command is None:
-        argv = [program, "worker", "--config", config, "--task-queue", group.task_queue, "--scope", group.scope,
-                "--profile", group.profile]  # fmt: skip
-    else:
-        values = {
-            "task_queue": group.task_queue,
-            "scope": group.scope,
-            "profile": group.profile,
-            "group": group.name,
-            "replica": replica,
-            "identity": identity,
-            "pool": topology.pool.name,
-            "python": python,
-            "config": config,
-        }
-        argv = [part.format(**values) for part in group.command]
+    argv = worker_argv(
+        topology.pool.name, group, program=[program], python=python, config=config, replica=replica, identity=identity
+    )
     env = {**group.env, CONFIG_ENV: config, GROUP_ENV: group.name, "PYTHONUNBUFFERED": "1"}
     watchdog = group.watchdog if group.watchdog and group.readiness == "notify" else None
     stop = group.graceful_shutdown_timeout + timedelta(seconds=STOP_MARGIN_S)

@@ -131,6 +131,28 @@ def pdeathsig_wrapped(argv: list[str]) -> list[str]:
     return [sys.executable, "-m", "pipelex_pool.supervisor.spawning.pdeathsig", *argv]
 
 
+def worker_argv(
+    pool: str, group: ResolvedGroup, *, program: list[str], python: str, config: str, replica: str, identity: str
+) -> list[str]:
+    """The built-in worker's command line (`program` runs pipelex-pool), or the group's command template with its
+    placeholders filled: what a replica runs, in the pool or exported to another runner."""
+    if group.command is None:
+        return [*program, "worker", "--config", config, "--task-queue", group.task_queue, "--scope", group.scope,
+                "--profile", group.profile]  # fmt: skip
+    values = {
+        "task_queue": group.task_queue,
+        "scope": group.scope,
+        "profile": group.profile,
+        "group": group.name,
+        "replica": replica,
+        "identity": identity,
+        "pool": pool,
+        "python": python,
+        "config": config,
+    }
+    return [part.format(**values) for part in group.command]
+
+
 def worker_spec(
     pool: str,
     group: ResolvedGroup,
@@ -151,32 +173,12 @@ def worker_spec(
         "PYTHONUNBUFFERED": "1",
         **extra_env,
     }
-    if group.command is None:
-        argv = [
-            *BUILTIN_WORKER,
-            "worker",
-            "--config",
-            str(topology_file),
-            "--task-queue",
-            group.task_queue,
-            "--scope",
-            group.scope,
-            "--profile",
-            group.profile,
-        ]
-    else:
-        values = {
-            "task_queue": group.task_queue,
-            "scope": group.scope,
-            "profile": group.profile,
-            "group": group.name,
-            "replica": str(replica),
-            "identity": identity,
-            "pool": pool,
-            "python": sys.executable,
-            "config": str(topology_file),
-        }
-        argv = pdeathsig_wrapped([part.format(**values) for part in group.command])
+    argv = worker_argv(
+        pool, group, program=BUILTIN_WORKER, python=sys.executable, config=str(topology_file), replica=str(replica),
+        identity=identity,
+    )  # fmt: skip
+    if group.command is not None:
+        argv = pdeathsig_wrapped(argv)  # a program of the user's may not watch its parent: the wrapper does
     return ChildSpec(name=f"{group.name}/{replica}", argv=argv, env=env, identity=identity)
 
 
