@@ -34,9 +34,10 @@ class Readiness(enum.Enum):
 class SupervisedGroup:
     """A group's desired state and its replica handles (index = replica number).
 
-    Desired state (`desired`, `stopped_by_operator`, `removed`, `revive`, `roll_queue`) is written only by
-    `desired.requests.apply`, and by the loop as it carries a request out (it pops `roll_queue`, clears `revive`);
-    the handles, `replacement` and `retiring` only by the loop."""
+    Desired state (`desired`, `stopped_by_operator`, `removed`, `revive`, `roll_queue`, `park_old`,
+    `parked_fate`) is written only by `desired.requests.apply`, and by the loop as it carries a request out (it
+    pops `roll_queue`, clears `revive`, sets `parked_fate` back to "keep"); the handles, `replacement`, `retiring`
+    and `parked` only by the loop."""
 
     name: str
     readiness: Readiness
