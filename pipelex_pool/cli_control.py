@@ -249,7 +249,7 @@ def _one_group_change(
     args: dict[str, Any],
     want: Want,
     text: str,
-) -> dict[str, Any]:
+) -> None:
     """stop, start, scale: send the command, then (with --wait) wait for the group to reach `want`."""
     import time
 
@@ -260,7 +260,6 @@ def _one_group_change(
         goal = Goal({args["group"]: want}, since=sent)
         summary = wait_for(topology, socket_path, cmd, goal, before, timeout, as_json)
     echo_result({**result, "wait": summary}, as_json, text + done_text(summary))
-    return dict(result)
 
 
 @main.command()

@@ -53,17 +53,23 @@ async def test_deploy_moves_new_runs_to_the_new_build_and_lets_pinned_runs_finis
     old_pids = {r["pid"] for r in pool.replicas() if r["queue"]}
     assert {r["build_id"] for r in pool.replicas() if r["queue"]} == {"A"}
 
-    def run(name: str, latency: float) -> PipeRunInput:
-        steps = [SimStep("act_llm_gen_text", latency_s=latency), SimStep("act_img_gen_images", latency_s=0.1)]
-        return PipeRunInput(run_id=name, steps=steps)
+    async def start_runs(prefix: str, latency: float) -> list[WorkflowHandle[Any, PipeRunResult]]:
+        """3 runs: an LLM step of `latency` seconds, then an image step."""
+        handles = []
+        for n in range(3):
+            steps = [SimStep("act_llm_gen_text", latency_s=latency), SimStep("act_img_gen_images", latency_s=0.1)]
+            handles.append(
+                await client.start_workflow(
+                    "WfPipeRun",
+                    PipeRunInput(run_id=f"{prefix}-{n}", steps=steps),
+                    id=f"{prefix}-{n}-{uuid.uuid4().hex[:6]}",
+                    task_queue="temporal_task_queue",
+                    result_type=PipeRunResult,
+                )
+            )
+        return handles
 
-    in_flight = [
-        await client.start_workflow(
-            "WfPipeRun", run(f"old-{n}", 8.0), id=f"old-{n}-{uuid.uuid4().hex[:6]}", task_queue="temporal_task_queue",
-            result_type=PipeRunResult,
-        )
-        for n in range(3)
-    ]  # fmt: skip
+    in_flight = await start_runs("old", 8.0)
     for handle in in_flight:
         while not await build_of(handle):  # the first workflow task ran: the run is pinned
             await anyio.sleep(0.1)
@@ -78,13 +84,7 @@ async def test_deploy_moves_new_runs_to_the_new_build_and_lets_pinned_runs_finis
     status = pool.wait(lambda s: deployment(s)["current"] == "B", 90, "build B current")
     parked = [r for r in status["replicas"] if r["role"] == "parked"]
     assert parked and {r["build_id"] for r in parked} == {"A"}  # the old build serves on, beside B
-    new_runs = [
-        await client.start_workflow(
-            "WfPipeRun", run(f"new-{n}", 0.2), id=f"new-{n}-{uuid.uuid4().hex[:6]}", task_queue="temporal_task_queue",
-            result_type=PipeRunResult,
-        )
-        for n in range(3)
-    ]  # fmt: skip
+    new_runs = await start_runs("new", 0.2)
     for handle in new_runs:
         outcome = await handle.result()
         assert all(step.attempt == 1 for step in outcome.steps)
