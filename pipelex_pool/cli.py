@@ -91,6 +91,8 @@ def worker(
     Exits 0 after a graceful drain (SIGTERM, SIGINT or parent death), 78 on a configuration error, 1 when
     Temporal cannot be reached or the worker fails.
     """
+    import traceback
+
     import anyio
 
     from pipelex_pool.errors import EX_CONFIG, WorkerBootError
@@ -116,6 +118,12 @@ def worker(
     code = 1
     try:
         code = anyio.run(run_worker, settings)
+    except WorkerBootError as exc:  # the last line of the log, which the pool shows as the replica's LAST EXIT
+        click.echo(f"pipelex-pool worker: configuration error: {exc}", err=True)
+        code = EX_CONFIG
+    except Exception as exc:  # never a silent exit: the traceback, then its last line on its own
+        traceback.print_exc()
+        click.echo(f"pipelex-pool worker: failed: {type(exc).__name__}: {exc}", err=True)
     finally:  # whatever happened, never hang in interpreter teardown (SDK threads): see exit_skipping_finalization
         exit_skipping_finalization(code)
 

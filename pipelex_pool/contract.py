@@ -43,6 +43,12 @@ def identity_for(pool: str, group: str, replica: int | str, pid: int | str = PID
     return f"{pool}/{group}/{replica}@{socket.gethostname()}:{pid}"
 
 
+def sdk_default_identity(pid: int) -> str:
+    """temporalio's identity for a worker given none, `<pid>@<host>`: a command worker that keeps it is still
+    recognised as the replica with that pid."""
+    return f"{pid}@{socket.gethostname()}"
+
+
 def pool_of(identity: str) -> str:
     """The pool part of a pool identity (`<pool>/<group>/<n>@host:pid`, `<pool>/supervisor@host:pid`)."""
     return identity.partition("/")[0]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import temporalio.activity
@@ -70,12 +72,16 @@ class ResolvedScope:
         return not self.workflows and not self.activities
 
 
+ALL_PACKS = "*"  # in required_tasks_packs: every pack of the app (the built-in scopes full, router and runner)
+
+
 def resolve_scope(scope: WorkerScope, catalog: Catalog) -> ResolvedScope:
     """Apply packs -> required -> excluded -> disable_all, in that order. Unknown names are ignored here
     (validation reports them); the result keeps the catalog's order."""
     workflows: set[str] = set()
     activities: set[str] = set()
-    for pack_name in scope.required_tasks_packs:
+    packs = list(catalog.packs) if ALL_PACKS in scope.required_tasks_packs else scope.required_tasks_packs
+    for pack_name in packs:
         pack = catalog.packs.get(pack_name)
         if pack is not None:
             workflows |= set(pack.workflow_map())
@@ -94,15 +100,36 @@ def resolve_scope(scope: WorkerScope, catalog: Catalog) -> ResolvedScope:
     )
 
 
-def load_app(spec: str) -> Catalog:
+@dataclass(frozen=True)
+class AppRef:
+    """Where the task packs come from: `module:attr`, imported with `search_path` first on sys.path (the
+    topology file's directory, or `[pool] app_path`), so an app beside its topology needs no PYTHONPATH."""
+
+    spec: str
+    search_path: Path | None = None
+
+
+def load_app(app: AppRef | str) -> Catalog:
     """Import `module:attr`, a mapping of pack name -> TaskPack."""
+    ref = AppRef(app) if isinstance(app, str) else app
+    spec = ref.spec
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise AppImportError(f'{spec!r} is not of the form "module:attr" (e.g. "pipelex_pool.sim:packs")')
+    where = ""
+    if ref.search_path is not None:
+        where = f" (looked in {ref.search_path} first, then the installed packages)"
+        if str(ref.search_path) not in sys.path:
+            sys.path.insert(0, str(ref.search_path))
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise AppImportError(f"cannot import module {module_name!r}: {exc}; install it or fix the module path") from exc
+        raise AppImportError(
+            f"cannot import module {module_name!r}{where}: {exc}; install it, fix the module path, or set "
+            "[pool] app_path to the directory that holds it"
+        ) from exc
+    except Exception as exc:  # the user's code failed while being imported: say what it raised, where
+        raise AppImportError(f"importing {module_name!r} raised {type(exc).__name__}: {exc}") from exc
     packs = getattr(module, attr, None)
     if not isinstance(packs, Mapping) or not all(isinstance(p, TaskPack) for p in packs.values()):
         raise AppImportError(

@@ -19,6 +19,7 @@ from anyio import wait_all_tasks_blocked
 
 from pipelex_pool.contract import NOTIFY_SOCKET_ENV
 from pipelex_pool.errors import ErrorCode, RequestRefused
+from pipelex_pool.packs import AppRef
 from pipelex_pool.paths import PoolPaths
 from pipelex_pool.supervisor.desired.requests import (
     Reload,
@@ -82,7 +83,7 @@ class FakeSpawner:
         child = self.children[pid] = FakeChild(pid, spec)
         return child
 
-    def refresh(self, preload: str | None = None) -> None:
+    def refresh(self, preload: AppRef | None = None) -> None:
         self.refreshed += 1
 
     def own_pids(self) -> set[int]:

@@ -7,10 +7,17 @@ from typing import Any
 
 from pipelex_pool.units import format_size
 
+LAST_EXIT_WIDTH = 40  # the table's LAST EXIT column; a longer one (with the last line the replica wrote) is cut
+
 COLUMNS = (
     "GROUP", "#", "PID", "STATE", "SCOPE", "PROFILE", "QUEUE", "UPTIME", "RESTARTS", "LAST EXIT", "RSS", "CPU%",
     "TASKS OK/FAIL", "IN FLIGHT", "POLLING",
 )  # fmt: skip
+
+
+def _short(text: str, width: int) -> str:
+    """A cell cut to `width` (the whole text is in --json, and a failed replica's reason in the notes)."""
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _uptime(seconds: float | None) -> str:
@@ -104,7 +111,7 @@ def render_status(status: dict[str, Any]) -> str:
                 r["queue"] or "-",
                 _uptime(r["uptime_s"]),
                 str(r["restarts"]),
-                r["last_exit"] or "-",
+                _short(r["last_exit"] or "-", LAST_EXIT_WIDTH),
                 format_size(r["rss_bytes"]) if r["rss_bytes"] else "-",
                 f"{r['cpu_percent']:.0f}" if r["cpu_percent"] is not None else "-",
                 _tasks(r["tasks"]),

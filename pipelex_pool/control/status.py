@@ -7,6 +7,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from pipelex_pool.contract import sdk_default_identity
 from pipelex_pool.control.protocol import PROTOCOL_VERSION
 from pipelex_pool.supervisor import view as pool_view
 from pipelex_pool.supervisor.desired import requests
@@ -61,7 +62,8 @@ def _polling(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle
     if info is not None and info.usage is not None and not info.usage.can_run:
         return False  # stopped or a zombie: Temporal may list its last polls for a minute or more yet
     types = served_types(supervisor, group.spec.scope)
-    return supervisor.watch.polling(group.spec.task_queue, types, identity, handle.ready_at)
+    identities = (identity, sdk_default_identity(handle.pid))
+    return supervisor.watch.polling(group.spec.task_queue, types, identities, handle.ready_at)
 
 
 def _queues(supervisor: PoolView) -> dict[str, Any]:

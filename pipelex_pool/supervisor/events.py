@@ -35,6 +35,7 @@ class Exited:
     handle: ProcessHandle
     generation: int
     returncode: int
+    last_line: str = ""  # the last line of its output (shown with a failed exit)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from pipelex_pool.contract import INFLIGHT_KEY, SDK_METRICS_KEY, TASKS_KEY, with_pid
+from pipelex_pool.contract import INFLIGHT_KEY, SDK_METRICS_KEY, TASKS_KEY, sdk_default_identity, with_pid
 from pipelex_pool.errors import ErrorCode, RequestRefused, TopologyError
 from pipelex_pool.paths import PoolPaths
 from pipelex_pool.supervisor.desired.requests import DeployPlan, Reload, Request, Shutdown, apply
@@ -287,7 +287,7 @@ class Supervisor:
         if applied.reloading:
             self.systemd.reloading()
         if applied.refresh_spawner:
-            self.spawner.refresh(self.topology.pool.preload_app)
+            self.spawner.refresh(self.topology.preload)
         submitted.settle(answer=applied.answer)
 
     def close(self) -> None:
@@ -397,7 +397,7 @@ class Supervisor:
         now = self.clock()
         group = self._group_of(handle)
         if isinstance(event, Exited):
-            await self._on_exit(group, handle, ExitStatus.from_returncode(event.returncode), now)
+            await self._on_exit(group, handle, ExitStatus.from_returncode(event.returncode, event.last_line), now)
         elif isinstance(event, SeenReady):
             self._mark_ready(handle, now)
         elif isinstance(event, Notified):
@@ -467,6 +467,8 @@ class Supervisor:
         info = self.info.get(handle)
         if info is not None and info.identity:
             self._remember_exited(info.identity, now)
+        if pid is not None:  # a command worker that kept temporalio's own identity
+            self._remember_exited(sdk_default_identity(pid), now)
         if info is not None and info.tasks is not None:  # keep its counts in the group's history
             group.tasks_history = group.tasks_history + info.tasks
             info.tasks = None

@@ -80,7 +80,7 @@ async def serve_pool(topology: Topology) -> int:
     try:
         for record in stop_leftovers(paths.state_file):
             log.warning("supervisor.leftover_stopped", name=record.name, pid=record.pid)
-        spawner = ForkSpawner(preload=topology.pool.preload_app) if topology.pool.spawner == "fork" else ExecSpawner()
+        spawner = ForkSpawner(preload=topology.preload) if topology.pool.spawner == "fork" else ExecSpawner()
         supervisor = Supervisor(topology, paths, dev_server=wants_dev_server(topology), spawner=spawner)
         async with anyio.create_task_group() as tg:
             await tg.start(ControlServer(supervisor, paths.socket).serve)

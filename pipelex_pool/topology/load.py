@@ -17,7 +17,8 @@ from pydantic import BaseModel, ValidationError
 
 from pipelex_pool.contract import GROUP_NAME_PATTERN
 from pipelex_pool.errors import Issue, Severity, TopologyError
-from pipelex_pool.packs import AppImportError, Catalog, ResolvedScope, load_app
+from pipelex_pool.packs import AppImportError, AppRef, Catalog, ResolvedScope, load_app
+from pipelex_pool.topology.env_refs import expand_document
 from pipelex_pool.topology.errors_from_pydantic import issues_from_validation
 from pipelex_pool.topology.schema import (
     RESERVED_GROUP_NAMES,
@@ -31,7 +32,6 @@ from pipelex_pool.topology.temporal_schema import TemporalSection
 from pipelex_pool.topology.toml import read_toml
 from pipelex_pool.topology.validate import check_topology
 
-_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -49,26 +49,23 @@ class Topology:
     issues: list[Issue] = field(default_factory=list)  # warnings and notes (errors raise instead)
 
     @property
+    def app(self) -> AppRef:
+        return app_ref(self.pool, self.file)
+
+    @property
+    def preload(self) -> AppRef | None:
+        """The task packs the fork server imports before forking, if `[pool] preload` is on."""
+        return self.app if self.pool.preload else None
+
+    @property
     def warnings(self) -> list[Issue]:
         return [issue for issue in self.issues if issue.severity is Severity.WARNING]
 
 
-def expand_env(value: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
-    """Expand ${VAR} and ${VAR:-default} ($$ is a literal $); returns the text and the unset names."""
-    missing: list[str] = []
-
-    def replace(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, default = match.group(1), match.group(2)
-        if name in environ and (environ[name] or default is None):
-            return environ[name]
-        if default is not None:
-            return default
-        missing.append(name)
-        return ""
-
-    return _ENV_REF.sub(replace, value), missing
+def app_ref(pool: PoolSection, file: Path) -> AppRef:
+    """`[pool] app`, found first in `[pool] app_path` (relative to the file) or else in the file's directory."""
+    base = file.resolve().parent
+    return AppRef(pool.app, (base / pool.app_path).resolve() if pool.app_path else base)
 
 
 def parse_section(
@@ -81,8 +78,11 @@ def parse_section(
         return None
 
 
-def temporal_table(doc: dict[str, Any], path: Path, issues: list[Issue]) -> tuple[Any, str | None]:
-    """The raw [temporal] table, inline or from `[pool] temporal_config_file`, and the file it came from."""
+def temporal_table(
+    doc: dict[str, Any], path: Path, issues: list[Issue], environ: Mapping[str, str]
+) -> tuple[Any, str | None]:
+    """The [temporal] table, inline or from `[pool] temporal_config_file` (its `${VAR}` expanded), and the file
+    it came from. `doc` is the topology, already expanded."""
     pool = doc.get("pool") if isinstance(doc.get("pool"), dict) else {}
     reference = pool.get("temporal_config_file") if isinstance(pool, dict) else None
     if not isinstance(reference, str):
@@ -118,7 +118,7 @@ def temporal_table(doc: dict[str, Any], path: Path, issues: list[Issue]) -> tupl
             )
         )
         return None, None
-    return data["temporal"], str(referenced)
+    return expand_document(data["temporal"], environ, issues, root=("temporal",), file=str(referenced)), str(referenced)
 
 
 def move_docs_alias(temporal: Any, issues: list[Issue], file: str | None) -> None:
@@ -163,8 +163,8 @@ def load_topology(path: str | Path, environ: Mapping[str, str] | None = None) ->
     """Read and validate a topology file. Raises TopologyError listing every error found."""
     environ = os.environ if environ is None else environ
     path = Path(path)
-    doc = read_toml(path)
     issues: list[Issue] = []
+    doc = expand_document(read_toml(path), environ, issues)
     for key in doc:
         if key not in ("pool", "dev_server", "workers", "temporal"):
             issues.append(
@@ -176,7 +176,7 @@ def load_topology(path: str | Path, environ: Mapping[str, str] | None = None) ->
             )
     pool = parse_section(PoolSection, doc.get("pool"), ("pool",), issues)
     dev_server = parse_section(DevServer, doc.get("dev_server"), ("dev_server",), issues)
-    temporal_raw, temporal_file = temporal_table(doc, path, issues)
+    temporal_raw, temporal_file = temporal_table(doc, path, issues, environ)
     move_docs_alias(temporal_raw, issues, temporal_file)
     temporal = parse_section(TemporalSection, temporal_raw, ("temporal",), issues, temporal_file)
     workers_raw = doc.get("workers", {})
@@ -195,22 +195,9 @@ def load_topology(path: str | Path, environ: Mapping[str, str] | None = None) ->
     pool_for_checks = pool or _fallback_pool(doc.get("pool"))
     catalog: Catalog | None = None
     try:
-        catalog = load_app(pool_for_checks.app)
+        catalog = load_app(app_ref(pool_for_checks, path))
     except AppImportError as exc:
         issues.append(Issue("pool.app", str(exc), ""))
-    for name, group in list(groups.items()):
-        expanded: dict[str, str] = {}
-        for key, value in group.env.items():
-            expanded[key], missing = expand_env(value, environ)
-            for var in missing:
-                issues.append(
-                    Issue(
-                        f"workers.{name}.env.{key}",
-                        f"references ${{{var}}}, which is not set in the environment.",
-                        f"export {var}, or give a default: ${{{var}:-value}}.",
-                    )
-                )
-        groups[name] = group.model_copy(update={"env": expanded})
 
     resolved: dict[str, ResolvedGroup] = {}
     scopes: dict[str, ResolvedScope] = {}

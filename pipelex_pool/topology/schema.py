@@ -54,6 +54,7 @@ class PoolSection(StrictModel):
     build_id: str | None = Field(default=None, pattern=DEPLOYMENT_PATTERN)  # e.g. "${GIT_SHA}"
     versioning_behavior: Literal["pinned", "auto_upgrade"] = "pinned"  # for workflows that declare none
     app: str = "pipelex_pool.sim:packs"
+    app_path: str | None = None  # where `app` is imported from first (relative to the file); default: the file's dir
     temporal_config_file: str | None = None
     socket: str | None = None
     state_dir: str | None = None
@@ -75,11 +76,6 @@ class PoolSection(StrictModel):
     def fleet_name(self) -> str:
         """The pool's fleet: `fleet`, or the pool's own name (a fleet of one)."""
         return self.fleet or self.name
-
-    @property
-    def preload_app(self) -> str | None:
-        """The task packs the fork server imports before forking, if `preload` is on."""
-        return self.app if self.preload else None
 
 
 class DevServer(StrictModel):

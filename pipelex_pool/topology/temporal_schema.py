@@ -108,10 +108,13 @@ class WorkerScope(StrictModel):
 
 
 _LLM = ["act_llm_gen_text", "act_llm_gen_object", "act_llm_gen_object_list"]
+# full, router and runner take every pack of the app ("*"): with Pipelex's packs that is crafting + pipe, as in
+# Pipelex's own pipelex.toml; with your own app, all of its workflows and activities. The runner-* scopes name
+# Pipelex's activities (with another app they resolve to nothing, which `validate` refuses for a group using one).
 BUILTIN_SCOPES: dict[str, WorkerScope] = {
-    "full": WorkerScope(required_tasks_packs=["crafting", "pipe"]),
-    "router": WorkerScope(required_tasks_packs=["crafting", "pipe"], disable_all_activities=True),
-    "runner": WorkerScope(required_tasks_packs=["crafting", "pipe"], disable_all_workflows=True),
+    "full": WorkerScope(required_tasks_packs=["*"]),
+    "router": WorkerScope(required_tasks_packs=["*"], disable_all_activities=True),
+    "runner": WorkerScope(required_tasks_packs=["*"], disable_all_workflows=True),
     "runner-llm": WorkerScope(required_activities=_LLM, disable_all_workflows=True),
     "runner-img-gen": WorkerScope(
         required_activities=["act_img_gen_images", "act_render_page_views"], disable_all_workflows=True

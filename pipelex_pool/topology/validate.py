@@ -218,6 +218,20 @@ def check_topology(
     resolved: dict[str, ResolvedGroup] = {}
     for name, group in groups.items():
         result = _check_group(name, group, pool, temporal, issues)
+        if result is not None and result.command is None and scopes[result.scope].empty:
+            # (a command group runs its own program, whose scopes the pool does not import)
+            offered = f"workflows: {', '.join(catalog.workflows) or 'none'}; "
+            offered += f"activities: {', '.join(catalog.activities) or 'none'}"
+            issues.append(
+                _error(
+                    f"workers.{name}.scope",
+                    f"scope {result.scope!r} registers nothing from the app {pool.app!r} ({offered}): every replica "
+                    "would exit at once.",
+                    'use scope = "full" (every workflow and activity of the app), "router", "runner", or define the '
+                    "scope under [temporal.worker_scopes.scopes.<name>].",
+                )
+            )
+            result = None
         if result is not None:
             resolved[name] = result
     if complete and len(resolved) == len(groups):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pipelex_pool.errors import Issue, Severity
-from pipelex_pool.packs import Catalog, resolve_scope
+from pipelex_pool.packs import ALL_PACKS, Catalog, resolve_scope
 from pipelex_pool.topology.suggest import did_you_mean
 from pipelex_pool.topology.temporal_schema import TemporalSection
 
@@ -110,7 +110,7 @@ def _check_scopes(temporal: TemporalSection, catalog: Catalog, issues: list[Issu
         )
         for key, names, known, kind in checks:
             for item in names:
-                if item not in known:
+                if item not in known and not (key == "required_tasks_packs" and item == ALL_PACKS):
                     issues.append(
                         Issue(f"{path}.{key}", f"unknown {kind} {item!r}.", did_you_mean(item, known), file=file)
                     )

@@ -9,7 +9,8 @@ from pathlib import Path
 from pipelex_pool.contract import BUILD_ID_ENV, CONFIG_ENV, GROUP_ENV, REPLICA_ENV, SDK_METRICS_ENV, identity_for
 from pipelex_pool.errors import Issue, Severity, TopologyError, WorkerBootError
 from pipelex_pool.packs import AppImportError, Catalog, ResolvedScope, load_app, resolve_scope
-from pipelex_pool.topology.load import move_docs_alias, parse_section, temporal_table
+from pipelex_pool.topology.env_refs import expand_document
+from pipelex_pool.topology.load import app_ref, move_docs_alias, parse_section, temporal_table
 from pipelex_pool.topology.schema import PoolSection
 from pipelex_pool.topology.suggest import closest
 from pipelex_pool.topology.temporal_schema import (
@@ -80,13 +81,13 @@ def load_worker_settings(
                 f"no config file: pass --config FILE (a topology or pipelex.toml) or set ${CONFIG_ENV}"
             )
         config = Path(env)
+    issues: list[Issue] = []
     try:
-        doc = read_toml(config)
+        doc = expand_document(read_toml(config), os.environ, issues)
     except TopologyError as exc:
         raise _first_error(config, exc.issues) from exc
-    issues: list[Issue] = []
     pool = parse_section(PoolSection, doc.get("pool"), ("pool",), issues) or PoolSection()
-    raw, temporal_file = temporal_table(doc, config, issues)
+    raw, temporal_file = temporal_table(doc, config, issues, os.environ)
     move_docs_alias(raw, issues, temporal_file)
     temporal = parse_section(TemporalSection, raw, ("temporal",), issues, temporal_file)
     if temporal is None or any(issue.severity is Severity.ERROR for issue in issues):
@@ -110,7 +111,7 @@ def load_worker_settings(
     if profile_name not in profiles:
         raise _unknown("worker runtime profile", "--profile", profile_name, list(profiles))
     try:
-        catalog = load_app(pool.app)
+        catalog = load_app(app_ref(pool, config))
     except AppImportError as exc:
         raise WorkerBootError(f"{config}: pool.app: {exc}") from exc
     check_temporal(temporal, catalog, issues, temporal_file)

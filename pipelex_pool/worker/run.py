@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import anyio
 import structlog
+import temporalio.activity
 from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
@@ -23,7 +26,9 @@ from pipelex_pool.contract import (
     SDK_METRICS_KEY,
     WATCHDOG_USEC_ENV,
 )
+from pipelex_pool.errors import WorkerBootError
 from pipelex_pool.notify import Notifier
+from pipelex_pool.packs import Catalog
 from pipelex_pool.parent_death import expected_parent, set_parent_death_signal
 from pipelex_pool.sim import routing
 from pipelex_pool.temporal.connect import connect
@@ -64,13 +69,42 @@ def sandboxed_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
+def activity_executor(settings: WorkerSettings) -> ThreadPoolExecutor | None:
+    """Threads for plain `def` activities (none when every activity is `async def`): one per activity slot of the
+    profile (`max_concurrent_activities`), as temporalio asks; threads are only created as activities run."""
+    sync = [name for name in settings.scope.activities if not is_async_activity(settings.catalog.activities[name])]
+    if not sync:
+        return None
+    slots = settings.profile.max_concurrent_activities or 1
+    return ThreadPoolExecutor(max_workers=max(1, slots), thread_name_prefix="activity")
+
+
+def is_async_activity(fn: Callable[..., Any]) -> bool:
+    definition = temporalio.activity._Definition.from_callable(fn)
+    return definition.is_async if definition is not None else inspect.iscoroutinefunction(fn)
+
+
 def build_worker(client: Client, settings: WorkerSettings) -> Worker:
+    """The temporalio Worker for the settings; anything it refuses (a bad workflow or activity definition) is a
+    WorkerBootError naming the scope, since no restart can fix the code."""
     catalog = settings.catalog
+    try:
+        return _worker(client, settings, catalog)
+    except Exception as exc:  # the app's definitions, as temporalio checks them
+        raise WorkerBootError(
+            f"cannot build the worker for scope {settings.scope_name!r} on {settings.task_queue!r} "
+            f"(app workflows {list(settings.scope.workflows)}, activities {list(settings.scope.activities)}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _worker(client: Client, settings: WorkerSettings, catalog: Catalog) -> Worker:
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[catalog.workflows[name] for name in settings.scope.workflows],
         activities=[catalog.activities[name] for name in settings.scope.activities],
+        activity_executor=activity_executor(settings),
         identity=settings.identity,
         interceptors=[accounting.AccountingInterceptor()],
         workflow_runner=accounting.CountingWorkflowRunner(
@@ -223,8 +257,7 @@ class WorkerProcess:
         if not self.drain_requested.is_set():
             self.drain("worker stopped")
 
-    async def serve(self, client: Client, parent: int) -> int:
-        worker = build_worker(client, self.settings)
+    async def serve(self, client: Client, worker: Worker, parent: int) -> int:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._signals)
             tg.start_soon(self._parent_watch, parent)
@@ -296,6 +329,7 @@ async def run_worker(settings: WorkerSettings, on_connect_error: Callable[[str],
     try:
         if runtime is not None:
             notifier.send(f"{SDK_METRICS_KEY}={settings.sdk_metrics}")
-        return await WorkerProcess(settings, notifier).serve(client, parent)
+        worker = build_worker(client, settings)
+        return await WorkerProcess(settings, notifier).serve(client, worker, parent)
     finally:
         notifier.close()

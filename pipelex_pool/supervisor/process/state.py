@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pipelex_pool.errors import EX_CONFIG
 
@@ -32,10 +32,12 @@ class ExitStatus:
     code: int | None = None
     signal: int | None = None
     by_pool: str | None = None  # why the pool itself killed it (watchdog, start timeout, drain past its grace)
+    last_words: str | None = None  # the last line it wrote, kept when it failed: what an operator reads first
 
     @classmethod
-    def from_returncode(cls, returncode: int) -> ExitStatus:
-        return cls(signal=-returncode) if returncode < 0 else cls(code=returncode)
+    def from_returncode(cls, returncode: int, last_words: str | None = None) -> ExitStatus:
+        status = cls(signal=-returncode) if returncode < 0 else cls(code=returncode)
+        return status if status.success or not last_words else replace(status, last_words=last_words)
 
     @property
     def success(self) -> bool:
@@ -67,6 +69,10 @@ class ExitStatus:
         return str(self.code), ""
 
     def describe(self) -> str:
+        """e.g. "exit 78 (configuration error): pipelex-pool worker: configuration error: ...", "SIGTERM"."""
+        return f"{self._how()}: {self.last_words}" if self.last_words else self._how()
+
+    def _how(self) -> str:
         if self.by_pool is not None:
             return f"killed by the pool: {self.by_pool}"
         if self.signal is not None:

@@ -1,4 +1,5 @@
-"""The fork server: `python -u -m pipelex_pool.supervisor.spawning.fork_server FD [APP]`, started by the supervisor.
+"""The fork server: `python -u -m pipelex_pool.supervisor.spawning.fork_server FD [APP APP_PATH]`, started by the
+supervisor.
 
 It imports temporalio and the built-in worker once (and creates no Temporal Runtime or Client, which must not
 cross a fork), and with `[pool] preload = true` the application's task packs (APP, `module:attr`), then freezes
@@ -26,8 +27,10 @@ import socket
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
+from pipelex_pool.packs import AppRef, load_app
 from pipelex_pool.parent_death import set_parent_death_signal
 
 ADOPTION_TIMEOUT_S = 5.0
@@ -36,7 +39,7 @@ MAX_REQUEST = 1 << 20
 GO = b"\x01"  # the supervisor's go-ahead, on the child's output socket
 
 
-def preload(app: str | None) -> str | None:
+def preload(app: AppRef | None) -> str | None:
     """What every worker imports anyway (the SDK, the worker, the CLI) and the application's task packs if `app`
     is given; returns why the packs could not be imported (each child then imports them itself, and fails there
     with the same error in its log)."""
@@ -50,8 +53,6 @@ def preload(app: str | None) -> str | None:
     setproctitle.setproctitle(setproctitle.getproctitle())  # take over the argv area now, while environ is intact
     error = None
     if app is not None:
-        from pipelex_pool.packs import load_app
-
         try:
             load_app(app)
         except Exception as exc:  # the user's code: whatever it raises is reported, never fatal here
@@ -159,18 +160,19 @@ def serve(sock: socket.socket, greeting: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) not in (2, 3) or not sys.argv[1].isdigit():
+    if len(sys.argv) not in (2, 4) or not sys.argv[1].isdigit():
         sys.exit(
-            "usage: python -u -m pipelex_pool.supervisor.spawning.fork_server FD [APP] (started by pipelex-pool up)"
+            "usage: python -u -m pipelex_pool.supervisor.spawning.fork_server FD [APP APP_PATH] "
+            "(started by pipelex-pool up)"
         )
     set_parent_death_signal(signal.SIGKILL)
     if os.getppid() == 1:  # the supervisor died before the signal was armed
         sys.exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us by closing the socket
     sock = socket.socket(fileno=int(sys.argv[1]))
-    app = sys.argv[2] if len(sys.argv) == 3 else None
+    app = AppRef(sys.argv[2], Path(sys.argv[3]) if sys.argv[3] else None) if len(sys.argv) == 4 else None
     error = preload(app)
-    serve(sock, {"preloaded": app if error is None else None, "preload_error": error})
+    serve(sock, {"preloaded": app.spec if app and error is None else None, "preload_error": error})
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import psutil
 import structlog
 from anyio.abc import ByteReceiveStream, Process, UNIXSocketStream
 
+from pipelex_pool.packs import AppRef
 from pipelex_pool.parent_death import become_child_subreaper
 from pipelex_pool.supervisor.spawning.fork_server import GO
 from pipelex_pool.supervisor.spawning.spawner import (
@@ -72,9 +73,9 @@ class ForkServerError(Exception):
 class ForkSpawner:
     """Forks built-in workers from a warm fork server; execs everything else (and everything, if it fails)."""
 
-    def __init__(self, fallback: Spawner | None = None, preload: str | None = None) -> None:
+    def __init__(self, fallback: Spawner | None = None, preload: AppRef | None = None) -> None:
         self.fallback = fallback or ExecSpawner()
-        self.preload = preload  # the task packs (module:attr) the fork server imports before forking
+        self.preload = preload  # the task packs the fork server imports before forking
         self.adopting = become_child_subreaper()
         self._server: Process | None = None
         self._retired: list[Process] = []
@@ -115,7 +116,7 @@ class ForkSpawner:
     def reap_orphans(self, known: set[int]) -> list[int]:
         return reap_adopted_orphans(known | self.own_pids()) if self.adopting else []
 
-    def refresh(self, preload: str | None = None) -> None:
+    def refresh(self, preload: AppRef | None = None) -> None:
         """Retire the fork server: the next spawn starts a new one, which imports the code installed now (and
         preloads `preload`). (A request in flight finishes first: the socket is closed only between requests.)"""
         self.preload = preload
@@ -184,7 +185,7 @@ class ForkSpawner:
                     "-m",
                     "pipelex_pool.supervisor.spawning.fork_server",
                     str(theirs.fileno()),
-                    *([self.preload] if self.preload else []),
+                    *([self.preload.spec, str(self.preload.search_path or "")] if self.preload else []),
                 ],
                 stdin=None,
                 stdout=None,
@@ -204,7 +205,7 @@ class ForkSpawner:
         if hello.get("preload_error"):
             log.warning(
                 "spawn.preload_failed",
-                app=self.preload,
+                app=self.preload.spec if self.preload else None,
                 error=hello["preload_error"],
                 effect="each worker imports the task packs itself (and reports the same error in its log)",
             )

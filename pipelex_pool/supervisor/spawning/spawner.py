@@ -15,6 +15,7 @@ import anyio
 from anyio.abc import ByteReceiveStream
 
 from pipelex_pool.contract import CONFIG_ENV, GROUP_ENV, IDENTITY_ENV, REPLICA_ENV, SUPERVISOR_PID_ENV, identity_for
+from pipelex_pool.packs import AppRef
 from pipelex_pool.supervisor.systemd import SYSTEMD_ENV
 from pipelex_pool.topology.schema import ResolvedGroup
 
@@ -60,9 +61,9 @@ class Spawner(Protocol):
 
     async def spawn(self, spec: ChildSpec, register: Register) -> Child: ...
 
-    def refresh(self, preload: str | None = None) -> None:
+    def refresh(self, preload: AppRef | None = None) -> None:
         """Forget anything kept warm, so the next spawn runs the code installed now (with the task packs
-        `preload`, module:attr, imported before the fork, if the spawner keeps a warm process)."""
+        `preload` imported before the fork, if the spawner keeps a warm process)."""
 
     def own_pids(self) -> set[int]:
         """Helper processes of the spawner itself (a fork server), which the pool must not treat as orphans."""
@@ -83,7 +84,7 @@ BUILTIN_WORKER = [sys.executable, "-m", "pipelex_pool"]
 class ExecSpawner:
     """Plain fork+exec in a new session (its own process group), stdout and stderr on one pipe."""
 
-    def refresh(self, preload: str | None = None) -> None:
+    def refresh(self, preload: AppRef | None = None) -> None:
         pass
 
     def own_pids(self) -> set[int]:

@@ -21,6 +21,8 @@ from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 log = structlog.get_logger("pipelex_pool.supervisor")
 OUTPUT_DRAIN_S = 1.0
 MAX_DATAGRAM = 64 * 1024  # a worker's datagrams are at most 32 KiB (worker/inflight.py)
+TAIL_BYTES = 4096
+LAST_LINE_CHARS = 400
 
 
 def parse_notify(datagram: bytes) -> dict[str, str]:
@@ -32,10 +34,26 @@ def parse_notify(datagram: bytes) -> dict[str, str]:
     return fields
 
 
-async def _pump(stream: ByteReceiveStream, output: RotatingLog, done: anyio.Event) -> None:
+class OutputTail:
+    """The last TAIL_BYTES a child wrote, for the last line of a failed exit."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def add(self, chunk: bytes) -> None:
+        self.data = (self.data + chunk[-TAIL_BYTES:])[-TAIL_BYTES:]
+
+    def last_line(self) -> str:
+        lines = [line.strip() for line in self.data.decode(errors="replace").splitlines()]
+        text = next((line for line in reversed(lines) if line), "")
+        return text if len(text) <= LAST_LINE_CHARS else text[: LAST_LINE_CHARS - 3] + "..."
+
+
+async def _pump(stream: ByteReceiveStream, output: RotatingLog, done: anyio.Event, tail: OutputTail) -> None:
     try:
         async for chunk in stream:
             output.write(chunk)
+            tail.add(chunk)
     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
         pass
     finally:
@@ -72,11 +90,12 @@ async def watch_child(
     release what the spawn allocated."""
     process, output, notify = launched.child, launched.output, launched.notify
     returncode = -9
+    tail = OutputTail()
     try:
         async with anyio.create_task_group() as tg:
             drained = anyio.Event()
             if process.stdout is not None:
-                tg.start_soon(_pump, process.stdout, output, drained)
+                tg.start_soon(_pump, process.stdout, output, drained, tail)
             else:
                 drained.set()
             if notify is not None:
@@ -94,9 +113,8 @@ async def watch_child(
                 notify.close()
             await process.aclose()
             with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):  # (the loop is gone)
-                await events.send(
-                    Exited(handle, generation, process.returncode if process.returncode is not None else returncode)
-                )
+                code = process.returncode if process.returncode is not None else returncode
+                await events.send(Exited(handle, generation, code, tail.last_line()))
 
 
 async def watch_serving(

@@ -18,7 +18,7 @@ import anyio
 import structlog
 from temporalio.client import Client
 
-from pipelex_pool.contract import pool_of
+from pipelex_pool.contract import pool_of, sdk_default_identity
 from pipelex_pool.supervisor.desired.requests import Request, Scale
 from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.watchers.autoscale import AutoscaleState, decide
@@ -189,15 +189,18 @@ class TemporalWatch:
                 )
                 self.submit(Scale(group.name, after, by_autoscaler=True, reason=state.reason))
 
-    def polling(self, queue: str, types: list[QueueType], identity: str, ready_at: float | None) -> bool | None:
-        """Whether Temporal sees `identity` polling `queue` recently for every type (None: not known yet)."""
+    def polling(
+        self, queue: str, types: list[QueueType], identities: tuple[str, ...], ready_at: float | None
+    ) -> bool | None:
+        """Whether Temporal sees one of the replica's `identities` polling `queue` recently for every type (None:
+        not known yet)."""
         views = [self.views.get((queue, t)) for t in types]
         if not views or any(v is None or v.seen_at is None for v in views):
             return None
         if ready_at is not None and any(self._older_than((queue, t), ready_at) for t in types):
             return None  # described before this replica was READY: the next round tells
         now = datetime.now(UTC)
-        return all(identity in v.live_pollers(now) for v in views if v is not None)
+        return all(any(i in v.live_pollers(now) for i in identities) for v in views if v is not None)
 
     def warnings(self) -> list[str]:
         topology = self.supervisor.topology
@@ -250,7 +253,7 @@ def live_identities(supervisor: PoolView) -> set[str]:
         if handle.pid is None or not handle.state.alive or info is None or not info.identity:
             continue
         if info.usage is None or info.usage.can_run:
-            alive.add(info.identity)
+            alive |= {info.identity, sdk_default_identity(handle.pid)}
     return alive
 
 
