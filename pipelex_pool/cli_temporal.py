@@ -35,11 +35,13 @@ async def connect_or_exit(loaded: Any, quiet_core: bool = False) -> Any:
     each retried request on stdout, which would break --json; the caller reports outages itself)."""
     from temporalio.runtime import Runtime, TelemetryConfig
 
+    from pipelex_pool.temporal.codec import data_converter
     from pipelex_pool.temporal.connect import connect
 
     server = loaded.temporal.selected_server()
     try:
-        return await connect(server, runtime=Runtime(telemetry=TelemetryConfig(logging=None)) if quiet_core else None)
+        runtime = Runtime(telemetry=TelemetryConfig(logging=None)) if quiet_core else None
+        return await connect(server, runtime=runtime, converter=data_converter(loaded.temporal.payload_codec_config))
     except Exception as exc:  # report which server could not be reached and stop: nothing was changed
         click.echo(f"pipelex-pool: cannot reach Temporal at {server.target_host} ({server.namespace}): {exc}", err=True)
         exit_skipping_finalization(EXIT_FAILED)

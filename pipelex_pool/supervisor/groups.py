@@ -123,12 +123,16 @@ def worker_group(topology: Topology, group: ResolvedGroup, topology_file: Path) 
         watchdog=group.watchdog.total_seconds() or None if group.watchdog and readiness is Readiness.NOTIFY else None,
     )
     pool = topology.pool.name
+    server = topology.temporal.selected_server()
+    assert server is not None  # validated
+    # what temporalio's envconfig (and the `temporal` CLI) read: a command worker connects where the pool does
+    connection = {"TEMPORAL_ADDRESS": server.target_host, "TEMPORAL_NAMESPACE": server.namespace}
     return SupervisedGroup(
         name=group.name,
         readiness=readiness,
         restart=group.restart,
         timings=timings,
-        make_spec=lambda replica: worker_spec(pool, group, replica, topology_file, {}),
+        make_spec=lambda replica: worker_spec(pool, group, replica, topology_file, connection),
         desired=group.replicas,
         spec=group,
         ready_delay=delay,

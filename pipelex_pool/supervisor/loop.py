@@ -49,6 +49,7 @@ from pipelex_pool.supervisor.watchers.deploy import DeployController
 from pipelex_pool.supervisor.watchers.queues import TemporalWatch, served_types
 from pipelex_pool.supervisor.watchers.resources import SAMPLE_INTERVAL_S, watch_resources
 from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth
+from pipelex_pool.temporal.codec import data_converter
 from pipelex_pool.temporal.connect import LazyClient
 from pipelex_pool.temporal.fleet import beacon_identity, hold_beacon
 from pipelex_pool.temporal.pollers import QueueType
@@ -104,7 +105,10 @@ class Supervisor:
         server = self.topology.temporal.selected_server()
         assert server is not None
         expected_down = lambda: temporal_expected_down(self)  # noqa: E731
-        self.temporal = LazyClient(server, f"{self.topology.pool.name}/supervisor@{os.getpid()}", expected_down)
+        converter = data_converter(self.topology.temporal.payload_codec_config)
+        self.temporal = LazyClient(
+            server, f"{self.topology.pool.name}/supervisor@{os.getpid()}", expected_down, converter
+        )
         self.health = TemporalHealth(server.target_host)
         self.watch = TemporalWatch(self, self.temporal.get, self.request, expected_down)
         self.deployer = DeployController(self, self.temporal.get, self.request)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import anyio
 import structlog
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
 
 from pipelex_pool.errors import WorkerBootError
@@ -32,8 +33,14 @@ def api_key_for(server: ServerConfig) -> str | None:
     )
 
 
-async def connect(server: ServerConfig, identity: str | None = None, runtime: Runtime | None = None) -> Client:
-    """A client for `server` (an API key implies TLS), on `runtime` (default: the SDK's default runtime)."""
+async def connect(
+    server: ServerConfig,
+    identity: str | None = None,
+    runtime: Runtime | None = None,
+    converter: DataConverter | None = None,
+) -> Client:
+    """A client for `server` (an API key implies TLS), on `runtime` (default: the SDK's default runtime), with
+    `converter` (the topology's payload codec; default: temporalio's)."""
     api_key = api_key_for(server)
     return await Client.connect(
         server.target_host,
@@ -42,6 +49,7 @@ async def connect(server: ServerConfig, identity: str | None = None, runtime: Ru
         tls=api_key is not None,
         identity=identity,
         runtime=runtime,
+        data_converter=converter or DataConverter.default,
     )
 
 
@@ -49,8 +57,14 @@ class LazyClient:
     """One client for the supervisor, connected on first use: `get()` waits (retrying every second) while the
     server boots, `once()` tries a single time. Nothing is marked failed while Temporal does not answer."""
 
-    def __init__(self, server: ServerConfig, identity: str, expected_down: Callable[[], bool] = bool) -> None:
-        self.server, self.identity = server, identity
+    def __init__(
+        self,
+        server: ServerConfig,
+        identity: str,
+        expected_down: Callable[[], bool] = bool,
+        converter: DataConverter | None = None,
+    ) -> None:
+        self.server, self.identity, self.converter = server, identity, converter
         self.expected_down = expected_down  # True while not answering is normal (the pool's dev server boots)
         self._client: Client | None = None
 
@@ -59,7 +73,7 @@ class LazyClient:
         waited = False
         while self._client is None:
             try:
-                self._client = await connect(self.server, self.identity)
+                self._client = await connect(self.server, self.identity, converter=self.converter)
             except Exception as exc:  # server not up yet: readiness checks wait
                 if not retry:
                     raise

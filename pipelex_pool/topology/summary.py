@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pipelex_pool.errors import Severity
@@ -57,12 +58,33 @@ def summarize(topology: Topology) -> dict[str, Any]:
             "namespace": server.namespace if server else None,
         },
         "dev_server": topology.dev_server.enabled,
+        "payload_codec": _codec(topology),
         "default_task_queue": temporal.default_task_queue,
         "total_replicas": sum(group.replicas for group in topology.groups.values()),
         "groups": groups,
         "scopes": scopes,
         "queues": queues,
         "issues": [issue.as_dict() for issue in topology.issues],
+    }
+
+
+def _codec(topology: Topology) -> dict[str, Any] | None:
+    """Where offloaded payloads go, when Pipelex's storage codec is on (relative paths: from the current dir)."""
+    codec = topology.temporal.payload_codec_config
+    if not codec.is_enabled:
+        return None
+    provider = codec.storage_provider_config
+    if provider.local is not None and provider.method == "local":
+        where = str(Path(provider.local.local_storage_path).expanduser().absolute())
+    elif provider.s3 is not None and provider.method == "s3":
+        where = f"s3://{provider.s3.bucket_name} ({provider.s3.region})"
+    else:
+        where = provider.method
+    return {
+        "method": provider.method,
+        "where": where,
+        "size_threshold": codec.size_threshold,
+        "prefix": codec.storage_prefix,
     }
 
 
@@ -74,6 +96,14 @@ def render_summary(topology: Topology) -> str:
         f"{data['file']}: OK",
         f"pool {data['pool']!r}: app {data['app']}, server {server['name']} ({server['target_host']}, "
         f"namespace {server['namespace']}), dev server {data['dev_server']}",
+        *(
+            [
+                f"payload codec: payloads of {format_size(codec['size_threshold'])} or more go to {codec['where']}, "
+                f"under {codec['prefix']!r}"
+            ]
+            if (codec := data["payload_codec"])
+            else []
+        ),
         "",
         f"groups ({len(data['groups'])}, {data['total_replicas']} replicas):",
     ]

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from pipelex_pool.topology.codec_schema import PayloadCodecConfig
 from pipelex_pool.topology.types import Duration, StrictModel
 
 Unlimited = Literal["unlimited"]
@@ -206,9 +207,26 @@ class ServerConfig(StrictModel):
     api_key_id: str | None = None
 
 
+class TemporalLogConfig(StrictModel):
+    """`[temporal.temporal_config.temporal_log_config]`: how Pipelex's own workers format their log lines. The
+    pool's built-in worker logs with structlog and reads none of it; it is accepted so a pipelex.toml loads as is."""
+
+    is_workflow_info_on_message: bool = False
+    is_workflow_info_on_extra: bool = True
+    is_full_workflow_info_on_extra: bool = False
+    is_activity_info_on_message: bool = False
+    is_activity_info_on_extra: bool = True
+    is_full_activity_info_on_extra: bool = False
+    is_formatter_enabled: bool = True
+    is_prefix_enabled: bool = True
+    managed_loggers: list[str] = Field(default_factory=list)
+    is_dispatch_resolution_traced: bool = False
+
+
 class TemporalConfig(StrictModel):
     selected_server: str = "local"
     temporal_server_configs: dict[str, ServerConfig] = Field(default_factory=dict)
+    temporal_log_config: TemporalLogConfig = Field(default_factory=TemporalLogConfig)
 
     def all_servers(self) -> dict[str, ServerConfig]:
         return self.temporal_server_configs or {"local": ServerConfig(description="local dev server")}
@@ -231,6 +249,7 @@ class TemporalSection(StrictModel):
     worker_scopes: WorkerScopes = Field(default_factory=WorkerScopes)
     temporal_config: TemporalConfig = Field(default_factory=TemporalConfig)
     search_attributes: SearchAttributes = Field(default_factory=SearchAttributes)
+    payload_codec_config: PayloadCodecConfig = Field(default_factory=PayloadCodecConfig)
 
     @property
     def default_task_queue(self) -> str:

@@ -24,6 +24,7 @@ COMMAND_PLACEHOLDERS = (
     "pool",
     "python",
     "config",
+    "config_dir",  # the topology file's directory: a script beside it needs no absolute path
 )
 DEFAULT_WATCHDOG = timedelta(seconds=15)
 

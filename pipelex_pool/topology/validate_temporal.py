@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 
 from pipelex_pool.errors import Issue, Severity
@@ -19,6 +20,7 @@ def check_temporal(temporal: TemporalSection, catalog: Catalog, issues: list[Iss
     _check_scopes(temporal, catalog, issues, file)
     _check_servers(temporal, issues, file)
     _check_routing(temporal, catalog, issues, file)
+    _check_codec(temporal, issues, file)
 
 
 def _check_known(
@@ -201,3 +203,40 @@ def _check_routing(temporal: TemporalSection, catalog: Catalog, issues: list[Iss
                     file=file,
                 )
             )
+
+
+def _check_codec(temporal: TemporalSection, issues: list[Issue], file: str | None) -> None:
+    """[temporal.payload_codec_config]: a provider every process of the pool (and Pipelex's clients) can share."""
+    codec = temporal.payload_codec_config
+    if not codec.is_enabled:
+        return
+    path = "temporal.payload_codec_config.storage_provider_config.method"
+    method = codec.storage_provider_config.method
+    if method == "in_memory":
+        issues.append(
+            Issue(
+                path,
+                "in_memory storage lives in one process: the pool's workers, its supervisor and Pipelex's clients "
+                "would not find each other's offloaded payloads.",
+                'use method = "local" (one host) or "s3" (a fleet), or set is_enabled = false.',
+                file=file,
+            )
+        )
+    elif method == "gcp":
+        issues.append(
+            Issue(
+                path,
+                "the gcp storage provider is not supported by pipelex-pool.",
+                'use method = "s3" (or "local" on one host), or set is_enabled = false.',
+                file=file,
+            )
+        )
+    elif method == "s3" and importlib.util.find_spec("boto3") is None:
+        issues.append(
+            Issue(
+                path,
+                "the s3 storage provider needs boto3, which is not installed.",
+                'pip install "pipelex-pool[s3]".',
+                file=file,
+            )
+        )

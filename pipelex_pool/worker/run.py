@@ -31,6 +31,7 @@ from pipelex_pool.notify import Notifier
 from pipelex_pool.packs import Catalog
 from pipelex_pool.parent_death import expected_parent, set_parent_death_signal
 from pipelex_pool.sim import routing
+from pipelex_pool.temporal.codec import data_converter
 from pipelex_pool.temporal.connect import connect
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 from pipelex_pool.worker import accounting, inflight
@@ -317,7 +318,9 @@ async def run_worker(settings: WorkerSettings, on_connect_error: Callable[[str],
     )
     runtime = sdk_metrics_runtime(settings.sdk_metrics)
     try:
-        client = await connect(settings.server, settings.identity, runtime)
+        client = await connect(
+            settings.server, settings.identity, runtime, data_converter(settings.temporal.payload_codec_config)
+        )
     except Exception as exc:  # unreachable server: exit 1 so the supervisor retries with backoff
         message = (
             f"cannot reach Temporal at {settings.server.target_host} (namespace {settings.server.namespace}): {exc}"

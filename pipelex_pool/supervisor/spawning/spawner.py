@@ -150,6 +150,7 @@ def worker_argv(
         "pool": pool,
         "python": python,
         "config": config,
+        "config_dir": str(Path(config).parent),
     }
     return [part.format(**values) for part in group.command]
 
@@ -166,13 +167,13 @@ def worker_spec(
     identity = identity_for(pool, group.name, replica)
     env = {
         **child_environment(base_env),
+        **extra_env,  # the pool's defaults (where Temporal is), which the group's own env may override
         **group.env,
         CONFIG_ENV: str(topology_file),
         GROUP_ENV: group.name,
         REPLICA_ENV: str(replica),
         IDENTITY_ENV: identity,
         "PYTHONUNBUFFERED": "1",
-        **extra_env,
     }
     argv = worker_argv(
         pool, group, program=BUILTIN_WORKER, python=sys.executable, config=str(topology_file), replica=str(replica),
