@@ -58,8 +58,8 @@ class Pool:
         """The base topology on the same server and namespace, with `changes`."""
         return self.write(self.server, self.namespace, changes)
 
-    def up(self) -> subprocess.Popen[bytes]:
-        self.proc = self.processes.spawn(cli_args("up", str(self.topology)), name="supervisor")
+    def up(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        self.proc = self.processes.spawn(cli_args("up", str(self.topology)), env=env, name="supervisor")
         return self.proc
 
     def output(self) -> str:

@@ -134,6 +134,8 @@ def _check_servers(temporal: TemporalSection, issues: list[Issue], file: str | N
     _check_known("temporal.temporal_config.selected_server", "server", selected, servers, issues, file)
     for name, server in servers.items():
         path = f"temporal.temporal_config.temporal_server_configs.{name}"
+        if name != selected and "${" in server.model_dump_json():
+            continue  # an entry for other machines, whose variables are not set here (see topology/env_refs.py)
         host, _, port = server.target_host.rpartition(":")
         if not host or not port.isdigit():
             issues.append(
