@@ -26,6 +26,9 @@ HEALTH_TOUCH_S = 5.0
 TASKS_KEY = "X_PIPELEX_TASKS"  # JSON task counts (worker/accounting.py)
 SDK_METRICS_KEY = "X_PIPELEX_SDK_METRICS"  # "host:port" where the worker serves the SDK's metrics
 INFLIGHT_KEY = "X_PIPELEX_INFLIGHT"  # JSON: activity attempts started / finished (worker/inflight.py)
+# why it cannot reach Temporal yet (it keeps trying: an outage is not a failure); empty once it has reached it
+WAITING_KEY = "X_PIPELEX_WAITING_FOR_TEMPORAL"
+RUNS_KEY = "X_PIPELEX_RUNS"  # JSON: workflow runs cached / evicted (worker/cached_runs.py)
 
 # -- what the pool tells Temporal ----------------------------------------------------------------------------------
 HAND_BACK_FAILURE_TYPE = "WorkerProcessDied"  # the failure type of an attempt the pool handed back

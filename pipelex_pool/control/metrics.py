@@ -100,6 +100,11 @@ class PoolCollector(Collector):
             "Hand-backs Temporal refused (the attempt had finished, timed out, or its workflow was gone).",
             labels=["group"],
         )
+        runs_moved = CounterMetricFamily(
+            "pipelex_pool_workflow_runs_handed_back",
+            "Cached workflow runs of dead replicas moved off their sticky queues (ResetStickyTaskQueue).",
+            labels=["group"],
+        )
         autoscale = GaugeMetricFamily(
             "pipelex_pool_autoscale_desired",
             "Replicas the autoscaler asks for (actual: pipelex_pool_replicas).",
@@ -124,10 +129,11 @@ class PoolCollector(Collector):
             for reason, count in sorted(group.handed_back.items()):
                 handed_back.add_metric([group.name, reason], count)
             refused.add_metric([group.name], group.hand_back_refused)
+            runs_moved.add_metric([group.name], group.runs_handed_back)
             if group.spec.autoscale is not None:
                 autoscale.add_metric([group.name], group.desired)
         yield from (replicas, desired, restarts, exits, activities, activity_seconds, workflow_tasks)
-        yield from (handed_back, refused, autoscale)
+        yield from (handed_back, refused, runs_moved, autoscale)
 
     def _replicas(self) -> Iterator[Metric]:
         view = self.view

@@ -148,6 +148,11 @@ def render_status(status: dict[str, Any]) -> str:
                 f"hand-back {name}: {handed} attempt(s) of dead replicas handed back to Temporal, "
                 f"{group.get('hand_back_refused', 0)} refused (already finished or gone)"
             )
+        if group.get("runs_handed_back"):
+            lines.append(
+                f"hand-back {name}: {group['runs_handed_back']} workflow run(s) of dead replicas moved off their "
+                "sticky queues"
+            )
         if group.get("autoscale"):
             scale = group["autoscale"]
             bounds = f"{scale['min']}..{scale['max']}"
@@ -158,6 +163,11 @@ def render_status(status: dict[str, Any]) -> str:
     if warnings:
         lines += ["", "warnings:", *[f"  {w}" for w in warnings]]
     notes = [f"  {r['group']}/{r['replica']}: {r['reason']}" for r in status["replicas"] if r.get("reason")]
+    notes += [
+        f"  {r['group']}/{r['replica']}: {r['status_text']} (not a failure: it keeps trying)"
+        for r in status["replicas"]
+        if r.get("waiting_for_temporal")
+    ]
     stopped = [name for name, g in status["groups"].items() if g["stopped_by_operator"]]
     if stopped:
         notes.append(f"  stopped by operator: {', '.join(stopped)} (`pipelex-pool start GROUP`)")

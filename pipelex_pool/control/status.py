@@ -123,8 +123,10 @@ def _replica(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle
         "last_exit": handle.last_exit.describe() if handle.last_exit else None,
         "reason": handle.reason or None,
         "status_text": info.status_text if info and info.status_text else None,
+        "waiting_for_temporal": handle.waiting_for_temporal,
         "tasks": asdict(info.tasks) if info and info.tasks else None,
         "inflight": _inflight(info),
+        "workflow_runs_cached": len(info.cached_runs) if info else 0,
         "polling": _polling(supervisor, group, handle, info.identity if info else ""),
         "build_id": info.build_id if info else None,
         "sdk_metrics": f"http://{info.sdk_metrics}/metrics"
@@ -188,6 +190,7 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "spawn_failures": group.spawn_failures,
             "handed_back": dict(group.handed_back),
             "hand_back_refused": group.hand_back_refused,
+            "runs_handed_back": group.runs_handed_back,
             "hand_back_failed": group.hand_back_failed,
             "hand_back": spec.hand_back if spec else None,
             "scope": spec.scope if spec else None,

@@ -49,6 +49,16 @@ class HandedBack:
     failed: int
 
 
+@dataclass(frozen=True)
+class RunsHandedBack:
+    """The workflow runs a dead replica held in its cache were moved off its sticky queue (or were already done)."""
+
+    group: str
+    moved: int
+    finished: int  # the run had ended or was gone: nothing to move
+    failed: int  # Temporal did not answer in time: the run waits for the sticky timeout
+
+
 @dataclass(eq=False)
 class Submitted:
     """A request on its way to the loop; whoever submitted it may wait for `applied`."""
@@ -64,4 +74,4 @@ class Submitted:
 
 
 ProcessEvent = Notified | SeenReady | Exited
-Event = ProcessEvent | HandedBack | Submitted
+Event = ProcessEvent | HandedBack | RunsHandedBack | Submitted

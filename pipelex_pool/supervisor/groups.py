@@ -65,6 +65,7 @@ class SupervisedGroup:
     handed_back: Counter[str] = field(default_factory=Counter)  # in-flight attempts handed back, by exit reason
     hand_back_refused: int = 0  # hand-backs Temporal refused (already completed, timed out, workflow gone)
     hand_back_failed: int = 0  # hand-backs that could not reach Temporal in time
+    runs_handed_back: int = 0  # cached workflow runs of dead replicas moved off their sticky queues
     exits_total: Counter[tuple[str, str]] = field(default_factory=Counter)  # by (code, signal) label values
     tasks_history: TaskCounts = field(default_factory=TaskCounts)  # counts of processes that have exited
 
@@ -101,10 +102,11 @@ class SupervisedGroup:
         )
         self.tasks_history, self.revive, self.roll_aborted = old.tasks_history, old.revive, old.roll_aborted
         self.park_old, self.parked_fate, self.parked = old.park_old, old.parked_fate, old.parked
-        self.handed_back, self.hand_back_refused, self.hand_back_failed = (
+        self.handed_back, self.hand_back_refused, self.hand_back_failed, self.runs_handed_back = (
             old.handed_back,
             old.hand_back_refused,
             old.hand_back_failed,
+            old.runs_handed_back,
         )
         for handle in self.all_handles():
             handle.policy = RestartPolicy(self.restart, self.rng)

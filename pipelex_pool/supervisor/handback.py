@@ -19,13 +19,14 @@ from temporalio.api.common.v1 import Payloads, WorkflowExecution
 from temporalio.api.failure.v1 import ApplicationFailureInfo, Failure
 from temporalio.api.workflowservice.v1 import (
     DescribeWorkflowExecutionRequest,
+    ResetStickyTaskQueueRequest,
     RespondActivityTaskFailedRequest,
 )
 from temporalio.client import Client
 from temporalio.service import RPCError
 
 from pipelex_pool.contract import HAND_BACK_FAILURE_TYPE as FAILURE_TYPE
-from pipelex_pool.supervisor.events import HandedBack
+from pipelex_pool.supervisor.events import HandedBack, RunsHandedBack
 from pipelex_pool.supervisor.groups import SupervisedGroup
 from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
 from pipelex_pool.supervisor.view import ReplicaInfo
@@ -114,6 +115,44 @@ async def _heartbeat_details(client: Client, attempt: Attempt) -> Payloads | Non
     return None
 
 
+async def move_runs(client: Client, runs: set[tuple[str, str]]) -> list[str]:
+    """ResetStickyTaskQueue for each (workflow_id, run_id): its next workflow task goes to the normal queue now,
+    where a live worker takes it, instead of waiting for the sticky timeout on a dead worker's queue. Returns one
+    outcome per run: "moved", "finished" (the run ended or is gone) or "failed" (Temporal did not answer)."""
+    outcomes: list[str] = []
+    limiter = anyio.CapacityLimiter(CONCURRENCY)
+
+    async def one(workflow_id: str, run_id: str) -> None:
+        async with limiter:
+            delay, deadline = 0.2, anyio.current_time() + RETRY_FOR_S
+            while True:
+                try:
+                    await client.workflow_service.reset_sticky_task_queue(
+                        ResetStickyTaskQueueRequest(
+                            namespace=client.namespace,
+                            execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id),
+                        )
+                    )
+                except RPCError as exc:
+                    if exc.status in REFUSED:
+                        outcomes.append("finished")
+                        return
+                    if anyio.current_time() + delay > deadline:
+                        log.warning("handback.run_not_moved", workflow_id=workflow_id, run_id=run_id, error=exc.message)
+                        outcomes.append("failed")
+                        return
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                outcomes.append("moved")
+                return
+
+    async with anyio.create_task_group() as tg:
+        for workflow_id, run_id in runs:
+            tg.start_soon(one, workflow_id, run_id)
+    return outcomes
+
+
 class HandBacks:
     """What the loop asks of hand-back: on each exit, hand back what the replica reported in flight, and remember
     it to look for dispatches it never saw (a scan SCAN_DELAY_S after the last of a burst of exits). The work runs
@@ -123,7 +162,7 @@ class HandBacks:
         self,
         client: Callable[[], Awaitable[Client]],
         identity: str,
-        report: Callable[[HandedBack], None],
+        report: Callable[[HandedBack | RunsHandedBack], None],
         stuck_after_s: float,
     ) -> None:
         self.client, self.identity, self.report = client, identity, report
@@ -147,6 +186,22 @@ class HandBacks:
             tg.start_soon(self._hand_back, group.name, info.identity, attempts, message, status)
         self.dead.append((group.name, info.identity))
         self.scan_at = now + SCAN_DELAY_S
+
+    def runs_exited(self, tg: TaskGroup, group: SupervisedGroup, identity: str, runs: set[tuple[str, str]]) -> None:
+        """The workflow runs a replica held when it exited: moved off its sticky queue (a clean drain has evicted
+        them all already, so this is a dead replica's)."""
+        if runs and group.spec is not None and group.spec.hand_back:
+            tg.start_soon(self._move_runs, group.name, identity, runs)
+
+    async def _move_runs(self, group: str, dead: str, runs: set[tuple[str, str]]) -> None:
+        try:
+            outcomes = await move_runs(await self.client(), runs)
+        except Exception as exc:  # a fault here must not end the supervisor: the sticky timeout is the fallback
+            log.warning("handback.runs_failed", group=group, dead=dead, runs=len(runs), error=repr(exc))
+            return
+        moved, finished, failed = (outcomes.count(outcome) for outcome in ("moved", "finished", "failed"))
+        log.info("handback.runs_moved", group=group, dead=dead, moved=moved, finished=finished, failed=failed)
+        self.report(RunsHandedBack(group, moved, finished, failed))
 
     def scan_if_due(self, tg: TaskGroup, now: float) -> None:
         if self.scan_at is not None and now >= self.scan_at:

@@ -19,7 +19,15 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from pipelex_pool.contract import INFLIGHT_KEY, SDK_METRICS_KEY, TASKS_KEY, sdk_default_identity, with_pid
+from pipelex_pool.contract import (
+    INFLIGHT_KEY,
+    RUNS_KEY,
+    SDK_METRICS_KEY,
+    TASKS_KEY,
+    WAITING_KEY,
+    sdk_default_identity,
+    with_pid,
+)
 from pipelex_pool.errors import ErrorCode, RequestRefused, TopologyError
 from pipelex_pool.paths import PoolPaths
 from pipelex_pool.supervisor.desired.requests import DeployPlan, Reload, Request, Shutdown, apply
@@ -29,6 +37,7 @@ from pipelex_pool.supervisor.events import (
     HandedBack,
     Notified,
     ProcessEvent,
+    RunsHandedBack,
     SeenReady,
     Submitted,
 )
@@ -57,6 +66,7 @@ from pipelex_pool.temporal.watch import LIVE_WITHIN
 from pipelex_pool.topology.limits import default_max_replicas
 from pipelex_pool.topology.load import Topology, load_topology
 from pipelex_pool.worker.accounting import TaskCounts
+from pipelex_pool.worker.cached_runs import decode_runs
 from pipelex_pool.worker.inflight import decode_report
 
 log = structlog.get_logger("pipelex_pool.supervisor")
@@ -267,6 +277,8 @@ class Supervisor:
                 requests.append(event)
             elif isinstance(event, HandedBack):
                 self._on_handed_back(event)
+            elif isinstance(event, RunsHandedBack):
+                self._on_runs_handed_back(event)
             else:
                 await self._observe(event)
         for submitted in requests:
@@ -420,6 +432,10 @@ class Supervisor:
             self.replica_info(handle).sdk_metrics = fields[SDK_METRICS_KEY]
         if INFLIGHT_KEY in fields:
             self._on_inflight(handle, fields[INFLIGHT_KEY])
+        if RUNS_KEY in fields:
+            self._on_cached_runs(handle, fields[RUNS_KEY])
+        if WAITING_KEY in fields:
+            self._on_waiting(handle, fields[WAITING_KEY], now)
         if fields.get("STOPPING") == "1":
             log.info("worker.draining", group=handle.group, replica=handle.replica, pid=handle.pid)
 
@@ -436,10 +452,39 @@ class Supervisor:
         for key in finished:
             inflight.pop(key, None)
 
-    def _report_hand_back(self, event: HandedBack) -> None:
+    def _on_waiting(self, handle: ProcessHandle, why: str, now: float) -> None:
+        """A starting worker that cannot reach Temporal waits for it, without counting toward a failed start."""
+        if why:
+            if not handle.waiting_for_temporal:
+                log.warning("worker.waiting_for_temporal", group=handle.group, replica=handle.replica, error=why)
+            handle.waiting(now)
+            self.replica_info(handle).status_text = f"waiting for Temporal: {why}"
+        elif handle.waiting_for_temporal:
+            log.info("worker.reached_temporal", group=handle.group, replica=handle.replica)
+            handle.reached_temporal(now)
+            self.replica_info(handle).status_text = "connected"
+
+    def _on_cached_runs(self, handle: ProcessHandle, value: str) -> None:
+        try:
+            reset, cached, evicted = decode_runs(value)
+        except (ValueError, TypeError) as exc:
+            log.warning("worker.bad_runs_report", group=handle.group, replica=handle.replica, error=str(exc))
+            return
+        runs = self.replica_info(handle).cached_runs
+        if reset:
+            runs.clear()
+        runs.update(cached)
+        runs.difference_update(evicted)
+
+    def _report_hand_back(self, event: HandedBack | RunsHandedBack) -> None:
         """(from hand-back tasks) the outcome, for the loop to count"""
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._send.send_nowait(event)
+
+    def _on_runs_handed_back(self, event: RunsHandedBack) -> None:
+        group = self.groups.get(event.group)
+        if group is not None:
+            group.runs_handed_back += event.moved
 
     def _on_handed_back(self, event: HandedBack) -> None:
         group = self.groups.get(event.group)
@@ -479,6 +524,8 @@ class Supervisor:
         if info is not None:
             assert self._tg is not None
             self.hand_backs.replica_exited(self._tg, group, info, status, now)
+            runs, info.cached_runs = info.cached_runs, set()
+            self.hand_backs.runs_exited(self._tg, group, info.identity, runs)
         if handle.state is ProcState.BACKOFF:
             group.restarts_total += 1
         if handle in group.retiring and not handle.state.alive:

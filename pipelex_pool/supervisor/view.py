@@ -37,6 +37,7 @@ class ReplicaInfo:
     sdk_metrics_given: str | None = None  # "host:port" given to the process for the SDK's metrics
     sdk_metrics: str | None = None  # "host:port" the process reported serving them on
     inflight: dict[int, Attempt] = field(default_factory=dict)  # activity attempts it runs now, as it reported them
+    cached_runs: set[tuple[str, str]] = field(default_factory=set)  # (workflow_id, run_id) in its workflow cache
     build_id: str | None = None  # the build the process was started on (Worker Deployment Versioning)
 
 

@@ -24,6 +24,7 @@ from temporalio.bridge.proto.workflow_completion import WorkflowActivationComple
 
 from pipelex_pool.contract import TASKS_KEY
 from pipelex_pool.worker import inflight
+from pipelex_pool.worker.cached_runs import RUNS, Run
 
 
 @dataclass
@@ -109,18 +110,23 @@ class CountingWorkflowRunner(worker.WorkflowRunner):
         self._inner.prepare_workflow(defn)
 
     def create_instance(self, det: worker.WorkflowInstanceDetails) -> worker.WorkflowInstance:
-        return _CountingInstance(self._inner.create_instance(det))
+        run = (det.info.workflow_id, det.info.run_id)
+        instance = _CountingInstance(self._inner.create_instance(det), run)
+        RUNS.cache(run)  # its next workflow tasks go to this worker's sticky queue: the supervisor must know
+        return instance
 
     def set_worker_level_failure_exception_types(self, types: Sequence[type[BaseException]]) -> None:
         self._inner.set_worker_level_failure_exception_types(types)
 
 
 class _CountingInstance(worker.WorkflowInstance):
-    def __init__(self, inner: worker.WorkflowInstance) -> None:
+    def __init__(self, inner: worker.WorkflowInstance, run: Run) -> None:
         self._inner = inner
+        self._run = run
 
     def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
         if act.jobs and all(job.WhichOneof("variant") == "remove_from_cache" for job in act.jobs):
+            RUNS.evict(self._run)
             return self._inner.activate(act)
         started = time.monotonic()
         completion = self._inner.activate(act)

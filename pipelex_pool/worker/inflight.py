@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pipelex_pool.contract import INFLIGHT_KEY
 
@@ -124,23 +124,33 @@ def _line(chunk: dict[str, Any]) -> str:
     return f"{INFLIGHT_KEY}={json.dumps(chunk, separators=(',', ':'))}"
 
 
+class Ledger(Protocol):
+    """What the outbox reports: changes as notify lines, or everything again after `force_reset`."""
+
+    def take_report(self) -> list[str]: ...
+
+    def force_reset(self) -> None: ...
+
+
 class Outbox:
     """Datagrams for the supervisor, in order, sent without ever blocking the worker."""
 
-    def __init__(self, ledger: InflightLedger) -> None:
-        self.ledger = ledger
+    def __init__(self, *ledgers: Ledger) -> None:
+        self.ledgers = ledgers
         self.queued: deque[str] = deque()
 
     def flush(self, send: Any) -> None:
-        """Queue the ledger's changes and send what the supervisor's socket takes now; `send(line) -> bool`."""
-        self.queued.extend(self.ledger.take_report())
+        """Queue the ledgers' changes and send what the supervisor's socket takes now; `send(line) -> bool`."""
+        for ledger in self.ledgers:
+            self.queued.extend(ledger.take_report())
         while self.queued:
             if not send(self.queued[0]):
                 break
             self.queued.popleft()
-        if len(self.queued) > MAX_QUEUED_DATAGRAMS:  # the supervisor is away: send the whole set when it is back
+        if len(self.queued) > MAX_QUEUED_DATAGRAMS:  # the supervisor is away: send the whole sets when it is back
             self.queued.clear()
-            self.ledger.force_reset()
+            for ledger in self.ledgers:
+                ledger.force_reset()
 
 
 LEDGER = InflightLedger()

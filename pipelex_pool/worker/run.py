@@ -16,6 +16,7 @@ import temporalio.activity
 from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -24,6 +25,7 @@ from pipelex_pool.contract import (
     HEALTH_TOUCH_S,
     IDENTITY_ENV,
     SDK_METRICS_KEY,
+    WAITING_KEY,
     WATCHDOG_USEC_ENV,
 )
 from pipelex_pool.errors import WorkerBootError
@@ -34,12 +36,14 @@ from pipelex_pool.sim import routing
 from pipelex_pool.temporal.codec import data_converter
 from pipelex_pool.temporal.connect import connect
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
-from pipelex_pool.worker import accounting, inflight
+from pipelex_pool.worker import accounting, cached_runs, inflight
 from pipelex_pool.worker.config import WorkerSettings
 
 log = structlog.get_logger("pipelex_pool.worker")
 
 READINESS_POLL_S = 0.25
+CONNECT_RETRY_FIRST_S = 0.25
+CONNECT_RETRY_MAX_S = 2.0  # an outage's end is seen within this
 COUNTS_INTERVAL_S = 5.0  # task counts reach status within this, when they changed
 REPORT_INTERVAL_S = 0.05  # in-flight attempts reach the supervisor within this (plus its own loop's latency)
 FINAL_REPORT_S = 1.0
@@ -138,9 +142,11 @@ def served_types(settings: WorkerSettings) -> list[QueueType]:
     return types
 
 
-async def wait_until_polling(client: Client, settings: WorkerSettings) -> None:
-    """Return once Temporal lists our identity among the pollers of every queue type we serve."""
+async def wait_until_polling(client: Client, settings: WorkerSettings, notifier: Notifier) -> None:
+    """Return once Temporal lists our identity among the pollers of every queue type we serve. While Temporal does
+    not answer, the supervisor is told we wait for it (an outage is not a failed start)."""
     pending = served_types(settings)
+    waiting = False
     while pending:
         try:
             for queue_type in list(pending):
@@ -148,8 +154,56 @@ async def wait_until_polling(client: Client, settings: WorkerSettings) -> None:
                     pending.remove(queue_type)
         except Exception as exc:  # RPC errors: Temporal may be restarting; readiness just waits
             log.warning("worker.describe_failed", error=str(exc))
+            waiting = notifier.send(f"{WAITING_KEY}={one_line(exc)}") or waiting
+        else:
+            if waiting and notifier.send(f"{WAITING_KEY}="):
+                waiting = False
         if pending:
             await anyio.sleep(READINESS_POLL_S)
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """A connection error that no retry can fix (credentials, certificates): a configuration error."""
+    if isinstance(exc, RPCError) and exc.status in (
+        RPCStatusCode.UNAUTHENTICATED,
+        RPCStatusCode.PERMISSION_DENIED,
+        RPCStatusCode.INVALID_ARGUMENT,
+    ):
+        return True
+    text = str(exc).lower()
+    return any(word in text for word in ("certificate", "invalid peer", "unknownissuer", "h2notnegotiated"))
+
+
+async def connect_waiting(settings: WorkerSettings, runtime: Runtime | None, notifier: Notifier) -> Client:
+    """Connect, and while Temporal does not answer keep trying (every CONNECT_RETRY_MAX_S at most), telling the
+    supervisor why: an outage of any length is waited out, never an exit that would count toward FATAL. An error
+    no retry can fix (credentials, certificates) is a WorkerBootError."""
+    where = f"{settings.server.target_host} (namespace {settings.server.namespace})"
+    delay, waiting = CONNECT_RETRY_FIRST_S, False
+    converter = data_converter(settings.temporal.payload_codec_config)
+    while True:
+        try:
+            client = await connect(settings.server, settings.identity, runtime, converter)
+        except WorkerBootError:
+            raise
+        except Exception as exc:
+            if is_permanent(exc):
+                raise WorkerBootError(f"cannot connect to Temporal at {where}: {one_line(exc)}") from exc
+            if not waiting:
+                log.warning("worker.waiting_for_temporal", target=where, error=one_line(exc))
+            waiting = True
+            notifier.send(f"{WAITING_KEY}=cannot reach {where}: {one_line(exc)}")
+            await anyio.sleep(delay)
+            delay = min(delay * 2, CONNECT_RETRY_MAX_S)
+            continue
+        if waiting:
+            log.info("worker.reached_temporal", target=where)
+            notifier.send(f"{WAITING_KEY}=")
+        return client
 
 
 class WorkerProcess:
@@ -161,7 +215,7 @@ class WorkerProcess:
         self.drain_requested = anyio.Event()
         self.drain_reason = ""
         self.failed: BaseException | None = None
-        self.outbox = inflight.Outbox(inflight.LEDGER)
+        self.outbox = inflight.Outbox(inflight.LEDGER, cached_runs.RUNS)
         health = os.environ.get(HEALTH_FILE_ENV)
         self.health_file = Path(health) if health else None
 
@@ -184,7 +238,7 @@ class WorkerProcess:
         self.drain("parent exited")
 
     async def _announce(self, client: Client, worker: Worker) -> None:
-        await wait_until_polling(client, self.settings)
+        await wait_until_polling(client, self.settings, self.notifier)
         ready = ("READY=1", f"STATUS=polling {self.settings.task_queue}", f"MAINPID={os.getpid()}")
         # a full queue (the supervisor is paused) has no event to wait on: try again shortly
         while not self.notifier.send(*ready) and self.notifier.enabled:  # noqa: ASYNC110
@@ -233,7 +287,8 @@ class WorkerProcess:
             await anyio.sleep(COUNTS_INTERVAL_S)
 
     async def _report_inflight(self) -> None:
-        """Send the supervisor what activity attempts started and finished, a few times a second, never blocking."""
+        """Send the supervisor what activity attempts started and finished and which workflow runs it holds, a few
+        times a second, never blocking."""
         while self.notifier.enabled:
             self.outbox.flush(self.notifier.send)
             await anyio.sleep(REPORT_INTERVAL_S)
@@ -294,7 +349,7 @@ def sdk_metrics_runtime(address: str | None) -> Runtime | None:
     return runtime
 
 
-async def run_worker(settings: WorkerSettings, on_connect_error: Callable[[str], None] | None = None) -> int:
+async def run_worker(settings: WorkerSettings) -> int:
     parent = expected_parent()
     set_parent_death_signal()
     if os.getppid() != parent:  # the supervisor died before the signal was armed: do not run untracked
@@ -318,18 +373,7 @@ async def run_worker(settings: WorkerSettings, on_connect_error: Callable[[str],
     )
     runtime = sdk_metrics_runtime(settings.sdk_metrics)
     try:
-        client = await connect(
-            settings.server, settings.identity, runtime, data_converter(settings.temporal.payload_codec_config)
-        )
-    except Exception as exc:  # unreachable server: exit 1 so the supervisor retries with backoff
-        message = (
-            f"cannot reach Temporal at {settings.server.target_host} (namespace {settings.server.namespace}): {exc}"
-        )
-        log.error("worker.connect_failed", error=message)
-        if on_connect_error:
-            on_connect_error(message)
-        return 1
-    try:
+        client = await connect_waiting(settings, runtime, notifier)
         if runtime is not None:
             notifier.send(f"{SDK_METRICS_KEY}={settings.sdk_metrics}")
         worker = build_worker(client, settings)

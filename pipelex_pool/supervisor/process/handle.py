@@ -48,6 +48,10 @@ class ProcessHandle:
     kill_reason: str | None = None  # set when the supervisor killed it as failed (start timeout, watchdog)
     pool_kill: str | None = None  # why the pool sent SIGKILL to the current process, for its LAST EXIT
     restart_after_stop: bool = False
+    # STARTING and saying it cannot reach Temporal: an outage, not a failure, so start_timeout does not run; it
+    # counts again from when the process reaches Temporal (start_clock)
+    waiting_for_temporal: bool = False
+    start_clock: float | None = None
 
     @property
     def name(self) -> str:
@@ -60,7 +64,8 @@ class ProcessHandle:
             return []
         self.generation += 1
         self.state = ProcState.STARTING
-        self.started_at = now
+        self.started_at = self.start_clock = now
+        self.waiting_for_temporal = False
         self.ready_at = None
         self.pid = None
         self.backoff_until = None
@@ -72,8 +77,20 @@ class ProcessHandle:
     def spawned(self, pid: int) -> None:
         self.pid = pid
 
+    def waiting(self, now: float) -> None:
+        """The process cannot reach Temporal yet and keeps trying: its start timeout stops."""
+        if self.state is ProcState.STARTING:
+            self.waiting_for_temporal = True
+
+    def reached_temporal(self, now: float) -> None:
+        """It reached Temporal: the start timeout counts from now."""
+        if self.state is ProcState.STARTING and self.waiting_for_temporal:
+            self.waiting_for_temporal = False
+            self.start_clock = now
+
     def ready(self, now: float) -> None:
         if self.state is ProcState.STARTING:
+            self.waiting_for_temporal = False
             self.state = ProcState.READY
             self.ready_at = now
             if self.timings.watchdog:
@@ -151,8 +168,8 @@ class ProcessHandle:
     # -- time ---------------------------------------------------------------------------------------------------
 
     def tick(self, now: float) -> list[Action]:
-        if self.state is ProcState.STARTING and self.started_at is not None:
-            if now >= self.started_at + self.timings.start_timeout:
+        if self.state is ProcState.STARTING and self.start_clock is not None and not self.waiting_for_temporal:
+            if now >= self.start_clock + self.timings.start_timeout:
                 return self._kill_as_failed(now, f"not ready within start_timeout ({self.timings.start_timeout:g}s)")
         elif self.state is ProcState.READY and self.watchdog_deadline is not None:
             if now >= self.watchdog_deadline:
@@ -177,8 +194,10 @@ class ProcessHandle:
 
     def next_deadline(self) -> float | None:
         """When `tick` may next have something to do."""
-        if self.state is ProcState.STARTING and self.started_at is not None:
-            return self.started_at + self.timings.start_timeout
+        if self.state is ProcState.STARTING:
+            if self.start_clock is None or self.waiting_for_temporal:
+                return None
+            return self.start_clock + self.timings.start_timeout
         if self.state is ProcState.READY:
             return self.watchdog_deadline
         if self.state is ProcState.STOPPING:
