@@ -9,12 +9,13 @@ $XDG_STATE_HOME/pipelex-pool/<name> (else ~/.local/state/pipelex-pool/<name>).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from pipelex_pool.errors import PoolError
 
@@ -94,6 +95,24 @@ def resolve_paths(pool: PoolLocation, topology_dir: Path, environ: Mapping[str, 
     if logs is None:
         logs = Path(environ["LOGS_DIRECTORY"].split(":")[0]) if environ.get("LOGS_DIRECTORY") else state / "logs"
     return PoolPaths(runtime_dir=socket.parent if pool.socket else base, socket=socket, state_dir=state, log_dir=logs)
+
+
+def open_private_file(path: Path, *, truncate: bool = False) -> BinaryIO:
+    """Open a log or state file of the pool for writing: created 0600 (its directory recreated if something
+    removed it), never through a symbolic link, never anything but a regular file (a planted link or FIFO is
+    refused, naming the path)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_TRUNC if truncate else os.O_APPEND)
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK, 0o600)  # (non-blocking: a FIFO must not hang the open)
+    except OSError as exc:
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise PoolError(f"cannot open {path} for writing: {why}; remove it or fix its permissions") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PoolError(f"{path} is not a regular file (a FIFO, device or directory): remove it")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "wb" if truncate else "ab")
 
 
 def private_dir(path: Path) -> Path:

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from pipelex_pool import __version__
 from pipelex_pool.control.status import group_tasks
+from pipelex_pool.supervisor.fault import FAULTS
 from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.view import PoolView
 from pipelex_pool.supervisor.watchers.queues import pollers_by_owner
@@ -66,6 +67,14 @@ class PoolCollector(Collector):
         yield GaugeMetricFamily(
             "pipelex_pool_shutting_down", "1 while the pool drains its replicas to stop.", value=int(view.shutting_down)
         )
+        faults = CounterMetricFamily(
+            "pipelex_pool_internal_faults",
+            "Faults the supervisor caught in one of its tasks (logged, and the task started again).",
+            labels=["task"],
+        )
+        for task, count in sorted(FAULTS.items()):
+            faults.add_metric([task], count)
+        yield faults
 
     def _groups(self) -> Iterator[Metric]:
         view = self.view

@@ -7,6 +7,7 @@ Response {"id": <same>, "ok": true, "result": ...} or {"id": <same>, "ok": false
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ from pipelex_pool.errors import ErrorCode, ProtocolError
 
 PROTOCOL_VERSION = 1
 MAX_FRAME = 1 << 20
+MAX_DEPTH = 32  # nesting of arrays and objects in a request: commands take flat arguments
 
 
 @dataclass(frozen=True)
@@ -25,10 +27,12 @@ class Request:
 
 def decode_request(line: bytes) -> Request:
     """Parse one frame (without its newline); raises ProtocolError for anything malformed."""
+    if nesting(line) > MAX_DEPTH:
+        raise ProtocolError(f"malformed frame: nested deeper than {MAX_DEPTH} levels")
     try:
         data = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"malformed frame: not a JSON object ({exc})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError(f"malformed frame: not a JSON object ({type(exc).__name__}: {exc})") from exc
     if not isinstance(data, dict):
         raise ProtocolError("malformed frame: a request is a JSON object")
     cmd = data.get("cmd")
@@ -38,6 +42,23 @@ def decode_request(line: bytes) -> Request:
     if not isinstance(args, dict):
         raise ProtocolError('malformed frame: "args" must be an object')
     return Request(id=data.get("id"), cmd=cmd, args=args)
+
+
+_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def nesting(line: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON text, outside strings (a bound checked before parsing,
+    so no frame can make the decoder recurse deeply)."""
+    depth = deepest = 0
+    for match in _STRUCTURE.finditer(line):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
 
 
 def encode(obj: dict[str, Any]) -> bytes:

@@ -157,6 +157,10 @@ def render_status(status: dict[str, Any]) -> str:
             scale = group["autoscale"]
             bounds = f"{scale['min']}..{scale['max']}"
             lines.append(f"autoscale {name}: {scale['desired']} replica(s), bounds {bounds}: {scale['decision']}")
+    faults = status["pool"].get("faults") or {}
+    if faults:
+        caught = ", ".join(f"{task}: {count}" for task, count in sorted(faults.items()))
+        lines.append(f"faults caught in the supervisor's own tasks (each restarted; `pipelex-pool events`): {caught}")
     if status.get("temporal_watch_error"):
         lines.append(f"temporal watch: {status['temporal_watch_error']}")
     warnings = status.get("warnings") or []

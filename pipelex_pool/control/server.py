@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -9,15 +10,19 @@ from pathlib import Path
 
 import anyio
 import structlog
-from anyio.abc import SocketAttribute, SocketStream, TaskStatus
+from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from pipelex_pool.control import protocol
 from pipelex_pool.control.commands import COMMANDS
 from pipelex_pool.errors import ErrorCode, ProtocolError, RequestRefused
+from pipelex_pool.supervisor.fault import FAULTS
 from pipelex_pool.supervisor.view import PoolControl
 
 log = structlog.get_logger("pipelex_pool.control")
+RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+ACCEPT_RETRY_FIRST_S = 0.05
+ACCEPT_RETRY_MAX_S = 1.0
 IDLE_TIMEOUT_S = 30.0  # a client silent (or stuck mid-line) this long is disconnected
 WRITE_TIMEOUT_S = 10.0  # a client that does not read its answer this long is disconnected
 
@@ -40,10 +45,28 @@ class ControlServer:
         log.info("control.listening", socket=str(self.path))
         task_status.started()
         try:
-            async with listener:
-                await listener.serve(self._connection)
+            async with listener, anyio.create_task_group() as tg:
+                while True:
+                    tg.start_soon(self._connection, await self._accept(listener))
         finally:
             self.path.unlink(missing_ok=True)
+
+    async def _accept(self, listener: SocketListener) -> SocketStream:
+        """The next client. Out of file descriptors (or memory) is a moment to wait out, never the end of the
+        server: the pending client waits in the backlog until a descriptor is free."""
+        delay = ACCEPT_RETRY_FIRST_S
+        while True:
+            try:
+                return await listener.accept()
+            except anyio.BrokenResourceError as exc:  # (anyio's wrapping of the accept's OSError)
+                cause = exc.__cause__
+                if not isinstance(cause, OSError) or cause.errno not in RESOURCE_ERRNOS:
+                    raise
+                if delay == ACCEPT_RETRY_FIRST_S:
+                    FAULTS["control.accept"] += 1
+                    log.warning("control.accept_failed", error=os.strerror(cause.errno or 0), action="retrying")
+                await anyio.sleep(delay)
+                delay = min(delay * 2, ACCEPT_RETRY_MAX_S)
 
     async def _send(self, stream: SocketStream, frame: bytes) -> bool:
         try:
@@ -59,6 +82,9 @@ class ControlServer:
             await self._serve_client(stream)
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             log.info("control.client_gone", error=str(exc))
+        except Exception:  # a bug met by one client's input: logged and counted, the server goes on
+            FAULTS["control.connection"] += 1
+            log.exception("control.connection_failed")
 
     async def _serve_client(self, stream: SocketStream) -> None:
         async with stream:

@@ -11,6 +11,7 @@ from pipelex_pool.contract import sdk_default_identity
 from pipelex_pool.control.protocol import PROTOCOL_VERSION
 from pipelex_pool.supervisor import view as pool_view
 from pipelex_pool.supervisor.desired import requests
+from pipelex_pool.supervisor.fault import FAULTS
 from pipelex_pool.supervisor.groups import SupervisedGroup
 from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.process.state import ProcState
@@ -227,6 +228,7 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "max_replicas": supervisor.max_replicas,
             "counts": pool_view.counts(supervisor),
             "tasks": asdict(pool_tasks),
+            "faults": dict(FAULTS),  # caught in the supervisor's own tasks (logged with their tracebacks)
         },
         "deployment": _deployment(supervisor),
         "fleet": {

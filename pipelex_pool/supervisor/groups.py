@@ -113,7 +113,8 @@ class SupervisedGroup:
             handle.timings = self.timings
 
 
-def worker_group(topology: Topology, group: ResolvedGroup, topology_file: Path) -> SupervisedGroup:
+def worker_group(topology: Topology, group: ResolvedGroup) -> SupervisedGroup:
+    """A group of built-in or command workers; they read the topology as validated (Topology.config_for_workers)."""
     readiness, delay = Readiness.NOTIFY, 0.0
     if group.readiness == "temporal":
         readiness = Readiness.TEMPORAL
@@ -129,12 +130,13 @@ def worker_group(topology: Topology, group: ResolvedGroup, topology_file: Path) 
     assert server is not None  # validated
     # what temporalio's envconfig (and the `temporal` CLI) read: a command worker connects where the pool does
     connection = {"TEMPORAL_ADDRESS": server.target_host, "TEMPORAL_NAMESPACE": server.namespace}
+    config, config_dir = topology.config_for_workers, topology.file.parent
     return SupervisedGroup(
         name=group.name,
         readiness=readiness,
         restart=group.restart,
         timings=timings,
-        make_spec=lambda replica: worker_spec(pool, group, replica, topology_file, connection),
+        make_spec=lambda replica: worker_spec(pool, group, replica, config, connection, config_dir=config_dir),
         desired=group.replicas,
         spec=group,
         ready_delay=delay,

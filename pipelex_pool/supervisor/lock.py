@@ -10,11 +10,13 @@ import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import structlog
 
 from pipelex_pool.errors import PoolAlreadyRunningError
+from pipelex_pool.paths import open_private_file
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 
@@ -63,7 +65,8 @@ class ChildRecord:
 def write_state(path: Path, children: list[ChildRecord]) -> None:
     """Atomically record the live children (pid + create time: a recycled pid is not mistaken for ours)."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"supervisor_pid": os.getpid(), "children": [asdict(c) for c in children]}))
+    with open_private_file(tmp, truncate=True) as file:
+        file.write(json.dumps({"supervisor_pid": os.getpid(), "children": [asdict(c) for c in children]}).encode())
     tmp.replace(path)
 
 
@@ -74,21 +77,47 @@ def record_for(pid: int, name: str, stop_timeout: float) -> ChildRecord | None:
         return None
 
 
+def read_state(path: Path) -> dict[str, Any]:
+    """The state file's content; a file that cannot be read as one (truncated, not UTF-8, not JSON, not an object)
+    is moved aside with a warning, never a reason not to start: the next supervisor must always come up."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, RecursionError) as exc:  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
+        data, problem = None, f"{type(exc).__name__}: {exc}"
+    else:
+        problem = "" if isinstance(data, dict) else "not a JSON object"
+    if problem:
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        try:
+            path.replace(aside)
+        except OSError as exc:
+            aside = Path(f"(could not be moved: {exc})")
+        log.warning(
+            "supervisor.state_file_corrupt",
+            path=str(path),
+            moved_to=str(aside),
+            error=problem[:300],
+            effect="children a crashed supervisor left behind (if any) are not stopped from it",
+        )
+        return {}
+    assert isinstance(data, dict)
+    return data
+
+
 def stop_leftovers(path: Path) -> list[ChildRecord]:
     """Stop the children a crashed supervisor left behind (each in its own process group), each with its
     profile's full grace to drain its in-flight work; returns them."""
-    try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return []
+    data = read_state(path)
     found: list[ChildRecord] = []
-    for raw in data.get("children", []):
+    for raw in data.get("children", []) if isinstance(data.get("children"), list) else []:
         try:
             record = ChildRecord(**raw)
             process = psutil.Process(record.pid)
             if abs(process.create_time() - record.create_time) < 0.05 and process.status() != psutil.STATUS_ZOMBIE:
                 found.append(record)  # (a zombie has exited already: nothing to stop)
-        except (psutil.Error, TypeError):
+        except (psutil.Error, TypeError, ValueError):
             continue
     start = time.monotonic()
     for record in found:

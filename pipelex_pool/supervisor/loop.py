@@ -13,7 +13,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 import structlog
@@ -28,7 +28,7 @@ from pipelex_pool.contract import (
     sdk_default_identity,
     with_pid,
 )
-from pipelex_pool.errors import ErrorCode, RequestRefused, TopologyError
+from pipelex_pool.errors import ErrorCode, PoolError, RequestRefused, TopologyError
 from pipelex_pool.paths import PoolPaths
 from pipelex_pool.supervisor.desired.requests import DeployPlan, Reload, Request, Shutdown, apply
 from pipelex_pool.supervisor.events import (
@@ -41,6 +41,7 @@ from pipelex_pool.supervisor.events import (
     SeenReady,
     Submitted,
 )
+from pipelex_pool.supervisor.fault import FAULTS, StallGuard, keep_running
 from pipelex_pool.supervisor.groups import DEV_SERVER_GROUP, Readiness, SupervisedGroup, dev_server_group, worker_group
 from pipelex_pool.supervisor.handback import HandBacks
 from pipelex_pool.supervisor.lock import record_for, write_state
@@ -65,6 +66,7 @@ from pipelex_pool.temporal.pollers import QueueType
 from pipelex_pool.temporal.watch import LIVE_WITHIN
 from pipelex_pool.topology.limits import default_max_replicas
 from pipelex_pool.topology.load import Topology, load_topology
+from pipelex_pool.topology.snapshot import write_validated
 from pipelex_pool.worker.accounting import TaskCounts
 from pipelex_pool.worker.cached_runs import decode_runs
 from pipelex_pool.worker.inflight import decode_report
@@ -99,6 +101,7 @@ class Supervisor:
         self._send, self._receive = anyio.create_memory_object_stream[Event](max_buffer_size=100_000)
         self._tg: TaskGroup | None = None
         self._spawn_count = 0
+        self.steps = 0  # loop iterations: the stall guard's sign of progress
         self._starved = False  # a start was held back by the spawn budget this iteration
         self._closed = False
         self._held: Event | None = None  # what ended the last wait, applied first at the next drain
@@ -126,7 +129,7 @@ class Supervisor:
         stuck_after = pool.stuck_attempt_after.total_seconds()
         self.hand_backs = HandBacks(self.temporal.get, identity, self._report_hand_back, stuck_after)
         self.groups = {
-            name: worker_group(self.topology, spec, self.topology.file) for name, spec in self.topology.groups.items()
+            name: worker_group(self.topology, spec) for name, spec in self.topology.groups.items()
         }
         if self.dev_server:
             self.dev = dev_server_group(self.topology, self.paths.state_dir)
@@ -152,8 +155,13 @@ class Supervisor:
 
     async def reload_file(self) -> object:
         """Re-read the topology file (off the loop) and submit it; TopologyError leaves everything as it is."""
-        new = await anyio.to_thread.run_sync(load_topology, self.topology.file)
+        new = await anyio.to_thread.run_sync(self._load_validated)
         return await self.submit(Reload(new))
+
+    def _load_validated(self) -> Topology:
+        """The topology file, validated, with the copy its workers will read written (snapshot.py)."""
+        new = load_topology(self.topology.file)
+        return replace(new, validated_file=write_validated(new, self.paths.state_dir))
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
@@ -167,19 +175,21 @@ class Supervisor:
         """Supervise until shutdown is requested and every child has exited."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            tg.start_soon(self._signals)
-            tg.start_soon(watch_resources, self, self.request)
-            tg.start_soon(self.health.run, self.temporal.once)
-            tg.start_soon(self.watch.run)
-            tg.start_soon(self.deployer.run)
+            # each behind a fault boundary: a fault is logged, counted and the task started again (supervisor/fault.py)
+            tg.start_soon(keep_running, "signals", self._signals)
+            tg.start_soon(keep_running, "resources", watch_resources, self, self.request)
+            tg.start_soon(keep_running, "temporal_health", self.health.run, self.temporal.once)
+            tg.start_soon(keep_running, "temporal_watch", self.watch.run)
+            tg.start_soon(keep_running, "deploy", self.deployer.run)
             beacon = beacon_identity(self.topology.pool.name, self.pid)
-            tg.start_soon(hold_beacon, self.temporal.get, self.topology.pool.fleet_name, beacon)
+            tg.start_soon(keep_running, "beacon", hold_beacon, self.temporal.get, self.topology.pool.fleet_name, beacon)
             log.info(
                 "supervisor.started", pool=self.topology.pool.name, pid=os.getpid(), topology=str(self.topology.file)
             )
             try:
-                while not await self.step():
-                    await self.wait()
+                with StallGuard(lambda: self.steps):
+                    while not await self.step():
+                        await self.wait()
             finally:
                 self.close()
             tg.cancel_scope.cancel()
@@ -201,10 +211,14 @@ class Supervisor:
                     log.error("supervisor.reload_refused", errors=[i.render(str(exc.file)) for i in exc.issues])
                 except RequestRefused as exc:
                     log.error("supervisor.reload_refused", errors=[exc.message])
+                except Exception:  # whatever the file did to the loader: refused, the pool unchanged
+                    FAULTS["reload"] += 1
+                    log.exception("supervisor.reload_failed", effect="the pool is unchanged")
 
     async def step(self) -> bool:
         """One iteration: apply what arrived, act on the time, converge a bounded batch. True once the pool has
         shut down (every child exited)."""
+        self.steps += 1
         self._excuse_own_pause()
         await self._drain()
         now = self.clock()
@@ -572,7 +586,7 @@ class Supervisor:
         def register(pid: int) -> None:  # before the child may run: the state file knows it first
             handle.spawned(pid)
             info.identity = with_pid(spec.identity, pid)
-            self._write_state()
+            self._write_state(must=True)
 
         try:
             metrics_address = None
@@ -648,7 +662,14 @@ class Supervisor:
     def replica_info(self, handle: ProcessHandle) -> ReplicaInfo:
         return self.info.setdefault(handle, ReplicaInfo())
 
-    def _write_state(self) -> None:
-        """Record every live child (pid, start time, how long it may take to drain) for the next `up`."""
+    def _write_state(self, *, must: bool = False) -> None:
+        """Record every live child (pid, start time, how long it may take to drain) for the next `up`. A failure
+        is raised when `must` (a new child is not run unrecorded), else logged: an exit is still handled."""
         records = [record_for(h.pid, h.name, h.timings.stop_timeout) for h in self.handles() if h.pid is not None]
-        write_state(self.paths.state_file, [r for r in records if r is not None])
+        try:
+            write_state(self.paths.state_file, [r for r in records if r is not None])
+        except (OSError, PoolError) as exc:
+            if must:
+                raise
+            FAULTS["state_file"] += 1
+            log.warning("supervisor.state_file_not_written", path=str(self.paths.state_file), error=str(exc))

@@ -4,6 +4,7 @@ on the embedded dev server, and run the supervisor."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import anyio
 import structlog
@@ -20,6 +21,7 @@ from pipelex_pool.supervisor.spawning.fork_spawner import ForkSpawner
 from pipelex_pool.supervisor.spawning.spawner import ExecSpawner
 from pipelex_pool.temporal.devserver import is_local, port_answers
 from pipelex_pool.topology.load import Topology
+from pipelex_pool.topology.snapshot import write_validated
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 
@@ -80,6 +82,7 @@ async def serve_pool(topology: Topology) -> int:
     try:
         for record in stop_leftovers(paths.state_file):
             log.warning("supervisor.leftover_stopped", name=record.name, pid=record.pid)
+        topology = replace(topology, validated_file=write_validated(topology, paths.state_dir))
         spawner = ForkSpawner(preload=topology.preload) if topology.pool.spawner == "fork" else ExecSpawner()
         supervisor = Supervisor(topology, paths, dev_server=wants_dev_server(topology), spawner=spawner)
         async with anyio.create_task_group() as tg:

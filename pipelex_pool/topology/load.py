@@ -47,6 +47,14 @@ class Topology:
     catalog: Catalog
     scopes: dict[str, ResolvedScope]
     issues: list[Issue] = field(default_factory=list)  # warnings and notes (errors raise instead)
+    # the file as validated: `${VAR}` expanded, the referenced pipelex.toml's [temporal] inlined, app_path absolute;
+    # workers read a copy of it (topology/snapshot.py), so a file broken on disk after `up` never reaches them
+    document: dict[str, Any] = field(default_factory=dict)
+    validated_file: Path | None = None  # where that copy was written, once the supervisor has written it
+
+    @property
+    def config_for_workers(self) -> Path:
+        return self.validated_file or self.file
 
     @property
     def app(self) -> AppRef:
@@ -215,4 +223,9 @@ def load_topology(path: str | Path, environ: Mapping[str, str] | None = None) ->
     if errors:
         raise TopologyError(str(path), errors + [issue for issue in issues if issue.severity is not Severity.ERROR])
     assert pool is not None and dev_server is not None and temporal is not None and catalog is not None
-    return Topology(path.resolve(), pool, dev_server, temporal, resolved, catalog, scopes, issues)
+    document = dict(doc)
+    pool_raw = {key: value for key, value in doc.get("pool", {}).items() if key != "temporal_config_file"}
+    document["pool"] = {**pool_raw, "app_path": str(app_ref(pool, path).search_path)}
+    if temporal_raw is not None:
+        document["temporal"] = temporal_raw
+    return Topology(path.resolve(), pool, dev_server, temporal, resolved, catalog, scopes, issues, document)

@@ -29,9 +29,32 @@ def read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise TopologyError(str(path), [Issue("", f"cannot read the file: {exc}.", "check its permissions.")]) from exc
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TopologyError(str(path), [toml_syntax_issue(text, str(exc))]) from exc
+    except RecursionError as exc:
+        raise TopologyError(str(path), [too_deep()]) from exc
+    if depth(data) > MAX_DEPTH:
+        raise TopologyError(str(path), [too_deep()])
+    return data
+
+
+MAX_DEPTH = 32  # tables and arrays within each other: a topology needs 6
+
+
+def too_deep() -> Issue:
+    return Issue("", f"tables and arrays are nested more than {MAX_DEPTH} levels deep.", "flatten the file.")
+
+
+def depth(value: Any) -> int:
+    """How deeply tables and arrays nest in `value` (iteratively: a deep value cannot exhaust the stack)."""
+    deepest, pending = 0, [(value, 0)]
+    while pending:
+        node, level = pending.pop()
+        deepest = max(deepest, level)
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        pending.extend((child, level + 1) for child in children)
+    return deepest
 
 
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")

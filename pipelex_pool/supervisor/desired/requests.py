@@ -263,7 +263,7 @@ def _reload(state: DesiredState, new: Topology) -> Applied:
     for name in plan.removed:
         state.groups[name].removed = True
     for name, spec in new.groups.items():
-        fresh = worker_group(new, spec, new.file)
+        fresh = worker_group(new, spec)
         old = state.groups.get(name)
         if old is not None:  # (a group removed by an earlier reload and still draining comes back too)
             fresh.adopt(old)

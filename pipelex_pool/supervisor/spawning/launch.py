@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipelex_pool.contract import BUILD_ID_ENV, NOTIFY_SOCKET_ENV, SDK_METRICS_ENV, WATCHDOG_USEC_ENV
+from pipelex_pool.paths import private_dir
 from pipelex_pool.supervisor.spawning.logfile import RotatingLog
 from pipelex_pool.supervisor.spawning.spawner import Child, ChildSpec, Register, Spawner
 
@@ -49,12 +50,18 @@ class Launched:
 
 
 def bind_notify_socket(path: Path) -> socket.socket:
+    """Bind a replica's notify socket; its directory is recreated (0700) if something removed it (a tmp cleaner,
+    a logout), and an error names the path."""
+    private_dir(path.parent)
     path.unlink(missing_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
     try:
         sock.bind(str(path))
         path.chmod(0o600)
         sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot bind the notify socket {path}: {exc.strerror}") from exc
     except BaseException:
         sock.close()
         raise

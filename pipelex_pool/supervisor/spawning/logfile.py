@@ -1,8 +1,11 @@
-"""A replica's output file, rotated by size: <log_dir>/<group>-<replica>.log, .log.1, ... .log.N."""
+"""A replica's output file, rotated by size: <log_dir>/<group>-<replica>.log, .log.1, ... .log.N (each opened
+with open_private_file: 0600, never through a link)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from pipelex_pool.paths import open_private_file
 
 
 class RotatingLog:
@@ -10,7 +13,7 @@ class RotatingLog:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
-        self._file = path.open("ab")
+        self._file = open_private_file(path)
         self._size = self._file.tell()
 
     def write(self, data: bytes) -> None:
@@ -28,9 +31,9 @@ class RotatingLog:
                 if older.exists():
                     older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
             self.path.replace(self.path.with_name(f"{self.path.name}.1"))
-            self._file = self.path.open("wb")
+            self._file = open_private_file(self.path, truncate=True)
         else:
-            self._file = self.path.open("wb")  # no backups: truncate
+            self._file = open_private_file(self.path, truncate=True)  # no backups: truncate
         self._size = 0
 
     def close(self) -> None:

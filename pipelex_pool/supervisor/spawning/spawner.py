@@ -133,7 +133,15 @@ def pdeathsig_wrapped(argv: list[str]) -> list[str]:
 
 
 def worker_argv(
-    pool: str, group: ResolvedGroup, *, program: list[str], python: str, config: str, replica: str, identity: str
+    pool: str,
+    group: ResolvedGroup,
+    *,
+    program: list[str],
+    python: str,
+    config: str,
+    replica: str,
+    identity: str,
+    config_dir: str | None = None,
 ) -> list[str]:
     """The built-in worker's command line (`program` runs pipelex-pool), or the group's command template with its
     placeholders filled: what a replica runs, in the pool or exported to another runner."""
@@ -150,7 +158,7 @@ def worker_argv(
         "pool": pool,
         "python": python,
         "config": config,
-        "config_dir": str(Path(config).parent),
+        "config_dir": config_dir or str(Path(config).parent),
     }
     return [part.format(**values) for part in group.command]
 
@@ -162,6 +170,8 @@ def worker_spec(
     topology_file: Path,
     extra_env: Mapping[str, str],
     base_env: Mapping[str, str] | None = None,
+    *,
+    config_dir: Path | None = None,
 ) -> ChildSpec:
     """The built-in worker, or the group's command template with its placeholders filled."""
     identity = identity_for(pool, group.name, replica)
@@ -177,7 +187,7 @@ def worker_spec(
     }
     argv = worker_argv(
         pool, group, program=BUILTIN_WORKER, python=sys.executable, config=str(topology_file), replica=str(replica),
-        identity=identity,
+        identity=identity, config_dir=str(config_dir or topology_file.parent),
     )  # fmt: skip
     if group.command is not None:
         argv = pdeathsig_wrapped(argv)  # a program of the user's may not watch its parent: the wrapper does
