@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -332,7 +333,11 @@ class WorkerProcess:
         with anyio.CancelScope(shield=True):
             await self._final_reports()
         log.info("worker.exited", failed=self.failed is not None)
-        return 1 if self.failed is not None else 0
+        if self.failed is not None:  # the last line, which the pool shows as the replica's LAST EXIT
+            failure = f"{type(self.failed).__name__}: {self.failed}"
+            print(f"pipelex-pool worker: the worker failed: {failure}", file=sys.stderr)
+            return 1
+        return 0
 
 
 def sdk_metrics_runtime(address: str | None) -> Runtime | None:

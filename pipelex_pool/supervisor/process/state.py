@@ -32,11 +32,13 @@ class ExitStatus:
     code: int | None = None
     signal: int | None = None
     by_pool: str | None = None  # why the pool itself killed it (watchdog, start timeout, drain past its grace)
-    last_words: str | None = None  # the last line it wrote, kept when it failed: what an operator reads first
+    last_words: str | None = None  # the last line it wrote when it exited non-zero: what an operator reads first
 
     @classmethod
     def from_returncode(cls, returncode: int, last_words: str | None = None) -> ExitStatus:
-        status = cls(signal=-returncode) if returncode < 0 else cls(code=returncode)
+        if returncode < 0:  # killed by a signal: its last line was written before, and explains nothing
+            return cls(signal=-returncode)
+        status = cls(code=returncode)
         return status if status.success or not last_words else replace(status, last_words=last_words)
 
     @property
