@@ -145,3 +145,29 @@ def test_uri_format_without_hash_is_refused(tmp_path: Path) -> None:
     result = validate(path)
     assert result.exit_code == 2
     assert "{hash}" in result.output
+
+
+def test_two_groups_on_one_queue_registering_different_tasks_are_refused(tmp_path: Path) -> None:
+    path = write_topology(tmp_path, {"workers.imgs": {"scope": "runner-media", "task_queue": "llm_q"}})
+    result = validate(path)
+    assert result.exit_code == 2
+    (issue,) = errors(result)
+    assert "llm, imgs" in issue["problem"] or "imgs, llm" in issue["problem"]
+    assert "group llm lacks act_extract_gen_extract_pages" in issue["problem"]
+    assert "group imgs lacks act_llm_gen_object" in issue["problem"]
+
+
+@pytest.mark.parametrize(("key", "words"), [("window", "never be given up on"), ("stable_after", "forgets every")])
+def test_restart_durations_that_switch_a_guarantee_off_are_refused(tmp_path: Path, key: str, words: str) -> None:
+    result = validate(write_topology(tmp_path, {f"workers.llm.restart.{key}": "0s"}))
+    assert result.exit_code == 2
+    (issue,) = errors(result)
+    assert issue["path"] == f"workers.llm.restart.{key}" and words in issue["problem"]
+
+
+def test_a_low_retry_budget_on_a_routed_queue_is_warned_with_the_number(tmp_path: Path) -> None:
+    overlay = "temporal.queue_options.llm_q.retry_policy_config"
+    result = validate(write_topology(tmp_path, {overlay: {"maximum_attempts": 2}}))
+    assert result.exit_code == 0
+    (warning,) = [i for i in json.loads(result.output)["issues"] if i["path"] == f"{overlay}.maximum_attempts"]
+    assert warning["severity"] == "warning" and "2 deaths" in warning["problem"] and "llm_q" in warning["problem"]

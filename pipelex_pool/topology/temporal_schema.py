@@ -184,7 +184,9 @@ BUILTIN_DEFAULT_PROFILE = RuntimeProfile(
     max_concurrent_workflow_task_polls=100,
     max_concurrent_activity_task_polls=100,
     max_activities_per_second=1000,
-    sticky_queue_schedule_to_start_timeout=timedelta(minutes=30),
+    # temporalio's default, not Pipelex's 30 min: a run held by a worker that died unseen (its host, or the pool
+    # with it) waits this long; a dead replica's runs the pool moves at once (workflow hand-back)
+    sticky_queue_schedule_to_start_timeout=timedelta(seconds=10),
     max_heartbeat_throttle_interval=timedelta(hours=1),
     default_heartbeat_throttle_interval=timedelta(hours=1),
     graceful_shutdown_timeout=timedelta(minutes=30),

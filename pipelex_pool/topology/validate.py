@@ -11,6 +11,7 @@ from pipelex_pool.topology.limits import default_max_replicas
 from pipelex_pool.topology.schema import PoolSection, ResolvedGroup, WorkerGroup
 from pipelex_pool.topology.suggest import did_you_mean
 from pipelex_pool.topology.temporal_schema import BUILTIN_DEFAULT_PROFILE, TemporalSection
+from pipelex_pool.topology.validate_safety import check_safety
 from pipelex_pool.topology.validate_temporal import check_temporal
 from pipelex_pool.units import split_port_range
 
@@ -237,6 +238,7 @@ def check_topology(
             resolved[name] = result
     if complete and len(resolved) == len(groups):
         _check_coverage(temporal, resolved, scopes, issues)
+        check_safety(temporal, resolved, scopes, issues)
     _check_worker_metrics(pool, groups, issues)
     _check_replica_limit(pool, groups, issues)
     if pool.deployment and not pool.build_id:
