@@ -5,6 +5,8 @@ scaling to all of it."""
 from __future__ import annotations
 
 import os
+import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,3 +115,21 @@ async def test_two_pools_of_one_fleet_see_each_other_and_share_the_backlog(
     assert peak["fleeta"] + peak["fleetb"] <= MAX + 1, peak  # one pool's max, within one replica
     decisions = [line for line in a.output().splitlines() if '"autoscale.decision"' in line]
     assert decisions and all('"fleet_pools": 2' in line for line in decisions)
+
+
+def test_a_killed_pool_leaves_the_fleet_within_the_bound(fleet: tuple[Pool, Pool]) -> None:
+    """A fleet pool SIGKILLed (its machine gone): the survivor stops counting it within ~30 s (the README's
+    bound: the beacon's liveness window, 20 s, plus one refresh, 10 s), so it runs the whole share again."""
+    a, b = fleet
+    a.up()
+    b.up()
+    a.wait_all_ready()
+    b.wait_all_ready()
+    a.wait(lambda s: sorted(s["fleet"]["pools"] or {}) == ["fleeta", "fleetb"], 60, "both pools in the fleet")
+    assert b.proc is not None
+    os.kill(b.proc.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    a.wait(lambda s: sorted(s["fleet"]["pools"] or {}) == ["fleeta"], 90, "the killed pool gone from the fleet")
+    took = time.monotonic() - killed
+    print(f"a SIGKILLed fleet pool left the survivor's fleet after {took:.1f}s")
+    assert took < 45  # (the bound is 30 s; the margin keeps a busy machine from failing it)

@@ -231,11 +231,15 @@ def test_loadtest_counts_match_temporal_and_the_pool(
     )
 
 
+HUNG_S = 20.0
+
+
 def test_status_says_when_temporal_stops_answering_and_since_when(
     pool: Pool, processes: Processes, tmp_path: Path
 ) -> None:
     """A Temporal server that stops answering (SIGSTOP: connections open, nothing answers): the header says so and
-    since when, POLLING is unknown rather than the last list; it answers again: both come back."""
+    since when, within seconds; POLLING is unknown rather than the last list; it answers again: both come back,
+    and the events give the outage its length."""
     port = free_port()
     server = processes.spawn(dev_server_command(port, tmp_path / "t.db", log_level="error"), name="frozen-server")
     address = f"127.0.0.1:{port}"
@@ -244,12 +248,17 @@ def test_status_says_when_temporal_stops_answering_and_since_when(
     pool.up()
     pool.wait(lambda s: all(r["polling"] for r in s["replicas"] if r["queue"]), 60, "every replica seen polling")
     os.kill(server.pid, signal.SIGSTOP)
+    stopped = time.monotonic()
     try:
         status = pool.wait(lambda s: not s["pool"]["temporal"]["answering"], 90, "the outage seen")
+        seen_after = time.monotonic() - stopped
+        print(f"a hung server reported {seen_after:.1f}s after SIGSTOP")
+        assert seen_after < 15  # (target: 5 s; the bound keeps a busy machine from failing it)
         assert status["pool"]["temporal"]["not_answering_since"] is not None
         assert all(r["polling"] is None for r in status["replicas"] if r["queue"])
         assert "NOT ANSWERING since" in pool.cli("status").stdout
         assert all(r["state"] == "READY" for r in status["replicas"])  # an outage is no worker failure
+        time.sleep(max(0.0, HUNG_S - (time.monotonic() - stopped)))  # the scenario: hung for HUNG_S
     finally:
         os.kill(server.pid, signal.SIGCONT)
     status = pool.wait(
@@ -258,6 +267,11 @@ def test_status_says_when_temporal_stops_answering_and_since_when(
         "Temporal answering again and every replica polling",
     )
     assert "NOT ANSWERING" not in pool.cli("status").stdout
+    assert status["pool"]["temporal"]["outages"] == 1
+    logged = [json.loads(line) for line in (pool.directory / "logs" / "supervisor.log").read_text().splitlines()]
+    (recovered,) = [e for e in logged if e["event"] == "temporal.available"]
+    print(f"hung {HUNG_S}s, outage logged as {recovered['down_s']}s")
+    assert HUNG_S - 5 <= recovered["down_s"] <= HUNG_S + 5, recovered
 
 
 def test_loadtest_rides_out_a_temporal_restart_and_reports_it(pool: Pool, processes: Processes, tmp_path: Path) -> None:

@@ -64,6 +64,16 @@ class PoolCollector(Collector):
             "1 when the Temporal server answered the pool's last request, 0 when it did not.",
             value=0 if view.health.error or view.watch.error else 1,
         )
+        yield CounterMetricFamily(
+            "pipelex_pool_temporal_outages",
+            "Times the Temporal server stopped answering the pool (a hung server included), since it started.",
+            value=view.health.outages,
+        )
+        yield GaugeMetricFamily(
+            "pipelex_pool_temporal_last_outage_seconds",
+            "How long the last finished outage of the Temporal server lasted.",
+            value=view.health.last_outage_s,
+        )
         yield GaugeMetricFamily(
             "pipelex_pool_shutting_down", "1 while the pool drains its replicas to stop.", value=int(view.shutting_down)
         )

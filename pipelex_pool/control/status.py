@@ -55,9 +55,16 @@ def group_tasks(supervisor: PoolView, group: SupervisedGroup) -> TaskCounts:
     return total
 
 
+def _down_since(supervisor: PoolView) -> float | None:
+    """When Temporal stopped answering (wall clock), by the earliest of the health check and the watch."""
+    since = [supervisor.health.down_since, supervisor.watch.error_since if supervisor.watch.error else None]
+    known = [moment for moment in since if moment is not None]
+    return min(known) if known else None
+
+
 def _polling(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle, identity: str) -> bool | None:
     """Whether Temporal lists this replica among its queue's live pollers (None: unknown or not a worker)."""
-    if group.spec is None or not identity or handle.pid is None or supervisor.watch.error:
+    if group.spec is None or not identity or handle.pid is None or supervisor.watch.error or supervisor.health.error:
         return None  # not a worker, or Temporal does not answer: its last list is no news
     info = supervisor.info.get(handle)
     if info is not None and info.usage is not None and not info.usage.can_run:
@@ -217,8 +224,11 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "temporal": {
                 "target_host": server.target_host if server else None,
                 "namespace": server.namespace if server else None,
-                "answering": supervisor.watch.error is None,  # as the Temporal watch last found it
-                "not_answering_since": supervisor.watch.error_since if supervisor.watch.error else None,
+                # as the health check (every second) and the watch last found it
+                "answering": supervisor.health.error is None and supervisor.watch.error is None,
+                "not_answering_since": _down_since(supervisor),
+                "outages": supervisor.health.outages,
+                "last_outage_s": round(supervisor.health.last_outage_s, 1),
             },
             "dev_server": {"managed": supervisor.dev is not None, "state": dev_state},
             "socket": str(supervisor.paths.socket),

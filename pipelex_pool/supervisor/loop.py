@@ -122,7 +122,7 @@ class Supervisor:
         self.temporal = LazyClient(
             server, f"{self.topology.pool.name}/supervisor@{os.getpid()}", expected_down, converter
         )
-        self.health = TemporalHealth(server.target_host)
+        self.health = TemporalHealth(server.target_host, expected_down)
         self.watch = TemporalWatch(self, self.temporal.get, self.request, expected_down)
         self.deployer = DeployController(self, self.temporal.get, self.request)
         identity = f"{self.topology.pool.name}/supervisor@{socket.gethostname()}:{os.getpid()}"

@@ -20,9 +20,13 @@ from pipelex_pool.contract import host_of, pool_of
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 
 log = structlog.get_logger("pipelex_pool.fleet")
-BEACON_POLL = timedelta(seconds=70)  # past the server's long-poll expiry (60 s): the server ends each poll
+# Each beacon poll ends (its deadline) after BEACON_POLL and the next starts at once: Temporal's list then shows a
+# live pool's poll at most BEACON_POLL old, so a pool not seen for LIVE_WITHIN is gone. With the watch describing
+# the beacon every FLEET_REFRESH_S, a dead pool leaves the fleet's share within LIVE_WITHIN + FLEET_REFRESH_S.
+BEACON_POLL = timedelta(seconds=10)
+LIVE_WITHIN = timedelta(seconds=20)
+FLEET_REFRESH_S = 10.0
 RETRY_S = 2.0
-LIVE_WITHIN = timedelta(seconds=75)
 
 
 def beacon_queue(fleet: str) -> str:
@@ -59,9 +63,10 @@ async def hold_beacon(client: Callable[[], Awaitable[Client]], fleet: str, ident
                 ),
                 timeout=BEACON_POLL,
             )
-        except Exception as exc:  # the server expired the poll, restarts, or is down: poll again
-            if "deadline" not in str(exc).lower():
-                log.debug("fleet.beacon_retry", error=str(exc) or type(exc).__name__)
+        except Exception as exc:  # the poll's deadline (poll again at once), or the server restarts or is down
+            if "deadline" in str(exc).lower():
+                continue
+            log.debug("fleet.beacon_retry", error=str(exc) or type(exc).__name__)
             await anyio.sleep(RETRY_S)
 
 

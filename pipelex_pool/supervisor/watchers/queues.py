@@ -22,7 +22,7 @@ from pipelex_pool.contract import pool_of, sdk_default_identity
 from pipelex_pool.supervisor.desired.requests import Request, Scale
 from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.watchers.autoscale import AutoscaleState, decide
-from pipelex_pool.temporal.fleet import FleetView, describe_fleet
+from pipelex_pool.temporal.fleet import FLEET_REFRESH_S, FleetView, describe_fleet
 from pipelex_pool.temporal.pollers import QueueType, poller_limit_error
 from pipelex_pool.temporal.watch import QueueView, describe
 
@@ -53,6 +53,7 @@ class TemporalWatch:
     error_since: float | None = None  # wall clock: when Temporal stopped answering the watch
     next_round: float = 0.0  # supervisor clock
     full_round_due: float = 0.0
+    fleet_due: float = 0.0  # supervisor clock: the fleet's beacon is described every FLEET_REFRESH_S
 
     def watched(self) -> list[tuple[str, QueueType]]:
         """Every queue a group polls (with the types its scope serves), every routed queue, the default queue."""
@@ -91,11 +92,16 @@ class TemporalWatch:
     async def _round(self, client: Client) -> None:
         started = self.supervisor.clock()
         full = started >= self.full_round_due or self.looking()
-        errors = []
+        errors: list[str] = []
+        asked_wall = time.time()
         for key in self.watched():
             previous = None if full else self.views.get(key)
+            if errors:  # Temporal did not answer the last one: the others would wait as long; try next round
+                if key in self.views:
+                    self.views[key].error = errors[-1]
+                continue
             try:
-                asked_at = self.supervisor.clock()
+                asked_at, asked_wall = self.supervisor.clock(), time.time()
                 with anyio.fail_after(RPC_TIMEOUT_S):
                     self.views[key] = await describe(client, *key, previous)
                 if previous is None:
@@ -104,14 +110,15 @@ class TemporalWatch:
                 errors.append(f"{key[0]}/{key[1].name}: {exc or type(exc).__name__}")
                 if key in self.views:
                     self.views[key].error = errors[-1]
-        if full and not errors:
+        if (full or started >= self.fleet_due) and not errors:
+            self.fleet_due = started + FLEET_REFRESH_S
             try:
                 with anyio.fail_after(RPC_TIMEOUT_S):
                     self.fleet = await describe_fleet(client, self.supervisor.topology.pool.fleet_name)
             except Exception as exc:
                 errors.append(f"fleet beacon: {exc or type(exc).__name__}")
         if errors and not self.error:
-            self.error_since = time.time()
+            self.error_since = asked_wall  # when the request that went unanswered was sent
             if self.expected_down():  # a normal start or stop: the pool's own dev server
                 log.info(
                     "watch.temporal_not_answering", because="the pool's own dev server is not up", errors=errors[:1]
