@@ -145,3 +145,44 @@ def test_a_deploy_whose_build_cannot_start_fails_and_gives_the_old_build_its_slo
     assert all(r["state"] == "READY" and r["build_id"] == "A" for r in status["replicas"] if r["queue"])
     assert deployment(status)["build_id"] == "A" and deployment(status)["deploy"]["outcome"].startswith("failed")
     assert temporal_describe(temporal_server, namespace, "sim")["routingConfig"]["currentVersionBuildID"] == "A"
+
+
+async def test_a_restart_after_a_deploy_starts_the_deployed_build(
+    pool: Pool, temporal_server: TemporalServer, namespace: str, client: Client
+) -> None:
+    """Deploy B (the file still says A), SIGKILL the supervisor while A's pinned runs drain, `up` again: B's
+    processes run (the state directory remembers the switch, and Temporal confirms it), and a new run waits on
+    no build nobody runs."""
+    pool.write(temporal_server, namespace, {"pool.deployment": "sim", "pool.build_id": "A"})
+    pool.up()
+    pool.wait_all_ready()
+    pool.wait(lambda s: deployment(s)["current"] == "A", 60, "build A current")
+    pinned = await client.start_workflow(
+        "WfPipeRun",
+        PipeRunInput(run_id="pinned", steps=[SimStep("act_llm_gen_text", latency_s=20.0)]),
+        id=f"pinned-{uuid.uuid4().hex[:6]}",
+        task_queue="temporal_task_queue",
+        result_type=PipeRunResult,
+    )
+    while not await build_of(pinned):  # pinned to A: A drains only once it has finished
+        await anyio.sleep(0.1)
+    assert pool.cli("deploy", "--build-id", "B", "--no-wait").returncode == 0
+    pool.wait(lambda s: (deployment(s)["deploy"] or {}).get("phase") == "draining", 120, "B current, A draining")
+    assert pool.proc is not None
+    pool.proc.kill()  # SIGKILL: the supervisor crashes mid-deploy
+    pool.proc.wait()
+    pool.up()  # the same file, which still says build_id = "A"
+    status = pool.wait_all_ready(within=120)
+    assert {r["build_id"] for r in status["replicas"] if r["queue"]} == {"B"}
+    assert "build_from_last_deploy" in pool.output()
+    assert temporal_describe(temporal_server, namespace, "sim")["routingConfig"]["currentVersionBuildID"] == "B"
+    fresh = await client.start_workflow(
+        "WfPipeRun",
+        PipeRunInput(run_id="fresh", steps=[SimStep("act_llm_gen_text", latency_s=0.1)]),
+        id=f"fresh-{uuid.uuid4().hex[:6]}",
+        task_queue="temporal_task_queue",
+        result_type=PipeRunResult,
+    )
+    with anyio.fail_after(60):
+        await fresh.result()
+    assert await build_of(fresh) == "B"

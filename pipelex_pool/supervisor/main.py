@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import anyio
 import structlog
+from temporalio.service import RPCError, RPCStatusCode
 
 from pipelex_pool.contract import EVENTS_LOG
 from pipelex_pool.control.http import HttpEndpoint
@@ -15,10 +17,12 @@ from pipelex_pool.control.server import ControlServer
 from pipelex_pool.errors import PoolError
 from pipelex_pool.logs import EVENT_FILE
 from pipelex_pool.paths import PoolPaths, check_socket_path, private_dir, resolve_paths, runtime_base
+from pipelex_pool.supervisor.deploy_record import ASK_WITHIN_S, recorded_current, temporal_current
 from pipelex_pool.supervisor.lock import PoolLock, stop_leftovers
 from pipelex_pool.supervisor.loop import Supervisor
 from pipelex_pool.supervisor.spawning.fork_spawner import ForkSpawner
 from pipelex_pool.supervisor.spawning.spawner import ExecSpawner
+from pipelex_pool.temporal.connect import connect
 from pipelex_pool.temporal.devserver import is_local, port_answers
 from pipelex_pool.topology.load import Topology
 from pipelex_pool.topology.snapshot import write_validated
@@ -73,6 +77,50 @@ def prepare_paths(topology: Topology) -> PoolPaths:
     return paths
 
 
+async def with_deployed_build(topology: Topology, state_dir: Path) -> Topology:
+    """`topology` with the build a deploy made current since the file was written, if Temporal still routes to it
+    (or cannot be asked now); otherwise as it is. Says which build it starts and why."""
+    pool = topology.pool
+    recorded = recorded_current(state_dir)
+    if pool.deployment is None or recorded is None or recorded.deployment != pool.deployment:
+        return topology
+    if recorded.build_id == pool.build_id:
+        return topology
+    server = topology.temporal.selected_server()
+    assert server is not None
+    try:
+        with anyio.fail_after(ASK_WITHIN_S):
+            client = await connect(server)
+        current = await temporal_current(client, pool.deployment)
+    except RPCError as exc:
+        if exc.status is not RPCStatusCode.NOT_FOUND:
+            return _deployed(topology, recorded.build_id, f"Temporal could not be asked ({exc.message})")
+        current = None
+    except Exception as exc:  # unreachable (or the pool's own dev server, not started yet): the record is all we know
+        return _deployed(topology, recorded.build_id, f"Temporal could not be asked ({str(exc) or type(exc).__name__})")
+    if current == recorded.build_id:
+        return _deployed(topology, recorded.build_id, "it is Temporal's current version")
+    log.warning(
+        "supervisor.deployed_build_not_current",
+        recorded=recorded.build_id,
+        temporal_current=current,
+        starting=pool.build_id,
+        why="Temporal no longer routes to the recorded build: the file's build_id is started",
+    )
+    return topology
+
+
+def _deployed(topology: Topology, build: str, why: str) -> Topology:
+    log.warning(
+        "supervisor.build_from_last_deploy",
+        build_id=build,
+        file_build_id=topology.pool.build_id,
+        why=f"deployed by `pipelex-pool deploy` since the file was written, and {why}",
+        fix=f"set build_id = {build!r} in {topology.file} to make it the file's",
+    )
+    return replace(topology, pool=topology.pool.model_copy(update={"build_id": build}))
+
+
 async def serve_pool(topology: Topology) -> int:
     """Run the pool in the foreground until SIGTERM/SIGINT (or `down`); 0 after a clean drain."""
     paths = prepare_paths(topology)
@@ -83,6 +131,7 @@ async def serve_pool(topology: Topology) -> int:
         for record in stop_leftovers(paths.state_file):
             log.warning("supervisor.leftover_stopped", name=record.name, pid=record.pid)
         topology = replace(topology, validated_file=write_validated(topology, paths.state_dir))
+        topology = await with_deployed_build(topology, paths.state_dir)
         spawner = ForkSpawner(preload=topology.preload) if topology.pool.spawner == "fork" else ExecSpawner()
         supervisor = Supervisor(topology, paths, dev_server=wants_dev_server(topology), spawner=spawner)
         async with anyio.create_task_group() as tg:

@@ -29,6 +29,7 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from pipelex_pool.supervisor.deploy_record import Deployed, record_current
 from pipelex_pool.supervisor.desired.requests import DeployPlan, EndDeploy, Request
 from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.watchers.queues import served_types
@@ -40,6 +41,8 @@ log = structlog.get_logger("pipelex_pool.deploy")
 TICK_S = 1.0
 DESCRIBE_EVERY_S = 5.0
 VERIFY_WITHIN_S = 120.0  # the new version must be seen on every queue within this, once its replicas are READY
+RETRY_FOR_S = 60.0  # a routing change Temporal could not take now is tried again this long
+TRANSIENT = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED)
 UNVERSIONED = "__unversioned__"
 
 
@@ -171,18 +174,28 @@ class DeployController:
                 ramped = True
                 await anyio.sleep(plan.pause_s)
             await self._set_current(client, plan.to_build)
-            ramped = False
-            await self._describe(client)
-            self._enter(Phase.DRAINING, f"{plan.to_build} current; waiting for {plan.from_build}'s pinned runs")
-            await self._drained(client, plan.from_build)
         except (DeployFailed, RPCError) as exc:
             reason = str(exc)
             if ramped:
-                await self._set_ramping(client, "", 0)
+                with anyio.move_on_after(RETRY_FOR_S):
+                    await self._set_ramping(client, "", 0)
             self._enter(Phase.FAILED, reason)
             log.error("deploy.failed", to_build=plan.to_build, reason=reason)
             self.submit(EndDeploy(failed=reason))
             return
+        # The new build is current: Temporal routes new runs to it. From here nothing goes back to the old build;
+        # an error (Temporal unavailable) is waited out.
+        self._enter(Phase.DRAINING, f"{plan.to_build} current; waiting for {plan.from_build}'s pinned runs")
+        delay = TICK_S
+        while True:
+            try:
+                await self._describe(await self.client())
+                await self._drained(await self.client(), plan.from_build)
+                break
+            except RPCError as exc:
+                self.detail = f"{plan.to_build} current; Temporal did not answer ({exc}), asking again"
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 10.0)
         self._enter(Phase.DONE, f"{plan.to_build} current; {plan.from_build}'s processes drain")
         self.submit(EndDeploy())
 
@@ -213,12 +226,18 @@ class DeployController:
         missing = expected
         with anyio.move_on_after(VERIFY_WITHIN_S):
             while True:
-                response = await client.workflow_service.describe_worker_deployment_version(
-                    DescribeWorkerDeploymentVersionRequest(
-                        namespace=client.namespace,
-                        deployment_version=WorkerDeploymentVersion(deployment_name=self.deployment, build_id=build),
+                try:
+                    response = await client.workflow_service.describe_worker_deployment_version(
+                        DescribeWorkerDeploymentVersionRequest(
+                            namespace=client.namespace,
+                            deployment_version=WorkerDeploymentVersion(deployment_name=self.deployment, build_id=build),
+                        )
                     )
-                )
+                except RPCError as exc:  # Temporal creates the version from its first poll, a moment later
+                    if exc.status is not RPCStatusCode.NOT_FOUND:
+                        raise
+                    await anyio.sleep(TICK_S)
+                    continue
                 seen = {(tq.name, tq.type) for tq in response.worker_deployment_version_info.task_queue_infos}
                 missing = expected - seen
                 if not missing:
@@ -249,12 +268,26 @@ class DeployController:
             await anyio.sleep(TICK_S)
 
     async def _set_current(self, client: Client, build: str) -> None:
+        """Make `build` current (a moment of unavailability is retried for RETRY_FOR_S), then record it in the
+        state directory: a restart starts the build Temporal routes to (deploy_record.py)."""
         assert self.deployment is not None
-        await client.workflow_service.set_worker_deployment_current_version(
-            SetWorkerDeploymentCurrentVersionRequest(
-                namespace=client.namespace, deployment_name=self.deployment, build_id=build, identity=self.identity
-            )
-        )
+        deadline = time.monotonic() + RETRY_FOR_S
+        while True:
+            try:
+                await client.workflow_service.set_worker_deployment_current_version(
+                    SetWorkerDeploymentCurrentVersionRequest(
+                        namespace=client.namespace,
+                        deployment_name=self.deployment,
+                        build_id=build,
+                        identity=self.identity,
+                    )
+                )
+                break
+            except RPCError as exc:
+                if exc.status not in TRANSIENT or time.monotonic() > deadline:
+                    raise
+                await anyio.sleep(TICK_S)
+        record_current(self.supervisor.paths.state_dir, Deployed(self.deployment, build))
 
     async def _set_ramping(self, client: Client, build: str, percentage: float) -> None:
         assert self.deployment is not None
