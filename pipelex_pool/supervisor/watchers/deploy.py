@@ -169,9 +169,9 @@ class DeployController:
             self._enter(Phase.VERIFYING, f"waiting until Temporal sees {plan.to_build} on every queue")
             await self._verified(client, plan.to_build)
             for percentage in [p for p in plan.ramp if 0 < p < 100]:
-                self._enter(Phase.RAMPING, f"{percentage}% of new runs on {plan.to_build} for {plan.pause_s:g}s")
-                await self._set_ramping(client, plan.to_build, percentage)
+                await self._set_ramping(client, plan.to_build, percentage)  # (then said: status follows Temporal)
                 ramped = True
+                self._enter(Phase.RAMPING, f"{percentage}% of new runs on {plan.to_build} for {plan.pause_s:g}s")
                 await anyio.sleep(plan.pause_s)
             await self._set_current(client, plan.to_build)
         except (DeployFailed, RPCError) as exc:
