@@ -29,7 +29,7 @@ from pipelex_pool.contract import (
     WAITING_KEY,
     WATCHDOG_USEC_ENV,
 )
-from pipelex_pool.errors import WorkerBootError
+from pipelex_pool.errors import PoolError, WorkerBootError
 from pipelex_pool.notify import Notifier
 from pipelex_pool.packs import Catalog
 from pipelex_pool.parent_death import expected_parent, set_parent_death_signal
@@ -185,7 +185,10 @@ async def connect_waiting(settings: WorkerSettings, runtime: Runtime | None, not
     no retry can fix (credentials, certificates) is a WorkerBootError."""
     where = f"{settings.server.target_host} (namespace {settings.server.namespace})"
     delay, waiting = CONNECT_RETRY_FIRST_S, False
-    converter = data_converter(settings.temporal.payload_codec_config)
+    try:
+        converter = data_converter(settings.temporal.payload_codec_config)
+    except PoolError as exc:  # the codec's storage cannot be used (a missing extra): no retry fixes that
+        raise WorkerBootError(f"payload_codec_config: {exc}") from exc
     while True:
         try:
             client = await connect(settings.server, settings.identity, runtime, converter)
