@@ -174,3 +174,56 @@ def render_loadtest(data: dict[str, Any]) -> str:
         )
     lines += [f"failure: {f}" for f in data["failures"]]
     return "\n".join(lines)
+
+
+@main.group()
+def codec() -> None:
+    """Pipelex's payload codec ([temporal.payload_codec_config]) outside the workers."""
+
+
+@codec.command("serve")
+@click.option("-c", "--config", "topology", type=click.Path(path_type=Path), help="Topology (its payload codec).")
+@click.option("--listen", default="127.0.0.1:8081", show_default=True, help="HOST:PORT to serve on.")
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    default=["http://localhost:8233", "http://127.0.0.1:8233"],
+    show_default=True,
+    help="Origin of the Temporal Web UI allowed to call it (repeat; * for any).",
+)
+def codec_serve(topology: Path | None, listen: str, cors_origins: tuple[str, ...]) -> None:
+    """Serve the codec endpoint Temporal's Web UI calls (POST /decode, /encode) to show offloaded payloads.
+
+    Point the UI at it (its "Codec Server" setting, or `temporal server start-dev --ui-codec-endpoint URL`), or
+    the CLI (`temporal workflow show --codec-endpoint URL`). It reads the payload store: keep it on loopback.
+    """
+    from pipelex_pool.errors import PoolError
+    from pipelex_pool.temporal.codec import StoragePayloadCodec, store_for
+    from pipelex_pool.temporal.codec_server import CodecServer
+    from pipelex_pool.units import parse_address
+
+    loaded = load_or_exit(topology)
+    config = loaded.temporal.payload_codec_config
+    if not config.is_enabled:
+        click.echo(f"pipelex-pool codec serve: {loaded.file}: payload_codec_config.is_enabled is false", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        address = parse_address(listen)
+        codec = StoragePayloadCodec(store_for(config), config.size_threshold, config.storage_prefix)
+    except (ValueError, PoolError) as exc:
+        click.echo(f"pipelex-pool codec serve: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    host, _, port = address.rpartition(":")
+    try:
+        server = CodecServer((host, int(port)), codec, list(cors_origins))
+    except OSError as exc:
+        click.echo(f"pipelex-pool codec serve: cannot listen on {address}: {exc.strerror}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"codec endpoint on http://{address} ({codec.store.where}); Ctrl-C to stop", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
