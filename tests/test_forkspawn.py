@@ -25,9 +25,11 @@ async def output(child):
 
 async def main():
     spawner, env, found, registered = ForkSpawner(), child_environment(), {}, []
-    child = await spawner.spawn(ChildSpec("help", [*BUILTIN_WORKER, "--help"], env, "help"), registered.append)
+    helped = [*BUILTIN_WORKER, "worker", "--help"]
+    child = await spawner.spawn(ChildSpec("help", helped, env, "help"), registered.append)
     found["pids"] = [child.pid]
-    found["help"] = [isinstance(child, ForkedChild), "Usage: pipelex-pool" in await output(child), await child.wait()]
+    usage = "Usage: pipelex-pool worker" in await output(child)
+    found["help"] = [isinstance(child, ForkedChild), usage, await child.wait()]
     config = sys.argv[1]
     argv = [*BUILTIN_WORKER, "worker", "--config", config, "--task-queue", "llm_qq"]
     child = await spawner.spawn(ChildSpec("bad-queue", argv, env, "bad-queue"), registered.append)

@@ -88,8 +88,10 @@ class ForkSpawner:
             log.warning("spawn.fork_server_disabled", reason="cannot become a child subreaper (prctl refused)")
 
     async def spawn(self, spec: ChildSpec, register: Register) -> Child:
-        args = spec.argv[len(BUILTIN_WORKER) :] if spec.argv[: len(BUILTIN_WORKER)] == BUILTIN_WORKER else None
-        if args is None or not self.adopting or time.monotonic() < self._resting_until:
+        prefix, args = spec.argv[: len(BUILTIN_WORKER)], spec.argv[len(BUILTIN_WORKER) :]
+        if prefix != BUILTIN_WORKER or args[:1] != ["worker"]:  # only the worker is forked; the rest exec'd
+            return await self.fallback.spawn(spec, register)
+        if not self.adopting or time.monotonic() < self._resting_until:
             return await self.fallback.spawn(spec, register)
         async with self._lock:
             if self._stale:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from pipelex_pool.cli import EXIT_FAILED, EXIT_NO_SUCH_NAME, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, main
+from pipelex_pool.cli.base import EXIT_FAILED, EXIT_NO_SUCH_NAME, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, main
 from pipelex_pool.control.waiting import Goal, Want, old_pids
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from pipelex_pool.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from pipelex_pool.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from pipelex_pool.units import parse_duration
 
 
@@ -26,7 +26,7 @@ def export() -> None:
 def export_k8s(topology: Path, image: str, namespace: str | None, output: Path | None) -> None:
     """Kubernetes manifests: a Deployment per group, the topology in a ConfigMap, KEDA ScaledObjects for
     autoscaled groups. YAML on stdout, or files with -o."""
-    from pipelex_pool.cli_temporal import load_or_exit
+    from pipelex_pool.cli.temporal import load_or_exit
     from pipelex_pool.errors import PoolError
     from pipelex_pool.export.k8s import k8s_manifests, k8s_warnings, write_manifests
 
@@ -62,7 +62,7 @@ def export_k8s(topology: Path, image: str, namespace: str | None, output: Path |
 @click.option("--user", default="pipelex-pool", show_default=True, help="The account the workers run as.")
 def export_systemd(topology: Path, output: Path | None, program: str, config_path: str | None, user: str) -> None:
     """One template unit per group (<pool>-<group>@N.service) and <pool>.target starting every replica."""
-    from pipelex_pool.cli_temporal import load_or_exit
+    from pipelex_pool.cli.temporal import load_or_exit
     from pipelex_pool.errors import PoolError
     from pipelex_pool.export.systemd_units import systemd_units
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from pipelex_pool.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_skipping_finalization, main
+from pipelex_pool.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_skipping_finalization, main
 from pipelex_pool.contract import CONFIG_ENV
 from pipelex_pool.errors import TopologyError
 

@@ -1,0 +1,77 @@
+"""`validate`, `up` and `schema`: the topology and the supervisor in the foreground."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from pipelex_pool.cli.base import EXIT_USAGE, exit_skipping_finalization, main
+from pipelex_pool.errors import TopologyError
+
+
+@main.command()
+@click.argument("topology", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary or the errors as JSON.")
+def validate(topology: Path, as_json: bool) -> None:
+    """Check TOPOLOGY without starting anything; exit 0 with a summary, 2 with every error found."""
+    from pipelex_pool.topology.load import load_topology
+    from pipelex_pool.topology.summary import render_summary, summarize
+
+    try:
+        loaded = load_topology(topology)
+    except TopologyError as exc:
+        if as_json:
+            click.echo(
+                json.dumps({"ok": False, "file": exc.file, "issues": [i.as_dict() for i in exc.issues]}, indent=2)
+            )
+        else:
+            errors = sum(1 for issue in exc.issues if issue.severity.value == "error")
+            click.echo(f"{exc}\n{errors} error(s) in {exc.file}", err=True)
+        sys.exit(EXIT_USAGE)
+    if as_json:
+        click.echo(json.dumps({"ok": True, **summarize(loaded)}, indent=2))
+    else:
+        click.echo(render_summary(loaded))
+
+
+@main.command()
+@click.argument("topology", type=click.Path(path_type=Path))
+def up(topology: Path) -> None:
+    """Validate TOPOLOGY, then run the pool in the foreground until SIGTERM, SIGINT or `down`.
+
+    Refuses to start (exit 2) on any topology error, or when the pool is already running.
+    """
+    import anyio
+
+    from pipelex_pool.errors import PoolError
+    from pipelex_pool.logs import EVENT_FILE, configure_logging
+    from pipelex_pool.supervisor.main import serve_pool
+    from pipelex_pool.topology.load import load_topology
+
+    try:
+        loaded = load_topology(topology)
+    except TopologyError as exc:
+        click.echo(
+            f"{exc}\npipelex-pool up: refusing to start: fix the errors above (see `pipelex-pool validate`)", err=True
+        )
+        sys.exit(EXIT_USAGE)
+    configure_logging(pool=loaded.pool.name, events=EVENT_FILE)
+    for issue in loaded.warnings:
+        click.echo(issue.render(str(loaded.file)), err=True)
+    try:
+        code = anyio.run(serve_pool, loaded)
+    except PoolError as exc:
+        click.echo(f"pipelex-pool up: {exc}", err=True)
+        exit_skipping_finalization(EXIT_USAGE)
+    exit_skipping_finalization(code)
+
+
+@main.command()
+def schema() -> None:
+    """Print a JSON Schema of the topology file, for editors (see the README: Taplo / Even Better TOML)."""
+    from pipelex_pool.topology.json_schema import topology_json_schema
+
+    click.echo(json.dumps(topology_json_schema(), indent=2))
