@@ -208,7 +208,7 @@ class PoolCollector(Collector):
                 names = [queue, queue_type.name.lower()]
                 backlog.add_metric(names, queue_view.stats.backlog)
                 age.add_metric(names, queue_view.stats.backlog_age_s)
-                owners = pollers_by_owner(self.view, queue_view)
+                owners = pollers_by_owner(self.view, self.view.watch.fleet, queue_view)
                 pollers.add_metric([*names, "pool"], len(owners.own))
                 pollers.add_metric([*names, "fleet"], len(owners.fleet))
                 pollers.add_metric([*names, "foreign"], len(owners.foreign))

@@ -78,7 +78,7 @@ def _queues(supervisor: PoolView) -> dict[str, Any]:
     now = datetime.now(UTC)
     queues: dict[str, Any] = {}
     for (queue, queue_type), view in sorted(supervisor.watch.views.items(), key=lambda kv: (kv[0][0], kv[0][1].name)):
-        owners = pollers_by_owner(supervisor, view, now)
+        owners = pollers_by_owner(supervisor, supervisor.watch.fleet, view, now)
         queues.setdefault(queue, {})[queue_type.name.lower()] = {
             "backlog": view.stats.backlog,
             "backlog_age_s": view.stats.backlog_age_s,

@@ -1,84 +1,39 @@
-"""The read-only view of the pool that status, /health, /metrics, the watchers and systemd's STATUS= read.
+"""The read-only view of the pool that status, /health, /metrics and systemd's STATUS= read: the pool's state
+(pool_state.py) and its watchers' findings.
 
 `PoolView` is what they may see of the supervisor: properties only, so mypy refuses a write through it. Desired
 state changes only through requests (desired/requests.py), process state only in the loop (loop.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from pipelex_pool.supervisor.desired.requests import DeployPlan, Request
-from pipelex_pool.supervisor.groups import SupervisedGroup
-from pipelex_pool.supervisor.process.handle import ProcessHandle
-from pipelex_pool.supervisor.process.state import ProcState
-from pipelex_pool.supervisor.watchers.resources import ResourceProbe, Usage
-from pipelex_pool.topology.load import Topology
-from pipelex_pool.worker.accounting import TaskCounts
-from pipelex_pool.worker.inflight import Attempt
+from pipelex_pool.supervisor.desired.requests import Request
+from pipelex_pool.supervisor.pool_state import (
+    PoolState,
+    ReplicaInfo,
+    counts,
+    settled,
+    summary,
+    temporal_expected_down,
+    uptime,
+)
+from pipelex_pool.supervisor.watchers.deploy import DeployController
+from pipelex_pool.supervisor.watchers.queues import TemporalWatch
+from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth
 
-if TYPE_CHECKING:
-    from pipelex_pool.paths import PoolPaths
-    from pipelex_pool.supervisor.watchers.deploy import DeployController
-    from pipelex_pool.supervisor.watchers.queues import TemporalWatch
-    from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth
-
-
-@dataclass
-class ReplicaInfo:
-    """What the loop knows about a replica beyond its state machine (for status)."""
-
-    identity: str = ""
-    status_text: str = ""
-    probe: ResourceProbe | None = None
-    tasks: TaskCounts | None = None  # the process's own counts, as it last reported them
-    usage: Usage | None = None
-    sdk_metrics_given: str | None = None  # "host:port" given to the process for the SDK's metrics
-    sdk_metrics: str | None = None  # "host:port" the process reported serving them on
-    inflight: dict[int, Attempt] = field(default_factory=dict)  # activity attempts it runs now, as it reported them
-    cached_runs: set[tuple[str, str]] = field(default_factory=set)  # (workflow_id, run_id) in its workflow cache
-    build_id: str | None = None  # the build the process was started on (Worker Deployment Versioning)
+__all__ = ["PoolControl", "PoolView", "ReplicaInfo", "counts", "settled", "summary", "temporal_expected_down", "uptime"]
 
 
-class PoolView(Protocol):
-    """The supervisor as everything but the loop sees it."""
+class PoolView(PoolState, Protocol):
+    """The supervisor as everything but the loop sees it: its state and what its watchers found."""
 
-    @property
-    def topology(self) -> Topology: ...
-    @property
-    def paths(self) -> PoolPaths: ...
-    @property
-    def pid(self) -> int: ...
-    @property
-    def started_wall(self) -> float: ...
-    @property
-    def shutting_down(self) -> bool: ...
-    @property
-    def max_replicas(self) -> int: ...
-    @property
-    def groups(self) -> Mapping[str, SupervisedGroup]: ...
-    @property
-    def dev(self) -> SupervisedGroup | None: ...
-    @property
-    def info(self) -> Mapping[ProcessHandle, ReplicaInfo]: ...
-    @property
-    def exited_identities(self) -> Mapping[str, float]: ...
-    @property
-    def build_id(self) -> str | None: ...
-    @property
-    def deploy(self) -> DeployPlan | None: ...
     @property
     def watch(self) -> TemporalWatch: ...
     @property
     def deployer(self) -> DeployController: ...
     @property
     def health(self) -> TemporalHealth: ...
-    @property
-    def clock(self) -> Callable[[], float]: ...
-
-    def all_groups(self) -> list[SupervisedGroup]: ...
-    def handles(self) -> list[ProcessHandle]: ...
 
 
 class PoolControl(PoolView, Protocol):
@@ -86,49 +41,3 @@ class PoolControl(PoolView, Protocol):
 
     async def submit(self, request: Request) -> object: ...
     async def reload_file(self) -> object: ...
-
-
-def uptime(supervisor: PoolView, handle: ProcessHandle) -> float | None:
-    if handle.state is not ProcState.READY or handle.ready_at is None or handle.started_at is None:
-        return None
-    return max(0.0, supervisor.clock() - handle.started_at)
-
-
-def temporal_expected_down(supervisor: PoolView) -> bool:
-    """Whether Temporal not answering is part of a normal start or stop: the pool's own dev server is not up yet,
-    or the pool is shutting down (it stops the dev server last)."""
-    dev = supervisor.dev
-    return supervisor.shutting_down or (dev is not None and not any(h.state is ProcState.READY for h in dev.handles))
-
-
-def settled(supervisor: PoolView) -> bool:
-    """Every wanted replica is READY or given up on (FATAL/EXITED), and nothing is being rolled."""
-    if temporal_expected_down(supervisor):
-        return False
-    for group in supervisor.groups.values():
-        if group.stopped_by_operator or group.removed:
-            continue
-        if group.roll_queue or group.replacement or len(group.handles) < group.desired:
-            return False
-        done = (ProcState.READY, ProcState.FATAL, ProcState.EXITED)
-        if any(h.state not in done for h in group.handles[: group.desired]):
-            return False
-    return True
-
-
-def summary(supervisor: PoolView) -> str:
-    """One line for systemd's STATUS=, e.g. "7/8 ready, 1 fatal"."""
-    wanted = sum(0 if g.stopped_by_operator else g.desired for g in supervisor.groups.values())
-    states = [h.state for g in supervisor.groups.values() for h in g.handles]
-    parts = [f"{states.count(ProcState.READY)}/{wanted} ready"]
-    for state in (ProcState.FATAL, ProcState.BACKOFF, ProcState.STARTING):
-        if states.count(state):
-            parts.append(f"{states.count(state)} {state.value.lower()}")
-    if supervisor.shutting_down:
-        parts.append("stopping")
-    return ", ".join(parts)
-
-
-def counts(supervisor: PoolView) -> dict[str, int]:
-    states = [h.state for g in supervisor.groups.values() for h in g.handles]
-    return {state.value: states.count(state) for state in ProcState if state in states}

@@ -35,7 +35,7 @@ from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.watchers.queues import served_types
 
 if TYPE_CHECKING:
-    from pipelex_pool.supervisor.view import PoolView
+    from pipelex_pool.supervisor.pool_state import PoolState
 
 log = structlog.get_logger("pipelex_pool.deploy")
 TICK_S = 1.0
@@ -72,7 +72,7 @@ class Routing:
 
 @dataclass
 class DeployController:
-    supervisor: PoolView
+    supervisor: PoolState
     client: Callable[[], Awaitable[Client]]
     submit: Callable[[Request], object]
     phase: Phase | None = None

@@ -27,7 +27,7 @@ from pipelex_pool.temporal.pollers import QueueType, poller_limit_error
 from pipelex_pool.temporal.watch import QueueView, describe
 
 if TYPE_CHECKING:
-    from pipelex_pool.supervisor.view import PoolView
+    from pipelex_pool.supervisor.pool_state import PoolState
 
 log = structlog.get_logger("pipelex_pool.watch")
 WATCH_INTERVAL_S = 2.0
@@ -39,7 +39,7 @@ SLOW_START_S = 3.0  # a worker STARTING for longer makes the watch ask whether p
 
 @dataclass
 class TemporalWatch:
-    supervisor: PoolView
+    supervisor: PoolState
     client: Callable[[], Awaitable[Client]]
     submit: Callable[[Request], object]
     expected_down: Callable[[], bool] = bool  # True while Temporal not answering is normal (the dev server boots)
@@ -220,7 +220,7 @@ class TemporalWatch:
         for (queue, queue_type), view in sorted(self.views.items(), key=lambda kv: (kv[0][0], kv[0][1].name)):
             if view.seen_at is None:
                 continue
-            owners = pollers_by_owner(self.supervisor, view, now)
+            owners = pollers_by_owner(self.supervisor, self.fleet, view, now)
             routed_here = queue_type is QueueType.ACTIVITY and queue in routed
             if routed_here and not owners.serving and not owners.foreign and not self._ready_since(queue, view):
                 found.append(
@@ -252,7 +252,7 @@ class TemporalWatch:
         return False
 
 
-def live_identities(supervisor: PoolView) -> set[str]:
+def live_identities(supervisor: PoolState) -> set[str]:
     """Identities of the pool's processes that are alive and able to poll (not stopped by SIGSTOP, not zombies)."""
     alive = set()
     for handle in supervisor.handles():
@@ -277,28 +277,32 @@ class Owners:
         return len(self.own) + len(self.fleet)
 
 
-def pollers_by_owner(supervisor: PoolView, view: QueueView, now: datetime | None = None) -> Owners:
+def pollers_by_owner(
+    supervisor: PoolState, fleet: FleetView | None, view: QueueView, now: datetime | None = None
+) -> Owners:
     """The queue's live pollers split by owner. This pool's are compared by exact identity (its live processes);
     its processes that exited within the last minutes are in no list (Temporal lists a dead worker's last polls
     for up to LIVE_WITHIN); the fleet's other pools are recognised by their name, as their beacon lists them."""
     live = view.live_pollers(now)
     alive = live_identities(supervisor)
     pool = supervisor.topology.pool.name
-    members = set(supervisor.watch.fleet.pools) - {pool} if supervisor.watch.fleet else set()
-    own, fleet, foreign = [], [], []
+    members = set(fleet.pools) - {pool} if fleet else set()
+    own: list[str] = []
+    fleets: list[str] = []
+    foreign: list[str] = []
     for identity in sorted(live):
         if identity in alive:
             own.append(identity)
         elif identity in supervisor.exited_identities:
             continue
         elif pool_of(identity) in members:
-            fleet.append(identity)
+            fleets.append(identity)
         else:
             foreign.append(identity)
-    return Owners(own, fleet, foreign)
+    return Owners(own, fleets, foreign)
 
 
-def served_types(supervisor: PoolView, scope: str) -> list[QueueType]:
+def served_types(supervisor: PoolState, scope: str) -> list[QueueType]:
     resolved = supervisor.topology.scopes.get(scope)
     if resolved is None:
         return []

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
@@ -14,112 +11,16 @@ import structlog
 
 from pipelex_pool.supervisor.desired.requests import Request, RollReplica
 from pipelex_pool.supervisor.process.state import ProcState
+from pipelex_pool.supervisor.process.usage import ResourceProbe
 from pipelex_pool.units import format_size
 
 if TYPE_CHECKING:
-    from pipelex_pool.supervisor.view import PoolView
+    from pipelex_pool.supervisor.pool_state import PoolState
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 
 SAMPLE_INTERVAL_S = 2.0  # RSS, CPU% and state in status are at most this old
-FDS_EVERY = 5  # open file descriptors are counted every this many samples (a directory listing per replica)
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-STATES = {
-    "R": "running",
-    "S": "sleeping",
-    "D": "disk-sleep",
-    "Z": "zombie",
-    "T": "stopped",
-    "t": "tracing-stop",
-    "X": "dead",
-    "I": "idle",
-}
-CANNOT_RUN = ("stopped", "tracing-stop", "zombie", "dead")
-
-
-@dataclass(frozen=True)
-class Usage:
-    rss_bytes: int
-    cpu_percent: float
-    cpu_seconds: float  # user + system CPU time of the process so far
-    threads: int
-    open_fds: int | None
-    status: str  # the kernel's process state: "running", "sleeping", "stopped" (SIGSTOP), "zombie", ...
-
-    @property
-    def can_run(self) -> bool:
-        """False for a process that cannot poll anything whatever Temporal still lists (stopped, zombie)."""
-        return self.status not in CANNOT_RUN
-
-
-@dataclass(frozen=True)
-class _Stat:
-    state: str
-    cpu_s: float
-    threads: int
-    started: int  # clock ticks after boot: tells a reused pid from the process this probe was made for
-    rss_bytes: int
-
-
-def _read_stat(pid: int) -> _Stat | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            text = stat.read().decode(errors="replace")
-    except OSError:
-        return None
-    fields = text[text.rfind(")") + 2 :].split()  # the command name may hold spaces and parentheses
-    return _Stat(
-        state=STATES.get(fields[0], fields[0]),
-        cpu_s=(int(fields[11]) + int(fields[12])) / CLOCK_TICKS,
-        threads=int(fields[17]),
-        started=int(fields[19]),
-        rss_bytes=int(fields[21]) * PAGE_SIZE,
-    )
-
-
-def _open_fds(pid: int) -> int | None:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return None
-
-
-class ResourceProbe:
-    """Samples one pid; CPU% is measured over the time between two samples. Raises ProcessLookupError when the
-    pid does not exist."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        first = _read_stat(pid)
-        if first is None:
-            raise ProcessLookupError(pid)
-        self._started = first.started
-        self._last = (time.monotonic(), first.cpu_s)
-        self._samples = 0
-        self._fds: int | None = None
-
-    def sample(self) -> Usage | None:
-        stat = _read_stat(self.pid)
-        if stat is None or stat.started != self._started:
-            return None
-        now = time.monotonic()
-        then, cpu_then = self._last
-        self._last = (now, stat.cpu_s)
-        if self._samples % FDS_EVERY == 0:
-            self._fds = _open_fds(self.pid)
-        self._samples += 1
-        return Usage(
-            rss_bytes=stat.rss_bytes,
-            cpu_percent=100 * (stat.cpu_s - cpu_then) / (now - then) if now > then else 0.0,
-            cpu_seconds=stat.cpu_s,
-            threads=stat.threads,
-            open_fds=self._fds,
-            status=stat.state,
-        )
-
-
-async def watch_resources(view: PoolView, submit: Callable[[Request], object]) -> None:
+async def watch_resources(view: PoolState, submit: Callable[[Request], object]) -> None:
     """Sample every replica's usage; a replica over its group's max_memory is submitted for a rolling restart
     (replacement READY first, so its in-flight work drains instead of being killed)."""
     while True:

@@ -1,0 +1,118 @@
+"""The read-only state of the pool (PoolState), the replica facts beside each state machine (ReplicaInfo), and
+the pure judgements made on them (settled, summary, counts). Imports no watcher: watchers read this, and
+view.py adds the watchers on top for status, /health and /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from pipelex_pool.supervisor.desired.requests import DeployPlan
+from pipelex_pool.supervisor.groups import SupervisedGroup
+from pipelex_pool.supervisor.process.handle import ProcessHandle
+from pipelex_pool.supervisor.process.state import ProcState
+from pipelex_pool.supervisor.process.usage import ResourceProbe, Usage
+from pipelex_pool.topology.load import Topology
+from pipelex_pool.worker.accounting import TaskCounts
+from pipelex_pool.worker.inflight import Attempt
+
+if TYPE_CHECKING:
+    from pipelex_pool.paths import PoolPaths
+
+
+@dataclass
+class ReplicaInfo:
+    """What the loop knows about a replica beyond its state machine (for status)."""
+
+    identity: str = ""
+    status_text: str = ""
+    probe: ResourceProbe | None = None
+    tasks: TaskCounts | None = None  # the process's own counts, as it last reported them
+    usage: Usage | None = None
+    sdk_metrics_given: str | None = None  # "host:port" given to the process for the SDK's metrics
+    sdk_metrics: str | None = None  # "host:port" the process reported serving them on
+    inflight: dict[int, Attempt] = field(default_factory=dict)  # activity attempts it runs now, as it reported them
+    cached_runs: set[tuple[str, str]] = field(default_factory=set)  # (workflow_id, run_id) in its workflow cache
+    build_id: str | None = None  # the build the process was started on (Worker Deployment Versioning)
+
+
+class PoolState(Protocol):
+    """The supervisor's processes and desired state, read-only: what the watchers read (they are parts of the
+    fuller PoolView, so they see the pool without its watchers)."""
+
+    @property
+    def topology(self) -> Topology: ...
+    @property
+    def paths(self) -> PoolPaths: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def started_wall(self) -> float: ...
+    @property
+    def shutting_down(self) -> bool: ...
+    @property
+    def max_replicas(self) -> int: ...
+    @property
+    def groups(self) -> Mapping[str, SupervisedGroup]: ...
+    @property
+    def dev(self) -> SupervisedGroup | None: ...
+    @property
+    def info(self) -> Mapping[ProcessHandle, ReplicaInfo]: ...
+    @property
+    def exited_identities(self) -> Mapping[str, float]: ...
+    @property
+    def build_id(self) -> str | None: ...
+    @property
+    def deploy(self) -> DeployPlan | None: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    def all_groups(self) -> list[SupervisedGroup]: ...
+    def handles(self) -> list[ProcessHandle]: ...
+
+
+def uptime(supervisor: PoolState, handle: ProcessHandle) -> float | None:
+    if handle.state is not ProcState.READY or handle.ready_at is None or handle.started_at is None:
+        return None
+    return max(0.0, supervisor.clock() - handle.started_at)
+
+
+def temporal_expected_down(supervisor: PoolState) -> bool:
+    """Whether Temporal not answering is part of a normal start or stop: the pool's own dev server is not up yet,
+    or the pool is shutting down (it stops the dev server last)."""
+    dev = supervisor.dev
+    return supervisor.shutting_down or (dev is not None and not any(h.state is ProcState.READY for h in dev.handles))
+
+
+def settled(supervisor: PoolState) -> bool:
+    """Every wanted replica is READY or given up on (FATAL/EXITED), and nothing is being rolled."""
+    if temporal_expected_down(supervisor):
+        return False
+    for group in supervisor.groups.values():
+        if group.stopped_by_operator or group.removed:
+            continue
+        if group.roll_queue or group.replacement or len(group.handles) < group.desired:
+            return False
+        done = (ProcState.READY, ProcState.FATAL, ProcState.EXITED)
+        if any(h.state not in done for h in group.handles[: group.desired]):
+            return False
+    return True
+
+
+def summary(supervisor: PoolState) -> str:
+    """One line for systemd's STATUS=, e.g. "7/8 ready, 1 fatal"."""
+    wanted = sum(0 if g.stopped_by_operator else g.desired for g in supervisor.groups.values())
+    states = [h.state for g in supervisor.groups.values() for h in g.handles]
+    parts = [f"{states.count(ProcState.READY)}/{wanted} ready"]
+    for state in (ProcState.FATAL, ProcState.BACKOFF, ProcState.STARTING):
+        if states.count(state):
+            parts.append(f"{states.count(state)} {state.value.lower()}")
+    if supervisor.shutting_down:
+        parts.append("stopping")
+    return ", ".join(parts)
+
+
+def counts(supervisor: PoolState) -> dict[str, int]:
+    states = [h.state for g in supervisor.groups.values() for h in g.handles]
+    return {state.value: states.count(state) for state in ProcState if state in states}

@@ -1,0 +1,104 @@
+"""A process's resource usage read from /proc (RSS, CPU, threads, open descriptors, kernel state): what the
+resource watch samples and the view shows. Reads only /proc; knows nothing of the pool."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+FDS_EVERY = 5  # open file descriptors are counted every this many samples (a directory listing per replica)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+STATES = {
+    "R": "running",
+    "S": "sleeping",
+    "D": "disk-sleep",
+    "Z": "zombie",
+    "T": "stopped",
+    "t": "tracing-stop",
+    "X": "dead",
+    "I": "idle",
+}
+CANNOT_RUN = ("stopped", "tracing-stop", "zombie", "dead")
+
+
+@dataclass(frozen=True)
+class Usage:
+    rss_bytes: int
+    cpu_percent: float
+    cpu_seconds: float  # user + system CPU time of the process so far
+    threads: int
+    open_fds: int | None
+    status: str  # the kernel's process state: "running", "sleeping", "stopped" (SIGSTOP), "zombie", ...
+
+    @property
+    def can_run(self) -> bool:
+        """False for a process that cannot poll anything whatever Temporal still lists (stopped, zombie)."""
+        return self.status not in CANNOT_RUN
+
+
+@dataclass(frozen=True)
+class _Stat:
+    state: str
+    cpu_s: float
+    threads: int
+    started: int  # clock ticks after boot: tells a reused pid from the process this probe was made for
+    rss_bytes: int
+
+
+def _read_stat(pid: int) -> _Stat | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()  # the command name may hold spaces and parentheses
+    return _Stat(
+        state=STATES.get(fields[0], fields[0]),
+        cpu_s=(int(fields[11]) + int(fields[12])) / CLOCK_TICKS,
+        threads=int(fields[17]),
+        started=int(fields[19]),
+        rss_bytes=int(fields[21]) * PAGE_SIZE,
+    )
+
+
+def _open_fds(pid: int) -> int | None:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+class ResourceProbe:
+    """Samples one pid; CPU% is measured over the time between two samples. Raises ProcessLookupError when the
+    pid does not exist."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        first = _read_stat(pid)
+        if first is None:
+            raise ProcessLookupError(pid)
+        self._started = first.started
+        self._last = (time.monotonic(), first.cpu_s)
+        self._samples = 0
+        self._fds: int | None = None
+
+    def sample(self) -> Usage | None:
+        stat = _read_stat(self.pid)
+        if stat is None or stat.started != self._started:
+            return None
+        now = time.monotonic()
+        then, cpu_then = self._last
+        self._last = (now, stat.cpu_s)
+        if self._samples % FDS_EVERY == 0:
+            self._fds = _open_fds(self.pid)
+        self._samples += 1
+        return Usage(
+            rss_bytes=stat.rss_bytes,
+            cpu_percent=100 * (stat.cpu_s - cpu_then) / (now - then) if now > then else 0.0,
+            cpu_seconds=stat.cpu_s,
+            threads=stat.threads,
+            open_fds=self._fds,
+            status=stat.state,
+        )
