@@ -171,3 +171,18 @@ def test_a_low_retry_budget_on_a_routed_queue_is_warned_with_the_number(tmp_path
     assert result.exit_code == 0
     (warning,) = [i for i in json.loads(result.output)["issues"] if i["path"] == f"{overlay}.maximum_attempts"]
     assert warning["severity"] == "warning" and "2 deaths" in warning["problem"] and "llm_q" in warning["problem"]
+
+
+def test_the_copy_workers_read_gives_them_the_values_the_pool_validated(tmp_path: Path) -> None:
+    """A literal `$` (written `$$`) and an expanded variable reach the worker as the supervisor saw them."""
+    from pipelex_pool.topology.snapshot import write_validated
+    from pipelex_pool.worker.config import load_worker_settings
+
+    local = "temporal.temporal_config.temporal_server_configs.local"
+    path = write_topology(
+        tmp_path, {"pool.deployment": "sim", "pool.build_id": "${SHA}", f"{local}.description": "costs $${SHA}"}
+    )
+    topology = load_topology(path, {"SHA": "abc"})
+    copy = write_validated(topology, tmp_path / "state")
+    settings = load_worker_settings(copy, "llm_q", "runner-llm", None, None)
+    assert (settings.build_id, settings.server.description) == ("abc", "costs ${SHA}")

@@ -90,3 +90,14 @@ def expand_document(
         return node
 
     return walk(doc, ())
+
+
+def escape_refs(doc: Any) -> Any:
+    """`doc` with every `$` written `$$`: an expanded document stays as it is when expanded again."""
+    if isinstance(doc, str):
+        return doc.replace("$", "$$")
+    if isinstance(doc, Mapping):
+        return {key: escape_refs(value) for key, value in doc.items()}
+    if isinstance(doc, list):
+        return [escape_refs(value) for value in doc]
+    return doc

@@ -15,6 +15,7 @@ from pathlib import Path
 import tomlkit
 
 from pipelex_pool.paths import open_private_file
+from pipelex_pool.topology.env_refs import escape_refs
 from pipelex_pool.topology.load import Topology
 
 KEEP = 8  # versions kept: replicas of a recent version (a deploy's parked build) may still restart on theirs
@@ -23,7 +24,8 @@ HEADER = "# written by pipelex-pool from {file} as validated: workers read this 
 
 def write_validated(topology: Topology, directory: Path) -> Path:
     """Write `topology`'s validated document under `directory` (if not there yet); returns its path."""
-    text = HEADER.format(file=topology.file) + tomlkit.dumps(topology.document)
+    # (already expanded: every `$` is escaped, so the worker, which expands what it reads, gets the same values)
+    text = HEADER.format(file=topology.file) + tomlkit.dumps(escape_refs(topology.document))
     path = directory / f"validated-{sha256(text.encode()).hexdigest()[:16]}.toml"
     if not path.exists():
         tmp = path.with_name(f".{path.name}.tmp")
