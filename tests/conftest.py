@@ -31,6 +31,11 @@ def private_state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A pool that keeps its state and logs in the default place ($XDG_STATE_HOME) writes them in this test's
     temporary directory, never in the home directory of whoever runs the tests."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state-home"))
+    # Temporal's own connection settings of whoever runs the tests (TEMPORAL_ADDRESS, a temporal.toml in their
+    # home) must not reach a test's pool: none of the variables, and a config file that does not exist
+    for name in [name for name in os.environ if name.startswith("TEMPORAL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(tmp_path / "no-temporal.toml"))
 
 
 def free_port() -> int:

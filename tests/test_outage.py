@@ -42,8 +42,9 @@ async def test_up_while_temporal_is_down_waits_and_polls_once_it_answers(
     pool.write(TemporalServer(f"127.0.0.1:{port}", 0), "ns", IMPATIENT)
     pool.up()
     waiting = pool.wait(
-        lambda s: len(s["replicas"]) == 4
-        and all("waiting for Temporal" in (r["status_text"] or "") for r in s["replicas"]),
+        lambda s: (
+            len(s["replicas"]) == 4 and all("waiting for Temporal" in (r["status_text"] or "") for r in s["replicas"])
+        ),
         60,
         "every replica waiting for Temporal",
     )

@@ -33,17 +33,20 @@ def load_or_exit(topology: Path | None) -> Any:
 async def connect_or_exit(loaded: Any, quiet_core: bool = False) -> Any:
     """A client of the topology's selected server; `quiet_core`: without the SDK core's own log lines (it prints
     each retried request on stdout, which would break --json; the caller reports outages itself)."""
+    import anyio
     from temporalio.runtime import Runtime, TelemetryConfig
 
     from pipelex_pool.temporal.codec import data_converter
-    from pipelex_pool.temporal.connect import connect
+    from pipelex_pool.temporal.connect import connect, named_problem
 
-    server = loaded.temporal.selected_server()
+    connection = loaded.connection
     try:
         runtime = Runtime(telemetry=TelemetryConfig(logging=None)) if quiet_core else None
-        return await connect(server, runtime=runtime, converter=data_converter(loaded.temporal.payload_codec_config))
+        converter = data_converter(loaded.temporal.payload_codec_config)
+        return await connect(connection, runtime=runtime, converter=converter)
     except Exception as exc:  # report which server could not be reached and stop: nothing was changed
-        click.echo(f"pipelex-pool: cannot reach Temporal at {server.target_host} ({server.namespace}): {exc}", err=True)
+        problem = await anyio.to_thread.run_sync(named_problem, connection, exc)
+        click.echo(f"pipelex-pool: cannot connect to Temporal ({connection.summary()}): {problem or exc}", err=True)
         exit_skipping_finalization(EXIT_FAILED)
 
 
@@ -67,10 +70,9 @@ def setup_namespace(topology: Path | None, dry_run: bool, as_json: bool) -> None
 
     loaded = load_or_exit(topology)
     attributes = list(loaded.temporal.search_attributes.attributes)
-    server = loaded.temporal.selected_server()
-    address = server.target_host
+    address = loaded.connection.cli_flags()
     if dry_run and loaded.temporal.search_attributes.enabled:  # the plan from the file alone: no server, no key
-        plan = NamespacePlan(server.namespace, attributes, missing=list(attributes))
+        plan = NamespacePlan(loaded.connection.namespace, attributes, missing=list(attributes))
         if as_json:
             click.echo(json.dumps({**plan.as_dict(), "dry_run": True, "server_asked": False,
                                    "commands": plan.commands(address)}, indent=2))  # fmt: skip

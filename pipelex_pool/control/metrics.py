@@ -20,6 +20,7 @@ from pipelex_pool.supervisor.fault import FAULTS
 from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.view import PoolView
 from pipelex_pool.supervisor.watchers.queues import pollers_by_owner
+from pipelex_pool.temporal.certs import inspect
 
 
 def _package_version(name: str) -> str:
@@ -77,6 +78,14 @@ class PoolCollector(Collector):
         yield GaugeMetricFamily(
             "pipelex_pool_shutting_down", "1 while the pool drains its replicas to stop.", value=int(view.shutting_down)
         )
+        expiry = GaugeMetricFamily(
+            "pipelex_pool_tls_cert_expiry_timestamp_seconds",
+            "When each certificate the pool connects with expires, in seconds since the epoch.",
+            labels=["role", "file", "subject"],
+        )
+        for cert in inspect(view.topology.connection).certificates:
+            expiry.add_metric([cert.role, cert.where, cert.subject], cert.not_after.timestamp())
+        yield expiry
         faults = CounterMetricFamily(
             "pipelex_pool_internal_faults",
             "Faults the supervisor caught in one of its tasks (logged, and the task started again).",

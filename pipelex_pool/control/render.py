@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from pipelex_pool.temporal.connection_text import render_connection
 from pipelex_pool.units import format_size
 
 LAST_EXIT_WIDTH = 40  # the table's LAST EXIT column; a longer one (with the last line the replica wrote) is cut
@@ -80,6 +81,12 @@ def render_status(status: dict[str, Any]) -> str:
         f"  since      {since} (up {_uptime(pool['uptime_s'])})",
         f"  temporal   {temporal['target_host']} namespace {temporal['namespace']}; {answer}dev server {dev_text}",
     ]
+    connection = temporal.get("connection")
+    if connection and (connection["tls"] or connection["api_key"]):
+        lines += [
+            f"  {'tls' if n == 0 else ''}{' ' * (11 if n else 8)}{line}"
+            for n, line in enumerate(render_connection(connection))
+        ]
     tasks = pool["tasks"]
     done = tasks["activities_completed"] + tasks["activities_failed"]
     completed, failed = tasks["activities_completed"], tasks["activities_failed"]

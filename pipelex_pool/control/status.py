@@ -17,6 +17,7 @@ from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.view import PoolView, ReplicaInfo
 from pipelex_pool.supervisor.watchers.queues import pollers_by_owner, served_types
+from pipelex_pool.temporal.certs import connection_view
 from pipelex_pool.worker.accounting import TaskCounts
 
 
@@ -207,11 +208,13 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "autoscale": _autoscale(supervisor, group),
         }
     fleet = supervisor.watch.fleet
-    server = supervisor.topology.temporal.selected_server()
+    connection = connection_view(supervisor.topology.connection)
+    problem = supervisor.health.problem()
+    connection_problems = [str(p) for p in _list(connection["problems"])] + ([problem] if problem else [])
     dev_state = supervisor.dev.handles[0].state.value if supervisor.dev and supervisor.dev.handles else None
     return {
         "queues": _queues(supervisor),
-        "warnings": supervisor.watch.warnings(),
+        "warnings": supervisor.watch.warnings() + connection_problems,
         "poller_limit": supervisor.watch.poller_limit,
         "temporal_watch_error": supervisor.watch.error,
         "protocol": PROTOCOL_VERSION,
@@ -222,8 +225,9 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "since": supervisor.started_wall,
             "uptime_s": time.time() - supervisor.started_wall,
             "temporal": {
-                "target_host": server.target_host if server else None,
-                "namespace": server.namespace if server else None,
+                "target_host": connection["address"],
+                "namespace": connection["namespace"],
+                "connection": connection,
                 # as the health check (every second) and the watch last found it
                 "answering": supervisor.health.error is None and supervisor.watch.error is None,
                 "not_answering_since": _down_since(supervisor),
@@ -249,3 +253,7 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
         "groups": groups,
         "replicas": replicas,
     }
+
+
+def _list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []

@@ -126,17 +126,22 @@ def worker_group(topology: Topology, group: ResolvedGroup) -> SupervisedGroup:
         watchdog=group.watchdog.total_seconds() or None if group.watchdog and readiness is Readiness.NOTIFY else None,
     )
     pool = topology.pool.name
-    server = topology.temporal.selected_server()
-    assert server is not None  # validated
-    # what temporalio's envconfig (and the `temporal` CLI) read: a command worker connects where the pool does
-    connection = {"TEMPORAL_ADDRESS": server.target_host, "TEMPORAL_NAMESPACE": server.namespace}
     config, config_dir = topology.config_for_workers, topology.file.parent
+    connection = topology.connection
+
+    def make_spec(replica: int) -> ChildSpec:
+        # a command worker gets the connection as TEMPORAL_* variables (what envconfig and the `temporal` CLI
+        # read), its key read at each start; the built-in worker resolves the same settings from the same
+        # sources itself, so its key stays a file it follows (temporal/connect.py follow_key)
+        extra = connection.command_env() if group.command is not None else {}
+        return worker_spec(pool, group, replica, config, extra, config_dir=config_dir)
+
     return SupervisedGroup(
         name=group.name,
         readiness=readiness,
         restart=group.restart,
         timings=timings,
-        make_spec=lambda replica: worker_spec(pool, group, replica, config, connection, config_dir=config_dir),
+        make_spec=make_spec,
         desired=group.replicas,
         spec=group,
         ready_delay=delay,
@@ -146,7 +151,7 @@ def worker_group(topology: Topology, group: ResolvedGroup) -> SupervisedGroup:
 def dev_server_group(topology: Topology, state_dir: Path) -> SupervisedGroup:
     server = topology.temporal.selected_server()
     assert server is not None
-    host, port = split_target(server.target_host)
+    host, port = split_target(topology.connection.address)
     settings = topology.dev_server
     db = Path(settings.db_filename) if settings.db_filename else state_dir / "temporal.db"
     attributes = (
@@ -156,7 +161,7 @@ def dev_server_group(topology: Topology, state_dir: Path) -> SupervisedGroup:
         port,
         db,
         ip="127.0.0.1" if host in ("localhost", "127.0.0.1") else host,
-        namespaces=(server.namespace,),
+        namespaces=tuple(dict.fromkeys((topology.connection.namespace, server.namespace))),
         search_attributes=attributes,
         ui_port=settings.ui_port,
         log_level=settings.log_level,

@@ -115,22 +115,19 @@ class Supervisor:
         self.max_replicas = pool.max_replicas or default_max_replicas()
         self.build_id = pool.build_id if pool.deployment else None
         self.systemd = SystemdNotifier()
-        server = self.topology.temporal.selected_server()
-        assert server is not None
+        connection = self.topology.connection
         expected_down = lambda: temporal_expected_down(self)  # noqa: E731
         converter = data_converter(self.topology.temporal.payload_codec_config)
         self.temporal = LazyClient(
-            server, f"{self.topology.pool.name}/supervisor@{os.getpid()}", expected_down, converter
+            connection, f"{self.topology.pool.name}/supervisor@{os.getpid()}", expected_down, converter
         )
-        self.health = TemporalHealth(server.target_host, expected_down)
+        self.health = TemporalHealth(connection.address, expected_down, problem=lambda: self.temporal.problem)
         self.watch = TemporalWatch(self, self.temporal.get, self.request, expected_down)
         self.deployer = DeployController(self, self.temporal.get, self.request)
         identity = f"{self.topology.pool.name}/supervisor@{socket.gethostname()}:{os.getpid()}"
         stuck_after = pool.stuck_attempt_after.total_seconds()
         self.hand_backs = HandBacks(self.temporal.get, identity, self._report_hand_back, stuck_after)
-        self.groups = {
-            name: worker_group(self.topology, spec) for name, spec in self.topology.groups.items()
-        }
+        self.groups = {name: worker_group(self.topology, spec) for name, spec in self.topology.groups.items()}
         if self.dev_server:
             self.dev = dev_server_group(self.topology, self.paths.state_dir)
 
@@ -179,6 +176,7 @@ class Supervisor:
             tg.start_soon(keep_running, "signals", self._signals)
             tg.start_soon(keep_running, "resources", watch_resources, self, self.request)
             tg.start_soon(keep_running, "temporal_health", self.health.run, self.temporal.once)
+            tg.start_soon(keep_running, "api_key", self.temporal.follow_key)
             tg.start_soon(keep_running, "temporal_watch", self.watch.run)
             tg.start_soon(keep_running, "deploy", self.deployer.run)
             beacon = beacon_identity(self.topology.pool.name, self.pid)
@@ -318,6 +316,8 @@ class Supervisor:
             self.systemd.reloading()
         if applied.refresh_spawner:
             self.spawner.refresh(self.topology.preload)
+        if applied.reloading:
+            log.info("supervisor.connection_reloaded", what=self.temporal.update(self.topology.connection))
         submitted.settle(answer=applied.answer)
 
     def close(self) -> None:
@@ -631,14 +631,13 @@ class Supervisor:
         generation = handle.generation
         self._tg.start_soon(watch_child, handle, generation, launched, self._send)
         if group.readiness is Readiness.SERVING:
-            server = self.topology.temporal.selected_server()
-            assert server is not None
+            connection = self.topology.connection
             self._tg.start_soon(
                 watch_serving,
                 handle,
                 generation,
-                server.target_host,
-                server.namespace,
+                connection.address,
+                connection.namespace,
                 handle.timings.start_timeout,
                 self._send,
             )

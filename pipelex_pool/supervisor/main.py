@@ -22,37 +22,60 @@ from pipelex_pool.supervisor.lock import PoolLock, stop_leftovers
 from pipelex_pool.supervisor.loop import Supervisor
 from pipelex_pool.supervisor.spawning.fork_spawner import ForkSpawner
 from pipelex_pool.supervisor.spawning.spawner import ExecSpawner
-from pipelex_pool.temporal.connect import connect
+from pipelex_pool.temporal.connect import connect, named_problem
+from pipelex_pool.temporal.connection import ConnectionConfigError
 from pipelex_pool.temporal.devserver import is_local, port_answers
 from pipelex_pool.topology.load import Topology
 from pipelex_pool.topology.snapshot import write_validated
 
 log = structlog.get_logger("pipelex_pool.supervisor")
+PREFLIGHT_S = 10.0  # `up`'s one connect before starting: longer means an outage, waited out as usual
 
 
 def wants_dev_server(topology: Topology) -> bool:
-    """`enabled = "auto"`: only for a local server that does not answer yet."""
-    server = topology.temporal.selected_server()
-    assert server is not None
+    """`enabled = "auto"`: only for a local plain-text address where no server answers yet."""
+    address = topology.connection.address
     enabled = topology.dev_server.enabled
     if enabled is False:
         return False
-    if not is_local(server.target_host):
+    if not is_local(address) or topology.connection.tls is not None:
         if enabled is True:
             raise PoolError(
-                f"[dev_server] enabled = true, but the selected server {server.target_host} is not local; "
-                'select a local server or set enabled = "auto"'
+                f"[dev_server] enabled = true, but the pool connects to {topology.connection.summary()} "
+                f"(from {topology.connection.origins.get('address', 'built-in')}), which the embedded dev server "
+                'cannot be (it listens on loopback, without TLS); select a local server or set enabled = "auto"'
             )
         return False
-    answering = port_answers(server.target_host)
+    answering = port_answers(address)
     if enabled is True and answering:
         raise PoolError(
-            f"[dev_server] enabled = true, but {server.target_host} is already in use; stop what listens there, "
+            f"[dev_server] enabled = true, but {address} is already in use; stop what listens there, "
             'or set enabled = "auto" to use it'
         )
     if answering:
-        log.info("devserver.not_needed", target=server.target_host, reason="a server already answers")
+        log.info("devserver.not_needed", target=address, reason="a server already answers")
     return not answering
+
+
+async def check_reachable(topology: Topology) -> None:
+    """Connect once before anything starts: a TLS or credentials problem (which no retry fixes) refuses the
+    start, named; a server that does not answer (yet) is waited out by the pool, as always."""
+    connection = topology.connection
+    if connection.api_key is not None:
+        try:
+            connection.api_key.read()
+        except ConnectionConfigError as exc:
+            raise PoolError(f"cannot connect to Temporal ({connection.summary()}): {exc}") from exc
+    if not port_answers(connection.address):
+        return
+    try:
+        with anyio.fail_after(PREFLIGHT_S):
+            await connect(connection, identity=f"{topology.pool.name}/preflight")
+    except Exception as exc:
+        problem = await anyio.to_thread.run_sync(named_problem, connection, exc)
+        if problem is not None:
+            raise PoolError(f"cannot connect to Temporal ({connection.summary()}): {problem}") from exc
+        log.warning("supervisor.preflight_failed", target=connection.address, error=str(exc) or type(exc).__name__)
 
 
 def prepare_paths(topology: Topology) -> PoolPaths:
@@ -86,11 +109,9 @@ async def with_deployed_build(topology: Topology, state_dir: Path) -> Topology:
         return topology
     if recorded.build_id == pool.build_id:
         return topology
-    server = topology.temporal.selected_server()
-    assert server is not None
     try:
         with anyio.fail_after(ASK_WITHIN_S):
-            client = await connect(server)
+            client = await connect(topology.connection)
         current = await temporal_current(client, pool.deployment)
     except RPCError as exc:
         if exc.status is not RPCStatusCode.NOT_FOUND:
@@ -131,9 +152,12 @@ async def serve_pool(topology: Topology) -> int:
         for record in stop_leftovers(paths.state_file):
             log.warning("supervisor.leftover_stopped", name=record.name, pid=record.pid)
         topology = replace(topology, validated_file=write_validated(topology, paths.state_dir))
+        dev_server = wants_dev_server(topology)
+        if not dev_server:
+            await check_reachable(topology)
         topology = await with_deployed_build(topology, paths.state_dir)
         spawner = ForkSpawner(preload=topology.preload) if topology.pool.spawner == "fork" else ExecSpawner()
-        supervisor = Supervisor(topology, paths, dev_server=wants_dev_server(topology), spawner=spawner)
+        supervisor = Supervisor(topology, paths, dev_server=dev_server, spawner=spawner)
         async with anyio.create_task_group() as tg:
             await tg.start(ControlServer(supervisor, paths.socket).serve)
             if topology.pool.metrics:

@@ -19,12 +19,12 @@ class NamespacePlan:
     missing: list[str] = field(default_factory=list)  # to create
     conflicts: dict[str, str] = field(default_factory=dict)  # there with another type: an admin must decide
 
-    def commands(self, address: str) -> list[str]:
-        """What an admin runs with the temporal CLI to do the same."""
+    def commands(self, connection: list[str]) -> list[str]:
+        """What an admin runs with the temporal CLI to do the same; `connection`: its connection options
+        (Connection.cli_flags: TLS and the key as shell references, never the secret)."""
+        options = " ".join(connection)
         return [
-            f"temporal operator search-attribute create --address {address} --namespace {self.namespace} "
-            f"--name {name} --type Keyword"
-            for name in self.missing
+            f"temporal operator search-attribute create {options} --name {name} --type Keyword" for name in self.missing
         ]
 
     def as_dict(self) -> dict[str, object]:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from pipelex_pool.contract import GROUP_NAME_PATTERN
 from pipelex_pool.errors import Issue, Severity, TopologyError
 from pipelex_pool.packs import AppImportError, AppRef, Catalog, ResolvedScope, load_app
+from pipelex_pool.temporal.connection import Connection
 from pipelex_pool.topology.env_refs import expand_document
 from pipelex_pool.topology.errors_from_pydantic import issues_from_validation
 from pipelex_pool.topology.schema import (
@@ -31,6 +32,7 @@ from pipelex_pool.topology.suggest import did_you_mean
 from pipelex_pool.topology.temporal_schema import TemporalSection
 from pipelex_pool.topology.toml import read_toml
 from pipelex_pool.topology.validate import check_topology
+from pipelex_pool.topology.validate_connection import check_connection
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -51,6 +53,7 @@ class Topology:
     # workers read a copy of it (topology/snapshot.py), so a file broken on disk after `up` never reaches them
     document: dict[str, Any] = field(default_factory=dict)
     validated_file: Path | None = None  # where that copy was written, once the supervisor has written it
+    connection: Connection = field(default_factory=Connection)  # where and how every connection goes
 
     @property
     def config_for_workers(self) -> Path:
@@ -167,8 +170,11 @@ def _fallback_pool(raw: Any) -> PoolSection:
         return PoolSection()
 
 
-def load_topology(path: str | Path, environ: Mapping[str, str] | None = None) -> Topology:
-    """Read and validate a topology file. Raises TopologyError listing every error found."""
+def load_topology(
+    path: str | Path, environ: Mapping[str, str] | None = None, *, read_connection_files: bool = True
+) -> Topology:
+    """Read and validate a topology file. Raises TopologyError listing every error found.
+    `read_connection_files` False: the API key and certificates are not read (exports, made where they are not)."""
     environ = os.environ if environ is None else environ
     path = Path(path)
     issues: list[Issue] = []
@@ -219,13 +225,34 @@ def load_topology(path: str | Path, environ: Mapping[str, str] | None = None) ->
             complete=len(groups) == len(workers_raw),
             temporal_file=temporal_file,
         )
+    connection = None
+    if pool is not None and temporal is not None:
+        connection = check_connection(pool, temporal, path, environ, issues, read_files=read_connection_files)
     errors = [issue for issue in issues if issue.severity is Severity.ERROR]
     if errors:
         raise TopologyError(str(path), errors + [issue for issue in issues if issue.severity is not Severity.ERROR])
     assert pool is not None and dev_server is not None and temporal is not None and catalog is not None
+    assert connection is not None
     document = dict(doc)
     pool_raw = {key: value for key, value in doc.get("pool", {}).items() if key != "temporal_config_file"}
-    document["pool"] = {**pool_raw, "app_path": str(app_ref(pool, path).search_path)}
+    document["pool"] = {**pool_raw, "app_path": str(app_ref(pool, path).search_path), **absolute_paths(pool, path)}
     if temporal_raw is not None:
         document["temporal"] = temporal_raw
-    return Topology(path.resolve(), pool, dev_server, temporal, resolved, catalog, scopes, issues, document)
+    return Topology(
+        path.resolve(), pool, dev_server, temporal, resolved, catalog, scopes, issues, document, connection=connection
+    )
+
+
+def absolute_paths(pool: PoolSection, path: Path) -> dict[str, Any]:
+    """`[pool] api_key_file` and `[pool.tls]` paths made absolute, for the copy workers read from elsewhere."""
+    base = path.resolve().parent
+    moved: dict[str, Any] = {}
+    if pool.api_key_file:
+        moved["api_key_file"] = str((base / pool.api_key_file).expanduser())
+    tls = pool.tls.model_dump(exclude_none=True)
+    for key in ("server_ca_cert", "client_cert", "client_key"):
+        if key in tls:
+            tls[key] = str((base / tls[key]).expanduser())
+    if tls:
+        moved["tls"] = tls
+    return moved

@@ -44,6 +44,17 @@ class RestartOverride(StrictModel):
         return base.model_copy(update=self.model_dump(exclude_none=True))
 
 
+class PoolTls(StrictModel):
+    """TLS for every connection of the pool, beside what Pipelex's server entry says (paths: relative to the file).
+    Temporal's own `temporal.toml` profile and `TEMPORAL_TLS_*` variables can say the same (see connection.py)."""
+
+    enabled: bool | None = None  # None: on when any TLS setting or an API key is given
+    server_ca_cert: str | None = None  # the CA that signed the server's certificate (default: the system's roots)
+    server_name: str | None = None  # the name the server's certificate holds, when it is not the address's host
+    client_cert: str | None = None  # mutual TLS: the pool's client certificate (PEM, chain allowed) ...
+    client_key: str | None = None  # ... and its private key
+
+
 class PoolSection(StrictModel):
     name: str = Field(default="pipelex", pattern=NAME_PATTERN)
     # pools (on several machines) serving the same queues: they see each other's workers and share autoscaling
@@ -56,6 +67,10 @@ class PoolSection(StrictModel):
     app: str = "pipelex_pool.sim:packs"
     app_path: str | None = None  # where `app` is imported from first (relative to the file); default: the file's dir
     temporal_config_file: str | None = None
+    # Temporal's environment configuration: the profile to load from temporal.toml (default: $TEMPORAL_PROFILE)
+    temporal_profile: str | None = None
+    api_key_file: str | None = None  # the API key, read from this file; re-read on change and on `reload`
+    tls: PoolTls = Field(default_factory=PoolTls)
     socket: str | None = None
     state_dir: str | None = None
     log_dir: str | None = None

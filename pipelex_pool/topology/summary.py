@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelex_pool.errors import Severity
+from pipelex_pool.temporal.certs import connection_view
+from pipelex_pool.temporal.connection_text import render_connection
 from pipelex_pool.topology.load import Topology
 from pipelex_pool.units import format_duration, format_size
 
@@ -13,7 +15,6 @@ from pipelex_pool.units import format_duration, format_size
 def summarize(topology: Topology) -> dict[str, Any]:
     """A JSON-ready description of the topology."""
     temporal = topology.temporal
-    server = temporal.selected_server()
     groups = []
     for group in topology.groups.values():
         groups.append(
@@ -54,9 +55,10 @@ def summarize(topology: Topology) -> dict[str, Any]:
         "app": topology.pool.app,
         "server": {
             "name": temporal.temporal_config.selected_server,
-            "target_host": server.target_host if server else None,
-            "namespace": server.namespace if server else None,
+            "target_host": topology.connection.address,
+            "namespace": topology.connection.namespace,
         },
+        "connection": connection_view(topology.connection),
         "dev_server": topology.dev_server.enabled,
         "payload_codec": _codec(topology),
         "default_task_queue": temporal.default_task_queue,
@@ -96,6 +98,10 @@ def render_summary(topology: Topology) -> str:
         f"{data['file']}: OK",
         f"pool {data['pool']!r}: app {data['app']}, server {server['name']} ({server['target_host']}, "
         f"namespace {server['namespace']}), dev server {data['dev_server']}",
+        *(
+            f"connection: {line}" if n == 0 else f"  {line}"
+            for n, line in enumerate(render_connection(data["connection"]))
+        ),
         *(
             [
                 f"payload codec: payloads of {format_size(codec['size_threshold'])} or more go to {codec['where']}, "

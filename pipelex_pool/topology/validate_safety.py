@@ -79,8 +79,11 @@ def _check_restart_guarantees(groups: dict[str, ResolvedGroup], issues: list[Iss
             )
         if group.start_timeout <= timedelta(0):
             issues.append(
-                Issue(f"{where}.start_timeout", "a start_timeout of 0 kills every replica before it can start.",
-                      'set one, e.g. "60s".')  # fmt: skip
+                Issue(
+                    f"{where}.start_timeout",
+                    "a start_timeout of 0 kills every replica before it can start.",
+                    'set one, e.g. "60s".',
+                )  # fmt: skip
             )
 
 
@@ -139,7 +142,7 @@ def _check_sticky_timeouts(
                 f"{sticky} (groups {', '.join(g.name for g in members)}): if a whole host dies (or the pool with its "
                 "workers), the runs its workflow replicas held wait this long before another worker takes them; "
                 "a dead replica's runs the pool moves at once.",
-                'temporalio\'s default is "10s", the pool\'s built-in default profile too.',
+                "temporalio's default is \"10s\", the pool's built-in default profile too.",
                 Severity.NOTE,
             )
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 from pipelex_pool.contract import BUILD_ID_ENV, CONFIG_ENV, GROUP_ENV, REPLICA_ENV, SDK_METRICS_ENV, identity_for
 from pipelex_pool.errors import Issue, Severity, TopologyError, WorkerBootError
 from pipelex_pool.packs import AppImportError, Catalog, ResolvedScope, load_app, resolve_scope
+from pipelex_pool.temporal.connection import Connection, ConnectionConfigError, resolve_connection
 from pipelex_pool.topology.env_refs import expand_document
 from pipelex_pool.topology.load import app_ref, move_docs_alias, parse_section, temporal_table
 from pipelex_pool.topology.schema import PoolSection
@@ -35,6 +36,7 @@ class WorkerSettings:
     profile: RuntimeProfile
     temporal: TemporalSection
     server: ServerConfig
+    connection: Connection
     catalog: Catalog
     identity: str
     sandbox: bool
@@ -122,6 +124,12 @@ def load_worker_settings(
         raise WorkerBootError(f"scope {scope_name!r} resolves to nothing: no workflow and no activity to register")
     server = temporal.selected_server()
     assert server is not None  # check_temporal reported an unknown selected_server
+    try:
+        connection = resolve_connection(
+            pool, server, temporal.temporal_config.selected_server, config.resolve().parent, os.environ
+        )
+    except ConnectionConfigError as exc:
+        raise WorkerBootError(f"{config}: {exc}") from exc
     base = profiles.get(temporal.worker_runtime_profiles.default_profile, BUILTIN_DEFAULT_PROFILE)
     build_id = os.environ.get(BUILD_ID_ENV) or pool.build_id
     if pool.deployment and not build_id:
@@ -139,6 +147,7 @@ def load_worker_settings(
         profile=profiles[profile_name].filled_from(base).filled_from(BUILTIN_DEFAULT_PROFILE),
         temporal=temporal,
         server=server,
+        connection=connection,
         catalog=catalog,
         identity=identity
         or identity_for(

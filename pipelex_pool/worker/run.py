@@ -35,7 +35,8 @@ from pipelex_pool.packs import Catalog
 from pipelex_pool.parent_death import expected_parent, set_parent_death_signal
 from pipelex_pool.sim import routing
 from pipelex_pool.temporal.codec import data_converter
-from pipelex_pool.temporal.connect import connect
+from pipelex_pool.temporal.connect import connect, follow_key, named_problem
+from pipelex_pool.temporal.connection import Connection
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 from pipelex_pool.worker import accounting, cached_runs, inflight
 from pipelex_pool.worker.config import WorkerSettings
@@ -167,23 +168,27 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
-def is_permanent(exc: BaseException) -> bool:
-    """A connection error that no retry can fix (credentials, certificates): a configuration error."""
+def permanent_problem(connection: Connection, exc: BaseException) -> str | None:
+    """A connection error that no retry can fix (credentials, certificates), named with what to fix; None for
+    an outage."""
+    named = named_problem(connection, exc)
+    if named is not None:
+        return named
     if isinstance(exc, RPCError) and exc.status in (
         RPCStatusCode.UNAUTHENTICATED,
         RPCStatusCode.PERMISSION_DENIED,
         RPCStatusCode.INVALID_ARGUMENT,
     ):
-        return True
-    text = str(exc).lower()
-    return any(word in text for word in ("certificate", "invalid peer", "unknownissuer", "h2notnegotiated"))
+        return one_line(exc)
+    return None
 
 
 async def connect_waiting(settings: WorkerSettings, runtime: Runtime | None, notifier: Notifier) -> Client:
     """Connect, and while Temporal does not answer keep trying (every CONNECT_RETRY_MAX_S at most), telling the
     supervisor why: an outage of any length is waited out, never an exit that would count toward FATAL. An error
-    no retry can fix (credentials, certificates) is a WorkerBootError."""
-    where = f"{settings.server.target_host} (namespace {settings.server.namespace})"
+    no retry can fix (credentials, certificates) is a WorkerBootError naming it."""
+    connection = settings.connection
+    where = f"{connection.address} (namespace {connection.namespace})"
     delay, waiting = CONNECT_RETRY_FIRST_S, False
     try:
         converter = data_converter(settings.temporal.payload_codec_config)
@@ -191,12 +196,11 @@ async def connect_waiting(settings: WorkerSettings, runtime: Runtime | None, not
         raise WorkerBootError(f"payload_codec_config: {exc}") from exc
     while True:
         try:
-            client = await connect(settings.server, settings.identity, runtime, converter)
-        except WorkerBootError:
-            raise
+            client = await connect(connection, settings.identity, runtime, converter)
         except Exception as exc:
-            if is_permanent(exc):
-                raise WorkerBootError(f"cannot connect to Temporal at {where}: {one_line(exc)}") from exc
+            problem = await anyio.to_thread.run_sync(permanent_problem, connection, exc)
+            if problem is not None:
+                raise WorkerBootError(f"cannot connect to Temporal at {where}: {problem}") from exc
             if not waiting:
                 log.warning("worker.waiting_for_temporal", target=where, error=one_line(exc))
             waiting = True
@@ -324,6 +328,7 @@ class WorkerProcess:
             tg.start_soon(self._run, worker)
             tg.start_soon(self._announce, client, worker)
             tg.start_soon(self._report_inflight)
+            tg.start_soon(follow_key, self.settings.connection, client, "worker.api_key_rotated")
             await self.drain_requested.wait()
             grace = self.settings.profile.graceful_shutdown_timeout
             log.info("worker.draining", reason=self.drain_reason, grace_s=grace.total_seconds() if grace else 0)
@@ -375,7 +380,7 @@ async def run_worker(settings: WorkerSettings) -> int:
         profile=settings.profile_name,
         workflows=list(settings.scope.workflows),
         activities=list(settings.scope.activities),
-        server=settings.server.target_host,
+        server=settings.connection.summary(),
         sandbox=settings.sandbox,
         version=f"{settings.deployment}.{settings.build_id}" if settings.deployment else None,
     )

@@ -76,8 +76,19 @@ def plan_reload(old: Topology, new: Topology, running: dict[str, RunningGroup]) 
     shared_changed = old.temporal != new.temporal or old.pool.app != new.pool.app
     if shared_changed:
         notes.append("[temporal] or pool.app changed: every group rolls")
-    if old.dev_server != new.dev_server or old.pool.model_dump(exclude={"restart"}) != new.pool.model_dump(
-        exclude={"restart"}
+    # New certificates (or another server) need new connections: every replica is replaced, one at a time. A new
+    # API key does not: the supervisor and the built-in workers set it on their live clients (they follow the
+    # key's file); a command worker has it in its environment, so command groups roll.
+    connection_changed = new.connection.changed_from(old.connection)
+    key_changed = connection_changed is None and new.connection.key_fingerprint != old.connection.key_fingerprint
+    if connection_changed:
+        notes.append(f"the Temporal connection changed ({connection_changed}): every group rolls")
+        shared_changed = True
+    elif key_changed:
+        notes.append("new API key: applied in place to the supervisor and the built-in workers (no restart)")
+    applied_now = {"restart", "tls", "api_key_file", "temporal_profile"}  # the connection: see above
+    if old.dev_server != new.dev_server or old.pool.model_dump(exclude=applied_now) != new.pool.model_dump(
+        exclude=applied_now
     ):
         notes.append("[pool] paths and [dev_server] changes apply at the next `up`")
     added = [name for name in new.groups if name not in running]
@@ -94,6 +105,7 @@ def plan_reload(old: Topology, new: Topology, running: dict[str, RunningGroup]) 
         if (
             before is None
             or shared_changed
+            or (key_changed and after.command is not None)
             or before.model_copy(update={"replicas": 0}) != after.model_copy(update={"replicas": 0})
         ):
             rolled.append(name)

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("pipelex_pool.supervisor")
 
 SAMPLE_INTERVAL_S = 2.0  # RSS, CPU% and state in status are at most this old
+
+
 async def watch_resources(view: PoolState, submit: Callable[[Request], object]) -> None:
     """Sample every replica's usage; a replica over its group's max_memory is submitted for a rolling restart
     (replacement READY first, so its in-flight work drains instead of being killed)."""

@@ -31,6 +31,7 @@ class TemporalHealth:
     outages: int = 0  # outages seen (after the first answer) since the supervisor started
     last_outage_s: float = 0.0
     answered_once: bool = False
+    problem: Callable[[], str | None] = lambda: None  # a named TLS or credentials problem, when there is one
 
     async def run(self, client: Callable[[], Awaitable[Client]]) -> None:
         """Ask the server for its system info every CHECK_INTERVAL_S; `client()` connects without retrying."""
@@ -41,7 +42,7 @@ class TemporalHealth:
                     connected = await client()
                     await connected.workflow_service.get_system_info(GetSystemInfoRequest(), timeout=RPC_DEADLINE)
             except Exception as exc:  # any failure to answer in time counts as unreachable, and is reported as such
-                self._failed(asked, f"{self.target}: {str(exc) or type(exc).__name__}")
+                self._failed(asked, self.problem() or f"{self.target}: {str(exc) or type(exc).__name__}")
             else:
                 self._answered()
             await anyio.sleep(CHECK_INTERVAL_S)
