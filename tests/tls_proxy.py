@@ -152,7 +152,8 @@ events {{ worker_connections 256; }}
 {head}stream {{
     server {{
         listen 127.0.0.1:{self.port} ssl;
-        {tls}        ssl_alpn h2;
+        {tls}        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_alpn h2;
         proxy_pass {self.upstream};
         proxy_timeout 300s;
     }}

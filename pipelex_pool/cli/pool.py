@@ -5,17 +5,23 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from pipelex_pool.cli.base import EXIT_USAGE, exit_skipping_finalization, main
+from pipelex_pool.cli.base import EXIT_FAILED, EXIT_USAGE, exit_skipping_finalization, main
 from pipelex_pool.errors import TopologyError
 
 
 @main.command()
 @click.argument("topology", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary or the errors as JSON.")
-def validate(topology: Path, as_json: bool) -> None:
+@click.option(
+    "--check-connection",
+    is_flag=True,
+    help="Also connect to Temporal once as the pool would (TLS, API key) and report; exit 1 when it fails.",
+)
+def validate(topology: Path, as_json: bool, check_connection: bool) -> None:
     """Check TOPOLOGY without starting anything; exit 0 with a summary, 2 with every error found."""
     from pipelex_pool.topology.load import load_topology
     from pipelex_pool.topology.summary import render_summary, summarize
@@ -31,10 +37,29 @@ def validate(topology: Path, as_json: bool) -> None:
             errors = sum(1 for issue in exc.issues if issue.severity.value == "error")
             click.echo(f"{exc}\n{errors} error(s) in {exc.file}", err=True)
         sys.exit(EXIT_USAGE)
+    connected: dict[str, object] = {}
+    if check_connection:
+        connected = _check_connection(loaded)
     if as_json:
-        click.echo(json.dumps({"ok": True, **summarize(loaded)}, indent=2))
+        click.echo(json.dumps({"ok": connected.get("ok", True), **summarize(loaded), **connected}, indent=2))
     else:
         click.echo(render_summary(loaded))
+        if connected:
+            click.echo(f"\nconnection check: {connected['check']}", err=not connected["ok"])
+    if connected and not connected["ok"]:
+        sys.exit(EXIT_FAILED)
+
+
+def _check_connection(loaded: Any) -> dict[str, object]:
+    import anyio
+
+    from pipelex_pool.temporal.connect import check_once
+    from pipelex_pool.temporal.connection import ConnectionConfigError
+
+    try:
+        return {"ok": True, "check": anyio.run(check_once, loaded.connection)}
+    except ConnectionConfigError as exc:
+        return {"ok": False, "check": f"FAILED: {exc}"}
 
 
 @main.command()

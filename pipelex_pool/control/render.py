@@ -83,10 +83,8 @@ def render_status(status: dict[str, Any]) -> str:
     ]
     connection = temporal.get("connection")
     if connection and (connection["tls"] or connection["api_key"]):
-        lines += [
-            f"  {'tls' if n == 0 else ''}{' ' * (11 if n else 8)}{line}"
-            for n, line in enumerate(render_connection(connection))
-        ]
+        for n, line in enumerate(render_connection(connection)):
+            lines.append(f"  {'connection' if n == 0 else ''}{' ' * (1 if n == 0 else 11)}{line}")
     tasks = pool["tasks"]
     done = tasks["activities_completed"] + tasks["activities_failed"]
     completed, failed = tasks["activities_completed"], tasks["activities_failed"]

@@ -231,11 +231,14 @@ def diagnose_handshake(connection: Connection, timeout: float = 3.0) -> str | No
             with context.wrap_socket(raw, server_hostname=tls.server_name or host.strip("[]")) as secured:
                 secured.settimeout(1.0)
                 try:
-                    secured.recv(1)  # TLS 1.3: a refused client certificate arrives as an alert on the first read
+                    # TLS 1.3: a refused client certificate arrives as an alert on the first read
+                    first = secured.recv(1)
                 except TimeoutError:
                     return None
                 except ssl.SSLError as exc:
                     return explain(connection, exc.reason or str(exc)) or f"TLS: {exc}"
+                if not first:  # closed without a word (nginx, some proxies): the certificate check is the rest
+                    return _closed_after_handshake(connection)
         except ssl.SSLCertVerificationError as exc:
             message = exc.verify_message or str(exc)
             if "hostname" in message.lower() or "ip address mismatch" in message.lower():
@@ -251,6 +254,20 @@ def diagnose_handshake(connection: Connection, timeout: float = 3.0) -> str | No
         except OSError:
             return None
     return None
+
+
+def _closed_after_handshake(connection: Connection) -> str:
+    tls = connection.tls
+    if tls is None or tls.client_cert is None:
+        return (
+            f"TLS: the server at {connection.address} closed the connection right after the TLS handshake: it "
+            "requires a client certificate (mutual TLS), most likely, and the pool gave none; "
+            f"{_fix(connection, 'client_cert')}"
+        )
+    return (
+        f"TLS: the server at {connection.address} closed the connection right after the TLS handshake: it "
+        f"rejected the pool's client certificate, most likely; {_fix(connection, 'client_cert')}"
+    )
 
 
 def _context(connection: Connection) -> ssl.SSLContext:

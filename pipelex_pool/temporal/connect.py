@@ -41,8 +41,9 @@ def named_problem(connection: Connection, exc: BaseException) -> str | None:
         return str(exc)
     text = str(exc)
     named = explain(connection, text)
-    if named is None and ("transport error" in text or "BrokenPipe" in text or "h2 protocol error" in text):
-        named = diagnose_handshake(connection)
+    broken = any(sign in text for sign in ("transport error", "BrokenPipe", "h2 protocol error", "connection closed"))
+    if named is None and (connection.tls is not None or broken):
+        named = diagnose_handshake(connection)  # a TCP connect that fails at once when the server is just down
     return named
 
 
@@ -163,3 +164,22 @@ async def follow_key(connection: Connection, client: Client, event: str) -> None
         if key != client.api_key:
             client.api_key = key
             log.info(event, source=source.describe())
+
+
+async def check_once(connection: Connection, within: float = 10.0) -> str:
+    """Connect once and ask the server who it is and whether the namespace exists: what `validate
+    --check-connection` reports. Raises ConnectionConfigError with the named problem (or the plain error)."""
+    from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, GetSystemInfoRequest
+
+    try:
+        with anyio.fail_after(within):
+            client = await connect(connection, identity="pipelex-pool/check-connection")
+            info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
+            await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=connection.namespace))
+    except TimeoutError as exc:
+        raise ConnectionConfigError(f"{connection.address} did not answer within {within:.0f} s") from exc
+    except Exception as exc:
+        problem = await anyio.to_thread.run_sync(named_problem, connection, exc)
+        raise ConnectionConfigError(problem or " ".join(str(exc).split())[:400]) from exc
+    version = info.server_version or "unknown version"
+    return f"connected: Temporal {version} at {connection.address}, namespace {connection.namespace} exists"
