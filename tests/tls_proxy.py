@@ -139,7 +139,7 @@ class GrpcTlsProxy:
         head = f"""{user}worker_processes 1;
 pid {d}/nginx.pid;
 error_log {d}/error.log info;
-events {{ worker_connections 256; }}
+events {{ worker_connections 8192; }}
 """
         tls = f"ssl_certificate {self.server.cert};\n        ssl_certificate_key {self.server.key};\n"
         if self.client_ca:
@@ -174,6 +174,7 @@ events {{ worker_connections 256; }}
         default "";
         include {d}/keys.conf;
     }}
+    http2_max_concurrent_streams 1024;
     log_format keys '$api_key_name $status $request_uri';
     access_log {self.access_log} keys;
     server {{
@@ -242,11 +243,15 @@ events {{ worker_connections 256; }}
         text = (self.directory / "error.log").read_text(errors="replace")
         return text.count("reconfiguring")
 
-    def accepted_keys(self) -> list[str]:
-        """The key names of the requests that passed, in the order nginx logged them."""
+    def requests(self) -> list[tuple[str, str]]:
+        """(key name, method) of every finished request, in the order nginx logged them; "-" is a refused key."""
         if not self.access_log.exists():
             return []
-        return [line.split()[0] for line in self.access_log.read_text().splitlines() if line and line[0] != " "]
+        found = []
+        for line in self.access_log.read_text().splitlines():
+            name, _, uri = line.split(" ", 2)
+            found.append((name, uri.rsplit("/", 1)[-1]))
+        return found
 
     def stop(self) -> None:
         if self.proc is None:
