@@ -200,3 +200,53 @@ def test_the_exported_worker_command_polls_its_queue_with_its_scope(
         time.sleep(0.1)
     assert worker.wait(timeout=30) == 0
     assert "draining" in health.read_text()
+
+
+def test_exports_carry_the_connection_s_certificates_and_key_file(tmp_path: Path) -> None:
+    """A pool with mTLS and an API key file: the pods mount the certificates and the key from Secrets (the
+    ConfigMap's topology points at the mounts, TEMPORAL_TLS_* too); the systemd units load the certificates as
+    credentials. Nothing secret is in either."""
+    from tests.tls_proxy import Authority
+
+    authority = Authority(tmp_path / "pki")
+    client = authority.issue("pool")
+    (tmp_path / "api-key").write_text("sk-secret-do-not-copy\n")
+    file = write_topology(tmp_path, {
+        "pool.name": "secure",
+        "temporal.temporal_config.temporal_server_configs.local.target_host": "temporal.example:7233",
+        "pool.api_key_file": "api-key",
+        "pool.tls.server_ca_cert": str(authority.ca),
+        "pool.tls.server_name": "temporal.example",
+        "pool.tls.client_cert": str(client.cert),
+        "pool.tls.client_key": str(client.key),
+    })  # fmt: skip
+    result = export("k8s", str(file), "--image", "registry.example/pipelex:1.2")
+    assert result.returncode == 0, result.stderr
+    assert "sk-secret-do-not-copy" not in result.stdout and "PRIVATE KEY" not in result.stdout
+    docs = list(yaml.safe_load_all(result.stdout))
+    version = kubernetes_validate.latest_version()
+    for doc in docs:
+        if doc["kind"] in ("ConfigMap", "Deployment"):
+            kubernetes_validate.validate(doc, version, strict=True)
+    topology_in_pods = next(d for d in docs if d["kind"] == "ConfigMap")["data"]["topology.toml"]
+    assert 'client_cert = "/etc/pipelex-pool/tls/tls.crt"' in topology_in_pods
+    assert 'api_key_file = "/etc/pipelex-pool/secrets/api-key"' in topology_in_pods
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["TEMPORAL_TLS_CLIENT_KEY_PATH"] == "/etc/pipelex-pool/tls/tls.key"
+    assert env["TEMPORAL_TLS_SERVER_NAME"] == "temporal.example"
+    secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {"secure-temporal-tls", "secure-temporal"}
+    assert "kubectl create secret generic secure-temporal-tls" in result.stderr
+
+    analyze = systemd_analyze()
+    out = tmp_path / "units"
+    result = export("systemd", str(file), "-o", str(out), "--bin", PIPELEX_POOL)
+    assert result.returncode == 0, result.stderr
+    unit = (out / "secure-llm@.service").read_text()
+    assert f"LoadCredential=temporal-client.key:{client.key}" in unit
+    assert "Environment=TEMPORAL_TLS_CLIENT_KEY_PATH=%d/temporal-client.key" in unit
+    assert "sk-secret-do-not-copy" not in unit
+    shutil.copy(out / "secure-llm@.service", out / "secure-llm@0.service")
+    verify = subprocess.run([analyze, "verify", str(out / "secure-llm@0.service")], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stderr

@@ -30,7 +30,7 @@ def export_k8s(topology: Path, image: str, namespace: str | None, output: Path |
     from pipelex_pool.errors import PoolError
     from pipelex_pool.export.k8s import k8s_manifests, k8s_warnings, write_manifests
 
-    loaded = load_or_exit(topology)
+    loaded = load_or_exit(topology, read_connection_files=False)  # made where the certificates may not be
     try:
         manifests = k8s_manifests(loaded, image, namespace)
         warnings = k8s_warnings(loaded)
@@ -66,7 +66,7 @@ def export_systemd(topology: Path, output: Path | None, program: str, config_pat
     from pipelex_pool.errors import PoolError
     from pipelex_pool.export.systemd_units import systemd_units
 
-    loaded = load_or_exit(topology)
+    loaded = load_or_exit(topology, read_connection_files=False)  # made where the certificates may not be
     try:
         units = systemd_units(loaded, program, config_path or f"/etc/pipelex-pool/{topology.name}", user)
     except PoolError as exc:

@@ -15,7 +15,7 @@ from pipelex_pool.contract import CONFIG_ENV
 from pipelex_pool.errors import TopologyError
 
 
-def load_or_exit(topology: Path | None) -> Any:
+def load_or_exit(topology: Path | None, *, read_connection_files: bool = True) -> Any:
     """The topology named by -c (or $PIPELEX_POOL_CONFIG), validated; exit 2 with the errors otherwise."""
     from pipelex_pool.topology.load import load_topology
 
@@ -24,7 +24,7 @@ def load_or_exit(topology: Path | None) -> Any:
         click.echo("pipelex-pool: name the topology with -c TOPOLOGY (or set $PIPELEX_POOL_CONFIG)", err=True)
         sys.exit(EXIT_USAGE)
     try:
-        return load_topology(path)
+        return load_topology(path, read_connection_files=read_connection_files)
     except TopologyError as exc:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_USAGE)

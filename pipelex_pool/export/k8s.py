@@ -18,6 +18,7 @@ import tomlkit
 from pipelex_pool import __version__
 from pipelex_pool.contract import HEALTH_FILE_ENV, SDK_METRICS_ENV
 from pipelex_pool.export.worker import api_key_env, dns_name, worker_run
+from pipelex_pool.temporal.connection import KeyKind
 from pipelex_pool.temporal.devserver import is_local
 from pipelex_pool.temporal.pollers import QueueType
 from pipelex_pool.topology.load import Topology
@@ -28,6 +29,9 @@ HEALTH_DIR = "/run/pipelex-pool"
 HEALTH_FILE = f"{HEALTH_DIR}/health"
 SDK_METRICS_PORT = 9000
 API_KEY_SECRET_KEY = "api-key"
+TLS_DIR = f"{CONFIG_DIR}/tls"  # the `<pool>-temporal-tls` Secret: ca.crt, tls.crt, tls.key
+SECRETS_DIR = f"{CONFIG_DIR}/secrets"  # the `<pool>-temporal` Secret as files (an API key that rotates in place)
+TLS_FILES = {"server_ca_cert": "ca.crt", "client_cert": "tls.crt", "client_key": "tls.key"}
 # startup: checked every STARTUP_PERIOD_S until the group's start_timeout; then readiness and liveness
 STARTUP_PERIOD_S, PROBE_PERIOD_S, LIVENESS_FAILURES = 2, 10, 3
 DEFAULT_LIVENESS_AGE_S = 30
@@ -70,6 +74,17 @@ def config_map(topology: Topology, namespace: str | None) -> dict[str, Any]:
         data["pipelex.toml"] = referenced.read_text()
         doc["pool"]["temporal_config_file"] = "pipelex.toml"
         data["topology.toml"] = tomlkit.dumps(doc)
+    pool_table = doc.get("pool")
+    if isinstance(pool_table, dict) and (pool_table.get("api_key_file") or pool_table.get("tls")):
+        # the files this machine's paths name are where the pods mount them
+        if pool_table.get("api_key_file"):
+            pool_table["api_key_file"] = f"{SECRETS_DIR}/{API_KEY_SECRET_KEY}"
+        tls = pool_table.get("tls")
+        if isinstance(tls, dict):
+            for key, name in TLS_FILES.items():
+                if tls.get(key):
+                    tls[key] = f"{TLS_DIR}/{name}"
+        data["topology.toml"] = tomlkit.dumps(doc)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -106,6 +121,7 @@ def deployment(topology: Topology, group: ResolvedGroup, image: str, namespace: 
     if key_env is not None:
         secret = {"name": dns_name(pool, "temporal"), "key": API_KEY_SECRET_KEY}
         env.append({"name": key_env, "valueFrom": {"secretKeyRef": secret}})
+    env += tls_env(topology)
     container: dict[str, Any] = {
         "name": "worker",
         "image": image,
@@ -115,6 +131,7 @@ def deployment(topology: Topology, group: ResolvedGroup, image: str, namespace: 
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "health", "mountPath": HEALTH_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
+            *secret_mounts(topology),
         ],
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -158,11 +175,60 @@ def deployment(topology: Topology, group: ResolvedGroup, image: str, namespace: 
                         {"name": "config", "configMap": {"name": dns_name(pool, "config")}},
                         {"name": "health", "emptyDir": {"medium": "Memory"}},
                         {"name": "tmp", "emptyDir": {}},
+                        *secret_volumes(topology),
                     ],
                 },
             },
         },
     }
+
+
+def tls_env(topology: Topology) -> list[dict[str, Any]]:
+    """TEMPORAL_TLS_* for the mounted certificates: what envconfig (the built-in worker, or a command worker that
+    uses it) reads first, so every container connects as the pool does."""
+    tls = topology.connection.tls
+    if tls is None:
+        return []
+    env = [{"name": "TEMPORAL_TLS", "value": "true"}]
+    if tls.server_name:
+        env.append({"name": "TEMPORAL_TLS_SERVER_NAME", "value": tls.server_name})
+    for key, variable in (
+        ("server_ca_cert", "TEMPORAL_TLS_SERVER_CA_CERT_PATH"),
+        ("client_cert", "TEMPORAL_TLS_CLIENT_CERT_PATH"),
+        ("client_key", "TEMPORAL_TLS_CLIENT_KEY_PATH"),
+    ):
+        if getattr(tls, key) is not None:
+            env.append({"name": variable, "value": f"{TLS_DIR}/{TLS_FILES[key]}"})
+    return env
+
+
+def _tls_files(topology: Topology) -> bool:
+    tls = topology.connection.tls
+    return tls is not None and bool(tls.materials())
+
+
+def _key_file(topology: Topology) -> bool:
+    key = topology.connection.api_key
+    return key is not None and key.kind is KeyKind.FILE
+
+
+def secret_mounts(topology: Topology) -> list[dict[str, Any]]:
+    mounts = [{"name": "temporal-tls", "mountPath": TLS_DIR, "readOnly": True}] if _tls_files(topology) else []
+    if _key_file(topology):  # a directory mount (not subPath): Kubernetes updates it in place when rotated
+        mounts.append({"name": "temporal-secrets", "mountPath": SECRETS_DIR, "readOnly": True})
+    return mounts
+
+
+def secret_volumes(topology: Topology) -> list[dict[str, Any]]:
+    pool = topology.pool.name
+    volumes = []
+    if _tls_files(topology):
+        volumes.append({"name": "temporal-tls", "secret": {"secretName": dns_name(pool, "temporal-tls"),
+                                                           "defaultMode": 0o440}})  # fmt: skip
+    if _key_file(topology):
+        volumes.append({"name": "temporal-secrets", "secret": {"secretName": dns_name(pool, "temporal"),
+                                                               "defaultMode": 0o440}})  # fmt: skip
+    return volumes
 
 
 def _queue_types(topology: Topology, group: ResolvedGroup) -> str:
@@ -187,16 +253,17 @@ def scaled_object(topology: Topology, group: ResolvedGroup, namespace: str | Non
     """KEDA's ScaledObject for an autoscaled group: the Temporal scaler on the group's queue."""
     assert group.autoscale is not None
     pool = topology.pool.name
-    server = topology.temporal.selected_server()
-    assert server is not None
     metadata = {
-        "endpoint": server.target_host,
-        "namespace": server.namespace,
+        "endpoint": topology.connection.address,
+        "namespace": topology.connection.namespace,
         "taskQueue": group.task_queue,
         "queueTypes": _queue_types(topology, group),
         "targetQueueSize": str(group.autoscale.target_backlog_per_replica),
         "activationTargetQueueSize": "0",
     }
+    tls = topology.connection.tls
+    if tls is not None and tls.server_name:
+        metadata["tlsServerName"] = tls.server_name
     deployment = topology.pool.deployment
     if deployment is not None and topology.pool.build_id:  # the backlog of this build's version only
         metadata["workerDeploymentName"] = deployment
@@ -232,12 +299,27 @@ def k8s_manifests(topology: Topology, image: str, namespace: str | None = None) 
 
 def k8s_warnings(topology: Topology) -> list[str]:
     """What would not work once deployed, though the manifests are valid."""
-    server = topology.temporal.selected_server()
+    address = topology.connection.address
     found = []
-    if server is not None and is_local(server.target_host):
+    if is_local(address):
         found.append(
-            f"the selected server is {server.target_host}: pods cannot reach a server on this machine's loopback; "
+            f"the pool connects to {address}: pods cannot reach a server on this machine's loopback; "
             "select a server the cluster reaches ([temporal.temporal_config] selected_server)"
+        )
+    tls = topology.connection.tls
+    if tls is not None and tls.materials():
+        files = " ".join(
+            f"--from-file={TLS_FILES[m.role]}={m.path if m.path else '<the ' + m.role + ' PEM>'}"
+            for m in tls.materials()
+        )
+        found.append(f"create the certificates' Secret first: kubectl create secret generic "
+                     f"{dns_name(topology.pool.name, 'temporal-tls')} {files}")  # fmt: skip
+    if _key_file(topology):
+        secret = dns_name(topology.pool.name, "temporal")
+        found.append(
+            f"create the API key's Secret first: kubectl create secret generic {secret} "
+            f"--from-file={API_KEY_SECRET_KEY}=<the key file>; rotate it with kubectl apply: the mounted file "
+            "changes in place and every worker takes the new key without a restart"
         )
     if any(group.command is not None and group.readiness != "notify" for group in topology.groups.values()):
         found.append("groups with a command and no notify readiness get no probes (their program keeps no health file)")

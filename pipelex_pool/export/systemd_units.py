@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from pipelex_pool.export.worker import api_key_env, dns_name, worker_run
+from pipelex_pool.temporal.connection import KeyKind
 from pipelex_pool.topology.load import Topology
 from pipelex_pool.topology.schema import ResolvedGroup
 
@@ -53,6 +54,39 @@ def _quote(word: str) -> str:
     return f'"{escaped}"' if any(c in escaped for c in " \t\"\\'") or not escaped else escaped
 
 
+CREDENTIALS = {
+    "server_ca_cert": "temporal-ca.pem",
+    "client_cert": "temporal-client.pem",
+    "client_key": "temporal-client.key",
+}
+
+
+def credentials(topology: Topology) -> str:
+    """The certificates as systemd credentials (read by root at start, given to the unit in $CREDENTIALS_DIRECTORY,
+    never readable by its user on disk), named to the worker by TEMPORAL_TLS_*_PATH (envconfig reads them first).
+    A credential is copied at start: a renewed certificate needs `systemctl restart` of the units."""
+    tls = topology.connection.tls
+    if tls is None:
+        return ""
+    lines = ["# TLS (from the topology's connection): the certificates as credentials, the worker pointed at them"]
+    env = ["TEMPORAL_TLS=true"] + ([f"TEMPORAL_TLS_SERVER_NAME={tls.server_name}"] if tls.server_name else [])
+    for material in tls.materials():
+        name = CREDENTIALS[material.role]
+        variable = {"server_ca_cert": "SERVER_CA_CERT", "client_cert": "CLIENT_CERT", "client_key": "CLIENT_KEY"}
+        if material.path is None:
+            lines.append(f"# {material.role} is inline PEM ({material.where}): write it to a file for LoadCredential=")
+            continue
+        lines.append(f"LoadCredential={name}:{material.path}")
+        env.append(f"TEMPORAL_TLS_{variable[material.role]}_PATH=%d/{name}")
+    # %d: systemd's credentials directory (a specifier, so written as it is, unquoted)
+    lines += [f"Environment={item if '=%d/' in item else _quote(item)}" for item in env]
+    key = topology.connection.api_key
+    if key is not None and key.kind is KeyKind.FILE:
+        lines.append(f"# The API key is read from {key.where} (the topology's api_key_file), which User= must be able "
+                     "to read; it is followed in place (no restart to rotate it)")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def group_unit(topology: Topology, group: ResolvedGroup, program: str, config: str, python: str, user: str) -> str:
     pool = topology.pool.name
     run = worker_run(
@@ -70,6 +104,7 @@ def group_unit(topology: Topology, group: ResolvedGroup, program: str, config: s
         if key_env
         else ""
     )
+    secret += credentials(topology)
     watchdog = f"WatchdogSec={_seconds(run.watchdog)}\n" if run.watchdog else ""
     memory = f"MemoryMax={group.max_memory}\nOOMPolicy=stop\n" if group.max_memory else ""
     notify = group.command is None or group.readiness == "notify"
