@@ -374,3 +374,31 @@ async def slow_runs(address: str, namespace: str, over_s: float) -> dict[str, st
         if children and why.startswith("unexplained"):
             found[run_id] = ORPHANED
     return found
+
+
+def test_a_plain_envconfig_worker_connects_through_mtls_as_the_pool_does(
+    pool: Pool,
+    temporal_server: TemporalServer,
+    namespace: str,
+    authority: Authority,
+    proxies: Any,
+) -> None:
+    """examples/hello/plain_worker.py (temporalio's envconfig, nothing of the pool) as a command group: the pool's
+    TEMPORAL_* variables take it through the proxy that requires a client certificate, and it polls."""
+    from tests.test_own_app import example_copy
+
+    server = authority.issue("server", server=True)
+    client = authority.issue("pool-client")
+    proxy = proxies(temporal_server.address, server, client_ca=authority.ca)
+    plain = {"command": ["{python}", "{config_dir}/plain_worker.py", "{task_queue}"], "task_queue": "hello"}
+    topology = example_copy(pool, temporal_server, namespace, {"plain": plain})
+    text = topology.read_text().replace(temporal_server.address, proxy.address)
+    text += (
+        f'\n[pool.tls]\nserver_ca_cert = "{authority.ca}"\nclient_cert = "{client.cert}"\nclient_key = "{client.key}"\n'
+    )
+    topology.write_text(text)
+    pool.up()
+    status = pool.wait(lambda s: all(r["polling"] is True for r in s["replicas"]), 60, "the command worker polling")
+    (replica,) = status["replicas"]
+    assert replica["state"] == "READY" and replica["restarts"] == 0
+    assert status["pool"]["temporal"]["connection"]["mtls"] is True
