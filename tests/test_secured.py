@@ -211,14 +211,16 @@ def test_tls_problems_are_named_at_once(
         assert up.returncode == 2 and named in up.stderr, f"{case}: {up.stderr}"
         assert not pool.socket.exists()
 
-    # a worker started by hand with the first case's settings: exit 78, the problem its last line
-    pool.write(temporal_server, namespace, cases["no client certificate"][0])
-    worker = processes.spawn(
-        cli_args("worker", "--config", str(pool.topology), "--task-queue", "llm_q", "--scope", "runner-llm"),
-        name="worker",
-    )
-    assert worker.wait(timeout=60) == 78, processes.output(worker)
-    assert "requires a client certificate" in processes.output(worker).strip().splitlines()[-1]
+    # a worker started by hand (as systemd or Kubernetes would run it): exit 78 at once, the problem its last line
+    for case in ("no client certificate", "wrong CA"):
+        changes, named = cases[case]
+        pool.write(temporal_server, namespace, changes)
+        worker = processes.spawn(
+            cli_args("worker", "--config", str(pool.topology), "--task-queue", "llm_q", "--scope", "runner-llm"),
+            name="worker",
+        )
+        assert worker.wait(timeout=60) == 78, processes.output(worker)
+        assert named in processes.output(worker).strip().splitlines()[-1], case
 
 
 def wait_for(predicate: Any, within: float, what: str) -> None:

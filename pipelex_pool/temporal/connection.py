@@ -23,6 +23,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import structlog
 from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS
 from temporalio.service import TLSConfig
 
@@ -30,6 +31,7 @@ from pipelex_pool.errors import PoolError
 from pipelex_pool.topology.schema import PoolSection, PoolTls
 from pipelex_pool.topology.temporal_schema import ServerConfig
 
+log = structlog.get_logger("pipelex_pool.supervisor")
 DEFAULT_ADDRESS, DEFAULT_NAMESPACE = "localhost:7233", "default"
 CONFIG_FILE_ENV, PROFILE_ENV, API_KEY_ENV = "TEMPORAL_CONFIG_FILE", "TEMPORAL_PROFILE", "TEMPORAL_API_KEY"
 DEFAULT_CONFIG_FILE = "~/.config/temporalio/temporal.toml"
@@ -243,7 +245,10 @@ class Connection:
                 elif material is not None:
                     env[f"TEMPORAL_TLS_{name}_DATA"] = (material.data or b"").decode()
         if self.api_key:
-            env[API_KEY_ENV] = self.api_key.read()
+            try:
+                env[API_KEY_ENV] = self.api_key.read()
+            except ConnectionConfigError as exc:  # the worker starts without it, and says what Temporal answers
+                log.warning("connection.api_key_unreadable", source=self.api_key.describe(), error=str(exc))
         return env
 
 
