@@ -11,7 +11,13 @@ import platform
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from pipelex_pool import __version__
@@ -21,6 +27,7 @@ from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.view import PoolView
 from pipelex_pool.supervisor.watchers.queues import pollers_by_owner
 from pipelex_pool.temporal.certs import inspect
+from pipelex_pool.worker.accounting import ACTIVITY_BUCKETS
 
 
 def _package_version(name: str) -> str:
@@ -115,6 +122,11 @@ class PoolCollector(Collector):
         activity_seconds = CounterMetricFamily(
             "pipelex_pool_activity_seconds", "Time spent in finished activities.", labels=["group"]
         )
+        durations = HistogramMetricFamily(
+            "pipelex_pool_activity_duration_seconds",
+            "Finished activities (completed or failed) by how long they ran, for latency quantiles.",
+            labels=["group"],
+        )
         workflow_tasks = CounterMetricFamily(
             "pipelex_pool_workflow_tasks", "Workflow tasks run by the group's replicas.", labels=["group", "outcome"]
         )
@@ -152,6 +164,13 @@ class PoolCollector(Collector):
             activities.add_metric([group.name, "completed"], tasks.activities_completed)
             activities.add_metric([group.name, "failed"], tasks.activities_failed)
             activity_seconds.add_metric([group.name], tasks.activity_seconds)
+            buckets, running = [], 0
+            for bound, count in zip(ACTIVITY_BUCKETS, tasks.activity_buckets, strict=True):
+                running += count
+                buckets.append((str(bound), running))
+            finished = tasks.activities_completed + tasks.activities_failed
+            buckets.append(("+Inf", max(finished, running)))
+            durations.add_metric([group.name], buckets, tasks.activity_seconds)
             workflow_tasks.add_metric([group.name, "completed"], tasks.workflow_tasks_completed)
             workflow_tasks.add_metric([group.name, "failed"], tasks.workflow_tasks_failed)
             for reason, count in sorted(group.handed_back.items()):
@@ -160,7 +179,7 @@ class PoolCollector(Collector):
             runs_moved.add_metric([group.name], group.runs_handed_back)
             if group.spec.autoscale is not None:
                 autoscale.add_metric([group.name], group.desired)
-        yield from (replicas, desired, restarts, exits, activities, activity_seconds, workflow_tasks)
+        yield from (replicas, desired, restarts, exits, activities, activity_seconds, durations, workflow_tasks)
         yield from (handed_back, refused, runs_moved, autoscale)
 
     def _replicas(self) -> Iterator[Metric]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import temporalio.activity
@@ -25,6 +26,9 @@ from temporalio.bridge.proto.workflow_completion import WorkflowActivationComple
 from pipelex_pool.contract import TASKS_KEY
 from pipelex_pool.worker import inflight
 from pipelex_pool.worker.cached_runs import RUNS, Run
+
+# Upper bounds (seconds) of the activity duration histogram: LLM calls and image generation take seconds to minutes.
+ACTIVITY_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 
 
 @dataclass
@@ -39,6 +43,14 @@ class TaskCounts:
     workflow_runs_started: int = 0  # workflow executions run here (a replay after cache eviction counts again)
     workflow_runs_completed: int = 0
     workflow_runs_failed: int = 0
+    # finished activities by duration: how many took at most ACTIVITY_BUCKETS[i] (not cumulative; +Inf is the rest)
+    activity_buckets: list[int] = field(default_factory=lambda: [0] * len(ACTIVITY_BUCKETS))
+
+    def observe_activity(self, seconds: float) -> None:
+        self.activity_seconds += seconds
+        index = bisect_left(ACTIVITY_BUCKETS, seconds)
+        if index < len(ACTIVITY_BUCKETS):
+            self.activity_buckets[index] += 1
 
     def to_notify(self) -> str:
         return f"{TASKS_KEY}={json.dumps(asdict(self), separators=(',', ':'))}"
@@ -52,7 +64,15 @@ class TaskCounts:
             return None
 
     def __add__(self, other: TaskCounts) -> TaskCounts:
-        return TaskCounts(**{k: getattr(self, k) + getattr(other, k) for k in self.__dataclass_fields__})
+        summed: dict[str, Any] = {}
+        for key in self.__dataclass_fields__:
+            mine, theirs = getattr(self, key), getattr(other, key)
+            if isinstance(mine, list):  # a report from an older worker may not have it
+                theirs = theirs if isinstance(theirs, list) and len(theirs) == len(mine) else [0] * len(mine)
+                summed[key] = [a + b for a, b in zip(mine, theirs, strict=True)]
+            else:
+                summed[key] = mine + theirs
+        return TaskCounts(**summed)
 
 
 COUNTS = TaskCounts()
@@ -71,7 +91,7 @@ class _ActivityCounter(worker.ActivityInboundInterceptor):
             raise
         finally:
             inflight.LEDGER.finished(key)
-            COUNTS.activity_seconds += time.monotonic() - started
+            COUNTS.observe_activity(time.monotonic() - started)
         COUNTS.activities_completed += 1
         return result
 
