@@ -5,6 +5,7 @@ exposes."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -100,3 +101,18 @@ def test_every_metric_the_dashboard_and_alerts_query_is_in_a_real_scrape(
         samples[("pipelex_pool_activity_duration_seconds_bucket", "+Inf")]
         == samples[("pipelex_pool_activity_duration_seconds_count", None)]
     )
+    # `status` on an 80-column terminal: the replica table drops columns by priority and every line fits; piped,
+    # every column is there
+    pool_status = pool.cli("status").stdout
+    assert "PROFILE" in pool_status and "TASKS OK/FAIL" in pool_status
+    on_terminal = subprocess.run(
+        ["script", "-qec", " ".join(cli_args("status", "-c", str(pool.topology))), "/dev/null"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "80"},
+    )  # fmt: skip
+    screen = on_terminal.stdout.replace("\r", "").splitlines()
+    assert screen and all(len(line) <= 80 for line in screen), "\n".join(line for line in screen if len(line) > 80)
+    header = next(line for line in screen if line.startswith("GROUP"))
+    assert header.split()[:4] == ["GROUP", "#", "PID", "STATE"] and "POLLING" in header and "PROFILE" not in header
+    # Prometheus' `name[]` filter, as prometheus-client's own server reads it
+    only = urllib.request.urlopen(f"http://{metrics}/metrics?name[]=pipelex_pool_replicas", timeout=10).read().decode()
+    assert {f.name for f in text_string_to_metric_families(only)} == {"pipelex_pool_replicas"}

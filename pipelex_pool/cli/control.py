@@ -167,6 +167,7 @@ def status(
     Exit status, as supervisorctl's: 0 every wanted replica shown is READY, 3 one is not (or no pool answers),
     4 a name matches no replica.
     """
+    import shutil
     import time
 
     from pipelex_pool.control.render import render_fleet, render_status
@@ -176,10 +177,12 @@ def status(
         result, unknown = select(full, targets)
         if watch and not as_json:
             click.clear()
+        # on a terminal the table fits its width (columns dropped by priority); piped, every column is printed
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
         if fleet:
             echo_result({"fleet": full["fleet"], "queues": full["queues"]}, as_json, render_fleet(full))
         else:
-            echo_result(result, as_json, render_status(result))
+            echo_result(result, as_json, render_status(result, width))
         for target in unknown:
             groups = ", ".join(full["groups"])
             click.echo(f"pipelex-pool status: {target}: no such group or replica (groups: {groups})", err=True)

@@ -1,11 +1,13 @@
 """The optional HTTP endpoint (`[pool] metrics = "host:port"`): GET /health for load balancers and probes,
-GET /metrics for Prometheus (text or OpenMetrics, as the scraper's Accept header asks; HEAD too). A deliberately
-small HTTP/1.0 server: two read-only routes."""
+GET /metrics for Prometheus (text or OpenMetrics, as the scraper's Accept header asks; `name[]=` filters as
+prometheus-client's own server reads them; HEAD too). A deliberately small HTTP/1.0 server on the supervisor's own
+event loop (so a scrape reads the pool's state between two loop steps, never during one): two read-only routes."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import structlog
@@ -61,7 +63,9 @@ class HttpEndpoint:
         async with listener:
             await listener.serve(self._connection)
 
-    def _answer(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes, str]:
+    def _answer(self, method: str, target: str, headers: dict[str, str]) -> tuple[int, bytes, str]:
+        url = urlsplit(target)
+        path = url.path
         if method not in ("GET", "HEAD"):
             return 405, b"only GET and HEAD\n", "text/plain; charset=utf-8"
         if path == "/health":
@@ -69,7 +73,9 @@ class HttpEndpoint:
             return code, json.dumps(payload).encode(), "application/json"
         if path == "/metrics":
             encode, content_type = choose_encoder(headers.get("accept", ""))
-            return 200, encode(self.registry), content_type
+            names = parse_qs(url.query).get("name[]")  # Prometheus' own filter, as prometheus-client reads it
+            registry = self.registry.restricted_registry(names) if names else self.registry
+            return 200, encode(registry), content_type
         return 404, b"routes: /health /metrics\n", "text/plain; charset=utf-8"
 
     async def _connection(self, stream: SocketStream) -> None:
@@ -87,7 +93,7 @@ class HttpEndpoint:
                 return
             request_line, *header_lines = head.decode("latin-1").split("\r\n")
             parts = request_line.split()
-            method, path = (parts[0], parts[1].split("?")[0]) if len(parts) >= 2 else ("", "")
+            method, path = (parts[0], parts[1]) if len(parts) >= 2 else ("", "")
             headers = {}
             for line in header_lines:
                 name, _, value = line.partition(":")

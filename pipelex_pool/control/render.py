@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from pipelex_pool.temporal.connection_text import render_connection
@@ -14,6 +15,39 @@ COLUMNS = (
     "GROUP", "#", "PID", "STATE", "SCOPE", "PROFILE", "QUEUE", "UPTIME", "RESTARTS", "LAST EXIT", "RSS", "CPU%",
     "TASKS OK/FAIL", "IN FLIGHT", "POLLING",
 )  # fmt: skip
+
+
+# The replica table's columns, dropped first to last until it fits a narrow terminal (GROUP, #, PID, STATE and
+# POLLING always stay): what an operator scans for during an incident is kept longest.
+DROP_ORDER = (
+    "PROFILE", "SCOPE", "TASKS OK/FAIL", "CPU%", "RSS", "UPTIME", "QUEUE", "LAST EXIT", "RESTARTS", "IN FLIGHT",
+)  # fmt: skip
+
+
+def table(rows: Sequence[tuple[str, ...]], width: int | None = None, drop: tuple[str, ...] = ()) -> list[str]:
+    """Rows as aligned text; with `width`, the columns named in `drop` are left out, in that order, until the
+    table fits (a table that still does not fit keeps its remaining columns: lines are cut by the caller)."""
+    keep = list(range(len(rows[0])))
+
+    def lines() -> list[str]:
+        widths = {i: max(len(row[i]) for row in rows) for i in keep}
+        return ["  ".join(row[i].ljust(widths[i]) for i in keep).rstrip() for row in rows]
+
+    out = lines()
+    for name in drop:
+        if width is None or max(len(line) for line in out) <= width:
+            break
+        if name in rows[0]:
+            keep.remove(rows[0].index(name))
+            out = lines()
+    return out
+
+
+def fit(lines: list[str], width: int | None) -> list[str]:
+    """Each line cut to `width` (with an ellipsis), when a width is given."""
+    if width is None:
+        return lines
+    return [line if len(line) <= width else line[: max(width - 1, 0)] + "…" for line in lines]
 
 
 def _short(text: str, width: int) -> str:
@@ -62,7 +96,9 @@ def _deployment(deployment: dict[str, Any]) -> str:
     return text
 
 
-def render_status(status: dict[str, Any]) -> str:
+def render_status(status: dict[str, Any], width: int | None = None) -> str:
+    """The status as a table; `width` (a terminal's columns): the replica table drops its least useful columns
+    (DROP_ORDER) until it fits, and longer lines are cut."""
     pool = status["pool"]
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pool["since"]))
     dev = pool["dev_server"]
@@ -124,9 +160,8 @@ def render_status(status: dict[str, Any]) -> str:
                 {True: "yes", False: "NO", None: "-"}[r.get("polling")],
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines.append("")
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines += table(rows, width, DROP_ORDER)
     queue_rows = [("QUEUE", "TYPE", "BACKLOG", "AGE", "ADD/S", "DISPATCH/S", "POLLERS")]
     for queue, types in status.get("queues", {}).items():
         for kind, q in types.items():
@@ -136,9 +171,8 @@ def render_status(status: dict[str, Any]) -> str:
                  f"{q['dispatch_rate']:.1f}", _pollers(q) + stale)
             )  # fmt: skip
     if len(queue_rows) > 1:
-        widths = [max(len(row[i]) for row in queue_rows) for i in range(len(queue_rows[0]))]
         lines.append("")
-        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in queue_rows]
+        lines += table(queue_rows, width, ("ADD/S", "DISPATCH/S", "AGE"))
     metrics = [
         f"  {r['group']}/{r['replica']} (pid {r['pid']}): {r['sdk_metrics']}"
         for r in status["replicas"]
@@ -182,7 +216,7 @@ def render_status(status: dict[str, Any]) -> str:
         notes.append(f"  stopped by operator: {', '.join(stopped)} (`pipelex-pool start GROUP`)")
     if notes:
         lines += ["", "notes:", *notes]
-    return "\n".join(lines)
+    return "\n".join(fit(lines, width))
 
 
 def render_fleet(status: dict[str, Any]) -> str:
