@@ -103,9 +103,15 @@ EVENT_FILE = EventFile()
 
 
 def configure_logging(
-    *, json_lines: bool | None = None, level: int = logging.INFO, events: EventFile | None = None, **context: object
+    *,
+    json_lines: bool | None = None,
+    level: int = logging.INFO,
+    events: EventFile | None = None,
+    feeds: tuple[structlog.typing.Processor, ...] = (),
+    **context: object,
 ) -> None:
-    """Configure structlog once per process; `context` is bound to every event (e.g. the worker identity)."""
+    """Configure structlog once per process; `context` is bound to every event (e.g. the worker identity);
+    `feeds` see each event after the event file (the live feed of `pipelex-pool top`)."""
     if json_lines is None:
         json_lines = not sys.stderr.isatty()
     processors: list[structlog.typing.Processor] = [
@@ -124,6 +130,7 @@ def configure_logging(
         processors.append(structlog.processors.format_exc_info)
     if events is not None:
         processors.append(events)
+    processors.extend(feeds)
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -5,7 +5,7 @@ when imported here (none imports this package back)."""
 
 from __future__ import annotations
 
-from pipelex_pool.cli import control, export, pool, temporal, worker  # noqa: F401 (registers the commands)
+from pipelex_pool.cli import control, export, pool, temporal, top, worker  # noqa: F401 (registers the commands)
 from pipelex_pool.cli.base import main
 
 __all__ = ["main"]

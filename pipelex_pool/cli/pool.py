@@ -71,6 +71,7 @@ def up(topology: Path) -> None:
     """
     import anyio
 
+    from pipelex_pool.control.feed import FEED
     from pipelex_pool.errors import PoolError
     from pipelex_pool.logs import EVENT_FILE, configure_logging
     from pipelex_pool.supervisor.main import serve_pool
@@ -83,7 +84,7 @@ def up(topology: Path) -> None:
             f"{exc}\npipelex-pool up: refusing to start: fix the errors above (see `pipelex-pool validate`)", err=True
         )
         sys.exit(EXIT_USAGE)
-    configure_logging(pool=loaded.pool.name, events=EVENT_FILE)
+    configure_logging(pool=loaded.pool.name, events=EVENT_FILE, feeds=(FEED,))
     for issue in loaded.warnings:
         click.echo(issue.render(str(loaded.file)), err=True)
     try:

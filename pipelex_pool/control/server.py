@@ -7,13 +7,14 @@ import os
 import socket
 import struct
 from pathlib import Path
+from typing import Any
 
 import anyio
 import structlog
 from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from pipelex_pool.control import protocol
+from pipelex_pool.control import feed, protocol
 from pipelex_pool.control.commands import COMMANDS
 from pipelex_pool.errors import ErrorCode, ProtocolError, RequestRefused
 from pipelex_pool.supervisor.fault import FAULTS
@@ -24,6 +25,7 @@ RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 ACCEPT_RETRY_FIRST_S = 0.05
 ACCEPT_RETRY_MAX_S = 1.0
 IDLE_TIMEOUT_S = 30.0  # a client silent (or stuck mid-line) this long is disconnected
+SUBSCRIBE = "subscribe"  # the one streaming command (`pipelex-pool top`)
 WRITE_TIMEOUT_S = 10.0  # a client that does not read its answer this long is disconnected
 
 
@@ -118,12 +120,26 @@ class ControlServer:
                 if not await self._answer(stream, line):
                     return
 
+    async def _subscribe(self, stream: SocketStream, request_id: Any) -> None:
+        """`subscribe`: status frames when the pool changes and event frames as they happen (control/feed.py)."""
+        lock = anyio.Lock()
+
+        async def send(frame: dict[str, Any]) -> bool:
+            async with lock:
+                return await self._send(stream, protocol.encode({"id": request_id, "ok": True, **frame}))
+
+        log.info("control.subscribed")
+        await feed.stream(self.supervisor, send)
+
     async def _answer(self, stream: SocketStream, line: bytes) -> bool:
         """Answer one frame; False when the connection must close (malformed input)."""
         try:
             request = protocol.decode_request(line)
         except ProtocolError as exc:
             await self._send(stream, protocol.error(None, ErrorCode.MALFORMED, str(exc)))
+            return False
+        if request.cmd == SUBSCRIBE:  # a stream, not an answer: this connection carries it until the client leaves
+            await self._subscribe(stream, request.id)
             return False
         command = COMMANDS.get(request.cmd)
         if command is None:

@@ -1,0 +1,153 @@
+"""What `pipelex-pool top` shows, computed from the pool's status and events (no Textual here): the rows of its
+tables, the backlog trends, an event's one-line text, a replica's detail."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelex_pool.units import format_size
+
+BLOCKS = " ▁▂▃▄▅▆▇█"
+TREND_POINTS = 30  # samples kept per queue (one per status frame: ~the last minutes)
+REPLICA_COLUMNS = ("GROUP", "#", "PID", "STATE", "UP", "RST", "FLIGHT", "CPU%", "RSS", "LAST EXIT")
+QUEUE_COLUMNS = ("QUEUE", "TYPE", "BACKLOG", "AGE", "POLLERS", "TREND")
+LAST_EXIT_WIDTH = 18
+# events that say something happened to a replica, a group or the pool (not the routine chatter)
+QUIET_EVENTS = frozenset({"control.subscribed", "control.client_gone", "worker.ready"})
+
+
+def sparkline(values: list[float], width: int = 12) -> str:
+    """The last `width` values as block characters, scaled to their own maximum ("" when there are none)."""
+    points = values[-width:]
+    if not points:
+        return ""
+    top = max(points)
+    if top <= 0:
+        return BLOCKS[1] * len(points)
+    return "".join(BLOCKS[max(1, round(v / top * (len(BLOCKS) - 1)))] for v in points)
+
+
+def uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s}s" if s < 60 else f"{s // 60}m" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}"
+
+
+def replica_rows(status: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for r in status["replicas"]:
+        state = r["state"] if r["role"] == "replica" else f"{r['state']}*"  # a replacement or a parked process
+        last = r["last_exit"] or "-"
+        rows.append(
+            (
+                r["group"],
+                str(r["replica"]),
+                str(r["pid"] or "-"),
+                state,
+                uptime(r["uptime_s"]),
+                str(r["restarts"]),
+                str(len(r.get("inflight") or [])),
+                f"{r['cpu_percent']:.0f}" if r.get("cpu_percent") is not None else "-",
+                format_size(r["rss_bytes"]) if r.get("rss_bytes") else "-",
+                last if len(last) <= LAST_EXIT_WIDTH else last[: LAST_EXIT_WIDTH - 1] + "…",
+            )
+        )
+    return rows
+
+
+@dataclass
+class Trends:
+    """Each queue's backlog over the last status frames."""
+
+    points: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
+
+    def add(self, status: dict[str, Any]) -> None:
+        for queue, types in status.get("queues", {}).items():
+            for kind, q in types.items():
+                self.points.setdefault((queue, kind), deque(maxlen=TREND_POINTS)).append(float(q["backlog"]))
+
+    def of(self, queue: str, kind: str) -> list[float]:
+        return list(self.points.get((queue, kind), []))
+
+
+def queue_rows(status: dict[str, Any], trends: Trends) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for queue, types in status.get("queues", {}).items():
+        for kind, q in types.items():
+            others = len(q.get("fleet_pollers", [])) + len(q["foreign_pollers"])
+            pollers = f"{len(q['pool_pollers'])}" + (f"+{others}" if others else "")
+            rows.append(
+                (
+                    queue,
+                    kind[:3],
+                    str(q["backlog"]),
+                    f"{q['backlog_age_s']:.0f}s",
+                    pollers + (" ?" if q["stale"] else ""),
+                    sparkline(trends.of(queue, kind)),
+                )
+            )
+    return rows
+
+
+def header(status: dict[str, Any]) -> str:
+    pool = status["pool"]
+    counts = pool.get("counts") or {}
+    temporal = pool["temporal"]
+    reach = "Temporal OK" if temporal["answering"] else "Temporal NOT ANSWERING"
+    tasks = pool["tasks"]
+    states = " ".join(f"{n} {state}" for state, n in sorted(counts.items()) if n) if isinstance(counts, dict) else ""
+    return (
+        f"{pool['name']} · {temporal['target_host']} ({temporal['namespace']}) · {reach} · {states} · "
+        f"{tasks['activities_completed']} done / {tasks['activities_failed']} failed"
+    )
+
+
+def event_line(event: dict[str, Any]) -> str | None:
+    """One line for an event of the supervisor, or None for routine ones."""
+    name = str(event.get("event", ""))
+    if name in QUIET_EVENTS:
+        return None
+    time = str(event.get("timestamp", ""))[11:19]
+    skip = {"event", "timestamp", "level", "pool"}
+    fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in skip)
+    level = str(event.get("level", "info"))
+    mark = "!" if level in ("warning", "error", "critical") else " "
+    return f"{time}{mark}{name} {fields}"
+
+
+def detail(status: dict[str, Any], group: str, replica: int, lines: int = 8) -> str:
+    """A replica: identity, build, its attempts in flight, the last lines of its log."""
+    found = [r for r in status["replicas"] if r["group"] == group and r["replica"] == replica]
+    if not found:
+        return f"{group}/{replica}: gone"
+    r = found[0]
+    text = [
+        f"{group}/{replica} pid {r['pid'] or '-'} {r['state']} · {r.get('identity') or '-'}",
+        f"queue {r['queue'] or '-'} · scope {r['scope'] or '-'} · build {r.get('build_id') or '-'} · "
+        f"workflow runs cached {r.get('workflow_runs_cached', 0)}",
+    ]
+    if r.get("reason"):
+        text.append(f"reason: {r['reason']}")
+    inflight = r.get("inflight") or []
+    text.append(f"in flight ({len(inflight)}):")
+    text += [
+        f"  {a['activity_type']} #{a['attempt']} {a['age_s']:.0f}s  {a['workflow_id']}" for a in inflight[:10]
+    ] or ["  -"]
+    log = Path(status["pool"]["log_dir"]) / f"{group}-{replica}.log"
+    text.append(f"last lines of {log}:")
+    text += [f"  {line}" for line in tail(log, lines)] or ["  (none)"]
+    return "\n".join(text)
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, 2)
+            handle.seek(max(0, handle.tell() - 16384))
+            return handle.read().decode(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
