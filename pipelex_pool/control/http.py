@@ -6,6 +6,7 @@ event loop (so a scrape reads the pool's state between two loop steps, never dur
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -14,6 +15,8 @@ import structlog
 from anyio.abc import SocketStream, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import CollectorRegistry
 
 from pipelex_pool.control.metrics import pool_registry
 from pipelex_pool.errors import PoolError
@@ -41,6 +44,20 @@ def health(supervisor: PoolView) -> tuple[int, dict[str, Any]]:
         problems.append({"pool": "shutting down"})
     body = {"healthy": not problems, "pool": supervisor.topology.pool.name, "problems": problems}
     return (200 if not problems else 503), body
+
+
+class Only(CollectorRegistry):
+    """The families of `registry` asked for by name (`name[]=`: a family's name or one of its samples'), as
+    prometheus-client's restricted registry answers, for a collector that cannot describe itself in advance."""
+
+    def __init__(self, registry: CollectorRegistry, names: set[str]) -> None:
+        super().__init__()
+        self.source, self.names = registry, names
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.source.collect():
+            if family.name in self.names or any(sample.name in self.names for sample in family.samples):
+                yield family
 
 
 class HttpEndpoint:
@@ -74,8 +91,7 @@ class HttpEndpoint:
         if path == "/metrics":
             encode, content_type = choose_encoder(headers.get("accept", ""))
             names = parse_qs(url.query).get("name[]")  # Prometheus' own filter, as prometheus-client reads it
-            registry = self.registry.restricted_registry(names) if names else self.registry
-            return 200, encode(registry), content_type
+            return 200, encode(Only(self.registry, set(names)) if names else self.registry), content_type
         return 404, b"routes: /health /metrics\n", "text/plain; charset=utf-8"
 
     async def _connection(self, stream: SocketStream) -> None:
