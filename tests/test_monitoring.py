@@ -24,6 +24,7 @@ MONITORING = REPO / "configs" / "monitoring"
 DASHBOARD = MONITORING / "pipelex-pool-dashboard.json"
 ALERTS = MONITORING / "pipelex-pool-alerts.yml"
 METRIC = re.compile(r"\bpipelex_pool_[a-z_]+")
+SDK_METRIC = re.compile(r"\btemporal_[a-z_]+")
 
 
 def promtool() -> str:
@@ -75,7 +76,12 @@ def test_every_metric_the_dashboard_and_alerts_query_is_in_a_real_scrape(
     pool: Pool, temporal_server: TemporalServer, namespace: str, tmp_path: Path
 ) -> None:
     metrics = f"127.0.0.1:{free_port()}"
-    pool.write(temporal_server, namespace, {"pool.metrics": metrics, "workers.media.replicas": 0})
+    first = free_port()
+    pool.write(temporal_server, namespace, {
+        "pool.metrics": metrics,
+        "pool.worker_metrics": f"127.0.0.1:{first}-{first + 9}",  # the SDK's own metrics, which a panel uses
+        "workers.media.replicas": 0,
+    })  # fmt: skip
     pool.up()
     pool.wait_all_ready()
     mix = tmp_path / "mix.toml"
@@ -85,11 +91,15 @@ def test_every_metric_the_dashboard_and_alerts_query_is_in_a_real_scrape(
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert ran.returncode == 0, ran.stderr
-    pool.wait(lambda s: s["pool"]["tasks"]["activities_completed"] >= 4, 30, "the activities counted")
+    status = pool.wait(lambda s: s["pool"]["tasks"]["activities_completed"] >= 4, 30, "the activities counted")
     text = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=10).read().decode()
     exposed = exposed_names(text)
     queried = set(METRIC.findall(DASHBOARD.read_text())) | set(METRIC.findall(ALERTS.read_text()))
     assert queried - exposed == set()
+    # the panels on the Temporal SDK's metrics query names one of the replicas' SDK endpoints has
+    sdk = next(r["sdk_metrics"] for r in status["replicas"] if r["group"] == "llm" and r["sdk_metrics"])
+    sdk_names = exposed_names(urllib.request.urlopen(sdk, timeout=10).read().decode())
+    assert set(SDK_METRIC.findall(DASHBOARD.read_text())) - sdk_names == set()
     # the latency histogram is real: llm's 4 activities of ~0.2 s, counted in the 0.5 s bucket, not the 0.1 s one
     families = {f.name: f for f in text_string_to_metric_families(text)}
     samples = {(s.name, s.labels.get("le")): s.value for s in families["pipelex_pool_activity_duration_seconds"].samples

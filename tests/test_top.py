@@ -41,6 +41,9 @@ async def test_top_follows_the_pool_and_scales_a_group_after_asking(
         await settle(pilot, lambda: replicas.row_count == 4, 30, "the 4 replicas in the table")
         # at 80 columns every column of the replica table is on screen, no horizontal scrolling
         assert sum(column.get_render_width(replicas) for column in replicas.columns.values()) <= 80
+        queues = app.query_one("#queues", DataTable)
+        await settle(pilot, lambda: queues.row_count == 4, 30, "the 4 queue rows")
+        assert sum(column.get_render_width(queues) for column in queues.columns.values()) <= 80
         header = str(app.query_one("#header", Static).render())
         assert "testpool" in header and "Temporal OK" in header
         await pilot.press("down")  # llm/0

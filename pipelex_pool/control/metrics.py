@@ -48,6 +48,34 @@ class PoolCollector(Collector):
         yield from self._groups()
         yield from self._replicas()
         yield from self._queues()
+        yield from self._builds()
+
+    def _builds(self) -> Iterator[Metric]:
+        """Which build each live replica runs (a deploy shows both), and the deploy under way, if any."""
+        view = self.view
+        builds = GaugeMetricFamily(
+            "pipelex_pool_replicas_by_build",
+            "Live worker processes by build ID (replacements and parked processes of a deploy included).",
+            labels=["group", "build_id"],
+        )
+        for group in view.groups.values():
+            counted: dict[str, int] = {}
+            for handle in group.all_handles():
+                info = view.info.get(handle)
+                if handle.state.alive and info is not None:
+                    build = info.build_id or ""
+                    counted[build] = counted.get(build, 0) + 1
+            for build, count in sorted(counted.items()):
+                builds.add_metric([group.name, build], count)
+        deploy = GaugeMetricFamily(
+            "pipelex_pool_deploy_phase",
+            "1 for the phase of the deploy under way (from_build -> to_build); absent when none is.",
+            labels=["from_build", "to_build", "phase"],
+        )
+        plan, phase = view.deploy, view.deployer.phase
+        if plan is not None and plan.outcome is None and phase is not None:
+            deploy.add_metric([plan.from_build or "", plan.to_build, phase.value], 1)
+        yield from (builds, deploy)
 
     def _pool(self) -> Iterator[Metric]:
         view = self.view

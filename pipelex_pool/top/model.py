@@ -11,9 +11,10 @@ from typing import Any
 from pipelex_pool.units import format_size
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
-TREND_POINTS = 30  # samples kept per queue (one per status frame: ~the last minutes)
+TREND_POINTS = 10  # samples kept per queue (one per status frame: about the last minute)
+TREND_WIDTH = TREND_POINTS  # one block each
 REPLICA_COLUMNS = ("GROUP", "#", "PID", "STATE", "UP", "RST", "FLIGHT", "CPU%", "RSS", "LAST EXIT")
-QUEUE_COLUMNS = ("QUEUE", "TYPE", "BACKLOG", "AGE", "POLLERS", "TREND")
+QUEUE_COLUMNS = ("QUEUE", "TYPE", "BACKLOG", "AGE", "ADD/S", "OUT/S", "POLLERS", "TREND")
 LAST_EXIT_WIDTH = 18
 # events that say something happened to a replica, a group or the pool (not the routine chatter)
 QUIET_EVENTS = frozenset({"control.subscribed", "control.client_gone", "worker.ready"})
@@ -86,8 +87,10 @@ def queue_rows(status: dict[str, Any], trends: Trends) -> list[tuple[str, ...]]:
                     kind[:3],
                     str(q["backlog"]),
                     f"{q['backlog_age_s']:.0f}s",
+                    f"{q['add_rate']:.1f}",
+                    f"{q['dispatch_rate']:.1f}",
                     pollers + (" ?" if q["stale"] else ""),
-                    sparkline(trends.of(queue, kind)),
+                    sparkline(trends.of(queue, kind), TREND_WIDTH).ljust(TREND_WIDTH),  # its full width at once
                 )
             )
     return rows

@@ -225,6 +225,33 @@ def build() -> dash.Dashboard:
                 ),
             )
         )
+        .with_row(dash.Row("Builds and slots"))
+        .with_panel(
+            graph(
+                "Live processes by build",
+                "none",
+                query("sum by (group, build_id) (pipelex_pool_replicas_by_build{SELECT})", "{{group}} {{build_id}}"),
+                stacked=True,
+            )
+        )
+        .with_panel(
+            graph(
+                "Deploy phase",
+                "none",
+                query(
+                    "max by (from_build, to_build, phase) (pipelex_pool_deploy_phase{SELECT})",
+                    "{{from_build}} -> {{to_build}}: {{phase}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Task slots used / available (the SDK's metrics: scrape [pool] worker_metrics)",
+                "none",
+                query("sum by (worker_type) (temporal_worker_task_slots_used)", "{{worker_type}} used"),
+                query("sum by (worker_type) (temporal_worker_task_slots_available)", "{{worker_type}} available"),
+            )
+        )
         .with_row(dash.Row("Replicas"))
         .with_panel(
             graph(
