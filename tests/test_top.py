@@ -191,3 +191,12 @@ def _unfilter(kind: int, line: bytearray, above: bytearray, bpp: int) -> None:
             p = a + b - c
             pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
             line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
+
+
+def test_top_trend_keeps_the_highest_backlog_of_each_step() -> None:
+    trends = model.Trends()
+    status = {"queues": {"llm_q": {"activity": {"backlog": 0}}}}
+    for second, backlog in ((0, 3), (5, 9), (10, 1), (15, 4), (31, 0)):
+        status["queues"]["llm_q"]["activity"]["backlog"] = backlog
+        trends.add(status, now=1000.0 + second)
+    assert trends.of("llm_q", "activity") == [9.0, 4.0, 0.0]  # steps of 15 s: max(3, 9, 1), 4, 0

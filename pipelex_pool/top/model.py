@@ -3,6 +3,7 @@ tables, the backlog trends, an event's one-line text, a replica's detail."""
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 from pipelex_pool.units import format_size
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
-TREND_POINTS = 10  # samples kept per queue (one per status frame: about the last minute)
+TREND_POINTS = 10  # points kept per queue, each the highest backlog seen in TREND_STEP_S: the last 2.5 minutes
+TREND_STEP_S = 15.0
 TREND_WIDTH = TREND_POINTS  # one block each
 REPLICA_COLUMNS = ("GROUP", "#", "PID", "STATE", "UP", "RST", "FLIGHT", "CPU%", "RSS", "LAST EXIT")
 QUEUE_COLUMNS = ("QUEUE", "TYPE", "BACKLOG", "AGE", "ADD/S", "OUT/S", "POLLERS", "TREND")
@@ -62,14 +64,25 @@ def replica_rows(status: dict[str, Any]) -> list[tuple[str, ...]]:
 
 @dataclass
 class Trends:
-    """Each queue's backlog over the last status frames."""
+    """Each queue's backlog over the last minutes: one point per TREND_STEP_S (the highest seen in it)."""
 
     points: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
+    step_of_last: dict[tuple[str, str], int] = field(default_factory=dict)
+    started: float | None = None
 
-    def add(self, status: dict[str, Any]) -> None:
+    def add(self, status: dict[str, Any], now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.started = now if self.started is None else self.started
+        step = int((now - self.started) // TREND_STEP_S)
         for queue, types in status.get("queues", {}).items():
             for kind, q in types.items():
-                self.points.setdefault((queue, kind), deque(maxlen=TREND_POINTS)).append(float(q["backlog"]))
+                key, backlog = (queue, kind), float(q["backlog"])
+                points = self.points.setdefault(key, deque(maxlen=TREND_POINTS))
+                if self.step_of_last.get(key) == step and points:
+                    points[-1] = max(points[-1], backlog)
+                else:
+                    points.append(backlog)
+                    self.step_of_last[key] = step
 
     def of(self, queue: str, kind: str) -> list[float]:
         return list(self.points.get((queue, kind), []))
