@@ -205,6 +205,8 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "scope": spec.scope if spec else None,
             "queue": spec.task_queue if spec else None,
             "profile": spec.profile if spec else None,
+            # a built-in worker's activity slots (its profile's max_concurrent_activities): in flight / slots
+            "activity_slots": spec.runtime_profile.max_concurrent_activities if spec and not spec.command else None,
             "autoscale": _autoscale(supervisor, group),
         }
     fleet = supervisor.watch.fleet

@@ -15,7 +15,7 @@ BLOCKS = " ▁▂▃▄▅▆▇█"
 TREND_POINTS = 10  # points kept per queue, each the highest backlog seen in TREND_STEP_S: the last 2.5 minutes
 TREND_STEP_S = 15.0
 TREND_WIDTH = TREND_POINTS  # one block each
-REPLICA_COLUMNS = ("GROUP", "#", "PID", "STATE", "UP", "RST", "FLIGHT", "CPU%", "RSS", "LAST EXIT")
+REPLICA_COLUMNS = ("GROUP", "#", "PID", "STATE", "UP", "RST", "FLIGHT/SLOTS", "CPU%", "RSS", "LAST EXIT")
 QUEUE_COLUMNS = ("QUEUE", "TYPE", "BACKLOG", "AGE", "ADD/S", "OUT/S", "POLLERS", "TREND")
 LAST_EXIT_WIDTH = 18
 # events that say something happened to a replica, a group or the pool (not the routine chatter)
@@ -42,7 +42,10 @@ def uptime(seconds: float | None) -> str:
 
 def replica_rows(status: dict[str, Any]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
+    groups = status.get("groups", {})
     for r in status["replicas"]:
+        slots = (groups.get(r["group"]) or {}).get("activity_slots")
+        flight = str(len(r.get("inflight") or [])) + (f"/{slots}" if slots else "")
         state = r["state"] if r["role"] == "replica" else f"{r['state']}*"  # a replacement or a parked process
         last = r["last_exit"] or "-"
         rows.append(
@@ -53,7 +56,7 @@ def replica_rows(status: dict[str, Any]) -> list[tuple[str, ...]]:
                 state,
                 uptime(r["uptime_s"]),
                 str(r["restarts"]),
-                str(len(r.get("inflight") or [])),
+                flight,
                 f"{r['cpu_percent']:.0f}" if r.get("cpu_percent") is not None else "-",
                 format_size(r["rss_bytes"]) if r.get("rss_bytes") else "-",
                 last if len(last) <= LAST_EXIT_WIDTH else last[: LAST_EXIT_WIDTH - 1] + "…",
@@ -116,9 +119,11 @@ def header(status: dict[str, Any]) -> str:
     reach = "Temporal OK" if temporal["answering"] else "Temporal NOT ANSWERING"
     tasks = pool["tasks"]
     states = " ".join(f"{n} {state}" for state, n in sorted(counts.items()) if n) if isinstance(counts, dict) else ""
+    deployment = status.get("deployment")
+    build = f" · build {deployment['build_id']} (current: {deployment['current'] or '-'})" if deployment else ""
     return (
         f"{pool['name']} · {temporal['target_host']} ({temporal['namespace']}) · {reach} · {states} · "
-        f"{tasks['activities_completed']} done / {tasks['activities_failed']} failed"
+        f"{tasks['activities_completed']} done / {tasks['activities_failed']} failed{build}"
     )
 
 
