@@ -347,7 +347,7 @@ _ENV_LABELS = {
 def _put_topology(
     layers: _Layers, pool: PoolSection, server: ServerConfig, server_name: str, base: Path, environ: Mapping[str, str]
 ) -> None:
-    label = f"[temporal.servers.{server_name}]"
+    label = f"[temporal.temporal_config.temporal_server_configs.{server_name}]"
     if "target_host" in server.model_fields_set:
         layers.put("address", server.target_host, label)
     if "namespace" in server.model_fields_set:

@@ -14,15 +14,14 @@ from pipelex_pool.topology.temporal_schema import TemporalSection
 
 
 def issue_path(where: str) -> str:
-    """The topology key a connection setting came from ("[pool.tls] client_cert" -> "pool.tls.client_cert"),
-    or "pool.connection" for Temporal's own config (the message names the profile or variable)."""
-    if where.startswith("[pool.tls] "):
-        return "pool.tls." + where.removeprefix("[pool.tls] ").split()[0]
-    if where.startswith("[pool] "):
-        return "pool." + where.removeprefix("[pool] ").split()[0]
-    if where.startswith("[temporal.servers."):
-        return "temporal.temporal_config.temporal_server_configs"
-    return "pool.connection"
+    """The topology key a connection setting came from ("[pool.tls] client_cert" -> "pool.tls.client_cert",
+    "[pool] api_key_file" -> "pool.api_key_file"), or "pool.connection" for Temporal's own config (the message
+    names the profile or the variable)."""
+    if not where.startswith("["):
+        return "pool.connection"
+    table, _, key = where[1:].partition("]")
+    key = key.split()[0] if key.split() else ""
+    return f"{table}.{key}" if key else table
 
 
 def check_connection(
