@@ -22,7 +22,9 @@ from pipelex_pool.supervisor.view import PoolView
 CHECK_EVERY_S = 1.0
 STATUS_EVERY_S = 5.0  # uptime and CPU move all the time: refreshed this often even when nothing else changed
 EVENT_QUEUE = 500
-VOLATILE = frozenset({"uptime_s", "cpu_percent", "rss_bytes", "cpu_seconds", "seen_for_s", "backlog_age_s"})
+VOLATILE = frozenset(
+    {"uptime_s", "cpu_percent", "rss_bytes", "cpu_seconds", "seen_for_s", "backlog_age_s", "poller_age_s", "age_s"}
+)
 Send = Callable[[dict[str, Any]], Awaitable[bool]]
 
 
