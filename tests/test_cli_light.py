@@ -41,3 +41,14 @@ def test_control_commands_import_nothing_heavy(args: tuple[str, ...], tmp_path: 
     heavy = sorted(m for m in modules if m.startswith(HEAVY))
     assert not heavy, f"`pipelex-pool {' '.join(args)}` imported {heavy[:5]}"
     assert "pipelex_pool.control.client" in modules  # the lookup really ran
+
+
+@pytest.mark.parametrize("command", [("reload", "--wait"), ("restart", "llm", "--wait"), ("stop", "llm", "--wait")])
+def test_an_error_names_the_command_the_user_ran(command: tuple[str, ...], tmp_path: Path) -> None:
+    """`reload --wait` asks for the status first; when no pool answers, the error is still reload's."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelex_pool", *command, "--socket", str(tmp_path / "none.sock")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 3
+    assert result.stderr.startswith(f"pipelex-pool {command[0]}: no pool answers on {tmp_path / 'none.sock'}")

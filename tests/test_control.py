@@ -177,6 +177,12 @@ def test_stop_survives_reload_and_start_brings_the_group_back(pool: Pool) -> Non
     assert status["groups"]["media"]["stopped_by_operator"] and not [
         r for r in status["replicas"] if r["group"] == "media"
     ]
+    # the stopped group is still a group: `status media` shows it STOPPED, as supervisorctl does (exit 0: no
+    # replica of it is wanted, so none is missing)
+    shown = pool.cli("status", "media")
+    assert shown.returncode == 0 and "no such group" not in shown.stderr, shown.stderr
+    assert any(line.split()[:4] == ["media", "-", "-", "STOPPED"] for line in shown.stdout.splitlines()), shown.stdout
+    assert pool.cli("status").stdout.count("STOPPED") == 1
     assert pool.cli("start", "media").returncode == 0
     pool.wait(lambda s: s["groups"]["media"]["ready"] == 1, 30, "media READY again")
 
@@ -218,6 +224,9 @@ def test_logs_and_down(pool: Pool) -> None:
     logs = pool.cli("logs", "llm/1", "-n", "5")
     assert logs.returncode == 0 and "worker.ready" in logs.stdout and len(logs.stdout.splitlines()) <= 5
     assert pool.cli("logs", "nope").returncode == 2
+    group = pool.cli("logs", "llm", "-n", "2")  # a group of two: both replicas, each line prefixed with its name
+    assert group.returncode == 0
+    assert {line.split(" |")[0].strip() for line in group.stdout.splitlines()} == {"llm/0", "llm/1"}
     merged = pool.cli("logs", "--all", "-n", "2")
     assert merged.returncode == 0
     assert {line.split(" |")[0].strip() for line in merged.stdout.splitlines()} == {

@@ -31,7 +31,22 @@ def test_socket_resolution_order(tmp_path: Path) -> None:
     )
     topology.write_text('[pool]\nname = "alpha"\nsocket = "run/ctl.sock"\n')
     assert resolve_socket(None, topology, env) == tmp_path / "run" / "ctl.sock"
-    assert resolve_socket(None, None, {}) == Path(f"/tmp/pipelex-pool-{os.getuid()}/pipelex/control.sock")
+    # no runtime directory of the user's: /tmp/pipelex-pool-<uid>, unless that holds a pool already (not asked here)
+    alone = tmp_path / "xdg-alone"
+    assert resolve_socket(None, None, {"XDG_RUNTIME_DIR": str(alone)}) == alone / "pipelex-pool/pipelex/control.sock"
+
+
+def test_several_pools_without_a_name_are_named_not_guessed(tmp_path: Path) -> None:
+    env = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    for name in ("alpha", "beta"):
+        (tmp_path / "pipelex-pool" / name).mkdir(parents=True)
+        (tmp_path / "pipelex-pool" / name / "control.sock").touch()
+    with pytest.raises(PoolError) as caught:
+        resolve_socket(None, None, env, tmp_path / "no-system")
+    message = str(caught.value)
+    assert "2 pools run here" in message and "alpha (" in message and "beta (" in message and "-c TOPOLOGY" in message
+    (tmp_path / "pipelex-pool" / "beta" / "control.sock").unlink()
+    assert resolve_socket(None, None, env, tmp_path / "no-system") == tmp_path / "pipelex-pool/alpha/control.sock"
 
 
 def test_the_shipped_units_socket_is_found_when_the_pool_s_own_is_absent(tmp_path: Path) -> None:

@@ -25,21 +25,29 @@ def pool_options(func: Callable[..., None]) -> Callable[..., None]:
     )(func)
 
 
-def call_pool(topology: Path | None, socket_path: Path | None, cmd: str, args: dict[str, Any] | None = None) -> Any:
-    """One request to the pool; exits 3 when no pool answers, 2 or 1 when the command is refused."""
+def call_pool(
+    topology: Path | None,
+    socket_path: Path | None,
+    cmd: str,
+    args: dict[str, Any] | None = None,
+    *,
+    on_behalf: str | None = None,
+) -> Any:
+    """One request to the pool; exits 3 when no pool answers, 2 or 1 when the command is refused. `on_behalf`:
+    the command the user ran, when this request only serves it (`reload --wait` asks for the status first)."""
     from pipelex_pool.control.client import CommandFailed, ControlClient, resolve_socket
     from pipelex_pool.errors import PoolError, PoolNotRunningError
 
     try:
         return ControlClient(resolve_socket(socket_path, topology)).call(cmd, args)
     except PoolNotRunningError as exc:
-        click.echo(f"pipelex-pool {cmd}: {exc}", err=True)
+        click.echo(f"pipelex-pool {on_behalf or cmd}: {exc}", err=True)
         sys.exit(EXIT_NOT_RUNNING)
     except CommandFailed as exc:
-        click.echo(f"pipelex-pool {cmd}: {exc}", err=True)
+        click.echo(f"pipelex-pool {on_behalf or cmd}: {exc}", err=True)
         sys.exit(EXIT_USAGE if exc.usage else EXIT_FAILED)
     except PoolError as exc:
-        click.echo(f"pipelex-pool {cmd}: {exc}", err=True)
+        click.echo(f"pipelex-pool {on_behalf or cmd}: {exc}", err=True)
         sys.exit(EXIT_USAGE)
 
 
@@ -92,7 +100,7 @@ def wait_for(
     started = time.monotonic()
     try:
         while True:
-            status = call_pool(topology, socket_path, "status")
+            status = call_pool(topology, socket_path, "status", on_behalf=cmd)
             elapsed = time.monotonic() - started
             for line in [] if as_json else progress.lines(status):
                 click.echo(f"[{elapsed:5.1f}s] {line}")
@@ -127,14 +135,15 @@ def select(status: dict[str, Any], targets: tuple[str, ...]) -> tuple[dict[str, 
     """The status restricted to `targets` (GROUP or GROUP/N; all if none), and the targets that name nothing."""
     if not targets:
         return status, []
-    rows, unknown = [], []
+    rows, unknown, named = [], [], set()
     for target in targets:
         group, _, replica = target.partition("/")
         found = [r for r in status["replicas"] if r["group"] == group and (not replica or str(r["replica"]) == replica)]
-        if not found:
+        if not found and not (group in status["groups"] and not replica):  # a stopped group is still a group
             unknown.append(target)
+        named.add(group)
         rows += [r for r in found if r not in rows]
-    groups = {name: g for name, g in status["groups"].items() if any(r["group"] == name for r in rows)}
+    groups = {name: g for name, g in status["groups"].items() if name in named}
     return {**status, "replicas": rows, "groups": groups}, unknown
 
 
@@ -200,7 +209,8 @@ def restart_failed(
     """Start every FATAL replica again, with its crash count reset."""
     import time
 
-    before, sent = call_pool(topology, socket_path, "status") if waiting(wait) else None, time.time()
+    before = call_pool(topology, socket_path, "status", on_behalf="restart-failed") if waiting(wait) else None
+    sent = time.time()
     result = call_pool(topology, socket_path, "restart-failed")
     revived = result["revived"]
     summary = None
@@ -230,7 +240,8 @@ def restart(
     """
     import time
 
-    before, sent = call_pool(topology, socket_path, "status") if waiting(wait) else None, time.time()
+    before = call_pool(topology, socket_path, "status", on_behalf="restart") if waiting(wait) else None
+    sent = time.time()
     result = call_pool(topology, socket_path, "restart", {"groups": list(groups)})
     summary = None
     if before is not None:
@@ -256,7 +267,8 @@ def _one_group_change(
     """stop, start, scale: send the command, then (with --wait) wait for the group to reach `want`."""
     import time
 
-    before, sent = call_pool(topology, socket_path, "status") if waiting(wait) else None, time.time()
+    before = call_pool(topology, socket_path, "status", on_behalf=cmd) if waiting(wait) else None
+    sent = time.time()
     result = call_pool(topology, socket_path, cmd, args)
     summary = None
     if before is not None:
@@ -326,7 +338,8 @@ def reload(topology: Path | None, socket_path: Path | None, as_json: bool, wait:
     groups have drained."""
     import time
 
-    before, sent = call_pool(topology, socket_path, "status") if waiting(wait) else None, time.time()
+    before = call_pool(topology, socket_path, "status", on_behalf="reload") if waiting(wait) else None
+    sent = time.time()
     plan = call_pool(topology, socket_path, "reload")
     parts = [
         f"{key}: {', '.join(plan[key])}"
@@ -383,7 +396,7 @@ def deploy(
         click.echo(text)
     started, seen = time.monotonic(), ""
     while True:
-        status = call_pool(topology, socket_path, "status")
+        status = call_pool(topology, socket_path, "status", on_behalf="deploy")
         plan = (status.get("deployment") or {}).get("deploy") or {}
         elapsed = time.monotonic() - started
         line = f"{plan.get('phase')}: {plan.get('detail')}"
@@ -465,7 +478,7 @@ def down(topology: Path | None, socket_path: Path | None, as_json: bool, no_wait
         except psutil.NoSuchProcess:
             return True
 
-    before = call_pool(topology, socket_path, "status")
+    before = call_pool(topology, socket_path, "status", on_behalf="down")
     result = call_pool(topology, socket_path, "down")
     if not no_wait:
         progress = Progress(set(before["groups"]))
@@ -536,8 +549,9 @@ def logs(
     follow: bool,
     lines: int,
 ) -> None:
-    """Show a replica's output (stdout and stderr), from <log_dir>/<group>-<N>.log; with --all every replica's,
-    merged (and GROUP then limits it to that group). Also while the pool is down, with -c TOPOLOGY."""
+    """Show a replica's output (stdout and stderr), from <log_dir>/<group>-<N>.log; GROUP alone: each of its
+    replicas', merged and prefixed with its name; --all: every replica's (GROUP then limits it to that group).
+    Also while the pool is down, with -c TOPOLOGY."""
     import os
 
     from pipelex_pool.control.logs import follow_file, follow_many, replica_logs, tail_lines
@@ -550,6 +564,8 @@ def logs(
     if target is not None and group not in groups:
         click.echo(f"pipelex-pool logs: no group {group!r} (groups: {', '.join(groups)})", err=True)
         sys.exit(EXIT_USAGE)
+    if target is not None and not replica and len(replica_logs(log_dir, [group])) > 1:
+        every = True  # GROUP alone names all of its replicas: merged and prefixed, never silently its first one
     if every:
         wanted = [group] if target else groups
         found = replica_logs(log_dir, wanted)

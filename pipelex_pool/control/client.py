@@ -61,6 +61,12 @@ def resolve_socket(
     found = sorted(default.parent.parent.glob("*/control.sock"))
     if len(found) == 1:
         return found[0]
+    if len(found) > 1:  # several pools of this user, none the default one: say which, never guess
+        pools = ", ".join(f"{path.parent.name} ({path})" for path in found)
+        raise PoolError(
+            f"{len(found)} pools run here and none is the default one ({DEFAULT_POOL!r}): {pools}; name one with "
+            "-c TOPOLOGY or --socket PATH (or $PIPELEX_POOL_SOCKET)"
+        )
     system = sorted(system_dir.glob("*/control.sock"))
     return _first_existing([system_dir / "control.sock", *(system if len(system) == 1 else [])]) or default
 

@@ -160,6 +160,12 @@ def render_status(status: dict[str, Any], width: int | None = None) -> str:
                 {True: "yes", False: "NO", None: "-"}[r.get("polling")],
             )
         )
+    shown = {r["group"] for r in status["replicas"]}
+    for name, group in status["groups"].items():  # a group with no process: a row that says why (supervisorctl's)
+        if name not in shown:
+            state = "STOPPED" if group.get("stopped_by_operator") else "SCALED TO 0"
+            where = (group.get("scope") or "-", group.get("profile") or "-", group.get("queue") or "-")
+            rows.append((name, "-", "-", state, *where, "-", "0", "-", "-", "-", _tasks(group.get("tasks")), "0", "-"))
     lines.append("")
     lines += table(rows, width, DROP_ORDER)
     queue_rows = [("QUEUE", "TYPE", "BACKLOG", "AGE", "ADD/S", "DISPATCH/S", "POLLERS")]
