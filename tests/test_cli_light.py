@@ -52,3 +52,15 @@ def test_an_error_names_the_command_the_user_ran(command: tuple[str, ...], tmp_p
     )  # fmt: skip
     assert result.returncode == 3
     assert result.stderr.startswith(f"pipelex-pool {command[0]}: no pool answers on {tmp_path / 'none.sock'}")
+
+
+def test_wait_ready_on_a_file_up_refuses_says_so_at_once(tmp_path: Path) -> None:
+    """`up` exits on a broken topology: `wait-ready -c` must not wait its 600 s for a pool that will never come."""
+    broken = tmp_path / "topology.toml"
+    broken.write_text('[pool]\nname = "p"\nsocket = "ctl.sock"\n[workers.llm]\nscope = "runner-llm"\nreplicas = -1\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelex_pool", "wait-ready", "-c", str(broken), "--timeout", "600"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "workers.llm.replicas" in result.stderr and "`up` refuses it" in result.stderr

@@ -418,6 +418,19 @@ def deploy(
     sys.exit(EXIT_FAILED)
 
 
+def _refuse_if_invalid(topology: Path) -> None:
+    from pipelex_pool.errors import TopologyError
+    from pipelex_pool.topology.load import load_topology
+
+    try:
+        load_topology(topology, read_connection_files=False)
+    except TopologyError as exc:
+        click.echo(
+            f"{exc}\npipelex-pool wait-ready: {topology} is invalid: `up` refuses it, no pool will start", err=True
+        )
+        sys.exit(EXIT_USAGE)
+
+
 @main.command("wait-ready")
 @pool_options
 @click.argument("targets", nargs=-1, metavar="[GROUP]...")
@@ -426,23 +439,32 @@ def wait_ready(
     topology: Path | None, socket_path: Path | None, as_json: bool, targets: tuple[str, ...], timeout: float
 ) -> None:
     """Wait until the pool answers and every wanted replica (of GROUPs, or all) is READY, for scripts that start
-    `up` in the background. Exit 0 when READY, 1 when a replica went FATAL or at --timeout, 4 for an unknown group.
+    `up` in the background. Exit 0 when READY, 1 when a replica went FATAL or at --timeout, 4 for an unknown group,
+    2 at once when -c names a file `up` refuses.
     """
     import time
 
     from pipelex_pool.control.client import ControlClient, resolve_socket
-    from pipelex_pool.errors import PoolNotRunningError
+    from pipelex_pool.errors import PoolError, PoolNotRunningError
 
-    started = time.monotonic()
+    started, checked = time.monotonic(), False
     while True:  # the pool may still be starting: wait for its socket to answer
         try:
             before = ControlClient(resolve_socket(socket_path, topology)).call("status")
             break
         except PoolNotRunningError as exc:
+            if topology is not None and not checked:  # a file `up` refuses: no pool will ever answer, say so now
+                checked = True
+                _refuse_if_invalid(topology)
             if time.monotonic() - started > timeout:
                 click.echo(f"pipelex-pool wait-ready: timed out after {timeout:g}s: {exc}", err=True)
                 sys.exit(EXIT_NOT_RUNNING)
             time.sleep(POLL_S)
+        except PoolError as exc:  # which pool is meant cannot be told (a broken file, several pools)
+            if topology is not None:
+                _refuse_if_invalid(topology)
+            click.echo(f"pipelex-pool wait-ready: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
     unknown = [g for g in targets if g not in before["groups"]]
     if unknown:
         groups = ", ".join(before["groups"])
