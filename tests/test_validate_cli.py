@@ -369,3 +369,12 @@ def test_schema_accepts_the_shipped_topologies_and_flags_what_validate_refuses()
     assert "'30 seconds' is not valid under any of the given schemas" in messages
     assert any("'replicaz' was unexpected" in m for m in messages)
     assert any("'bad name' does not match" in m for m in messages)
+
+
+def test_an_invalid_key_of_a_group_does_not_hide_its_other_errors(tmp_path: Path) -> None:
+    """replicas = -1 and a misspelt profile in one group: both are reported, in one run."""
+    file = write_topology(tmp_path, {"workers.llm.replicas": -1, "workers.llm.profile": "llm-pol"})
+    result = run_validate(str(file), "--json")
+    assert result.exit_code == 2
+    paths = [issue["path"] for issue in json.loads(result.output)["issues"] if issue["severity"] == "error"]
+    assert paths == ["workers.llm.replicas", "workers.llm.profile"]

@@ -79,6 +79,23 @@ def app_ref(pool: PoolSection, file: Path) -> AppRef:
     return AppRef(pool.app, (base / pool.app_path).resolve() if pool.app_path else base)
 
 
+def salvage(model: type[M], data: Any) -> tuple[M | None, set[str]]:
+    """`data` parsed without its top-level keys that fail (already reported), and those keys; None if it still
+    fails."""
+    if not isinstance(data, dict):
+        return None, set()
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        dropped = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+    else:
+        return None, set()
+    try:
+        return model.model_validate({k: v for k, v in data.items() if k not in dropped}), dropped
+    except ValidationError:
+        return None, dropped
+
+
 def parse_section(
     model: type[M], data: Any, prefix: tuple[str, ...], issues: list[Issue], file: str | None = None
 ) -> M | None:
@@ -195,6 +212,7 @@ def load_topology(
     temporal = parse_section(TemporalSection, temporal_raw, ("temporal",), issues, temporal_file)
     workers_raw = doc.get("workers", {})
     groups: dict[str, WorkerGroup] = {}
+    salvaged: set[str] = set()  # keys already reported as invalid, whose defaults stood in for the other checks
     if not isinstance(workers_raw, dict):
         issues.append(Issue("workers", "must be a table of groups.", "write [workers.<group>] tables."))
         workers_raw = {}
@@ -203,6 +221,9 @@ def load_topology(
             issues.append(group_name_issue(name))
             continue
         group = parse_section(WorkerGroup, raw, ("workers", name), issues)
+        if group is None:  # its other keys are still checked: the group without the keys that failed
+            group, dropped = salvage(WorkerGroup, raw)
+            salvaged |= {f"workers.{name}.{key}" for key in dropped}
         if group is not None:
             groups[name] = group
     # A broken [pool] must not hide the other sections' errors: check them against the defaults meanwhile.
@@ -216,6 +237,7 @@ def load_topology(
     resolved: dict[str, ResolvedGroup] = {}
     scopes: dict[str, ResolvedScope] = {}
     if temporal is not None and catalog is not None:
+        before = len(issues)
         resolved, scopes = check_topology(
             pool_for_checks,
             temporal,
@@ -225,6 +247,7 @@ def load_topology(
             complete=len(groups) == len(workers_raw),
             temporal_file=temporal_file,
         )
+        issues[before:] = [i for i in issues[before:] if not any(i.path.startswith(key) for key in salvaged)]
     connection = None
     if pool is not None and temporal is not None:
         connection = check_connection(pool, temporal, path, environ, issues, read_files=read_connection_files)
