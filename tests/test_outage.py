@@ -16,7 +16,7 @@ from temporalio.client import Client
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
 from pipelex_pool.temporal.devserver import dev_server_command, wait_until_serving
 from tests.conftest import Processes, TemporalServer, free_port
-from tests.pool import Pool
+from tests.pool import Pool, cli_args
 
 pytestmark = pytest.mark.slow
 
@@ -50,8 +50,11 @@ async def test_up_while_temporal_is_down_waits_and_polls_once_it_answers(
     )
     assert {r["state"] for r in waiting["replicas"]} == {"STARTING"}
     assert "waiting for Temporal" in pool.cli("status").stdout
+    # a load test started now, before Temporal ever answered, waits for it too (and then runs)
+    load = processes.spawn(cli_args("loadtest", str(pool.topology), "--runs", "5", "--json"), name="loadtest")
     await anyio.sleep(OUTAGE_S)  # the outage goes on, past every start timeout and backoff
     assert not [r for r in pool.replicas() if r["state"] == "FATAL" or r["restarts"]]
+    assert load.poll() is None, processes.output(load)  # still waiting, not given up
     start_server(processes, port, tmp_path / "temporal.db")
     await wait_until_serving(f"127.0.0.1:{port}", "ns", within=60)
     answered = time.monotonic()
@@ -60,6 +63,8 @@ async def test_up_while_temporal_is_down_waits_and_polls_once_it_answers(
     print(f"every replica READY {took:.1f}s after Temporal answered")
     assert took < 15  # (target: 5 s; the bound keeps a busy machine from failing it)
     assert all(r["restarts"] == 0 for r in status["replicas"])
+    assert load.wait(timeout=300) == 0, processes.output(load)
+    assert "does not answer yet; waiting up to 300s" in processes.output(load)
 
 
 async def test_a_server_killed_and_restarted_mid_run_loses_no_run(

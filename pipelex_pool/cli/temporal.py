@@ -30,9 +30,13 @@ def load_or_exit(topology: Path | None, *, read_connection_files: bool = True) -
         sys.exit(EXIT_USAGE)
 
 
-async def connect_or_exit(loaded: Any, quiet_core: bool = False) -> Any:
+async def connect_or_exit(loaded: Any, quiet_core: bool = False, wait_s: float = 0.0) -> Any:
     """A client of the topology's selected server; `quiet_core`: without the SDK core's own log lines (it prints
-    each retried request on stdout, which would break --json; the caller reports outages itself)."""
+    each retried request on stdout, which would break --json; the caller reports outages itself). `wait_s`: how
+    long a server that does not answer (yet) is waited for, saying so once; a TLS or credentials problem ends it
+    at once, named."""
+    import time
+
     import anyio
     from temporalio.runtime import Runtime, TelemetryConfig
 
@@ -40,14 +44,26 @@ async def connect_or_exit(loaded: Any, quiet_core: bool = False) -> Any:
     from pipelex_pool.temporal.connect import connect, named_problem
 
     connection = loaded.connection
-    try:
-        runtime = Runtime(telemetry=TelemetryConfig(logging=None)) if quiet_core else None
-        converter = data_converter(loaded.temporal.payload_codec_config)
-        return await connect(connection, runtime=runtime, converter=converter)
-    except Exception as exc:  # report which server could not be reached and stop: nothing was changed
-        problem = await anyio.to_thread.run_sync(named_problem, connection, exc)
-        click.echo(f"pipelex-pool: cannot connect to Temporal ({connection.summary()}): {problem or exc}", err=True)
-        exit_skipping_finalization(EXIT_FAILED)
+    runtime = Runtime(telemetry=TelemetryConfig(logging=None)) if quiet_core else None
+    converter = data_converter(loaded.temporal.payload_codec_config)
+    started, said = time.monotonic(), False
+    while True:
+        try:
+            return await connect(connection, runtime=runtime, converter=converter)
+        except Exception as exc:  # report which server could not be reached and stop: nothing was changed
+            problem = await anyio.to_thread.run_sync(named_problem, connection, exc)
+            if problem is None and time.monotonic() - started < wait_s:
+                if not said:
+                    click.echo(
+                        f"pipelex-pool: Temporal ({connection.summary()}) does not answer yet; waiting up to "
+                        f"{wait_s:.0f}s ({' '.join(str(exc).split())[:200]})",
+                        err=True,
+                    )
+                    said = True
+                await anyio.sleep(1.0)
+                continue
+            click.echo(f"pipelex-pool: cannot connect to Temporal ({connection.summary()}): {problem or exc}", err=True)
+            exit_skipping_finalization(EXIT_FAILED)
 
 
 @main.command("setup-namespace")
@@ -128,7 +144,7 @@ def loadtest(topology: Path, runs: int, concurrency: int, mix_file: Path | None,
     import anyio
 
     from pipelex_pool.errors import PoolError
-    from pipelex_pool.sim.loadtest import default_mix, load_mix, run_loadtest
+    from pipelex_pool.sim.loadtest import OUTAGE_LIMIT_S, default_mix, load_mix, run_loadtest
 
     loaded = load_or_exit(topology)
     try:
@@ -138,7 +154,8 @@ def loadtest(topology: Path, runs: int, concurrency: int, mix_file: Path | None,
         sys.exit(EXIT_USAGE)
 
     async def run() -> int:
-        client = await connect_or_exit(loaded, quiet_core=True)
+        # an outage that starts before the first connect is ridden out like one during the test
+        client = await connect_or_exit(loaded, quiet_core=True, wait_s=OUTAGE_LIMIT_S)
         with click.progressbar(length=runs, label="pipe runs", file=sys.stderr) as bar:
             report = await run_loadtest(client, loaded, runs, concurrency, mix, lambda: bar.update(1))
         data = report.as_dict()
