@@ -336,13 +336,14 @@ def test_certificate_rotation_rolls_the_workers_under_load(
     assert load.returncode == 0, err
     report = json.loads(out)
     assert report["completed"] == 60 and report["failed"] == 0
-    # (an activity attempt a draining runner's last poll received is handed back by the pool at once: a retry,
-    # not a wait; the runs' durations below say whether anything waited)
-    # A run that waited for a timeout takes seconds (these take ~0.2 s). The one wait a roll can still cause is
-    # outside the pool: a workflow task the draining router's last poll received as it shut down is never
-    # answered and waits its 10 s task timeout (Temporal server behaviour; README, "Known limitations"). Any
-    # other wait (a sticky queue's timeout, an activity's) fails here.
-    slow = anyio.run(slow_runs, temporal_server.address, namespace, 5.0)
+    # (an activity attempt a draining runner's last poll received is handed back by the pool once that runner
+    # exits: a retry after a few seconds at most, not a wait for a timeout)
+    # A run that waited for a timeout takes 10 s or more: the shortest timeouts in play are the sticky queue's and
+    # the workflow task's, 10 s (these runs take ~0.2 s, a few seconds with a hand-back). The one such wait a roll
+    # can still cause is outside the pool: a workflow task the draining router's last poll received as it shut
+    # down is never answered and waits its 10 s task timeout (Temporal server behaviour; README, "Known
+    # limitations"). Any other wait for a timeout (a sticky queue's, an activity's) fails here.
+    slow = anyio.run(slow_runs, temporal_server.address, namespace, 9.0)
     unexplained = {run: why for run, why in slow.items() if why != ORPHANED}
     assert not unexplained, unexplained
 
