@@ -217,6 +217,16 @@ def render_status(status: dict[str, Any], width: int | None = None) -> str:
         for r in status["replicas"]
         if r.get("waiting_for_temporal")
     ]
+    notes += [
+        f"  {r['group']}/{r['replica']}: retiring, {r['retiring_because']}"
+        for r in status["replicas"]
+        if r.get("retiring_because")
+    ]
+    notes += [
+        f"  {name}: starts after {', '.join(g['after'])}; waiting for {', '.join(g['waiting_for'])} to be READY"
+        for name, g in status["groups"].items()
+        if g.get("waiting_for")
+    ]
     stopped = [name for name, g in status["groups"].items() if g["stopped_by_operator"]]
     if stopped:
         notes.append(f"  stopped by operator: {', '.join(stopped)} (`pipelex-pool start GROUP`)")

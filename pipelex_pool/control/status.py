@@ -9,6 +9,7 @@ from typing import Any
 
 from pipelex_pool.contract import sdk_default_identity
 from pipelex_pool.control.protocol import PROTOCOL_VERSION
+from pipelex_pool.supervisor import start_order
 from pipelex_pool.supervisor import view as pool_view
 from pipelex_pool.supervisor.desired import requests
 from pipelex_pool.supervisor.fault import FAULTS
@@ -132,6 +133,7 @@ def _replica(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle
         "last_exit": handle.last_exit.describe() if handle.last_exit else None,
         "reason": handle.reason or None,
         "status_text": info.status_text if info and info.status_text else None,
+        "retiring_because": info.retiring_because if info and info.retiring_because else None,
         "waiting_for_temporal": handle.waiting_for_temporal,
         "tasks": asdict(info.tasks) if info and info.tasks else None,
         "inflight": _inflight(info),
@@ -191,6 +193,8 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "desired": group.desired,
             "ready": sum(h.state is ProcState.READY for h in group.handles),
             "stopped_by_operator": group.stopped_by_operator,
+            "after": start_order.after(group),
+            "waiting_for": start_order.waiting_for(group, supervisor.groups),
             "rolling": len(group.roll_queue),
             "roll_aborted": {"reason": group.roll_aborted[0], "at": group.roll_aborted[1]}
             if group.roll_aborted

@@ -102,6 +102,12 @@ def _probe(*args: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
+def env_file_secret(pool: str, group: str) -> str:
+    """The Secret holding a group's env_file variables (made from the files: `kubectl create secret generic NAME
+    --from-env-file=FILE`), never copied into the manifest."""
+    return dns_name(pool, group, "env")
+
+
 def deployment(topology: Topology, group: ResolvedGroup, image: str, namespace: str | None) -> dict[str, Any]:
     pool = topology.pool.name
     name = dns_name(pool, group.name)
@@ -127,6 +133,7 @@ def deployment(topology: Topology, group: ResolvedGroup, image: str, namespace: 
         "image": image,
         "command": run.argv,
         "env": env,
+        **({"envFrom": [{"secretRef": {"name": env_file_secret(pool, group.name)}}]} if run.env_files else {}),
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "health", "mountPath": HEALTH_DIR},
@@ -323,6 +330,13 @@ def k8s_warnings(topology: Topology) -> list[str]:
         )
     if any(group.command is not None and group.readiness != "notify" for group in topology.groups.values()):
         found.append("groups with a command and no notify readiness get no probes (their program keeps no health file)")
+    for group in topology.groups.values():
+        if group.env_file:
+            files = " ".join(f"--from-env-file={path}" for path in group.env_file)
+            found.append(
+                f"create group {group.name}'s env_file Secret first (its values are not copied into the manifests): "
+                f"kubectl create secret generic {env_file_secret(topology.pool.name, group.name)} {files}"
+            )
     if api_key_env(topology) is not None:
         secret = dns_name(topology.pool.name, "temporal")
         found.append(

@@ -105,6 +105,9 @@ def group_unit(topology: Topology, group: ResolvedGroup, program: str, config: s
         else ""
     )
     secret += credentials(topology)
+    if run.env_files:
+        secret += f"# [workers.{group.name}] env_file (systemd reads its KEY=VALUE lines, without ${{VAR}} expansion)\n"
+        secret += "".join(f"EnvironmentFile={_quote(path)}\n" for path in run.env_files)
     watchdog = f"WatchdogSec={_seconds(run.watchdog)}\n" if run.watchdog else ""
     memory = f"MemoryMax={group.max_memory}\nOOMPolicy=stop\n" if group.max_memory else ""
     notify = group.command is None or group.readiness == "notify"

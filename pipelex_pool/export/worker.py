@@ -21,6 +21,7 @@ class WorkerRun:
 
     argv: list[str]
     env: dict[str, str]  # besides the API key, which is referenced where it is kept, never copied
+    env_files: list[str]  # the group's env_file paths: referenced (EnvironmentFile=, a Secret), never copied
     stop_timeout: timedelta  # graceful_shutdown_timeout plus the pool's margin: SIGKILL only after this
     watchdog: timedelta | None  # the longest silence allowed before the worker is taken as hung
 
@@ -33,10 +34,10 @@ def worker_run(
     argv = worker_argv(
         topology.pool.name, group, program=[program], python=python, config=config, replica=replica, identity=identity
     )
-    env = {**group.env, CONFIG_ENV: config, GROUP_ENV: group.name, "PYTHONUNBUFFERED": "1"}
+    env = {**group.env_table, CONFIG_ENV: config, GROUP_ENV: group.name, "PYTHONUNBUFFERED": "1"}
     watchdog = group.watchdog if group.watchdog and group.readiness == "notify" else None
     stop = group.graceful_shutdown_timeout + timedelta(seconds=STOP_MARGIN_S)
-    return WorkerRun(argv=argv, env=env, stop_timeout=stop, watchdog=watchdog)
+    return WorkerRun(argv=argv, env=env, env_files=group.env_file, stop_timeout=stop, watchdog=watchdog)
 
 
 def api_key_env(topology: Topology) -> str | None:

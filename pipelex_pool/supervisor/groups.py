@@ -50,8 +50,8 @@ class SupervisedGroup:
     stopped_by_operator: bool = False
     removed: bool = False  # dropped by a reload: drain, then forget
     revive: bool = False  # restart-failed: the loop revives its FATAL replicas (as fast as it may spawn)
-    handles: list[ProcessHandle] = field(default_factory=list)  # one slot per replica number
-    roll_queue: list[int] = field(default_factory=list)  # replica numbers waiting for a rolling restart
+    handles: list[ProcessHandle] = field(default_factory=list)  # the slots, in replica order (numbers may skip)
+    roll_queue: list[int] = field(default_factory=list)  # slots (indices in `handles`) waiting for a rolling restart
     replacement: ProcessHandle | None = None  # the new process of the replica being rolled
     retiring: list[ProcessHandle] = field(default_factory=list)  # replaced processes, draining
     roll_aborted: tuple[str, float] | None = None  # the last aborted roll: why, and when (wall clock)
@@ -73,9 +73,17 @@ class SupervisedGroup:
         return ProcessHandle(self.name, replica, RestartPolicy(self.restart, self.rng), self.timings)
 
     def new_handle(self) -> ProcessHandle:
-        handle = self.make_handle(len(self.handles))
+        """A new slot, with the lowest replica number no slot has (a scale-down may retire any replica: idle
+        first), kept in replica order."""
+        used = {handle.replica for handle in self.handles}
+        handle = self.make_handle(min(set(range(len(self.handles) + 1)) - used))
         self.handles.append(handle)
+        self.handles.sort(key=lambda h: h.replica)
         return handle
+
+    def slot_of(self, replica: int) -> int | None:
+        """The index in `handles` of replica number `replica` (they differ once a scale-down retired a middle one)."""
+        return next((index for index, handle in enumerate(self.handles) if handle.replica == replica), None)
 
     def next_deadline(self) -> float | None:
         """When a handle's `tick` (or a delay readiness) may next have something to do."""

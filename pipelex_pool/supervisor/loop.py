@@ -30,6 +30,7 @@ from pipelex_pool.contract import (
 )
 from pipelex_pool.errors import ErrorCode, PoolError, RequestRefused, TopologyError
 from pipelex_pool.paths import PoolPaths
+from pipelex_pool.supervisor import scale_down, start_order
 from pipelex_pool.supervisor.desired.requests import DeployPlan, Reload, Request, Shutdown, apply
 from pipelex_pool.supervisor.events import (
     Event,
@@ -107,6 +108,7 @@ class Supervisor:
         self._held: Event | None = None  # what ended the last wait, applied first at the next drain
         self._next_reap = 0.0
         self._due_at: float | None = None  # when the loop's wait should end at the latest
+        self._held_by_order: set[str] = set()  # groups whose start waits for their `after` groups (for the log)
         pool = self.topology.pool
         if self.budget is None:
             self.budget = SpawnBudget(
@@ -350,7 +352,7 @@ class Supervisor:
 
     async def _reconcile(self, now: float) -> None:
         dev_ready = self.dev is None or any(h.state is ProcState.READY for h in self.dev.handles)
-        workers_alive = any(h.state.alive for g in self.groups.values() for h in g.handles)
+        workers_alive = any(h.state.alive for g in self.groups.values() for h in g.all_handles())
         if self.dev is not None:
             await self._converge(self.dev, 0 if self.shutting_down and not workers_alive else 1, now)
         for group in self.all_groups():
@@ -358,13 +360,26 @@ class Supervisor:
                 group.revive = await self._revive(group, now)
         for group in list(self.groups.values()):
             desired = 0 if self.shutting_down or group.stopped_by_operator or group.removed else group.desired
-            await self._converge(group, desired, now, may_start=dev_ready)
+            waiting = start_order.waiting_for(group, self.groups)
+            self._note_start_order(group, waiting)
+            if not (self.shutting_down and start_order.held_by(group, self.groups)):  # down: in reverse order
+                await self._converge(group, desired, now, may_start=dev_ready and not waiting)
             if dev_ready or group.replacement is not None:
                 await advance_roll(group, now, self._execute, self._may_spawn, stopping=self.shutting_down)
             await self._settle_parked(group, now)
             if group.removed and not group.all_handles():
                 del self.groups[group.name]
                 log.info("group.removed", group=group.name)
+
+    def _note_start_order(self, group: SupervisedGroup, waiting: list[str]) -> None:
+        """Log when a group's start is held by `after`, and when it is let go."""
+        held = group.name in self._held_by_order
+        if waiting and not held and any(h.state is ProcState.STOPPED for h in group.handles[: group.desired]):
+            self._held_by_order.add(group.name)
+            log.info("group.start_waits", group=group.name, waiting_for=waiting)
+        elif held and not waiting:
+            self._held_by_order.discard(group.name)
+            log.info("group.start_released", group=group.name, after=start_order.after(group))
 
     async def _settle_parked(self, group: SupervisedGroup, now: float) -> None:
         """Carry out the fate of the old build's parked processes: drain them once the new build is current
@@ -379,9 +394,10 @@ class Supervisor:
                 await self._execute(group, group.replacement, group.replacement.stop(now), now)
                 group.replacement = None
             for old in list(group.parked):
-                if old.replica < len(group.handles) and old.state.alive:
-                    new = group.handles[old.replica]
-                    group.handles[old.replica] = old
+                slot = group.slot_of(old.replica)
+                if slot is not None and old.state.alive:
+                    new = group.handles[slot]
+                    group.handles[slot] = old
                     group.parked.remove(old)
                     group.retiring.append(new)
                     log.info("worker.restored", group=group.name, replica=old.replica, pid=old.pid, new_pid=new.pid)
@@ -409,6 +425,8 @@ class Supervisor:
                 if not self._may_spawn(now):
                     break  # the rest in the next iterations, after a look at new requests
                 await self._execute(group, handle, handle.start(now), now)
+        if desired > 0 and len(group.handles) > desired:  # a scale-down: idle first (scale_down.py)
+            await self._scale_down(group, len(group.handles) - desired, now)
         for handle in group.handles[desired:]:
             await self._execute(group, handle, handle.stop(now), now)
         while len(group.handles) > desired and group.handles[-1].state in (
@@ -417,6 +435,26 @@ class Supervisor:
             ProcState.FATAL,
         ):
             self.info.pop(group.handles.pop(), None)
+
+    async def _scale_down(self, group: SupervisedGroup, count: int, now: float) -> None:
+        """Retire `count` replicas, those that lose the least work first; they drain among `retiring`."""
+
+        def inflight(handle: ProcessHandle) -> int:
+            info = self.info.get(handle)
+            return len(info.inflight) if info is not None else 0
+
+        by_autoscaler = group.spec is not None and group.spec.autoscale is not None
+        for handle in scale_down.retire_first(group.handles, count, inflight):
+            group.handles.remove(handle)
+            actions = handle.stop(now)
+            if not handle.state.alive:
+                self.info.pop(handle, None)
+                continue
+            reason = scale_down.why(handle, inflight(handle), by_autoscaler)
+            self.replica_info(handle).retiring_because = reason
+            group.retiring.append(handle)
+            log.info("worker.retiring", group=group.name, replica=handle.replica, pid=handle.pid, reason=reason)
+            await self._execute(group, handle, actions, now)
 
     # -- what observers report -----------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ class ReplicaInfo:
     inflight: dict[int, Attempt] = field(default_factory=dict)  # activity attempts it runs now, as it reported them
     cached_runs: set[tuple[str, str]] = field(default_factory=set)  # (workflow_id, run_id) in its workflow cache
     build_id: str | None = None  # the build the process was started on (Worker Deployment Versioning)
+    retiring_because: str = ""  # why a scale-down chose it (status)
 
 
 class PoolState(Protocol):

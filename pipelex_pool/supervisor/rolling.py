@@ -39,8 +39,8 @@ async def advance_roll(
             if not may_spawn(now):
                 return  # next iteration
             if old.state is ProcState.READY:
-                group.replacement = group.make_handle(index)
-                log.info("worker.rolling", group=group.name, replica=index, old_pid=old.pid)
+                group.replacement = group.make_handle(old.replica)
+                log.info("worker.rolling", group=group.name, replica=old.replica, old_pid=old.pid)
                 await execute(group, group.replacement, group.replacement.start(now), now)
                 return
             # Not serving anyway: nothing to keep up, so restart it in place.
@@ -61,23 +61,28 @@ async def advance_roll(
         replacement.restarts = old.restarts
         if group.park_old and old.state.alive:  # a deploy: the old build serves on until the new one is current
             group.parked.append(old)
-            log.info("worker.parked", group=group.name, replica=index, old_pid=old.pid, new_pid=replacement.pid)
+            log.info("worker.parked", group=group.name, replica=old.replica, old_pid=old.pid, new_pid=replacement.pid)
             return
         group.retiring.append(old)
-        log.info("worker.replaced", group=group.name, replica=index, old_pid=old.pid, new_pid=replacement.pid)
+        log.info("worker.replaced", group=group.name, replica=old.replica, old_pid=old.pid, new_pid=replacement.pid)
         await execute(group, old, old.stop(now), now)
     elif replacement.state in (ProcState.FATAL, ProcState.EXITED):
+        kept = (
+            group.handles[group.roll_queue[0]]
+            if group.roll_queue and group.roll_queue[0] < len(group.handles)
+            else None
+        )
         log.error(
             "worker.rolling_aborted",
             group=group.name,
             replica=replacement.replica,
             reason=replacement.reason,
-            kept_pid=group.handles[replacement.replica].pid,
+            kept_pid=kept.pid if kept else None,
         )
         group.roll_aborted = (
             f"{group.name}/{replacement.replica}: the replacement never became READY "
             f"({replacement.state.value}: {replacement.reason or 'no reason recorded'}); the old process "
-            f"(pid {group.handles[replacement.replica].pid}) serves on and the rest of the roll was dropped",
+            f"(pid {kept.pid if kept else None}) serves on and the rest of the roll was dropped",
             time.time(),
         )
         group.replacement = None

@@ -19,6 +19,7 @@ from pipelex_pool.contract import GROUP_NAME_PATTERN
 from pipelex_pool.errors import Issue, Severity, TopologyError
 from pipelex_pool.packs import AppImportError, AppRef, Catalog, ResolvedScope, load_app
 from pipelex_pool.temporal.connection import Connection
+from pipelex_pool.topology.env_files import read_env_files
 from pipelex_pool.topology.env_refs import expand_document
 from pipelex_pool.topology.errors_from_pydantic import issues_from_validation
 from pipelex_pool.topology.schema import (
@@ -248,6 +249,10 @@ def load_topology(
             temporal_file=temporal_file,
         )
         issues[before:] = [i for i in issues[before:] if not any(i.path.startswith(key) for key in salvaged)]
+        for name, done in list(resolved.items()):
+            if groups[name].env_file:
+                files, values = read_env_files(name, groups[name].env_file, path.resolve().parent, environ, issues)
+                resolved[name] = done.model_copy(update={"env_file": files, "env": {**values, **done.env_table}})
     connection = None
     if pool is not None and temporal is not None:
         connection = check_connection(pool, temporal, path, environ, issues, read_files=read_connection_files)

@@ -108,6 +108,9 @@ class Autoscale(StrictModel):
     max: int = Field(ge=1)
     target_backlog_per_replica: int = Field(gt=0)
     cooldown: Duration = timedelta(seconds=60)
+    # a scale-down retires idle replicas (no attempt in flight) only; a busy one it would retire finishes its
+    # attempts first, for this long at most (then it is drained as any stop: graceful_shutdown_timeout, hand-back)
+    busy_wait: Duration = timedelta(minutes=10)
 
 
 Readiness = str  # "notify" | "temporal" | "delay:<duration>"
@@ -119,6 +122,10 @@ class WorkerGroup(StrictModel):
     profile: str | None = None
     replicas: int = Field(default=1, ge=0)
     env: dict[str, str] = Field(default_factory=dict)
+    # dotenv files (relative to the topology file), read at `up` and at each `reload`; `env` wins over them
+    env_file: list[str] = Field(default_factory=list)
+    # groups that must be READY (polling) before this one starts; `down` stops this one before them
+    after: list[str] = Field(default_factory=list)
     max_memory: Size | None = None
     hand_back: bool = True  # a dead replica's in-flight activity attempts are failed at once, for Temporal to retry
     command: list[str] | None = None
@@ -156,7 +163,10 @@ class ResolvedGroup(StrictModel):
     task_queue: str
     profile: str
     replicas: int
-    env: dict[str, str]
+    env: dict[str, str]  # what the replicas get: the env files' variables, then the group's `env` table
+    env_file: list[str]  # absolute paths (exports name them instead of copying secrets into a manifest)
+    env_table: dict[str, str]  # the group's own `env` table, alone
+    after: list[str]
     max_memory: int | None
     hand_back: bool
     command: list[str] | None

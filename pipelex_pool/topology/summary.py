@@ -30,6 +30,8 @@ def summarize(topology: Topology) -> dict[str, Any]:
                 "max_memory": group.max_memory,
                 "graceful_shutdown_timeout": format_duration(group.graceful_shutdown_timeout),
                 "restart": group.restart.model_dump(mode="json"),
+                "after": group.after,
+                "env_file": group.env_file,
             }
         )
     used_scopes = sorted({group.scope for group in topology.groups.values()})
@@ -124,6 +126,10 @@ def render_summary(topology: Topology) -> str:
             extra.append(f"max_memory {format_size(group.max_memory)}")
         if group.command:
             extra.append(f"command {group.command[0]}")
+        if group.after:
+            extra.append(f"starts after {', '.join(group.after)}")
+        if group.env_file:
+            extra.append(f"env from {', '.join(Path(path).name for path in group.env_file)}")
         extra.append(f"grace {format_duration(group.graceful_shutdown_timeout)}")
         lines.append(
             f"  {group.name:<12} x{group.replicas:<3} scope={group.scope:<16} queue={group.task_queue:<20} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import graphlib
 import string
 from datetime import timedelta
 
@@ -118,6 +119,9 @@ def _check_group(
         profile=profile,
         replicas=replicas,
         env=group.env,
+        env_file=[],  # (read by load.py, which does the I/O: env_files.py)
+        env_table=group.env,
+        after=group.after,
         max_memory=group.max_memory,
         hand_back=group.hand_back,
         command=group.command,
@@ -236,6 +240,7 @@ def check_topology(
             result = None
         if result is not None:
             resolved[name] = result
+    _check_start_order(groups, issues)
     if complete and len(resolved) == len(groups):
         _check_coverage(temporal, resolved, scopes, issues)
         check_safety(temporal, resolved, scopes, issues)
@@ -250,6 +255,42 @@ def check_topology(
             )
         )
     return resolved, scopes
+
+
+def _check_start_order(groups: dict[str, WorkerGroup], issues: list[Issue]) -> None:
+    """`after` names groups of this file, not the group itself, and no chain of them comes back to where it began."""
+    for name, group in groups.items():
+        for index, other in enumerate(group.after):
+            if other == name:
+                where = f"workers.{name}.after[{index}]"
+                issues.append(_error(where, "a group cannot start after itself.", "remove it."))
+            elif other not in groups:
+                issues.append(
+                    _error(
+                        f"workers.{name}.after[{index}]",
+                        f"no group {other!r} in this file.",
+                        did_you_mean(other, list(groups), f"name one of: {', '.join(sorted(groups))}."),
+                    )
+                )
+    cycle = start_order_cycle({name: [o for o in g.after if o in groups and o != name] for name, g in groups.items()})
+    if cycle:
+        issues.append(
+            _error(
+                f"workers.{cycle[0]}.after",
+                f"the start order has a cycle: {' -> '.join([*cycle, cycle[0]])} (each would wait for the next).",
+                "remove one of these `after` entries.",
+            )
+        )
+
+
+def start_order_cycle(after: dict[str, list[str]]) -> list[str] | None:
+    """A cycle of `after` edges (the groups on it, in order), or None."""
+    try:
+        graphlib.TopologicalSorter(after).prepare()
+    except graphlib.CycleError as exc:
+        cycle: list[str] = exc.args[1]
+        return cycle[:-1][::-1]  # graphlib lists it from the end of the edges, the first group repeated
+    return None
 
 
 def _check_replica_limit(pool: PoolSection, groups: dict[str, WorkerGroup], issues: list[Issue]) -> None:

@@ -323,11 +323,12 @@ def _end_deploy(state: DesiredState, request: EndDeploy) -> Applied:
 
 def _roll_replica(state: DesiredState, request: RollReplica) -> Applied:
     group = state.groups.get(request.group)
-    if group is None or group.removed or group.stopped_by_operator or request.replica >= len(group.handles):
+    slot = group.slot_of(request.replica) if group is not None else None
+    if group is None or group.removed or group.stopped_by_operator or slot is None:
         return Applied({"queued": False})
-    handle = group.handles[request.replica]
-    if handle.pid != request.pid or handle.state is not ProcState.READY or request.replica in group.roll_queue:
+    handle = group.handles[slot]
+    if handle.pid != request.pid or handle.state is not ProcState.READY or slot in group.roll_queue:
         return Applied({"queued": False})  # already replaced, or already queued: nothing to do
-    group.roll_queue.append(request.replica)
+    group.roll_queue.append(slot)
     log.info("worker.roll_queued", group=group.name, replica=request.replica, pid=request.pid, reason=request.reason)
     return Applied({"queued": True})

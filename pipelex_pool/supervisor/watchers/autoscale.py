@@ -17,6 +17,7 @@ class AutoscaleState:
     reason: str = ""
     changed_at: float = 0.0
     low_since: float | None = None  # since when the backlog has asked for fewer replicas
+    busy_since: float | None = None  # since when a decided scale-down waits for busy replicas to finish
 
 
 def wanted(backlog: int, config: Autoscale) -> int:
@@ -42,6 +43,9 @@ def decide(state: AutoscaleState, backlog: int, current: int, config: Autoscale,
         state.changed_at = now
         state.reason = f"backlog {backlog} / target {config.target_backlog_per_replica} -> {target} (up){fleet}"
         state.desired = target
+    elif target < current and state.desired < current:  # a scale-down already decided: busy replicas finish first
+        state.desired = max(state.desired, target)
+        state.reason = f"backlog {backlog} -> {state.desired} (down, under way){fleet}"
     elif target < current:
         if state.low_since is None:
             state.low_since = now
@@ -58,3 +62,26 @@ def decide(state: AutoscaleState, backlog: int, current: int, config: Autoscale,
         state.low_since = None
         state.reason = f"backlog {backlog} -> {target} (steady){fleet}"
     return state.desired
+
+
+def retire_idle_only(state: AutoscaleState, current: int, idle: int, busy_wait: float, now: float) -> int:
+    """The replicas to run now, given the decided `state.desired`: a scale-down takes the `idle` replicas (no
+    attempt in flight) at once and lets the busy ones finish theirs, for `busy_wait` seconds at most."""
+    goal = state.desired
+    if goal >= current:
+        state.busy_since = None
+        return goal
+    now_possible = max(goal, current - idle)
+    if now_possible == goal:
+        state.busy_since = None
+        return goal
+    if state.busy_since is None:
+        state.busy_since = now
+    waited = now - state.busy_since
+    if waited >= busy_wait:
+        state.busy_since = None
+        state.reason += f"; busy replicas drained after waiting {busy_wait:g}s (busy_wait)"
+        return goal
+    busy = now_possible - goal
+    state.reason += f"; {busy} busy replica(s) finish their attempts first ({waited:.0f}s of busy_wait {busy_wait:g}s)"
+    return now_possible

@@ -20,8 +20,9 @@ from temporalio.client import Client
 
 from pipelex_pool.contract import pool_of, sdk_default_identity
 from pipelex_pool.supervisor.desired.requests import Request, Scale
+from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.process.state import ProcState
-from pipelex_pool.supervisor.watchers.autoscale import AutoscaleState, decide
+from pipelex_pool.supervisor.watchers.autoscale import AutoscaleState, decide, retire_idle_only
 from pipelex_pool.temporal.fleet import FLEET_REFRESH_S, FleetView, describe_fleet
 from pipelex_pool.temporal.pollers import QueueType, poller_limit_error
 from pipelex_pool.temporal.watch import QueueView, describe
@@ -181,7 +182,9 @@ class TemporalWatch:
             state = self.autoscale.setdefault(group.name, AutoscaleState(desired=group.desired, changed_at=now))
             before = group.desired
             members = self.fleet.members(self.supervisor.topology.pool.name) if self.fleet else 1
-            after = decide(state, view.stats.backlog, before, spec.autoscale, now, members)
+            decide(state, view.stats.backlog, before, spec.autoscale, now, members)
+            idle = sum(1 for handle in group.handles if not self._busy(handle))
+            after = retire_idle_only(state, before, idle, spec.autoscale.busy_wait.total_seconds(), now)
             if after != before:
                 log.info(
                     "autoscale.decision",
@@ -195,6 +198,11 @@ class TemporalWatch:
                     reason=state.reason,
                 )
                 self.submit(Scale(group.name, after, by_autoscaler=True, reason=state.reason))
+
+    def _busy(self, handle: ProcessHandle) -> bool:
+        """A READY replica with attempts in flight (the autoscaler lets it finish them before it retires it)."""
+        info = self.supervisor.info.get(handle)
+        return handle.state is ProcState.READY and info is not None and bool(info.inflight)
 
     def polling(
         self, queue: str, types: list[QueueType], identities: tuple[str, ...], ready_at: float | None

@@ -45,7 +45,7 @@ async def watch_resources(view: PoolState, submit: Callable[[Request], object]) 
                     and info.usage.rss_bytes > limit
                     and handle.state is ProcState.READY
                     and handle in group.handles
-                    and handle.replica not in group.roll_queue
+                    and group.slot_of(handle.replica) not in group.roll_queue
                 ):
                     log.warning(
                         "worker.memory_exceeded",
