@@ -446,11 +446,11 @@ class Supervisor:
         by_autoscaler = group.spec is not None and group.spec.autoscale is not None
         for handle in scale_down.retire_first(group.handles, count, inflight):
             group.handles.remove(handle)
+            reason = scale_down.why(handle, inflight(handle), by_autoscaler)
             actions = handle.stop(now)
             if not handle.state.alive:
                 self.info.pop(handle, None)
                 continue
-            reason = scale_down.why(handle, inflight(handle), by_autoscaler)
             self.replica_info(handle).retiring_because = reason
             group.retiring.append(handle)
             log.info("worker.retiring", group=group.name, replica=handle.replica, pid=handle.pid, reason=reason)
