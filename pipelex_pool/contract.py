@@ -29,6 +29,13 @@ INFLIGHT_KEY = "X_PIPELEX_INFLIGHT"  # JSON: activity attempts started / finishe
 # why it cannot reach Temporal yet (it keeps trying: an outage is not a failure); empty once it has reached it
 WAITING_KEY = "X_PIPELEX_WAITING_FOR_TEMPORAL"
 RUNS_KEY = "X_PIPELEX_RUNS"  # JSON: workflow runs cached / evicted (worker/cached_runs.py)
+# pause: "pausing" (no new task; in-flight ones finishing), "paused" (idle, warm), "" (polling again)
+PAUSE_KEY = "X_PIPELEX_PAUSE"
+
+# -- pause and resume of a built-in worker: the process stays, its temporalio Worker stops polling ----------------
+PAUSE_SIGNAL = "SIGUSR1"  # stop taking tasks: the Worker shuts down (in-flight ones finish), the process stays
+RESUME_SIGNAL = "SIGUSR2"  # poll again: a new Worker on the same client, runtime and imported code
+START_PAUSED_ENV = "PIPELEX_POOL_START_PAUSED"  # "1": a replica started while its group is paused waits, warm
 
 # -- what the pool tells Temporal ----------------------------------------------------------------------------------
 HAND_BACK_FAILURE_TYPE = "WorkerProcessDied"  # the failure type of an attempt the pool handed back

@@ -8,13 +8,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
@@ -25,6 +27,7 @@ from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 from pipelex_pool.topology.schema import Autoscale
 from pipelex_pool.topology.validate import start_order_cycle
 from tests.conftest import TemporalServer
+from tests.helpers import history
 from tests.pool import Pool, cli_args
 from tests.test_rolling import make_group
 from tests.topologies import write_topology
@@ -285,3 +288,68 @@ async def test_env_file_reaches_the_workers_and_a_change_rolls_the_group_on_relo
         while not all((pool.directory / f"seen-{pid}").exists() for pid in new):
             await anyio.sleep(0.05)
     assert {seen(pool.directory, pid) for pid in new} == {"second token|/elsewhere"}
+
+
+async def scheduled_not_started(client: Client, run: WorkflowHandle[object, PipeRunResult]) -> bool:
+    events = [e.event_type for e in await history(client, run.id)]
+    return EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED in events and (
+        EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED not in events
+    )
+
+
+async def started_at(client: Client, run: WorkflowHandle[object, PipeRunResult]) -> float:
+    started = [e for e in await history(client, run.id) if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED]
+    return started[0].event_time.ToDatetime(tzinfo=UTC).timestamp()
+
+
+@slow
+async def test_pause_lets_in_flight_attempts_finish_takes_no_new_one_and_resume_polls_with_the_same_processes(
+    pool: Pool, temporal_server: TemporalServer, namespace: str, client: Client
+) -> None:
+    pool.write(temporal_server, namespace, {"workers.media.replicas": 0})
+    pool.up()
+    status = pool.wait_all_ready()
+    pids = {r["pid"] for r in status["replicas"] if r["group"] == "llm"}
+    first = await start_runs(client, 4, latency_s=4.0)
+    pool.wait(lambda s: sum(busy(s).values()) == 4, 30, "the 4 attempts in flight on llm")
+    result = pool.cli("pause", "llm", "--wait")  # returns once every llm replica is PAUSED: their attempts done
+    assert result.returncode == 0, result.stderr + result.stdout
+    for run in first:  # they finished on the paused replicas: attempt 1, nothing handed back
+        outcome = await run.result(rpc_timeout=timedelta(seconds=30))
+        assert outcome.steps[0].attempt == 1 and outcome.steps[0].worker_identity.startswith("testpool/llm/")
+    status = pool.status()
+    llm = [r for r in status["replicas"] if r["group"] == "llm"]
+    assert {r["pid"] for r in llm} == pids and {r["pause"] for r in llm} == {"paused"}
+    assert status["groups"]["llm"]["paused_by_operator"] is True
+    assert pool.cli("reload", "--wait").returncode == 0  # remembered across a reload, as `stop` is
+    assert pool.status()["groups"]["llm"]["paused_by_operator"] is True
+    text = pool.cli("status").stdout
+    assert "PAUSED" in text and "paused by operator: llm" in text
+    second = await start_runs(client, 2, latency_s=0.5)
+    with anyio.fail_after(30):  # a hang guard: the router schedules them on llm_q, where nobody polls
+        while not all([await scheduled_not_started(client, run) for run in second]):
+            await anyio.sleep(0.1)
+    resumed_at = time.time()
+    result = pool.cli("resume", "llm", "--wait")
+    assert result.returncode == 0, result.stderr + result.stdout
+    for run in second:
+        outcome = await run.result(rpc_timeout=timedelta(seconds=30))
+        assert outcome.steps[0].attempt == 1
+        assert await started_at(client, run) >= resumed_at - 0.5  # (the server's clock is this machine's)
+    status = pool.status()
+    assert {r["pid"] for r in status["replicas"] if r["group"] == "llm"} == pids  # the same processes
+    assert status["groups"]["llm"]["handed_back"] == {}
+    assert not [r for r in status["replicas"] if r.get("pause")]
+
+
+def test_a_command_group_cannot_be_paused_and_says_what_to_do_instead() -> None:
+    from pipelex_pool.errors import RequestRefused
+    from pipelex_pool.supervisor.desired.requests import SetPaused, apply
+
+    group = make_group(1)
+    group.spec = type("Spec", (), {"command": ["my-worker"], "after": []})()
+    state = type("State", (), {"groups": {"llm": group}, "shutting_down": False})()
+    with pytest.raises(RequestRefused) as refused:
+        apply(state, SetPaused("llm", paused=True))
+    assert "only built-in workers pause; use `pipelex-pool stop llm`" in refused.value.message
+    assert group.paused_by_operator is False

@@ -308,6 +308,33 @@ def start(
 @pool_options
 @wait_options
 @click.argument("group")
+def pause(
+    topology: Path | None, socket_path: Path | None, as_json: bool, wait: bool | None, timeout: float, group: str
+) -> None:
+    """GROUP's replicas stop taking tasks; the ones in flight finish; the processes stay, warm (also across
+    reloads) until `resume GROUP`. --wait: until every replica is PAUSED (idle)."""
+    _one_group_change(
+        topology, socket_path, as_json, wait, timeout, "pause", {"group": group}, Want.PAUSED, f"pausing {group}"
+    )
+
+
+@main.command()
+@pool_options
+@wait_options
+@click.argument("group")
+def resume(
+    topology: Path | None, socket_path: Path | None, as_json: bool, wait: bool | None, timeout: float, group: str
+) -> None:
+    """GROUP's paused replicas poll again (the same processes); --wait: until every one polls."""
+    _one_group_change(
+        topology, socket_path, as_json, wait, timeout, "resume", {"group": group}, Want.RESUMED, f"resuming {group}"
+    )
+
+
+@main.command()
+@pool_options
+@wait_options
+@click.argument("group")
 @click.argument("replicas", type=click.IntRange(min=0))
 @click.option("--save", is_flag=True, help="Also write the new replicas into the topology file (comments kept).")
 def scale(

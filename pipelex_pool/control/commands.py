@@ -97,6 +97,27 @@ class Start(Command):
         return await supervisor.submit(requests.SetStopped(_group_arg(args), stopped=False))
 
 
+class Pause(Command):
+    """pause GROUP: its replicas stop taking tasks, finish the ones in flight and stay alive, warm (across reloads
+    too) until `resume`."""
+
+    name = "pause"
+    arguments = {"group": str}
+
+    async def run(self, supervisor: PoolControl, args: dict[str, Any]) -> Any:
+        return await supervisor.submit(requests.SetPaused(_group_arg(args), paused=True))
+
+
+class Resume(Command):
+    """resume GROUP: undo `pause GROUP` (the same processes poll again)."""
+
+    name = "resume"
+    arguments = {"group": str}
+
+    async def run(self, supervisor: PoolControl, args: dict[str, Any]) -> Any:
+        return await supervisor.submit(requests.SetPaused(_group_arg(args), paused=False))
+
+
 class Scale(Command):
     """scale GROUP N [save]: set the group's replicas (at most [pool] max_replicas in the pool); with save, write
     them back to the topology file once the pool has accepted them."""
@@ -182,5 +203,17 @@ class Down(Command):
 
 COMMANDS: dict[str, Command] = {
     command.name: command
-    for command in (Status(), RestartFailed(), Restart(), Stop(), Start(), Scale(), Reload(), Deploy(), Down())
+    for command in (
+        Status(),
+        RestartFailed(),
+        Restart(),
+        Stop(),
+        Start(),
+        Pause(),
+        Resume(),
+        Scale(),
+        Reload(),
+        Deploy(),
+        Down(),
+    )
 }

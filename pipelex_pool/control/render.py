@@ -140,7 +140,8 @@ def render_status(status: dict[str, Any], width: int | None = None) -> str:
         lines.append("  stopping   draining every replica")
     rows = [COLUMNS]
     for r in status["replicas"]:
-        state = r["state"] if r["role"] == "replica" else f"{r['state']} ({r['role']})"
+        state = (r.get("pause") or r["state"]).upper() if r["state"] == "READY" else r["state"]
+        state = state if r["role"] == "replica" else f"{state} ({r['role']})"
         rows.append(
             (
                 r["group"],
@@ -227,6 +228,9 @@ def render_status(status: dict[str, Any], width: int | None = None) -> str:
         for name, g in status["groups"].items()
         if g.get("waiting_for")
     ]
+    paused = [name for name, g in status["groups"].items() if g.get("paused_by_operator")]
+    if paused:
+        notes.append(f"  paused by operator: {', '.join(paused)} (`pipelex-pool resume GROUP`)")
     stopped = [name for name, g in status["groups"].items() if g["stopped_by_operator"]]
     if stopped:
         notes.append(f"  stopped by operator: {', '.join(stopped)} (`pipelex-pool start GROUP`)")

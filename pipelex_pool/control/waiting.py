@@ -19,6 +19,8 @@ class Want(enum.Enum):
     REPLACED = "replaced"
     STOPPED = "stopped"
     GONE = "gone"
+    PAUSED = "paused"  # every replica READY and paused (its in-flight tasks finished)
+    RESUMED = "resumed"  # every replica READY and polling again
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ class Goal:
         replicas = [r for r in rows if r["role"] == "replica"]
         wanted, extra = replicas[: info["desired"]], replicas[info["desired"] :]
         pending = [f"{_name(r)} {_state(r)}" for r in wanted if r["state"] != "READY"]
+        if want is Want.PAUSED:
+            pending += [f"{_name(r)} {(r['pause'] or 'polling').upper()}" for r in wanted if r.get("pause") != "paused"]
+        if want is Want.RESUMED:
+            pending += [f"{_name(r)} {r['pause'].upper()}" for r in wanted if r.get("pause")]
         group = rows[0]["group"] if rows else "?"
         pending += [f"{group}/{n} not started yet" for n in range(len(wanted), info["desired"])]
         pending += [f"{_name(r)} {_state(r)}" for r in rows if r["role"] == "replacement"]

@@ -32,12 +32,12 @@ class Readiness(enum.Enum):
 
 @dataclass
 class SupervisedGroup:
-    """A group's desired state and its replica handles (index = replica number).
+    """A group's desired state and its replica handles (slots in replica order; a number may be skipped).
 
-    Desired state (`desired`, `stopped_by_operator`, `removed`, `revive`, `roll_queue`, `park_old`,
-    `parked_fate`) is written only by `desired.requests.apply`, and by the loop as it carries a request out (it
-    pops `roll_queue`, clears `revive`, sets `parked_fate` back to "keep"); the handles, `replacement`, `retiring`
-    and `parked` only by the loop."""
+    Desired state (`desired`, `stopped_by_operator`, `paused_by_operator`, `removed`, `revive`, `roll_queue`,
+    `park_old`, `parked_fate`) is written only by `desired.requests.apply`, and by the loop as it carries a request
+    out (it pops `roll_queue`, clears `revive`, sets `parked_fate` back to "keep"); the handles, `replacement`,
+    `retiring` and `parked` only by the loop."""
 
     name: str
     readiness: Readiness
@@ -48,6 +48,7 @@ class SupervisedGroup:
     spec: ResolvedGroup | None = None  # None for the dev server
     ready_delay: float = 0.0
     stopped_by_operator: bool = False
+    paused_by_operator: bool = False  # pause GROUP: its processes stay, warm, and take no task (desired state)
     removed: bool = False  # dropped by a reload: drain, then forget
     revive: bool = False  # restart-failed: the loop revives its FATAL replicas (as fast as it may spawn)
     handles: list[ProcessHandle] = field(default_factory=list)  # the slots, in replica order (numbers may skip)
@@ -103,6 +104,7 @@ class SupervisedGroup:
         """Take over the running state of `old` (same group, previous topology) after a reload."""
         self.handles, self.retiring, self.replacement = old.handles, old.retiring, old.replacement
         self.roll_queue, self.stopped_by_operator, self.rng = old.roll_queue, old.stopped_by_operator, old.rng
+        self.paused_by_operator = old.paused_by_operator and self.spec is not None and self.spec.command is None
         self.restarts_total, self.exits_total, self.spawn_failures = (
             old.restarts_total,
             old.exits_total,

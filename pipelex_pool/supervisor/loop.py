@@ -21,8 +21,12 @@ from anyio.abc import TaskGroup
 
 from pipelex_pool.contract import (
     INFLIGHT_KEY,
+    PAUSE_KEY,
+    PAUSE_SIGNAL,
+    RESUME_SIGNAL,
     RUNS_KEY,
     SDK_METRICS_KEY,
+    START_PAUSED_ENV,
     TASKS_KEY,
     WAITING_KEY,
     sdk_default_identity,
@@ -364,6 +368,7 @@ class Supervisor:
             self._note_start_order(group, waiting)
             if not (self.shutting_down and start_order.held_by(group, self.groups)):  # down: in reverse order
                 await self._converge(group, desired, now, may_start=dev_ready and not waiting)
+            self._follow_pause(group)
             if dev_ready or group.replacement is not None:
                 await advance_roll(group, now, self._execute, self._may_spawn, stopping=self.shutting_down)
             await self._settle_parked(group, now)
@@ -436,6 +441,21 @@ class Supervisor:
         ):
             self.info.pop(group.handles.pop(), None)
 
+    def _follow_pause(self, group: SupervisedGroup) -> None:
+        """Tell each READY built-in worker of the group to pause or resume, once per change (a signal: the worker
+        keeps the latest wish, so a repeated or crossed one is harmless)."""
+        if group.spec is None or group.spec.command is not None:
+            return
+        wanted = group.paused_by_operator and not self.shutting_down
+        for handle in group.handles:
+            info = self.info.get(handle)
+            if handle.state is not ProcState.READY or handle.pid is None or info is None or info.pause_asked == wanted:
+                continue
+            info.pause_asked = wanted
+            log.info("worker.pause_signalled" if wanted else "worker.resume_signalled", group=group.name,
+                     replica=handle.replica, pid=handle.pid)  # fmt: skip
+            self.spawner.signal(handle.pid, signal.Signals[PAUSE_SIGNAL if wanted else RESUME_SIGNAL])
+
     async def _scale_down(self, group: SupervisedGroup, count: int, now: float) -> None:
         """Retire `count` replicas, those that lose the least work first; they drain among `retiring`."""
 
@@ -488,6 +508,8 @@ class Supervisor:
             self._on_cached_runs(handle, fields[RUNS_KEY])
         if WAITING_KEY in fields:
             self._on_waiting(handle, fields[WAITING_KEY], now)
+        if PAUSE_KEY in fields:
+            self.replica_info(handle).pause = fields[PAUSE_KEY]
         if fields.get("STOPPING") == "1":
             log.info("worker.draining", group=handle.group, replica=handle.replica, pid=handle.pid)
 
@@ -620,6 +642,10 @@ class Supervisor:
         assert self._tg is not None
         spec = group.make_spec(handle.replica)
         info = self.replica_info(handle)
+        info.pause, info.pause_asked = "", False
+        if group.paused_by_operator and group.spec is not None and group.spec.command is None:
+            spec = replace(spec, env={**spec.env, START_PAUSED_ENV: "1"})  # it waits, warm, for `resume`
+            info.pause_asked = True
 
         def register(pid: int) -> None:  # before the child may run: the state file knows it first
             handle.spawned(pid)

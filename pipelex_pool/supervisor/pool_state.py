@@ -36,6 +36,8 @@ class ReplicaInfo:
     cached_runs: set[tuple[str, str]] = field(default_factory=set)  # (workflow_id, run_id) in its workflow cache
     build_id: str | None = None  # the build the process was started on (Worker Deployment Versioning)
     retiring_because: str = ""  # why a scale-down chose it (status)
+    pause: str = ""  # as the worker last reported: "pausing", "paused", or "" (polling)
+    pause_asked: bool = False  # the pause (True) or resume (False) the loop last signalled to this process
 
 
 class PoolState(Protocol):

@@ -25,7 +25,11 @@ from pipelex_pool.contract import (
     HEALTH_FILE_ENV,
     HEALTH_TOUCH_S,
     IDENTITY_ENV,
+    PAUSE_KEY,
+    PAUSE_SIGNAL,
+    RESUME_SIGNAL,
     SDK_METRICS_KEY,
+    START_PAUSED_ENV,
     WAITING_KEY,
     WATCHDOG_USEC_ENV,
 )
@@ -224,6 +228,10 @@ class WorkerProcess:
         self.drain_reason = ""
         self.failed: BaseException | None = None
         self.outbox = inflight.Outbox(inflight.LEDGER, cached_runs.RUNS)
+        # pause: the operator's wish (signals), and the event that wakes the run loop when it changes
+        self.pause_wanted = os.environ.get(START_PAUSED_ENV) == "1"
+        self.changed = anyio.Event()  # set (and replaced) when a pause, a resume or a drain is asked
+        self.worker: Worker | None = None
         health = os.environ.get(HEALTH_FILE_ENV)
         self.health_file = Path(health) if health else None
 
@@ -233,11 +241,27 @@ class WorkerProcess:
             return
         self.drain_reason = reason
         self.drain_requested.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
 
     async def _signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        pause, resume = signal.Signals[PAUSE_SIGNAL], signal.Signals[RESUME_SIGNAL]
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, pause, resume) as signals:
             async for signum in signals:
-                self.drain(signal.Signals(signum).name)
+                if signum in (pause, resume):
+                    self._want_paused(signum == pause)
+                else:
+                    self.drain(signal.Signals(signum).name)
+
+    def _want_paused(self, paused: bool) -> None:
+        if paused == self.pause_wanted:
+            return
+        self.pause_wanted = paused
+        self._wake()
+        log.info("worker.pause_requested" if paused else "worker.resume_requested")
 
     async def _parent_watch(self, parent: int) -> None:
         # backstop for PDEATHSIG (which a thread-exit race can miss): there is no event to wait on
@@ -246,8 +270,11 @@ class WorkerProcess:
         self.drain("parent exited")
 
     async def _announce(self, client: Client, worker: Worker) -> None:
-        await wait_until_polling(client, self.settings, self.notifier)
-        ready = ("READY=1", f"STATUS=polling {self.settings.task_queue}", f"MAINPID={os.getpid()}")
+        if self.pause_wanted:  # started paused: ready to resume, polling nothing
+            ready: tuple[str, ...] = ("READY=1", "STATUS=paused", f"{PAUSE_KEY}=paused", f"MAINPID={os.getpid()}")
+        else:
+            await wait_until_polling(client, self.settings, self.notifier)
+            ready = ("READY=1", f"STATUS=polling {self.settings.task_queue}", f"MAINPID={os.getpid()}")
         # a full queue (the supervisor is paused) has no event to wait on: try again shortly
         while not self.notifier.send(*ready) and self.notifier.enabled:  # noqa: ASYNC110
             await anyio.sleep(REPORT_INTERVAL_S)
@@ -274,21 +301,21 @@ class WorkerProcess:
             log.warning("worker.health_file_failed", path=str(self.health_file), error=str(exc))
 
     async def _keep_health_file(self, worker: Worker) -> None:
-        """ "ready" (then "draining") in the health file, rewritten every HEALTH_TOUCH_S while the worker runs,
-        its drain included: its age is the liveness a probe reads, as WATCHDOG=1 is systemd's."""
-        while worker.is_running:  # noqa: ASYNC110 (a keep-alive is periodic: there is no event to wait on)
+        """ "ready" (then "draining") in the health file, rewritten every HEALTH_TOUCH_S while the process serves,
+        paused or draining: its age is the liveness a probe reads, as WATCHDOG=1 is systemd's."""
+        while True:  # (a keep-alive is periodic: there is no event to wait on; cancelled as the process ends)
             self._write_health("draining" if self.drain_requested.is_set() else "ready")
             await anyio.sleep(HEALTH_TOUCH_S)
 
     async def _ping_watchdog(self, worker: Worker, every: float) -> None:
         """WATCHDOG=1 every half of WATCHDOG_USEC (sd_notify's rule); a ping a full queue refused is sent again soon."""
-        while worker.is_running:  # noqa: ASYNC110 (a keep-alive is periodic: there is no event to wait on)
+        while True:  # noqa: ASYNC110 (a keep-alive is periodic, paused too; cancelled as the process ends)
             await anyio.sleep(every if self.notifier.send("WATCHDOG=1") else REPORT_INTERVAL_S)
 
     async def _report_counts(self, worker: Worker) -> None:
         """The task counts every COUNTS_INTERVAL_S, when they changed: an idle worker keeps the supervisor quiet."""
         sent = None
-        while worker.is_running:
+        while True:
             counts = accounting.COUNTS.to_notify()
             if counts != sent and self.notifier.send(counts):
                 sent = counts
@@ -312,20 +339,56 @@ class WorkerProcess:
                     break
                 await anyio.sleep(REPORT_INTERVAL_S)
 
-    async def _run(self, worker: Worker) -> None:
-        try:
-            await worker.run()
-        except Exception as exc:  # a worker that fails on its own is reported and the process exits 1
-            self.failed = exc
-            log.error("worker.failed", error=repr(exc))
+    async def _run(self, client: Client, worker: Worker) -> None:
+        """Run the temporalio Worker; while a pause is wanted, none runs (the process, its client and its imported
+        code stay); each resume runs a new Worker. Returns once a drain is asked or the Worker failed."""
+        async with anyio.create_task_group() as tg:
+            while not self.drain_requested.is_set():
+                if self.pause_wanted:
+                    await self._sit_paused()
+                    if self.drain_requested.is_set():
+                        break
+                    worker = build_worker(client, self.settings)
+                    self.notifier.send(f"{PAUSE_KEY}=", f"STATUS=polling {self.settings.task_queue}")
+                    log.info("worker.resumed", task_queue=self.settings.task_queue)
+                self.worker = worker
+                tg.start_soon(self._pause_when_asked, worker)
+                try:
+                    await worker.run()
+                except Exception as exc:  # a worker that fails on its own is reported and the process exits 1
+                    self.failed = exc
+                    log.error("worker.failed", error=repr(exc))
+                    break
+                if not self.pause_wanted:
+                    break
+            tg.cancel_scope.cancel()  # a pause's shutdown still under way: the drain shuts the Worker down itself
         if not self.drain_requested.is_set():
             self.drain("worker stopped")
+
+    async def _pause_when_asked(self, worker: Worker) -> None:
+        """Shut `worker` down once a pause is wanted: it stops polling at once, its in-flight tasks finish (within
+        the profile's graceful_shutdown_timeout, as in a drain)."""
+        while not self.pause_wanted:
+            await self.changed.wait()
+            if self.drain_requested.is_set():
+                return
+        if worker.is_running and not self.drain_requested.is_set():
+            self.notifier.send(f"{PAUSE_KEY}=pausing", "STATUS=pausing: in-flight tasks finishing")
+            log.info("worker.pausing")
+            await worker.shutdown()
+
+    async def _sit_paused(self) -> None:
+        """Idle and warm until resumed or drained."""
+        self.notifier.send(f"{PAUSE_KEY}=paused", "STATUS=paused")
+        log.info("worker.paused")
+        while self.pause_wanted and not self.drain_requested.is_set():
+            await self.changed.wait()
 
     async def serve(self, client: Client, worker: Worker, parent: int) -> int:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._signals)
             tg.start_soon(self._parent_watch, parent)
-            tg.start_soon(self._run, worker)
+            tg.start_soon(self._run, client, worker)
             tg.start_soon(self._announce, client, worker)
             tg.start_soon(self._report_inflight)
             tg.start_soon(follow_key, self.settings.connection, client, "worker.api_key_rotated")
@@ -334,9 +397,10 @@ class WorkerProcess:
             log.info("worker.draining", reason=self.drain_reason, grace_s=grace.total_seconds() if grace else 0)
             self.notifier.send("STOPPING=1", f"STATUS=draining ({self.drain_reason})")
             self._write_health("draining")
-            if worker.is_running:
+            running = self.worker or worker
+            if running.is_running:
                 with anyio.CancelScope(shield=True):
-                    await worker.shutdown()
+                    await running.shutdown()
             tg.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
             await self._final_reports()

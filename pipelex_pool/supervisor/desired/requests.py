@@ -45,6 +45,14 @@ class SetStopped:
 
 
 @dataclass(frozen=True)
+class SetPaused:
+    """pause GROUP / resume GROUP: its built-in workers stop taking tasks and stay (warm), or poll again."""
+
+    group: str
+    paused: bool
+
+
+@dataclass(frozen=True)
 class Scale:
     """scale GROUP N (by the operator) or an autoscaling decision (`by_autoscaler`)."""
 
@@ -109,7 +117,9 @@ class DeployPlan:
     outcome: str | None = None  # None while in progress; "done" or "failed: ..."
 
 
-Request = RestartFailed | Restart | SetStopped | Scale | Reload | RollReplica | Shutdown | Deploy | EndDeploy
+Request = (
+    RestartFailed | Restart | SetStopped | SetPaused | Scale | Reload | RollReplica | Shutdown | Deploy | EndDeploy
+)
 
 
 class DesiredState(Protocol):
@@ -151,6 +161,8 @@ def apply(state: DesiredState, request: Request) -> Applied:
             _refuse_if_busy(state, [group.name])
         group.stopped_by_operator = request.stopped
         return Applied({"stopped" if request.stopped else "started": group.name})
+    if isinstance(request, SetPaused):
+        return _set_paused(state, request)
     if isinstance(request, Scale):
         return _scale(state, request)
     if isinstance(request, Reload):
@@ -187,6 +199,23 @@ def _refuse_if_busy(state: DesiredState, names: list[str] | None = None) -> None
         raise RequestRefused(
             ErrorCode.BUSY, f"{conflict}; wait for it to finish (see `pipelex-pool status`) and try again"
         )
+
+
+def _set_paused(state: DesiredState, request: SetPaused) -> Applied:
+    group = _group(state, request.group)
+    if request.paused and group.spec is not None and group.spec.command is not None:
+        raise RequestRefused(
+            ErrorCode.BAD_ARGS,
+            f"group {group.name!r} runs a command of yours ({group.spec.command[0]}), which the pool cannot tell to "
+            f"stop polling: only built-in workers pause; use `pipelex-pool stop {group.name}` to drain it",
+        )
+    if request.paused and (group.stopped_by_operator or group.park_old or group.parked):
+        raise RequestRefused(
+            ErrorCode.BUSY,
+            f"group {group.name!r} is stopped or mid-deploy; pause it once it runs (`pipelex-pool status`)",
+        )
+    group.paused_by_operator = request.paused
+    return Applied({"paused" if request.paused else "resumed": group.name})
 
 
 def _restart_failed(state: DesiredState) -> list[str]:

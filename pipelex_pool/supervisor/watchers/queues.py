@@ -171,6 +171,8 @@ class TemporalWatch:
             spec = group.spec
             if spec is None or spec.autoscale is None or group.stopped_by_operator or group.removed:
                 continue
+            if group.paused_by_operator:  # its backlog grows by the operator's wish: no replica would help
+                continue
             if group.roll_queue or group.replacement:  # one change at a time: let the rolling restart finish
                 continue
             types = served_types(self.supervisor, spec.scope)
@@ -231,9 +233,12 @@ class TemporalWatch:
             owners = pollers_by_owner(self.supervisor, self.fleet, view, now)
             routed_here = queue_type is QueueType.ACTIVITY and queue in routed
             if routed_here and not owners.serving and not owners.foreign and not self._ready_since(queue, view):
+                paused = [g.name for g in self.supervisor.groups.values() if g.paused_by_operator and g.spec
+                          and g.spec.task_queue == queue]  # fmt: skip
+                why = f" (paused: {', '.join(paused)}; `pipelex-pool resume`)" if paused else ""
                 found.append(
-                    f"queue {queue!r} has routed activities ({', '.join(sorted(routed[queue]))}) but no live poller: "
-                    "they will wait in its backlog"
+                    f"queue {queue!r} has routed activities ({', '.join(sorted(routed[queue]))}) but no live "
+                    f"poller{why}: they will wait in its backlog"
                 )
             for identity in owners.foreign:
                 found.append(

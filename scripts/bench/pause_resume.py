@@ -1,0 +1,146 @@
+"""Benchmark: how fast a paused group takes work again (`resume`), against bringing it back by a restart.
+
+One pool (the shipped topology's defaults, one llm replica) on a local Temporal dev server. Rounds interleave:
+- resume: `pause llm` (waited until the replica reports PAUSED), then `resume llm`, timed until Temporal lists the
+  replica's identity polling llm_q again (a poll newer than the command; all partitions described);
+- restart: `restart llm` (the rolling restart a user would otherwise do, a new process), timed until Temporal lists
+  a poller identity it had never listed.
+The supervisor's and the replicas' CPU-seconds over each kind of round are reported beside the times.
+
+    python -m venv .venv && .venv/bin/pip install -e ".[test]"
+    .venv/bin/python -m scripts.bench.pause_resume --rounds 10 --write BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+from temporalio.client import Client
+
+from pipelex_pool.control.client import ControlClient
+from pipelex_pool.temporal.pollers import QueueType, queue_pollers
+from scripts.bench.common import dev_server, ready_pids, shipped_topology, start_pool, stop_group, summary, write_result
+
+QUEUE = "llm_q"
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def llm_row(control: ControlClient) -> dict[str, object] | None:
+    rows = [r for r in control.call("status")["replicas"] if r["group"] == "llm" and r["role"] == "replica"]
+    return rows[0] if rows else None
+
+
+async def until(predicate, what: str, within: float = 120.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + within
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} within {within:.0f}s")
+        await asyncio.sleep(0.01)
+
+
+async def resume_round(client: Client, control: ControlClient) -> tuple[float, float]:
+    control.call("pause", {"group": "llm"})
+
+    async def paused() -> bool:
+        row = llm_row(control)
+        return row is not None and row.get("pause") == "paused"
+
+    await until(paused, "PAUSED replica")
+    row = llm_row(control)
+    assert row is not None
+    identity, pid = str(row["identity"]), int(str(row["pid"]))
+    cpu_before, sent = cpu_seconds([pid]), datetime.now(UTC)
+    started = time.perf_counter()
+    control.call("resume", {"group": "llm"})
+
+    async def polling_again() -> bool:
+        poller = (await queue_pollers(client, QUEUE, QueueType.ACTIVITY)).get(identity)
+        return poller is not None and poller.last_access > sent
+
+    await until(polling_again, "poll after resume")
+    return time.perf_counter() - started, cpu_seconds([pid]) - cpu_before
+
+
+async def restart_round(client: Client, control: ControlClient) -> tuple[float, float]:
+    known = set(await queue_pollers(client, QUEUE, QueueType.ACTIVITY))
+    started = time.perf_counter()
+    control.call("restart", {"groups": ["llm"]})
+
+    async def new_poller() -> bool:
+        return bool(set(await queue_pollers(client, QUEUE, QueueType.ACTIVITY)) - known)
+
+    await until(new_poller, "new poller after restart")
+    elapsed = time.perf_counter() - started
+    await until(lambda: _settled(control), "restart settled")
+    return elapsed, cpu_seconds(ready_pids(control, "llm"))  # the new process's CPU since its start
+
+
+async def _settled(control: ControlClient) -> bool:
+    status = control.call("status")
+    return not status["pool"]["busy"] and len(ready_pids(control, "llm")) == 1
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--write", type=Path, help="Append the result to this Markdown file.")
+    args = parser.parse_args()
+    async with dev_server() as (client, port, directory):
+        doc = shipped_topology(directory, port, replicas={"router": 1, "llm": 1, "media": 1})
+        (directory / "topology.toml").write_text(__import__("tomlkit").dumps(doc))
+        sup = start_pool(directory / "topology.toml")
+        control = ControlClient(directory / "ctl.sock")
+        try:
+            await until(lambda: _ready(control), "pool READY")
+            resumes, restarts, resume_cpu, restart_cpu = [], [], [], []
+            for _ in range(args.rounds):  # interleaved, round by round
+                seconds, cpu = await resume_round(client, control)
+                resumes.append(seconds)
+                resume_cpu.append(cpu)
+                seconds, cpu = await restart_round(client, control)
+                restarts.append(seconds)
+                restart_cpu.append(cpu)
+        finally:
+            stop_group(sup)
+    load = os.getloadavg()[0]
+    ratio = statistics.median(restarts) / statistics.median(resumes)
+    text = (
+        f"| llm back to polling ({args.rounds} interleaved rounds, load {load:.1f}) | time "
+        "| CPU-s of the replica (to polling; the new process's since its start) |\n"
+        "| --- | --- | --- |\n"
+        f"| `resume llm` (same process) | {summary(resumes)} | median {statistics.median(resume_cpu):.3f} |\n"
+        f"| `restart llm` (a new process) | {summary(restarts)} | median {statistics.median(restart_cpu):.3f} |\n\n"
+        f"restart / resume (median): **{ratio:.1f}x**\n"
+    )
+    write_result(args.write, text)
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown after using the Temporal client (see pipelex_pool.cli)
+
+
+async def _ready(control: ControlClient) -> bool:
+    try:
+        return len(ready_pids(control)) == 3
+    except Exception:
+        return False
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
