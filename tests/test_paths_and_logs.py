@@ -17,6 +17,7 @@ from pipelex_pool.errors import PoolError
 from pipelex_pool.paths import private_dir, resolve_paths
 from pipelex_pool.supervisor.spawning.logfile import RotatingLog
 from pipelex_pool.topology.schema import PoolSection
+from tests.pool import cli_args
 
 
 def test_socket_resolution_order(tmp_path: Path) -> None:
@@ -45,6 +46,13 @@ def test_several_pools_without_a_name_are_named_not_guessed(tmp_path: Path) -> N
         resolve_socket(None, None, env, tmp_path / "no-system")
     message = str(caught.value)
     assert "2 pools run here" in message and "alpha (" in message and "beta (" in message and "-c TOPOLOGY" in message
+    assert "--pool NAME" in message
+    beta = tmp_path / "pipelex-pool/beta/control.sock"
+    assert resolve_socket(None, None, env, tmp_path / "no-system", pool="beta") == beta  # --pool beta picks it
+    result = subprocess.run(
+        cli_args("status", "--pool", "gamma"), capture_output=True, text=True, timeout=60, env={**os.environ, **env}
+    )
+    assert result.returncode == 3 and "gamma/control.sock" in result.stderr, result.stderr  # that pool, not a guess
     (tmp_path / "pipelex-pool" / "beta" / "control.sock").unlink()
     assert resolve_socket(None, None, env, tmp_path / "no-system") == tmp_path / "pipelex-pool/alpha/control.sock"
 

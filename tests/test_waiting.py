@@ -83,3 +83,21 @@ def test_progress_prints_one_line_per_replica_change() -> None:
     assert lines == ["llm/0: old process pid 10 exited"]
     lines = progress.lines(answer([row("llm", 0, "BACKOFF", None, last_exit="SIGKILL", reason="restarting")]))
     assert lines == ["llm/0: pid 20 exited (SIGKILL); BACKOFF: restarting"]
+
+
+def test_a_fatal_replica_that_restart_failed_is_reviving_is_pending_not_a_failure() -> None:
+    goal = Goal({"llm": Want.READY}, since=0.0)
+    rows = [row("llm", 0, "READY", 10), row("llm", 1, "FATAL", None, reason="crash loop")]
+    verdict = goal.judge(answer(rows, reviving=True))  # asked; the spawn budget has not started it yet
+    assert not verdict.failed and not verdict.done and verdict.pending == ("llm/1 FATAL: crash loop",)
+    assert goal.judge(answer(rows, reviving=False)).failed == "llm/1 FATAL: crash loop"
+
+
+def test_paused_and_resumed_are_judged_from_each_replica_s_pause() -> None:
+    paused = Goal({"llm": Want.PAUSED}, since=0.0)
+    pausing = answer([row("llm", 0, "READY", 10, pause="paused"), row("llm", 1, "READY", 11, pause="pausing")])
+    assert paused.judge(pausing).pending == ("llm/1 PAUSING",)
+    assert paused.judge(answer([row("llm", n, "READY", 10 + n, pause="paused") for n in (0, 1)])).done
+    resumed = Goal({"llm": Want.RESUMED}, since=0.0)
+    assert resumed.judge(pausing).pending == ("llm/0 PAUSED", "llm/1 PAUSING")
+    assert resumed.judge(answer([row("llm", n, "READY", 10 + n, pause=None) for n in (0, 1)])).done

@@ -34,9 +34,7 @@ class Greet:
 
     @workflow.run
     async def run(self, name: str) -> str:
-        greeting = await workflow.execute_activity(
-            compose_greeting, name, start_to_close_timeout=timedelta(seconds=30)
-        )
+        greeting = await workflow.execute_activity(compose_greeting, name, start_to_close_timeout=timedelta(seconds=30))
         letters = await workflow.execute_activity(count_letters, greeting, start_to_close_timeout=timedelta(seconds=30))
         return f"{greeting} ({letters} letters)"
 

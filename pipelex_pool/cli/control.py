@@ -13,16 +13,35 @@ import click
 from pipelex_pool.cli.base import EXIT_FAILED, EXIT_NO_SUCH_NAME, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, main
 from pipelex_pool.control.waiting import Goal, Want, old_pids
 
+POOL_NAME_META = "pipelex_pool.pool_name"
+
 
 def pool_options(func: Callable[..., None]) -> Callable[..., None]:
     """-c TOPOLOGY / --socket PATH / --json, shared by every control command."""
     func = click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")(func)
+    func = click.option(
+        "--pool",
+        "pool_name",
+        expose_value=False,
+        callback=_remember_pool,
+        help="The pool of this name (when several run for this user).",
+    )(func)
     func = click.option(
         "--socket", "socket_path", type=click.Path(path_type=Path), help="Control socket (or $PIPELEX_POOL_SOCKET)."
     )(func)
     return click.option(
         "-c", "--config", "topology", type=click.Path(path_type=Path), help="Find the pool of this topology file."
     )(func)
+
+
+def _remember_pool(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    ctx.meta[POOL_NAME_META] = value
+
+
+def chosen_pool() -> str | None:
+    """The --pool NAME of the command being run, if any."""
+    context = click.get_current_context(silent=True)
+    return context.meta.get(POOL_NAME_META) if context is not None else None
 
 
 def call_pool(
@@ -39,7 +58,7 @@ def call_pool(
     from pipelex_pool.errors import PoolError, PoolNotRunningError
 
     try:
-        return ControlClient(resolve_socket(socket_path, topology)).call(cmd, args)
+        return ControlClient(resolve_socket(socket_path, topology, pool=chosen_pool())).call(cmd, args)
     except PoolNotRunningError as exc:
         click.echo(f"pipelex-pool {on_behalf or cmd}: {exc}", err=True)
         sys.exit(EXIT_NOT_RUNNING)
@@ -477,7 +496,7 @@ def wait_ready(
     started, checked = time.monotonic(), False
     while True:  # the pool may still be starting: wait for its socket to answer
         try:
-            before = ControlClient(resolve_socket(socket_path, topology)).call("status")
+            before = ControlClient(resolve_socket(socket_path, topology, pool=chosen_pool())).call("status")
             break
         except PoolNotRunningError as exc:
             if topology is not None and not checked:  # a file `up` refuses: no pool will ever answer, say so now
@@ -533,7 +552,7 @@ def down(topology: Path | None, socket_path: Path | None, as_json: bool, no_wait
         progress = Progress(set(before["groups"]))
         progress.prime(before)
         started = time.monotonic()
-        client = ControlClient(resolve_socket(socket_path, topology))
+        client = ControlClient(resolve_socket(socket_path, topology, pool=chosen_pool()))
         while not exited(result["pid"]):
             elapsed = time.monotonic() - started
             if elapsed > timeout:
@@ -556,7 +575,7 @@ def log_location(topology: Path | None, socket_path: Path | None) -> tuple[Path,
     from pipelex_pool.errors import PoolError, PoolNotRunningError
 
     try:
-        status = ControlClient(resolve_socket(socket_path, topology)).call("status")
+        status = ControlClient(resolve_socket(socket_path, topology, pool=chosen_pool())).call("status")
         return Path(status["pool"]["log_dir"]), list(status["groups"])
     except PoolNotRunningError as exc:
         if topology is None:

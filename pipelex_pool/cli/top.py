@@ -18,10 +18,13 @@ SERVE_PORT = 8722  # beside the metrics port the shipped files suggest (9721), c
 @click.option(
     "--socket", "socket_path", type=click.Path(path_type=Path), help="Control socket (or $PIPELEX_POOL_SOCKET)."
 )
+@click.option("--pool", "pool_name", help="The pool of this name (when several run for this user).")
 @click.option("--serve", is_flag=True, help="Serve the view as a web page (needs the [web] extra) instead.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="With --serve: the address to listen on.")
 @click.option("--port", default=SERVE_PORT, show_default=True, type=int, help="With --serve: the port.")
-def top(topology: Path | None, socket_path: Path | None, serve: bool, host: str, port: int) -> None:
+def top(
+    topology: Path | None, socket_path: Path | None, pool_name: str | None, serve: bool, host: str, port: int
+) -> None:
     """A live view of the pool: replicas (state, pid, uptime, restarts, in flight, CPU, RSS, last exit), queues
     (backlog, age, pollers, trend), the latest events, the selected replica's attempts and log. Keys: r restart,
     s scale, x stop, t start the selected replica's group, f restart FATAL replicas (each asks first), q quit.
@@ -31,7 +34,7 @@ def top(topology: Path | None, socket_path: Path | None, serve: bool, host: str,
     """
     from pipelex_pool.control.client import resolve_socket
 
-    socket = resolve_socket(socket_path, topology)
+    socket = resolve_socket(socket_path, topology, pool=pool_name)
     if serve:
         try:
             from textual_serve.server import Server

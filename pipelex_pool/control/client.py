@@ -40,6 +40,7 @@ def resolve_socket(
     topology: Path | None,
     environ: Mapping[str, str] | None = None,
     system_dir: Path = SYSTEM_RUNTIME,
+    pool: str | None = None,
 ) -> Path:
     """--socket, then $PIPELEX_POOL_SOCKET, then the topology's pool (-c), then the default pool's socket (or the
     only pool socket found under the runtime directory); where that socket does not exist, the shipped systemd
@@ -49,6 +50,9 @@ def resolve_socket(
         return explicit
     if environ.get(SOCKET_ENV):
         return Path(environ[SOCKET_ENV])
+    if pool is not None:  # --pool NAME: that pool's socket where this user's pools keep theirs (or the units')
+        ours = runtime_base(pool, environ) / "control.sock"
+        return ours if ours.exists() else _first_existing([system_dir / pool / "control.sock"]) or ours
     if topology is not None:
         location = _pool_location(topology)
         ours = resolve_paths(location, topology.parent, environ).socket
@@ -65,7 +69,7 @@ def resolve_socket(
         pools = ", ".join(f"{path.parent.name} ({path})" for path in found)
         raise PoolError(
             f"{len(found)} pools run here and none is the default one ({DEFAULT_POOL!r}): {pools}; name one with "
-            "-c TOPOLOGY or --socket PATH (or $PIPELEX_POOL_SOCKET)"
+            "--pool NAME, -c TOPOLOGY or --socket PATH (or $PIPELEX_POOL_SOCKET)"
         )
     system = sorted(system_dir.glob("*/control.sock"))
     return _first_existing([system_dir / "control.sock", *(system if len(system) == 1 else [])]) or default

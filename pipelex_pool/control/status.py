@@ -195,6 +195,7 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "ready": sum(h.state is ProcState.READY for h in group.handles),
             "stopped_by_operator": group.stopped_by_operator,
             "paused_by_operator": group.paused_by_operator,
+            "reviving": group.revive,  # restart-failed asked: its FATAL replicas start as the spawn budget allows
             "after": start_order.after(group),
             "waiting_for": start_order.waiting_for(group, supervisor.groups),
             "rolling": len(group.roll_queue),

@@ -59,6 +59,8 @@ class Goal:
 
     def _failures(self, group: str, info: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
         wanted = [r for r in rows if r["role"] == "replica"][: info["desired"]]
+        if info.get("reviving"):  # a FATAL replica the pool is about to start again is pending, not failed
+            return []
         found = [
             f"{_name(r)} FATAL: {r['reason'] or r['last_exit'] or 'gave up'}" for r in wanted if r["state"] == "FATAL"
         ]
