@@ -71,8 +71,8 @@ def up(topology: Path) -> None:
     """
     import anyio
 
-    from pipelex_pool.control.feed import FEED
     from pipelex_pool.errors import PoolError
+    from pipelex_pool.event_feed import FEED
     from pipelex_pool.logs import EVENT_FILE, configure_logging
     from pipelex_pool.supervisor.main import serve_pool
     from pipelex_pool.topology.load import load_topology

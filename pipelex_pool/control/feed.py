@@ -7,59 +7,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-import structlog
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from pipelex_pool.control.status import pool_status
+from pipelex_pool.event_feed import FEED
 from pipelex_pool.supervisor.view import PoolView
 
 CHECK_EVERY_S = 1.0
 STATUS_EVERY_S = 5.0  # uptime and CPU move all the time: refreshed this often even when nothing else changed
-EVENT_QUEUE = 500
 VOLATILE = frozenset(
     {"uptime_s", "cpu_percent", "rss_bytes", "cpu_seconds", "seen_for_s", "backlog_age_s", "poller_age_s", "age_s"}
 )
 Send = Callable[[dict[str, Any]], Awaitable[bool]]
-
-
-class EventFeed:
-    """A structlog processor that copies each supervisor event to the live subscribers (event loop thread only:
-    an event logged from another thread is not fed, the log file still has it)."""
-
-    def __init__(self) -> None:
-        self._subscribers: set[MemoryObjectSendStream[dict[str, Any]]] = set()
-        self._loop_thread: threading.Thread | None = None
-        self.dropped = 0
-
-    def subscribe(self) -> MemoryObjectReceiveStream[dict[str, Any]]:
-        self._loop_thread = threading.current_thread()
-        send, receive = anyio.create_memory_object_stream[dict[str, Any]](max_buffer_size=EVENT_QUEUE)
-        self._subscribers.add(send)
-        return receive
-
-    def unsubscribe(self, receive: MemoryObjectReceiveStream[dict[str, Any]]) -> None:
-        receive.close()  # its send side is dropped at the next event
-
-    def __call__(self, logger: Any, name: str, event_dict: structlog.typing.EventDict) -> structlog.typing.EventDict:
-        if self._subscribers and threading.current_thread() is self._loop_thread:
-            event = json.loads(json.dumps(event_dict, default=str))
-            for send in list(self._subscribers):
-                try:
-                    send.send_nowait(event)
-                except anyio.WouldBlock:
-                    self.dropped += 1
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    self._subscribers.discard(send)
-        return event_dict
-
-
-FEED = EventFeed()
 
 
 def _stable(value: Any) -> Any:

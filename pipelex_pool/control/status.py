@@ -251,7 +251,10 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "max_replicas": supervisor.max_replicas,
             "counts": pool_view.counts(supervisor),
             "tasks": asdict(pool_tasks),
-            "faults": dict(FAULTS),  # caught in the supervisor's own tasks (logged with their tracebacks)
+            "faults": dict(FAULTS),
+            "notify": {"delivered": supervisor.notifications.delivered, "failed": supervisor.notifications.failed}
+            if supervisor.topology.pool.notify
+            else None,  # caught in the supervisor's own tasks (logged with their tracebacks)
         },
         "deployment": _deployment(supervisor),
         "fleet": {

@@ -50,6 +50,7 @@ from pipelex_pool.supervisor.fault import FAULTS, StallGuard, keep_running
 from pipelex_pool.supervisor.groups import DEV_SERVER_GROUP, Readiness, SupervisedGroup, dev_server_group, worker_group
 from pipelex_pool.supervisor.handback import HandBacks
 from pipelex_pool.supervisor.lock import record_for, write_state
+from pipelex_pool.supervisor.notifications import Notifications
 from pipelex_pool.supervisor.process.handle import Action, ProcessHandle
 from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
 from pipelex_pool.supervisor.rolling import advance_roll
@@ -130,6 +131,7 @@ class Supervisor:
         self.health = TemporalHealth(connection.address, expected_down, problem=lambda: self.temporal.problem)
         self.watch = TemporalWatch(self, self.temporal.get, self.request, expected_down)
         self.deployer = DeployController(self, self.temporal.get, self.request)
+        self.notifications = Notifications(lambda: self.topology.pool.notify, pool.name, lambda: self.health.down_since)
         identity = f"{self.topology.pool.name}/supervisor@{socket.gethostname()}:{os.getpid()}"
         stuck_after = pool.stuck_attempt_after.total_seconds()
         self.hand_backs = HandBacks(self.temporal.get, identity, self._report_hand_back, stuck_after)
@@ -185,6 +187,7 @@ class Supervisor:
             tg.start_soon(keep_running, "api_key", self.temporal.follow_key)
             tg.start_soon(keep_running, "temporal_watch", self.watch.run)
             tg.start_soon(keep_running, "deploy", self.deployer.run)
+            tg.start_soon(keep_running, "notify", self.notifications.run)
             beacon = beacon_identity(self.topology.pool.name, self.pid)
             tg.start_soon(keep_running, "beacon", hold_beacon, self.temporal.get, self.topology.pool.fleet_name, beacon)
             log.info(
@@ -446,7 +449,7 @@ class Supervisor:
         keeps the latest wish, so a repeated or crossed one is harmless)."""
         if group.spec is None or group.spec.command is not None:
             return
-        wanted = group.paused_by_operator and not self.shutting_down
+        wanted = group.paused_by_operator
         for handle in group.handles:
             info = self.info.get(handle)
             if handle.state is not ProcState.READY or handle.pid is None or info is None or info.pause_asked == wanted:

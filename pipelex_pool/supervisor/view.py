@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from pipelex_pool.supervisor.desired.requests import Request
+from pipelex_pool.supervisor.notifications import Notifications
 from pipelex_pool.supervisor.pool_state import (
     PoolState,
     ReplicaInfo,
@@ -34,6 +35,8 @@ class PoolView(PoolState, Protocol):
     def deployer(self) -> DeployController: ...
     @property
     def health(self) -> TemporalHealth: ...
+    @property
+    def notifications(self) -> Notifications: ...
 
 
 class PoolControl(PoolView, Protocol):

@@ -55,6 +55,33 @@ class PoolTls(StrictModel):
     client_key: str | None = None  # ... and its private key
 
 
+NotifyKind = Literal[
+    "fatal", "crash_loop", "memory_roll", "oom_kill", "hand_back_burst", "deploy_done", "deploy_failed", "temporal_down"
+]
+NOTIFY_KINDS: tuple[NotifyKind, ...] = (
+    "fatal", "crash_loop", "memory_roll", "oom_kill", "hand_back_burst", "deploy_done", "deploy_failed", "temporal_down"
+)  # fmt: skip
+
+
+class PoolNotify(StrictModel):
+    """`[pool.notify]`: who is told when something breaks; one JSON document per event (see notify/events.py)."""
+
+    exec: list[str] | None = None  # a program (argv), given the document on stdin
+    webhook: str | None = Field(default=None, pattern=r"^https?://")  # POSTed the document (application/json)
+    events: list[NotifyKind] = Field(default_factory=lambda: list(NOTIFY_KINDS))  # default: every kind
+    min_interval: Duration = timedelta(seconds=60)  # per kind: more events within it are counted, sent with the next
+    temporal_down_after: Duration = timedelta(seconds=60)  # Temporal not answering this long: temporal_down
+    timeout: Duration = timedelta(seconds=10)  # one delivery (the program's run, the POST)
+    retries: int = Field(default=3, ge=0)  # after a failed delivery: 1 s, 2 s, 4 s, ... apart
+
+    @field_validator("exec")
+    @classmethod
+    def _exec(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("exec is empty; give the program and its arguments, or remove the key")
+        return value
+
+
 class PoolSection(StrictModel):
     name: str = Field(default="pipelex", pattern=NAME_PATTERN)
     # pools (on several machines) serving the same queues: they see each other's workers and share autoscaling
@@ -86,6 +113,7 @@ class PoolSection(StrictModel):
     # an attempt Temporal says runs on a live replica that does not know of it for this long is handed back (0: off)
     stuck_attempt_after: Duration = timedelta(seconds=60)
     restart: RestartConfig = Field(default_factory=RestartConfig)
+    notify: PoolNotify | None = None
 
     @property
     def fleet_name(self) -> str:

@@ -372,7 +372,7 @@ class WorkerProcess:
             await self.changed.wait()
             if self.drain_requested.is_set():
                 return
-        if worker.is_running and not self.drain_requested.is_set():
+        if not self.drain_requested.is_set():  # (a Worker not running yet stops as soon as `_run` runs it)
             self.notifier.send(f"{PAUSE_KEY}=pausing", "STATUS=pausing: in-flight tasks finishing")
             log.info("worker.pausing")
             await worker.shutdown()

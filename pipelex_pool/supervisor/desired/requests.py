@@ -319,6 +319,11 @@ def _deploy(state: DesiredState, request: Deploy) -> Applied:
         )
     if request.build_id == state.build_id:
         raise RequestRefused(ErrorCode.BAD_ARGS, f"the pool already runs build {request.build_id!r}")
+    paused = [g.name for g in state.groups.values() if g.paused_by_operator and not g.removed]
+    if paused:  # the new build's processes would start paused and never poll: the deploy could not complete
+        raise RequestRefused(
+            ErrorCode.BUSY, f"paused: {', '.join(paused)}; resume them first (`pipelex-pool resume GROUP`)"
+        )
     _refuse_if_busy(state)
     rolled = []
     for group in state.groups.values():
