@@ -177,3 +177,13 @@ def test_private_dir_changes_no_mode_it_did_not_set_and_refuses_an_unsafe_ancest
         assert stat.S_IMODE(work.stat().st_mode) == 0o777 and not (work / "other").exists()
     finally:
         shutil.rmtree(base)
+
+
+def test_wait_ready_says_at_once_that_no_supervisor_runs_instead_of_waiting_its_timeout(tmp_path: Path) -> None:
+    socket = tmp_path / "ctl.sock"
+    result = subprocess.run(
+        cli_args("wait-ready", "--socket", str(socket)), capture_output=True, text=True, timeout=300
+    )  # fmt: skip  (a hang guard: its own --timeout is 600 s)
+    assert result.returncode == 3, result.stderr
+    assert f"no supervisor runs for this pool: nothing answers on {socket}" in result.stderr
+    assert "start it with `pipelex-pool up TOPOLOGY`" in result.stderr

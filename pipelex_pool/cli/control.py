@@ -477,6 +477,26 @@ def _refuse_if_invalid(topology: Path) -> None:
         sys.exit(EXIT_USAGE)
 
 
+NO_SUPERVISOR_AFTER_S = 15.0  # `up` takes its lock once the file is validated (the app imported): a few seconds
+
+
+def _no_supervisor(socket: Path) -> str | None:
+    """Why no pool will answer on `socket` (no live supervisor holds its lock), or None while one may be starting."""
+    import psutil
+
+    lock = socket.with_name(socket.name + ".lock")
+    try:
+        holder = int(lock.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        holder = None
+    if holder is not None and psutil.pid_exists(holder):
+        return None
+    return (
+        f"no supervisor runs for this pool: nothing answers on {socket} and no live process holds {lock} after "
+        f"{NO_SUPERVISOR_AFTER_S:g}s; start it with `pipelex-pool up TOPOLOGY` (its own output says why it stopped)"
+    )
+
+
 @main.command("wait-ready")
 @pool_options
 @click.argument("targets", nargs=-1, metavar="[GROUP]...")
@@ -505,6 +525,11 @@ def wait_ready(
             if time.monotonic() - started > timeout:
                 click.echo(f"pipelex-pool wait-ready: timed out after {timeout:g}s: {exc}", err=True)
                 sys.exit(EXIT_NOT_RUNNING)
+            if time.monotonic() - started > NO_SUPERVISOR_AFTER_S:
+                why = _no_supervisor(resolve_socket(socket_path, topology, pool=chosen_pool()))
+                if why:
+                    click.echo(f"pipelex-pool wait-ready: {why}", err=True)
+                    sys.exit(EXIT_NOT_RUNNING)
             time.sleep(POLL_S)
         except PoolError as exc:  # which pool is meant cannot be told (a broken file, several pools)
             if topology is not None:

@@ -152,7 +152,8 @@ class Notifications:
         self.failed = 0
 
     async def run(self) -> None:
-        while self.config() is None:  # nothing to tell anyone: no copy of each event (a reload may add [pool.notify])
+        # nothing to tell anyone: no copy of each event; a reload may add [pool.notify] (it has no event of its own)
+        while self.config() is None:  # noqa: ASYNC110
             await anyio.sleep(TICK_S)
         receive = FEED.subscribe()
         try:
