@@ -59,6 +59,20 @@ async def test_top_follows_the_pool_and_scales_a_group_after_asking(
         events = app.query_one("#events", RichLog)
         await settle(pilot, lambda: any("worker.spawned" in str(line) for line in events.lines), 30, "the event")
         assert pool.status()["groups"]["llm"]["desired"] == 3
+        await pilot.press("p")  # pause llm, after asking
+        await pilot.pause()
+        await pilot.press("y")
+
+        def states() -> set[str]:
+            return {str(replicas.get_row_at(n)[3]) for n in range(replicas.row_count)}
+
+        await settle(pilot, lambda: "PAUSED" in states(), 60, "PAUSED in the table")
+        assert pool.status()["groups"]["llm"]["paused_by_operator"] is True
+        await pilot.press("p")  # the group is paused: p resumes it
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(pilot, lambda: "PAUSED" not in states() and "PAUSING" not in states(), 60, "resumed")
+        assert pool.status()["groups"]["llm"]["paused_by_operator"] is False
 
 
 def test_top_model_draws_trends_and_event_lines() -> None:

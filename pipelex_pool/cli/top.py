@@ -27,7 +27,8 @@ def top(
 ) -> None:
     """A live view of the pool: replicas (state, pid, uptime, restarts, in flight, CPU, RSS, last exit), queues
     (backlog, age, pollers, trend), the latest events, the selected replica's attempts and log. Keys: r restart,
-    s scale, x stop, t start the selected replica's group, f restart FATAL replicas (each asks first), q quit.
+    s scale, x stop, t start, p pause/resume the selected replica's group, f restart FATAL replicas (each asks
+    first), q quit.
 
     Fed by the pool (a subscription over its control socket: the status when it changes, events as they happen).
     With --serve, each browser that opens http://HOST:PORT gets the same view (it runs `top` for that browser).

@@ -90,6 +90,7 @@ class Top(App[None]):
         Binding("s", "scale", "scale group"),
         Binding("x", "stop", "stop group"),
         Binding("t", "start", "start group"),
+        Binding("p", "pause", "pause/resume group"),
         Binding("f", "restart_failed", "restart FATAL"),
     ]
 
@@ -214,6 +215,14 @@ class Top(App[None]):
     def action_start(self) -> None:
         if group := self._group():
             self._confirmed(f"Start group {group}?", f"start {group}", "start", {"group": group})
+
+    def action_pause(self) -> None:
+        if (group := self._group()) and self.status is not None:
+            if self.status["groups"].get(group, {}).get("paused_by_operator"):
+                self._confirmed(f"Resume group {group}?", f"resume {group}", "resume", {"group": group})
+            else:
+                question = f"Pause group {group} (in-flight tasks finish, no new ones; the processes stay)?"
+                self._confirmed(question, f"pause {group}", "pause", {"group": group})
 
     def action_restart_failed(self) -> None:
         self._confirmed("Start every FATAL replica again?", "restart-failed", "restart-failed", {})

@@ -46,7 +46,8 @@ def replica_rows(status: dict[str, Any]) -> list[tuple[str, ...]]:
     for r in status["replicas"]:
         slots = (groups.get(r["group"]) or {}).get("activity_slots")
         flight = str(len(r.get("inflight") or [])) + (f"/{slots}" if slots else "")
-        state = r["state"] if r["role"] == "replica" else f"{r['state']}*"  # a replacement or a parked process
+        state = (r.get("pause") or r["state"]).upper() if r["state"] == "READY" else r["state"]  # PAUSED, PAUSING
+        state = state if r["role"] == "replica" else f"{state}*"  # a replacement or a parked process
         last = r["last_exit"] or "-"
         rows.append(
             (
