@@ -1,7 +1,8 @@
 """The supervisor's view of Temporal: pollers and backlog per queue, the autoscaler on top.
 
 It asks Temporal as often as there is something to learn: every WATCH_INTERVAL_S (every partition of every queue)
-while a replica is starting or not yet seen polling, a warning is open or Temporal does not answer; otherwise the
+while a replica is starting or not yet seen polling, a warning has just opened (for WARNING_FAST_S: one that stays
+true, such as a group scaled to 0, does not keep the watch at full rate) or Temporal does not answer; otherwise the
 root partition's backlog every QUIET_INTERVAL_S (every WATCH_INTERVAL_S for a queue an autoscaler reads) and every
 partition's pollers every FULL_ROUND_S. It only reads Temporal and submits autoscaling decisions as requests: an
 outage never stalls the reconcile loop and never marks a worker failed by itself."""
@@ -36,6 +37,7 @@ QUIET_INTERVAL_S = 10.0
 FULL_ROUND_S = 30.0  # under LIVE_WITHIN (75 s): a READY replica's poller never looks gone between two full rounds
 RPC_TIMEOUT_S = 5.0
 SLOW_START_S = 3.0  # a worker STARTING for longer makes the watch ask whether polls are refused
+WARNING_FAST_S = 30.0  # a new warning is looked at every WATCH_INTERVAL_S this long, then every FULL_ROUND_S
 
 
 @dataclass
@@ -55,6 +57,8 @@ class TemporalWatch:
     next_round: float = 0.0  # supervisor clock
     full_round_due: float = 0.0
     fleet_due: float = 0.0  # supervisor clock: the fleet's beacon is described every FLEET_REFRESH_S
+    open_warnings: frozenset[str] = frozenset()  # the warnings last seen, and since when (supervisor clock) as such
+    warnings_since: float = 0.0
 
     def watched(self) -> list[tuple[str, QueueType]]:
         """Every queue a group polls (with the types its scope serves), every routed queue, the default queue."""
@@ -76,7 +80,7 @@ class TemporalWatch:
     def looking(self) -> bool:
         """Whether there is something to learn about pollers now: a replica starting or READY but not yet seen in a
         full description, an open warning, or Temporal not answering."""
-        if self.error or self.poller_limit or self.warnings():
+        if self.error or self.poller_limit or self._new_warning():
             return True
         for group in self.supervisor.groups.values():
             if group.spec is None:
@@ -89,6 +93,14 @@ class TemporalWatch:
                     if any(self._older_than((group.spec.task_queue, t), handle.ready_at) for t in types):
                         return True
         return False
+
+    def _new_warning(self) -> bool:
+        """A warning is open and the set of warnings changed within WARNING_FAST_S."""
+        found = frozenset(self.warnings())
+        now = self.supervisor.clock()
+        if found != self.open_warnings:
+            self.open_warnings, self.warnings_since = found, now
+        return bool(found) and now - self.warnings_since < WARNING_FAST_S
 
     async def _round(self, client: Client) -> None:
         started = self.supervisor.clock()
