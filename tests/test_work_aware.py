@@ -340,6 +340,16 @@ async def test_pause_lets_in_flight_attempts_finish_takes_no_new_one_and_resume_
     assert {r["pid"] for r in status["replicas"] if r["group"] == "llm"} == pids  # the same processes
     assert status["groups"]["llm"]["handed_back"] == {}
     assert not [r for r in status["replicas"] if r.get("pause")]
+    for _ in range(3):  # a pause crossed by a resume at once: the same processes end up polling, none exits
+        assert pool.cli("pause", "llm", "--no-wait").returncode == 0
+        assert pool.cli("resume", "llm", "--no-wait").returncode == 0
+    status = pool.wait(
+        lambda s: all(r["pause"] is None and r["polling"] for r in s["replicas"] if r["group"] == "llm"),
+        60,
+        "llm polling again after crossed pauses and resumes",
+    )
+    assert {r["pid"] for r in status["replicas"] if r["group"] == "llm"} == pids
+    assert all(r["restarts"] == 0 for r in status["replicas"])
 
 
 def test_a_command_group_cannot_be_paused_and_says_what_to_do_instead() -> None:

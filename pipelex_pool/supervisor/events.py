@@ -11,6 +11,7 @@ import anyio
 from pipelex_pool.errors import RequestRefused
 from pipelex_pool.supervisor.desired.requests import Request
 from pipelex_pool.supervisor.process.handle import ProcessHandle
+from pipelex_pool.supervisor.process.usage import Usage
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,13 @@ class Exited:
     generation: int
     returncode: int
     last_line: str = ""  # the last line of its output (shown with a failed exit)
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """The resource sampler's reading of the replicas' processes (usage None: the process is gone)."""
+
+    readings: tuple[tuple[ProcessHandle, int, Usage | None], ...]  # (handle, its pid when sampled, usage)
 
 
 @dataclass(frozen=True)
@@ -74,4 +82,4 @@ class Submitted:
 
 
 ProcessEvent = Notified | SeenReady | Exited
-Event = ProcessEvent | HandedBack | RunsHandedBack | Submitted
+Event = ProcessEvent | Sampled | HandedBack | RunsHandedBack | Submitted

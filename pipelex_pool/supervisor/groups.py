@@ -32,12 +32,8 @@ class Readiness(enum.Enum):
 
 @dataclass
 class SupervisedGroup:
-    """A group's desired state and its replica handles (slots in replica order; a number may be skipped).
-
-    Desired state (`desired`, `stopped_by_operator`, `paused_by_operator`, `removed`, `revive`, `roll_queue`,
-    `park_old`, `parked_fate`) is written only by `desired.requests.apply`, and by the loop as it carries a request
-    out (it pops `roll_queue`, clears `revive`, sets `parked_fate` back to "keep"); the handles, `replacement`,
-    `retiring` and `parked` only by the loop."""
+    """A group's desired state (`desired` ... `parked_fate`) and its replica handles (slots in replica order; a
+    number may be skipped). Who writes which field: README, Architecture, "One writer"."""
 
     name: str
     readiness: Readiness

@@ -172,19 +172,25 @@ class HandBacks:
         self.next_stuck_check = 0.0
 
     def replica_exited(
-        self, tg: TaskGroup, group: SupervisedGroup, info: ReplicaInfo, status: ExitStatus, now: float
+        self,
+        tg: TaskGroup,
+        group: SupervisedGroup,
+        identity: str,
+        attempts: list[Attempt],
+        status: ExitStatus,
+        now: float,
     ) -> None:
-        if group.spec is None or not info.identity:
+        """A replica exited with `attempts` in flight (the loop took them off its record): hand them back."""
+        if group.spec is None or not identity:
             return
-        attempts, info.inflight = list(info.inflight.values()), {}
         if not group.spec.hand_back:
             if attempts:
-                log.info("handback.disabled", group=group.name, identity=info.identity, attempts=len(attempts))
+                log.info("handback.disabled", group=group.name, identity=identity, attempts=len(attempts))
             return
         if attempts:
-            message = f"worker process {info.identity} died: {status.describe()}"
-            tg.start_soon(self._hand_back, group.name, info.identity, attempts, message, status)
-        self.dead.append((group.name, info.identity))
+            message = f"worker process {identity} died: {status.describe()}"
+            tg.start_soon(self._hand_back, group.name, identity, attempts, message, status)
+        self.dead.append((group.name, identity))
         self.scan_at = now + SCAN_DELAY_S
 
     def runs_exited(self, tg: TaskGroup, group: SupervisedGroup, identity: str, runs: set[tuple[str, str]]) -> None:

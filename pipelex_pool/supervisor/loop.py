@@ -43,6 +43,7 @@ from pipelex_pool.supervisor.events import (
     Notified,
     ProcessEvent,
     RunsHandedBack,
+    Sampled,
     SeenReady,
     Submitted,
 )
@@ -134,7 +135,7 @@ class Supervisor:
         self.notifications = Notifications(lambda: self.topology.pool.notify, pool.name, lambda: self.health.down_since)
         identity = f"{self.topology.pool.name}/supervisor@{socket.gethostname()}:{os.getpid()}"
         stuck_after = pool.stuck_attempt_after.total_seconds()
-        self.hand_backs = HandBacks(self.temporal.get, identity, self._report_hand_back, stuck_after)
+        self.hand_backs = HandBacks(self.temporal.get, identity, self._report, stuck_after)
         self.groups = {name: worker_group(self.topology, spec) for name, spec in self.topology.groups.items()}
         if self.dev_server:
             self.dev = dev_server_group(self.topology, self.paths.state_dir)
@@ -182,7 +183,7 @@ class Supervisor:
             self._tg = tg
             # each behind a fault boundary: a fault is logged, counted and the task started again (supervisor/fault.py)
             tg.start_soon(keep_running, "signals", self._signals)
-            tg.start_soon(keep_running, "resources", watch_resources, self, self.request)
+            tg.start_soon(keep_running, "resources", watch_resources, self, self.request, self._report)
             tg.start_soon(keep_running, "temporal_health", self.health.run, self.temporal.once)
             tg.start_soon(keep_running, "api_key", self.temporal.follow_key)
             tg.start_soon(keep_running, "temporal_watch", self.watch.run)
@@ -296,6 +297,8 @@ class Supervisor:
                     break
             if isinstance(event, Submitted):
                 requests.append(event)
+            elif isinstance(event, Sampled):
+                self._on_sampled(event)
             elif isinstance(event, HandedBack):
                 self._on_handed_back(event)
             elif isinstance(event, RunsHandedBack):
@@ -553,10 +556,16 @@ class Supervisor:
         runs.update(cached)
         runs.difference_update(evicted)
 
-    def _report_hand_back(self, event: HandedBack | RunsHandedBack) -> None:
-        """(from hand-back tasks) the outcome, for the loop to count"""
+    def _report(self, event: Sampled | HandedBack | RunsHandedBack) -> None:
+        """(from the sampler and the hand-back tasks) what they found, for the loop to record"""
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._send.send_nowait(event)
+
+    def _on_sampled(self, event: Sampled) -> None:
+        for handle, pid, usage in event.readings:
+            info = self.info.get(handle)
+            if info is not None and handle.pid == pid:  # (not a process that has been replaced since)
+                info.usage = usage
 
     def _on_runs_handed_back(self, event: RunsHandedBack) -> None:
         group = self.groups.get(event.group)
@@ -600,7 +609,8 @@ class Supervisor:
             info.tasks = None
         if info is not None:
             assert self._tg is not None
-            self.hand_backs.replica_exited(self._tg, group, info, status, now)
+            attempts, info.inflight = list(info.inflight.values()), {}
+            self.hand_backs.replica_exited(self._tg, group, info.identity, attempts, status, now)
             runs, info.cached_runs = info.cached_runs, set()
             self.hand_backs.runs_exited(self._tg, group, info.identity, runs)
         if handle.state is ProcState.BACKOFF:

@@ -12,7 +12,7 @@ from pipelex_pool.supervisor.desired.requests import DeployPlan
 from pipelex_pool.supervisor.groups import SupervisedGroup
 from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.process.state import ProcState
-from pipelex_pool.supervisor.process.usage import ResourceProbe, Usage
+from pipelex_pool.supervisor.process.usage import Usage
 from pipelex_pool.topology.load import Topology
 from pipelex_pool.worker.accounting import TaskCounts
 from pipelex_pool.worker.inflight import Attempt
@@ -27,7 +27,6 @@ class ReplicaInfo:
 
     identity: str = ""
     status_text: str = ""
-    probe: ResourceProbe | None = None
     tasks: TaskCounts | None = None  # the process's own counts, as it last reported them
     usage: Usage | None = None
     sdk_metrics_given: str | None = None  # "host:port" given to the process for the SDK's metrics

@@ -231,7 +231,8 @@ class WorkerProcess:
         # pause: the operator's wish (signals), and the event that wakes the run loop when it changes
         self.pause_wanted = os.environ.get(START_PAUSED_ENV) == "1"
         self.changed = anyio.Event()  # set (and replaced) when a pause, a resume or a drain is asked
-        self.worker: Worker | None = None
+        self.worker: Worker | None = None  # the Worker that runs now (or last ran)
+        self.paused_worker: Worker | None = None  # the last Worker shut down for a pause
         health = os.environ.get(HEALTH_FILE_ENV)
         self.health_file = Path(health) if health else None
 
@@ -341,26 +342,35 @@ class WorkerProcess:
 
     async def _run(self, client: Client, worker: Worker) -> None:
         """Run the temporalio Worker; while a pause is wanted, none runs (the process, its client and its imported
-        code stay); each resume runs a new Worker. Returns once a drain is asked or the Worker failed."""
+        code stay); after a pause a new Worker runs on the same client. Returns once a drain is asked, or the
+        Worker ended on its own (a failure)."""
+        running: Worker | None = worker
         async with anyio.create_task_group() as tg:
             while not self.drain_requested.is_set():
                 if self.pause_wanted:
                     await self._sit_paused()
                     if self.drain_requested.is_set():
                         break
-                    worker = build_worker(client, self.settings)
+                if running is None:  # resumed: a new Worker (a shut-down one cannot run again)
+                    try:
+                        running = build_worker(client, self.settings)
+                    except Exception as exc:  # (it was built once already: not expected, but not silent)
+                        self.failed = exc
+                        log.error("worker.failed", error=repr(exc))
+                        break
                     self.notifier.send(f"{PAUSE_KEY}=", f"STATUS=polling {self.settings.task_queue}")
                     log.info("worker.resumed", task_queue=self.settings.task_queue)
-                self.worker = worker
-                tg.start_soon(self._pause_when_asked, worker)
+                self.worker = running
+                tg.start_soon(self._pause_when_asked, running)
                 try:
-                    await worker.run()
+                    await running.run()
                 except Exception as exc:  # a worker that fails on its own is reported and the process exits 1
                     self.failed = exc
                     log.error("worker.failed", error=repr(exc))
                     break
-                if not self.pause_wanted:
+                if self.paused_worker is not running:  # it ended on its own, or for the drain
                     break
+                running = None  # shut down for a pause (a resume may already have come: then a new one at once)
             tg.cancel_scope.cancel()  # a pause's shutdown still under way: the drain shuts the Worker down itself
         if not self.drain_requested.is_set():
             self.drain("worker stopped")
@@ -373,6 +383,7 @@ class WorkerProcess:
             if self.drain_requested.is_set():
                 return
         if not self.drain_requested.is_set():  # (a Worker not running yet stops as soon as `_run` runs it)
+            self.paused_worker = worker
             self.notifier.send(f"{PAUSE_KEY}=pausing", "STATUS=pausing: in-flight tasks finishing")
             log.info("worker.pausing")
             await worker.shutdown()

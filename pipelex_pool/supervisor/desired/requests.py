@@ -1,10 +1,9 @@
 """Requests: every change of desired state is one of these events, put on the reconcile loop's stream.
 
 Control commands, signals, the autoscaler and the memory watcher build a request and submit it; the loop applies
-the requests that arrived at one point of each iteration with `apply`, the only function that writes desired
-state (`Supervisor.shutting_down`, `topology` and each group's `desired`, `stopped_by_operator`, `removed`,
-`revive` and `roll_queue`). `apply` does no I/O and touches no process: it changes what the pool should look like
-and answers; the rest of the iteration makes the processes follow."""
+the requests that arrived at one point of each iteration with `apply` (README, Architecture, "One writer").
+`apply` does no I/O and touches no process: it changes what the pool should look like and answers; the rest of
+the iteration makes the processes follow."""
 
 from __future__ import annotations
 

@@ -10,8 +10,10 @@ import anyio
 import structlog
 
 from pipelex_pool.supervisor.desired.requests import Request, RollReplica
+from pipelex_pool.supervisor.events import Sampled
+from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.process.state import ProcState
-from pipelex_pool.supervisor.process.usage import ResourceProbe
+from pipelex_pool.supervisor.process.usage import ResourceProbe, Usage
 from pipelex_pool.units import format_size
 
 if TYPE_CHECKING:
@@ -22,27 +24,37 @@ log = structlog.get_logger("pipelex_pool.supervisor")
 SAMPLE_INTERVAL_S = 2.0  # RSS, CPU% and state in status are at most this old
 
 
-async def watch_resources(view: PoolState, submit: Callable[[Request], object]) -> None:
-    """Sample every replica's usage; a replica over its group's max_memory is submitted for a rolling restart
-    (replacement READY first, so its in-flight work drains instead of being killed)."""
+async def watch_resources(
+    view: PoolState, submit: Callable[[Request], object], report: Callable[[Sampled], None]
+) -> None:
+    """Sample every replica's usage and `report` it (the loop records it: it alone writes replica facts); a
+    replica over its group's max_memory is submitted for a rolling restart (replacement READY first, so its
+    in-flight work drains instead of being killed). The probes (each keeps its process's last CPU times) are the
+    sampler's own."""
+    probes: dict[int, ResourceProbe] = {}
     while True:
         await anyio.sleep(SAMPLE_INTERVAL_S)
+        readings: list[tuple[ProcessHandle, int, Usage | None]] = []
+        live: set[int] = set()
         for group in view.all_groups():
             for handle in group.all_handles():
-                info = view.info.get(handle)
-                if handle.pid is None or info is None:
+                pid = handle.pid
+                if pid is None or handle not in view.info:
                     continue
-                if info.probe is None or info.probe.pid != handle.pid:
+                live.add(pid)
+                probe = probes.get(pid)
+                if probe is None:
                     try:
-                        info.probe = ResourceProbe(handle.pid)
+                        probe = probes[pid] = ResourceProbe(pid)
                     except ProcessLookupError:
                         continue
-                info.usage = info.probe.sample()
+                usage = probe.sample()
+                readings.append((handle, pid, usage))
                 limit = group.spec.max_memory if group.spec else None
                 if (
                     limit
-                    and info.usage is not None
-                    and info.usage.rss_bytes > limit
+                    and usage is not None
+                    and usage.rss_bytes > limit
                     and handle.state is ProcState.READY
                     and handle in group.handles
                     and group.slot_of(handle.replica) not in group.roll_queue
@@ -51,11 +63,15 @@ async def watch_resources(view: PoolState, submit: Callable[[Request], object]) 
                         "worker.memory_exceeded",
                         group=group.name,
                         replica=handle.replica,
-                        pid=handle.pid,
-                        rss_bytes=info.usage.rss_bytes,
-                        rss=format_size(info.usage.rss_bytes),
+                        pid=pid,
+                        rss_bytes=usage.rss_bytes,
+                        rss=format_size(usage.rss_bytes),
                         max_memory=format_size(limit),
                         action="rolling restart",
                     )
-                    reason = f"RSS {format_size(info.usage.rss_bytes)} over max_memory {format_size(limit)}"
-                    submit(RollReplica(group.name, handle.replica, handle.pid, reason))
+                    reason = f"RSS {format_size(usage.rss_bytes)} over max_memory {format_size(limit)}"
+                    submit(RollReplica(group.name, handle.replica, pid, reason))
+        for gone in set(probes) - live:
+            del probes[gone]
+        if readings:
+            report(Sampled(tuple(readings)))
