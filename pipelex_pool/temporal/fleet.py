@@ -21,10 +21,10 @@ from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 
 log = structlog.get_logger("pipelex_pool.fleet")
 # Each beacon poll ends (its deadline) after BEACON_POLL and the next starts at once: Temporal's list then shows a
-# live pool's poll at most BEACON_POLL old, so a pool not seen for LIVE_WITHIN is gone. With the watch describing
-# the beacon every FLEET_REFRESH_S, a dead pool leaves the fleet's share within LIVE_WITHIN + FLEET_REFRESH_S.
+# live pool's poll at most BEACON_POLL old, so a pool not seen for BEACON_LIVE_WITHIN is gone. With the watch describing
+# the beacon every FLEET_REFRESH_S, a dead pool leaves the fleet's share within BEACON_LIVE_WITHIN + FLEET_REFRESH_S.
 BEACON_POLL = timedelta(seconds=10)
-LIVE_WITHIN = timedelta(seconds=20)
+BEACON_LIVE_WITHIN = timedelta(seconds=20)
 FLEET_REFRESH_S = 10.0
 RETRY_S = 2.0
 
@@ -75,6 +75,6 @@ async def describe_fleet(client: Client, fleet: str) -> FleetView:
     now = datetime.now(UTC)
     view = FleetView(fleet, seen_at=now)
     for identity, poller in pollers.items():
-        if now - poller.last_access <= LIVE_WITHIN:
+        if now - poller.last_access <= BEACON_LIVE_WITHIN:
             view.pools.setdefault(pool_of(identity), set()).add(host_of(identity))
     return view

@@ -168,16 +168,15 @@ def worker_spec(
     group: ResolvedGroup,
     replica: int,
     topology_file: Path,
-    extra_env: Mapping[str, str],
-    base_env: Mapping[str, str] | None = None,
+    connection_env: Mapping[str, str],
     *,
     config_dir: Path | None = None,
 ) -> ChildSpec:
     """The built-in worker, or the group's command template with its placeholders filled."""
     identity = identity_for(pool, group.name, replica)
     env = {
-        **child_environment(base_env),
-        **extra_env,  # the pool's defaults (where Temporal is), which the group's own env may override
+        **child_environment(),
+        **connection_env,  # the pool's defaults (where Temporal is), which the group's own env may override
         **group.env,
         CONFIG_ENV: str(topology_file),
         GROUP_ENV: group.name,

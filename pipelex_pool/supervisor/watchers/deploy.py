@@ -43,7 +43,6 @@ DESCRIBE_EVERY_S = 5.0
 VERIFY_WITHIN_S = 120.0  # the new version must be seen on every queue within this, once its replicas are READY
 RETRY_FOR_S = 60.0  # a routing change Temporal could not take now is tried again this long
 TRANSIENT = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED)
-UNVERSIONED = "__unversioned__"
 
 
 class Phase(enum.Enum):

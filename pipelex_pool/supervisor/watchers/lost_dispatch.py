@@ -1,7 +1,8 @@
 """Lost dispatches: activity attempts Temporal recorded as started on a replica that never ran them.
 
 A task the server hands to a long poll of a worker just as that worker shuts down can be recorded as started on it
-and never reach its code (DESIGN.md section 8): the worker's own report cannot name it (it never saw a token). So
+and never reach its code (seen in this project's tests: a poll answered while the SDK shuts its pollers down):
+the worker's own report cannot name it (it never saw a token). So
 after replicas exit, the pool asks Temporal: among the namespace's open workflows, which pending activities are
 STARTED with a dead replica's identity as their last worker? Each one is failed at once (by id: there is no token
 to use; the attempt was just read as the dead worker's, so it is that attempt that is failed), for Temporal to
