@@ -82,6 +82,8 @@ log = structlog.get_logger("pipelex_pool.supervisor")
 MAX_IDLE_S = 5.0
 EXITED_IDENTITY_KEPT_S = 2 * LIVE_WITHIN.total_seconds()
 PAUSE_TOLERANCE_S = 1.0  # a loop that wakes later than this was paused (SIGSTOP, swap, a long pass)
+# notify keys that only report (recorded as they arrive; the loop has nothing to converge for them)
+REPORT_ONLY = frozenset({"WATCHDOG", "STATUS", TASKS_KEY, INFLIGHT_KEY, RUNS_KEY, SDK_METRICS_KEY, PAUSE_KEY})
 
 
 @dataclass
@@ -225,11 +227,16 @@ class Supervisor:
 
     async def step(self) -> bool:
         """One iteration: apply what arrived, act on the time, converge a bounded batch. True once the pool has
-        shut down (every child exited)."""
+        shut down (every child exited). An iteration woken before its deadline by reports alone (watchdog pings,
+        task counts, in-flight attempts, resource samples: nothing that changes what the pool should do) records
+        them and goes back to waiting: an idle pool of 32 replicas is not reconciled 4 times a second."""
         self.steps += 1
+        due = self._due_at
         self._excuse_own_pause()
-        await self._drain()
+        material = await self._drain()
         now = self.clock()
+        if not material and due is not None and now < due and not self.shutting_down:
+            return False
         self._starved = False
         for group in self.all_groups():
             for handle in group.all_handles():
@@ -284,9 +291,12 @@ class Supervisor:
                 handle.excuse(late)
             self.hand_backs.postpone_stuck_check(self.clock())  # reports queued meanwhile must arrive first
 
-    async def _drain(self) -> None:
-        """The one point where what arrived is applied: observers' reports first, in order, then requests."""
+    async def _drain(self) -> bool:
+        """The one point where what arrived is applied: observers' reports first, in order, then requests. True if
+        anything arrived that may change what the loop does (a request, an exit, a readiness, a wait for Temporal),
+        False for reports alone (REPORT_ONLY)."""
         requests: list[Submitted] = []
+        material = False
         while True:
             if self._held is not None:
                 event, self._held = self._held, None
@@ -297,6 +307,7 @@ class Supervisor:
                     break
             if isinstance(event, Submitted):
                 requests.append(event)
+                material = True
             elif isinstance(event, Sampled):
                 self._on_sampled(event)
             elif isinstance(event, HandedBack):
@@ -304,9 +315,11 @@ class Supervisor:
             elif isinstance(event, RunsHandedBack):
                 self._on_runs_handed_back(event)
             else:
+                material = material or not (isinstance(event, Notified) and event.fields.keys() <= REPORT_ONLY)
                 await self._observe(event)
         for submitted in requests:
             self._apply(submitted)
+        return material
 
     def _apply(self, submitted: Submitted) -> None:
         try:
