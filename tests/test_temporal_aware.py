@@ -17,6 +17,7 @@ from temporalio.client import Client
 
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
 from pipelex_pool.temporal.devserver import dev_server_command, wait_until_serving
+from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 from tests.conftest import Processes, TemporalServer, free_port
 from tests.helpers import worker_args
 from tests.pool import Pool, cli_args
@@ -309,3 +310,26 @@ def test_loadtest_rides_out_a_temporal_restart_and_reports_it(pool: Pool, proces
     assert report["completed"] == 40 and report["failed"] == 0 and report["unfinished"] == 0
     assert report["temporal_unreachable"]["retries"] > 0
     assert report["temporal_completed"] == 40
+
+
+async def test_down_then_up_the_previous_processes_are_not_called_strays(
+    pool: Pool, temporal_server: TemporalServer, namespace: str, client: Client
+) -> None:
+    """Temporal lists the last polls of a pool's previous processes for ~75 s after `down`; the next `up` knows them
+    for what they are (this pool's, on this host, their process gone), not strays."""
+    pool.write(temporal_server, namespace)
+    pool.up()
+    before = {r["identity"] for r in pool.wait_all_ready()["replicas"] if r["identity"]}
+    assert pool.cli("down").returncode == 0
+    assert pool.proc is not None and pool.proc.wait(timeout=60) == 0
+    pool.up()
+    status = pool.wait(
+        lambda s: all(r["polling"] for r in s["replicas"]) and len(s["replicas"]) == 4, 60, "every new replica polling"
+    )
+    listed = set()
+    for queue, kind in (("llm_q", QueueType.ACTIVITY), ("media_q", QueueType.ACTIVITY)):
+        listed |= set(await queue_pollers(client, queue, kind))
+    assert before & listed, "Temporal still lists the previous processes (else this test shows nothing)"
+    status = pool.wait(lambda s: s["temporal_watch_error"] is None, 30, "a full watch round")
+    assert not [w for w in status["warnings"] if "not one of this pool's live replicas" in w], status["warnings"]
+    assert all(q["foreign_pollers"] == [] for types in status["queues"].values() for q in types.values())

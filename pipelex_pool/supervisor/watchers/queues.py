@@ -9,6 +9,7 @@ outage never stalls the reconcile loop and never marks a worker failed by itself
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,10 +17,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import anyio
+import psutil
 import structlog
 from temporalio.client import Client
 
-from pipelex_pool.contract import pool_of, sdk_default_identity
+from pipelex_pool.contract import host_of, pool_of, sdk_default_identity
 from pipelex_pool.supervisor.desired.requests import Request, Scale
 from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.process.state import ProcState
@@ -318,13 +320,23 @@ def pollers_by_owner(
     for identity in sorted(live):
         if identity in alive:
             own.append(identity)
-        elif identity in supervisor.exited_identities:
+        elif identity in supervisor.exited_identities or former_process(identity, pool):
             continue
         elif pool_of(identity) in members:
             fleets.append(identity)
         else:
             foreign.append(identity)
     return Owners(own, fleets, foreign)
+
+
+def former_process(identity: str, pool: str) -> bool:
+    """A poller of this pool, on this host, whose process is gone (a previous `up`'s replica: Temporal lists its
+    last polls for up to LIVE_WITHIN after it exited). A live process of the pool that this supervisor does not
+    run is no former process: it is a stray, and warned about."""
+    if pool_of(identity) != pool or host_of(identity) != socket.gethostname():
+        return False
+    pid = identity.rpartition(":")[2]
+    return pid.isdigit() and not psutil.pid_exists(int(pid))  # (a pid reused since: warned about, for a minute)
 
 
 def served_types(supervisor: PoolState, scope: str) -> list[QueueType]:
