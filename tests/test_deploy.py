@@ -186,3 +186,30 @@ async def test_a_restart_after_a_deploy_starts_the_deployed_build(
     with anyio.fail_after(60):
         await fresh.result()
     assert await build_of(fresh) == "B"
+
+
+def test_an_unversioned_pool_on_queues_a_deployment_routes_says_so_and_status_exits_3(
+    pool: Pool, temporal_server: TemporalServer, namespace: str
+) -> None:
+    """A pool started again without [pool] deployment: Temporal still sends the queues' new runs to the
+    deployment's current version, which nobody polls now. Not "all is well": an error naming the fix."""
+    pool.write(temporal_server, namespace, {"pool.deployment": "sim", "pool.build_id": "A"})
+    pool.up()
+    pool.wait_all_ready()
+    pool.wait(lambda s: deployment(s)["current"] == "A", 60, "build A current")
+    assert pool.cli("down").returncode == 0
+    assert pool.proc is not None and pool.proc.wait(timeout=60) == 0
+    pool.rewrite({})  # the same pool, unversioned
+    pool.up()
+    status = pool.wait(
+        lambda s: all(r["state"] == "READY" for r in s["replicas"]) and bool(s["routing_mismatches"]),
+        60,
+        "every replica READY, and the mismatch found",
+    )
+    mismatch = status["routing_mismatches"][0]
+    assert "Temporal sends new runs to the current version sim.A of Worker Deployment 'sim'" in mismatch
+    assert "this pool is unversioned" in mismatch and 'set [pool] deployment = "sim"' in mismatch
+    assert "temporal worker deployment set-current-version --deployment-name sim --unversioned" in mismatch
+    result = pool.cli("status")
+    assert result.returncode == 3 and "routing mismatch" in result.stdout, result.stdout
+    assert '"watch.routing_mismatch"' in pool.output()

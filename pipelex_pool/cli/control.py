@@ -215,7 +215,8 @@ def status(
             groups = ", ".join(full["groups"])
             click.echo(f"pipelex-pool status: {target}: no such group or replica (groups: {groups})", err=True)
         if not watch:
-            sys.exit(EXIT_NO_SUCH_NAME if unknown else EXIT_NOT_RUNNING if not_ready(result) else EXIT_OK)
+            stuck = not_ready(result) or result.get("routing_mismatches")  # (new runs waiting for nobody)
+            sys.exit(EXIT_NO_SUCH_NAME if unknown else EXIT_NOT_RUNNING if stuck else EXIT_OK)
         time.sleep(2)
 
 

@@ -40,6 +40,7 @@ def health(supervisor: PoolView) -> tuple[int, dict[str, Any]]:
             problems.append({"group": group.name, "ready": ready, "desired": group.desired, "states": states})
     if supervisor.health.error:
         problems.append({"temporal": supervisor.health.error})
+    problems += [{"routing": mismatch} for mismatch in supervisor.watch.routing_mismatches()]
     if supervisor.shutting_down:
         problems.append({"pool": "shutting down"})
     body = {"healthy": not problems, "pool": supervisor.topology.pool.name, "problems": problems}

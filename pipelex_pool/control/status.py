@@ -224,6 +224,8 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
     return {
         "queues": _queues(supervisor),
         "warnings": supervisor.watch.warnings() + connection_problems,
+        # new runs routed where no live poller serves them (also among the warnings): status exits 3
+        "routing_mismatches": supervisor.watch.routing_mismatches(),
         "poller_limit": supervisor.watch.poller_limit,
         "temporal_watch_error": supervisor.watch.error,
         "protocol": PROTOCOL_VERSION,

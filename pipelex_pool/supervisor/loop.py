@@ -134,7 +134,9 @@ class Supervisor:
         self.health = TemporalHealth(connection.address, expected_down, problem=lambda: self.temporal.problem)
         self.watch = TemporalWatch(self, self.temporal.get, self.request, expected_down)
         self.deployer = DeployController(self, self.temporal.get, self.request)
-        self.notifications = Notifications(lambda: self.topology.pool.notify, pool.name, lambda: self.health.down_since)
+        self.notifications = Notifications(
+            lambda: self.topology.pool.notify, pool.name, lambda: self.health.down_since, self.watch.routing_mismatches
+        )
         identity = f"{self.topology.pool.name}/supervisor@{socket.gethostname()}:{os.getpid()}"
         stuck_after = pool.stuck_attempt_after.total_seconds()
         self.hand_backs = HandBacks(self.temporal.get, identity, self._report, stuck_after)

@@ -140,11 +140,17 @@ class Notifications:
     """The supervisor's task: follows the event feed and Temporal's health, delivers the notes."""
 
     def __init__(
-        self, config: Callable[[], PoolNotify | None], pool: str, temporal_down_since: Callable[[], float | None]
+        self,
+        config: Callable[[], PoolNotify | None],
+        pool: str,
+        temporal_down_since: Callable[[], float | None],
+        routing_mismatches: Callable[[], list[str]] = list,
     ) -> None:
         self.config = config
         self.pool = pool
         self.temporal_down_since = temporal_down_since
+        self.routing_mismatches = routing_mismatches
+        self.told_mismatches: set[str] = set()  # the ones already told (told again if they clear and come back)
         self.classifier = Classifier()
         self.limiter = Limiter()
         self.told_outage: float | None = None  # the outage (its start) already told
@@ -191,6 +197,10 @@ class Notifications:
                 self.told_outage = since
                 down = f"Temporal has not answered for {time.time() - since:.0f}s"
                 self._offer(tg, config, Note("temporal_down", down, {"event": "temporal.down", "since": since}))
+            mismatches = set(self.routing_mismatches())
+            for mismatch in sorted(mismatches - self.told_mismatches):
+                self._offer(tg, config, Note("routing_mismatch", mismatch, {"event": "watch.routing_mismatch"}))
+            self.told_mismatches = mismatches
 
     async def _deliver(self, config: PoolNotify, note: Note, suppressed: int) -> None:
         body = json.dumps(document(note, self.pool, suppressed)).encode()

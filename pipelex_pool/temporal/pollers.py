@@ -35,6 +35,7 @@ class QueueType(enum.Enum):
 class Poller:
     identity: str
     last_access: datetime
+    version: str | None = None  # "<deployment>.<build_id>" a versioned worker polls as (Worker Deployments)
 
 
 def partition_names(queue: str, partitions: int = DEFAULT_PARTITIONS) -> list[str]:
@@ -61,7 +62,9 @@ def merge_pollers(found: dict[str, Poller], response: DescribeTaskQueueResponse)
         seen = info.last_access_time.ToDatetime(tzinfo=UTC)
         previous = found.get(info.identity)
         if previous is None or previous.last_access < seen:
-            found[info.identity] = Poller(info.identity, seen)
+            options = info.deployment_options
+            version = f"{options.deployment_name}.{options.build_id}" if options.deployment_name else None
+            found[info.identity] = Poller(info.identity, seen, version)
 
 
 async def queue_pollers(

@@ -30,6 +30,9 @@ class QueueView:
     stats: QueueStats = field(default_factory=QueueStats)
     seen_at: datetime | None = None
     error: str | None = None
+    # Worker Deployment routing of the queue: the versions ("<deployment>.<build_id>") its new runs go to
+    current_version: str | None = None
+    ramping_version: str | None = None
 
     def live_pollers(self, now: datetime | None = None) -> dict[str, Poller]:
         now = now or datetime.now(UTC)
@@ -50,6 +53,13 @@ async def describe(client: Client, queue: str, queue_type: QueueType, previous: 
         dispatch_rate=stats.tasks_dispatch_rate,
     )
     merge_pollers(view.pollers, root)
+    routing = root.versioning_info
+    if routing.current_deployment_version.deployment_name:
+        version = routing.current_deployment_version
+        view.current_version = f"{version.deployment_name}.{version.build_id}"
+    if routing.ramping_deployment_version.deployment_name:
+        version = routing.ramping_deployment_version
+        view.ramping_version = f"{version.deployment_name}.{version.build_id}"
     if previous is None:
         for name in partition_names(queue)[1:]:
             merge_pollers(view.pollers, await describe_partition(client, name, queue_type))

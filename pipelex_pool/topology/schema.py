@@ -56,10 +56,12 @@ class PoolTls(StrictModel):
 
 
 NotifyKind = Literal[
-    "fatal", "crash_loop", "memory_roll", "oom_kill", "hand_back_burst", "deploy_done", "deploy_failed", "temporal_down"
-]
+    "fatal", "crash_loop", "memory_roll", "oom_kill", "hand_back_burst", "deploy_done", "deploy_failed",
+    "temporal_down", "routing_mismatch",
+]  # fmt: skip
 NOTIFY_KINDS: tuple[NotifyKind, ...] = (
-    "fatal", "crash_loop", "memory_roll", "oom_kill", "hand_back_burst", "deploy_done", "deploy_failed", "temporal_down"
+    "fatal", "crash_loop", "memory_roll", "oom_kill", "hand_back_burst", "deploy_done", "deploy_failed",
+    "temporal_down", "routing_mismatch",
 )  # fmt: skip
 
 

@@ -59,6 +59,7 @@ class TemporalWatch:
     next_round: float = 0.0  # supervisor clock
     full_round_due: float = 0.0
     fleet_due: float = 0.0  # supervisor clock: the fleet's beacon is described every FLEET_REFRESH_S
+    mismatches_logged: set[str] = field(default_factory=set)  # routing mismatches already logged (error level)
     open_warnings: frozenset[str] = frozenset()  # the warnings last seen, and since when (supervisor clock) as such
     warnings_since: float = 0.0
 
@@ -144,6 +145,10 @@ class TemporalWatch:
             log.info("watch.temporal_available", after_s=round(time.time() - (self.error_since or time.time()), 1))
         self.error = "; ".join(errors) or None
         if not errors:
+            mismatches = set(self.routing_mismatches())
+            for mismatch in sorted(mismatches - self.mismatches_logged):
+                log.error("watch.routing_mismatch", problem=mismatch)
+            self.mismatches_logged = mismatches
             if full:
                 self.full_round_due = started + FULL_ROUND_S
             self._autoscale(self.supervisor.clock())
@@ -233,6 +238,53 @@ class TemporalWatch:
         now = datetime.now(UTC)
         return all(any(i in v.live_pollers(now) for i in identities) for v in views if v is not None)
 
+    def routing_mismatches(self) -> list[str]:
+        """The queues this pool polls whose new runs Temporal routes to a Worker Deployment version that no live
+        poller serves (they wait in the backlog, whatever `status` says of the replicas): what, and the fix."""
+        topology = self.supervisor.topology
+        polled = {
+            (g.spec.task_queue, t)
+            for g in self.supervisor.groups.values()
+            if g.spec is not None and not g.removed
+            for t in served_types(self.supervisor, g.spec.scope)
+        }
+        found = []
+        now, pool = datetime.now(UTC), topology.pool.name
+        for key in sorted(polled, key=lambda k: (k[0], k[1].name)):
+            view = self.views.get(key)
+            if view is None or view.seen_at is None or view.error:
+                continue
+            served = {  # by a live process: not one of this pool's that exited (Temporal lists it ~75 s more)
+                poller.version
+                for identity, poller in view.live_pollers(now).items()
+                if identity not in self.supervisor.exited_identities and not former_process(identity, pool)
+            }
+            for role, version in (("current", view.current_version), ("ramping", view.ramping_version)):
+                if version is None or version in served:
+                    continue
+                deployment, _, build = version.rpartition(".")
+                ours = topology.pool.deployment
+                if ours is None:
+                    why = "this pool is unversioned, so its replicas get none of them"
+                    fix = f'set [pool] deployment = "{deployment}" (and build_id) and restart the pool'
+                elif ours != deployment:
+                    why = f"this pool registers in Worker Deployment {ours!r}, not {deployment!r}"
+                    fix = f'set [pool] deployment = "{deployment}", or move the queue to {ours!r}'
+                else:
+                    why = f"this pool runs build {self.supervisor.build_id!r}, not {build!r}"
+                    fix = f"`pipelex-pool deploy --build-id {build}`, or make this build current"
+                release = (
+                    f"`temporal worker deployment set-current-version --deployment-name {deployment} --unversioned`"
+                    if role == "current"
+                    else f"`temporal worker deployment set-ramping-version --deployment-name {deployment} --delete`"
+                )
+                found.append(
+                    f"routing mismatch: queue {key[0]!r} ({key[1].name.lower()}): Temporal sends new runs to the "
+                    f"{role} version {version} of Worker Deployment {deployment!r}, which no live poller serves; "
+                    f"{why}. Fix: {fix}, or release the queue: {release}"
+                )
+        return found
+
     def warnings(self) -> list[str]:
         topology = self.supervisor.topology
         routed: dict[str, list[str]] = {}
@@ -240,6 +292,7 @@ class TemporalWatch:
             for queue in route.queues():
                 routed.setdefault(queue, []).append(activity)
         found = [self.poller_limit] if self.poller_limit else []
+        found += self.routing_mismatches()
         now = datetime.now(UTC)
         for (queue, queue_type), view in sorted(self.views.items(), key=lambda kv: (kv[0][0], kv[0][1].name)):
             if view.seen_at is None:
