@@ -333,3 +333,54 @@ async def test_down_then_up_the_previous_processes_are_not_called_strays(
     status = pool.wait(lambda s: s["temporal_watch_error"] is None, 30, "a full watch round")
     assert not [w for w in status["warnings"] if "not one of this pool's live replicas" in w], status["warnings"]
     assert all(q["foreign_pollers"] == [] for types in status["queues"].values() for q in types.values())
+
+
+async def test_temporal_s_worker_heartbeats_show_slots_used_and_a_stopped_worker_is_flagged(
+    pool: Pool, temporal_server: TemporalServer, namespace: str, client: Client
+) -> None:
+    """Temporal's own view of each replica (`ListWorkers`): N activities running on a replica show as N activity
+    slots used; a worker whose process is SIGSTOPped stops heartbeating and is flagged while its process exists."""
+    pool.write(
+        temporal_server,
+        namespace,
+        {"pool.worker_heartbeat": "1s", "workers.llm.watchdog": "0s", "workers.media.replicas": 0},
+    )
+    pool.up()
+    pool.wait_all_ready()
+    runs = [
+        await client.start_workflow(
+            "WfPipeRun",
+            PipeRunInput(run_id=f"hb-{i}", steps=[SimStep("act_llm_gen_text", latency_s=25.0)]),
+            id=f"hb-{uuid.uuid4().hex[:8]}-{i}",
+            task_queue="temporal_task_queue",
+            result_type=PipeRunResult,
+        )
+        for i in range(3)
+    ]
+
+    def llm(status: dict[str, Any]) -> list[dict[str, Any]]:
+        return [r for r in status["replicas"] if r["group"] == "llm"]
+
+    status = pool.wait(
+        lambda s: sum((r["temporal_worker"] or {}).get("activity_slots_used", 0) for r in llm(s)) == 3,
+        40,
+        "Temporal's heartbeats showing the 3 activity slots used",
+    )
+    assert status["pool"]["worker_heartbeats"] == "read"
+    for row in llm(status):  # Temporal's count and the pool's own agree, replica by replica
+        assert row["temporal_worker"]["activity_slots_used"] == len(row["inflight"])
+        assert row["temporal_worker"]["status"] == "RUNNING" and not row["heartbeat_stale"]
+    victim = llm(status)[0]
+    os.kill(victim["pid"], signal.SIGSTOP)
+    try:
+        status = pool.wait(
+            lambda s: any(r["pid"] == victim["pid"] and r["heartbeat_stale"] for r in llm(s)),
+            60,
+            "the stopped worker flagged by its stale heartbeat",
+        )
+        assert "no recent heartbeat from it while its process runs" in pool.cli("status").stdout
+        assert not any(r["heartbeat_stale"] for r in llm(status) if r["pid"] != victim["pid"])
+    finally:
+        os.kill(victim["pid"], signal.SIGCONT)
+    for run in runs:
+        await run.result()

@@ -219,6 +219,11 @@ def render_status(status: dict[str, Any], width: int | None = None) -> str:
         if r.get("waiting_for_temporal")
     ]
     notes += [
+        f"  {r['group']}/{r['replica']}: Temporal has no recent heartbeat from it while its process runs (hung?)"
+        for r in status["replicas"]
+        if r.get("heartbeat_stale")
+    ]
+    notes += [
         f"  {r['group']}/{r['replica']}: retiring, {r['retiring_because']}"
         for r in status["replicas"]
         if r.get("retiring_because")

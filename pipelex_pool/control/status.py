@@ -135,6 +135,7 @@ def _replica(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle
         "status_text": info.status_text if info and info.status_text else None,
         "retiring_because": info.retiring_because if info and info.retiring_because else None,
         "pause": info.pause if info and info.pause and handle.state is ProcState.READY else None,
+        **_heartbeat(supervisor, handle, info.identity if info else ""),
         "waiting_for_temporal": handle.waiting_for_temporal,
         "tasks": asdict(info.tasks) if info and info.tasks else None,
         "inflight": _inflight(info),
@@ -146,6 +147,32 @@ def _replica(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle
         else None,
         **_resources(supervisor, handle),
     }
+
+
+def _heartbeat(supervisor: PoolView, handle: ProcessHandle, identity: str) -> dict[str, Any]:
+    """Temporal's view of the replica (its last worker heartbeat), and whether it stopped while the process runs."""
+    watch = supervisor.watch
+    beat = watch.heartbeats.get(identity) if identity else None
+    view = None
+    if beat is not None:
+        view = {
+            "status": beat.status,
+            "heartbeat_age_s": round((datetime.now(UTC) - beat.heartbeat_at).total_seconds(), 1),
+            "activity_slots_used": beat.activity_slots_used,
+            "activity_slots_available": beat.activity_slots_available,
+            "workflow_slots_used": beat.workflow_slots_used,
+            "workflow_slots_available": beat.workflow_slots_available,
+            "build_id": beat.build_id,
+        }
+    stale = False
+    read_at = watch.heartbeats_read_at
+    uptime = pool_view.uptime(supervisor, handle)
+    if read_at is not None and handle.state is ProcState.READY and uptime is not None:
+        bound = 3 * supervisor.topology.pool.worker_heartbeat.total_seconds() + 5
+        running_before = uptime - (datetime.now(UTC) - read_at).total_seconds()
+        silent = (read_at - beat.heartbeat_at).total_seconds() if beat else running_before
+        stale = running_before > bound and silent > bound
+    return {"temporal_worker": view, "heartbeat_stale": stale}
 
 
 def _deployment(supervisor: PoolView) -> dict[str, Any] | None:
@@ -254,6 +281,9 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "counts": pool_view.counts(supervisor),
             "tasks": asdict(pool_tasks),
             "faults": dict(FAULTS),
+            "worker_heartbeats": {True: "read", False: "not offered by this server", None: "not read yet"}[
+                supervisor.watch.heartbeats_offered
+            ],
             "notify": {"delivered": supervisor.notifications.delivered, "failed": supervisor.notifications.failed}
             if supervisor.topology.pool.notify
             else None,  # caught in the supervisor's own tasks (logged with their tracebacks)

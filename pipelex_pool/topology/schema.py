@@ -116,6 +116,9 @@ class PoolSection(StrictModel):
     stuck_attempt_after: Duration = timedelta(seconds=60)
     restart: RestartConfig = Field(default_factory=RestartConfig)
     notify: PoolNotify | None = None
+    # each built-in worker's heartbeat to Temporal (its status, slots, pollers; `temporal worker list`, and the
+    # pool's view of its replicas): Temporal's SDK default, 1 s to 60 s
+    worker_heartbeat: Duration = Field(default=timedelta(seconds=60), ge=timedelta(seconds=1), le=timedelta(seconds=60))
 
     @property
     def fleet_name(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from pipelex_pool.contract import BUILD_ID_ENV, CONFIG_ENV, GROUP_ENV, REPLICA_ENV, SDK_METRICS_ENV, identity_for
@@ -45,6 +46,7 @@ class WorkerSettings:
     deployment: str | None = None  # Worker Deployment Versioning: register as version <deployment>.<build_id>
     build_id: str | None = None
     versioning_behavior: str = "pinned"  # for workflows that declare none
+    heartbeat: timedelta = timedelta(seconds=60)  # the worker's heartbeat to Temporal ([pool] worker_heartbeat)
 
     @property
     def max_task_queue_activities_per_second(self) -> float | None:
@@ -162,6 +164,7 @@ def load_worker_settings(
         deployment=pool.deployment,
         build_id=build_id,
         versioning_behavior=pool.versioning_behavior,
+        heartbeat=pool.worker_heartbeat,
     )
 
 

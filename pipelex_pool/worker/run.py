@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from pipelex_pool.worker.config import WorkerSettings
 log = structlog.get_logger("pipelex_pool.worker")
 
 READINESS_POLL_S = 0.25
+DEFAULT_HEARTBEAT = timedelta(seconds=60)  # temporalio's worker heartbeat interval
 CONNECT_RETRY_FIRST_S = 0.25
 CONNECT_RETRY_MAX_S = 2.0  # an outage's end is seen within this
 COUNTS_INTERVAL_S = 5.0  # task counts reach status within this, when they changed
@@ -423,18 +425,24 @@ class WorkerProcess:
         return 0
 
 
-def sdk_metrics_runtime(address: str | None) -> Runtime | None:
-    """A runtime serving the SDK's Prometheus metrics on `address`; None (the default runtime) when not asked for
-    or when the port cannot be bound: metrics are not worth losing a worker over, so that is logged, not fatal."""
-    if address is None:
+def worker_runtime(address: str | None, heartbeat: timedelta) -> Runtime | None:
+    """A runtime serving the SDK's Prometheus metrics on `address` (when asked for) and heartbeating every
+    `heartbeat`; None (the default runtime) when neither differs from the default. A metrics port that cannot be
+    bound is logged, not fatal: metrics are not worth losing a worker over."""
+    if address is None and heartbeat == DEFAULT_HEARTBEAT:
         return None
-    try:
-        runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
-    except ValueError as exc:
-        log.warning("worker.sdk_metrics_unavailable", address=address, error=str(exc))
-        return None
-    log.info("worker.sdk_metrics", url=f"http://{address}/metrics")
-    return runtime
+    if address is not None:
+        try:
+            runtime = Runtime(
+                telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)),
+                worker_heartbeat_interval=heartbeat,
+            )
+        except ValueError as exc:
+            log.warning("worker.sdk_metrics_unavailable", address=address, error=str(exc))
+        else:
+            log.info("worker.sdk_metrics", url=f"http://{address}/metrics")
+            return runtime
+    return Runtime(telemetry=TelemetryConfig(), worker_heartbeat_interval=heartbeat)
 
 
 async def run_worker(settings: WorkerSettings) -> int:
@@ -459,7 +467,7 @@ async def run_worker(settings: WorkerSettings) -> int:
         sandbox=settings.sandbox,
         version=f"{settings.deployment}.{settings.build_id}" if settings.deployment else None,
     )
-    runtime = sdk_metrics_runtime(settings.sdk_metrics)
+    runtime = worker_runtime(settings.sdk_metrics, settings.heartbeat)
     try:
         client = await connect_waiting(settings, runtime, notifier)
         if runtime is not None:

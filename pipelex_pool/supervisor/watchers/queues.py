@@ -27,6 +27,7 @@ from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.watchers.autoscale import AutoscaleState, decide, retire_idle_only
 from pipelex_pool.temporal.fleet import FLEET_REFRESH_S, FleetView, describe_fleet
+from pipelex_pool.temporal.heartbeats import NoWorkerList, WorkerBeat, list_workers
 from pipelex_pool.temporal.pollers import QueueType, poller_limit_error
 from pipelex_pool.temporal.watch import QueueView, describe
 
@@ -59,6 +60,10 @@ class TemporalWatch:
     next_round: float = 0.0  # supervisor clock
     full_round_due: float = 0.0
     fleet_due: float = 0.0  # supervisor clock: the fleet's beacon is described every FLEET_REFRESH_S
+    # Temporal's worker heartbeats of this pool's workers (read with full rounds), when read, and whether offered
+    heartbeats: dict[str, WorkerBeat] = field(default_factory=dict)
+    heartbeats_read_at: datetime | None = None
+    heartbeats_offered: bool | None = None  # None: not asked yet
     mismatches_logged: set[str] = field(default_factory=set)  # routing mismatches already logged (error level)
     open_warnings: frozenset[str] = frozenset()  # the warnings last seen, and since when (supervisor clock) as such
     warnings_since: float = 0.0
@@ -144,6 +149,8 @@ class TemporalWatch:
         elif not errors and self.error:
             log.info("watch.temporal_available", after_s=round(time.time() - (self.error_since or time.time()), 1))
         self.error = "; ".join(errors) or None
+        if not errors and self.heartbeats_offered is not False:  # (one call per round: the pool's workers)
+            await self._read_heartbeats(client)
         if not errors:
             mismatches = set(self.routing_mismatches())
             for mismatch in sorted(mismatches - self.mismatches_logged):
@@ -237,6 +244,20 @@ class TemporalWatch:
             return None  # described before this replica was READY: the next round tells
         now = datetime.now(UTC)
         return all(any(i in v.live_pollers(now) for i in identities) for v in views if v is not None)
+
+    async def _read_heartbeats(self, client: Client) -> None:
+        """The pool's workers' last heartbeats; a server without them is asked no more (said in status)."""
+        try:
+            with anyio.fail_after(RPC_TIMEOUT_S):
+                self.heartbeats = await list_workers(client, self.supervisor.topology.pool.name)
+        except NoWorkerList as exc:
+            log.info("watch.no_worker_heartbeats", reason=str(exc))
+            self.heartbeats_offered, self.heartbeats = False, {}
+            return
+        except Exception as exc:  # a view among others: keep the last one
+            log.info("watch.worker_list_failed", error=str(exc) or type(exc).__name__)
+            return
+        self.heartbeats_offered, self.heartbeats_read_at = True, datetime.now(UTC)
 
     def routing_mismatches(self) -> list[str]:
         """The queues this pool polls whose new runs Temporal routes to a Worker Deployment version that no live
