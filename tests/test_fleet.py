@@ -42,6 +42,7 @@ def fleet(
             {
                 "pool.name": name,
                 "pool.fleet": "shared",
+                "pool.worker_heartbeat": "2s",
                 "workers.llm.replicas": 1,
                 "workers.llm.autoscale": AUTOSCALE,
                 "temporal.worker_runtime_profiles.profiles.llm-pool.max_concurrent_activities": 5,
@@ -82,6 +83,15 @@ async def test_two_pools_of_one_fleet_see_each_other_and_share_the_backlog(
         assert llm_q(status)["foreign_pollers"] == []
         text = pool.cli("status", "--fleet").stdout
         assert "fleet shared: 2 live pool(s)" in text and "fleeta" in text and "fleetb" in text
+
+        # every replica of every pool of the fleet, from Temporal's heartbeats (no channel between the pools)
+        def both_listed(s: dict[str, Any]) -> bool:
+            return {w["pool"] for w in s["fleet"]["workers"]} == {"fleeta", "fleetb"}
+
+        status = pool.wait(both_listed, 60, f"{other}'s workers in the fleet's heartbeats")
+        assert {w["status"] for w in status["fleet"]["workers"]} == {"RUNNING"}
+        text = pool.cli("status", "--fleet").stdout
+        assert "workers of the fleet, from Temporal's heartbeats:" in text and f"{other}/llm/0@" in text
 
     stray_identity = f"fleetc/llm/0@{os.uname().nodename}:1"  # a pool of no fleet of theirs
     stray = processes.spawn(worker_args(a.topology, "llm_q", "runner-llm", identity=stray_identity), name="stray")

@@ -273,4 +273,16 @@ def render_fleet(status: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines.append("")
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    workers = fleet.get("workers") or []
+    if workers:
+        lines += ["", "workers of the fleet, from Temporal's heartbeats:"]
+        beat_rows = [("POOL", "WORKER", "STATUS", "ACT SLOTS", "BUILD", "HEARTBEAT")]
+        beat_rows += [
+            (w["pool"], w["identity"], w["status"], f"{w['activity_slots_used']}/"
+             f"{w['activity_slots_used'] + w['activity_slots_available']}", w["build_id"] or "-",
+             f"{w['heartbeat_age_s']:.0f}s ago")
+            for w in workers
+        ]  # fmt: skip
+        widths = [max(len(row[i]) for row in beat_rows) for i in range(len(beat_rows[0]))]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in beat_rows]
     return "\n".join(lines)

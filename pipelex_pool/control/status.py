@@ -7,7 +7,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from pipelex_pool.contract import sdk_default_identity
+from pipelex_pool.contract import pool_of, sdk_default_identity
 from pipelex_pool.control.protocol import PROTOCOL_VERSION
 from pipelex_pool.supervisor import start_order
 from pipelex_pool.supervisor import view as pool_view
@@ -175,6 +175,25 @@ def _heartbeat(supervisor: PoolView, handle: ProcessHandle, identity: str) -> di
     return {"temporal_worker": view, "heartbeat_stale": stale}
 
 
+def _fleet_workers(supervisor: PoolView) -> list[dict[str, Any]]:
+    """Every worker of the fleet's pools as Temporal's heartbeats last showed them (no channel between machines)."""
+    now = datetime.now(UTC)
+    return [
+        {
+            "pool": pool_of(beat.identity),
+            "identity": beat.identity,
+            "status": beat.status,
+            "heartbeat_age_s": round((now - beat.heartbeat_at).total_seconds(), 1),
+            "activity_slots_used": beat.activity_slots_used,
+            "activity_slots_available": beat.activity_slots_available,
+            "workflow_slots_used": beat.workflow_slots_used,
+            "build_id": beat.build_id,
+        }
+        for beat in sorted(supervisor.watch.heartbeats.values(), key=lambda b: b.identity)
+        if beat.status != "SHUTDOWN"
+    ]
+
+
 def _deployment(supervisor: PoolView) -> dict[str, Any] | None:
     """Worker Deployment Versioning: the pool's build, Temporal's routing and versions, the deploy under way."""
     name = supervisor.topology.pool.deployment
@@ -293,6 +312,7 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "name": supervisor.topology.pool.fleet_name,
             "pools": {pool: sorted(hosts) for pool, hosts in sorted(fleet.pools.items())} if fleet else None,
             "seen_at": fleet.seen_at.isoformat() if fleet and fleet.seen_at else None,
+            "workers": _fleet_workers(supervisor),
         },
         "groups": groups,
         "replicas": replicas,

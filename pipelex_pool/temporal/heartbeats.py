@@ -40,8 +40,8 @@ class NoWorkerList(Exception):
     """The server keeps no worker heartbeats (older than 1.30, or turned off)."""
 
 
-async def list_workers(client: Client, pool: str) -> dict[str, WorkerBeat]:
-    """The last heartbeat of each worker of `pool` (by identity); raises NoWorkerList when the server has none."""
+async def list_workers(client: Client, pools: set[str]) -> dict[str, WorkerBeat]:
+    """The last heartbeat of each worker of `pools` (by identity); raises NoWorkerList when the server has none."""
     found: dict[str, WorkerBeat] = {}
     token = b""
     for _ in range(MAX_PAGES):
@@ -55,7 +55,7 @@ async def list_workers(client: Client, pool: str) -> dict[str, WorkerBeat]:
             raise
         for info in response.workers_info:
             beat = info.worker_heartbeat
-            if pool_of(beat.worker_identity) != pool:
+            if pool_of(beat.worker_identity) not in pools:
                 continue
             at = beat.heartbeat_time.ToDatetime(tzinfo=UTC)
             previous = found.get(beat.worker_identity)

@@ -60,7 +60,7 @@ class TemporalWatch:
     next_round: float = 0.0  # supervisor clock
     full_round_due: float = 0.0
     fleet_due: float = 0.0  # supervisor clock: the fleet's beacon is described every FLEET_REFRESH_S
-    # Temporal's worker heartbeats of this pool's workers (read with full rounds), when read, and whether offered
+    # Temporal's worker heartbeats of this pool's and its fleet's workers (each round), when read, whether offered
     heartbeats: dict[str, WorkerBeat] = field(default_factory=dict)
     heartbeats_read_at: datetime | None = None
     heartbeats_offered: bool | None = None  # None: not asked yet
@@ -249,7 +249,8 @@ class TemporalWatch:
         """The pool's workers' last heartbeats; a server without them is asked no more (said in status)."""
         try:
             with anyio.fail_after(RPC_TIMEOUT_S):
-                self.heartbeats = await list_workers(client, self.supervisor.topology.pool.name)
+                pools = {self.supervisor.topology.pool.name, *(self.fleet.pools if self.fleet else ())}
+                self.heartbeats = await list_workers(client, pools)  # this pool's and its fleet's
         except NoWorkerList as exc:
             log.info("watch.no_worker_heartbeats", reason=str(exc))
             self.heartbeats_offered, self.heartbeats = False, {}
