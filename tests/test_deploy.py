@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 from typing import Any
 
@@ -213,3 +214,57 @@ def test_an_unversioned_pool_on_queues_a_deployment_routes_says_so_and_status_ex
     result = pool.cli("status")
     assert result.returncode == 3 and "routing mismatch" in result.stdout, result.stdout
     assert '"watch.routing_mismatch"' in pool.output()
+
+
+async def test_a_rollback_while_the_old_build_still_drains_is_instant_and_loses_no_run(
+    pool: Pool, temporal_server: TemporalServer, namespace: str, client: Client
+) -> None:
+    """deploy B, then `deploy --build-id A` while A's processes still serve (parked: a pinned run keeps A
+    draining): A is current again within 2 s, A's processes back in their slots, B's parked in turn until the run
+    pinned to B has finished on B; no run is lost or retried."""
+    pool.write(temporal_server, namespace, {"pool.deployment": "sim", "pool.build_id": "A"})
+    pool.up()
+    pool.wait_all_ready()
+    pool.wait(lambda s: deployment(s)["current"] == "A", 60, "build A made current on the first start")
+    a_pids = {(r["group"], r["replica"]): r["pid"] for r in pool.replicas() if r["queue"]}
+
+    async def run(prefix: str, latency: float) -> WorkflowHandle[Any, PipeRunResult]:
+        steps = [SimStep("act_llm_gen_text", latency_s=latency)]
+        return await client.start_workflow(
+            "WfPipeRun", PipeRunInput(run_id=prefix, steps=steps), id=f"{prefix}-{uuid.uuid4().hex[:6]}",
+            task_queue="temporal_task_queue", result_type=PipeRunResult,
+        )  # fmt: skip
+
+    pinned = await run("pinned", 20.0)  # keeps build A draining while B is current
+    while not await build_of(pinned):
+        await anyio.sleep(0.1)
+    assert pool.cli("deploy", "--build-id", "B", "--no-wait").returncode == 0
+    pool.wait(lambda s: deployment(s)["current"] == "B", 90, "build B current, A draining")
+    on_b = await run("on-b", 6.0)  # pinned to B: it must finish on B after the rollback
+    while not await build_of(on_b):
+        await anyio.sleep(0.1)
+    started = time.monotonic()
+    result = pool.cli("deploy", "--build-id", "A", "--wait", "--timeout", "60")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "rolling back to build A" in result.stdout
+    current = temporal_describe(temporal_server, namespace, "sim")["routingConfig"]["currentVersionBuildID"]
+    assert current == "A"
+    took = [json.loads(line)["seconds"] for line in pool.output().splitlines() if '"deploy.rolled_back"' in line]
+    assert took and took[0] < 2.0, took  # (the switch itself, as the controller timed it)
+    print(f"rollback: the command returned in {time.monotonic() - started:.2f}s; the switch took {took[0]}s")
+    status = pool.status()
+    assert {
+        (r["group"], r["replica"]): r["pid"] for r in status["replicas"] if r["queue"] and r["role"] == "replica"
+    } == a_pids
+    assert {r["build_id"] for r in status["replicas"] if r["role"] == "parked"} == {"B"}  # B's runs finish there
+    status = pool.wait(
+        lambda s: not any(r["role"] in ("parked", "retiring", "replacement") for r in s["replicas"]),
+        90,
+        "B drained, then its processes gone",
+    )
+    assert deployment(status)["deploy"]["outcome"] == "rolled back to A" and deployment(status)["build_id"] == "A"
+    after = await run("after", 0.2)
+    for handle, build in ((pinned, "A"), (on_b, "B"), (after, "A")):
+        outcome = await handle.result()
+        assert all(step.attempt == 1 for step in outcome.steps), (handle.id, outcome)
+        assert await build_of(handle) == build, handle.id

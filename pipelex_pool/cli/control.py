@@ -435,7 +435,13 @@ def deploy(
         click.echo(f"pipelex-pool deploy: --ramp {ramp!r}: give percentages, e.g. 10,50,100", err=True)
         sys.exit(EXIT_USAGE)
     result = call_pool(topology, socket_path, "deploy", {"build_id": build_id, "ramp": steps, "pause": pause})
-    text = f"deploying build {result['to_build']} of {result['deployment']} (from {result['from_build']})"
+    rollback = bool(result.get("rollback"))
+    text = (
+        f"rolling back to build {result['to_build']} of {result['deployment']} (the deploy of "
+        f"{result['from_build']} stops; {result['to_build']}'s processes take their slots back)"
+        if rollback
+        else f"deploying build {result['to_build']} of {result['deployment']} (from {result['from_build']})"
+    )
     if not waiting(wait):
         echo_result(result, as_json, text + " (see `status`)")
         return
@@ -454,8 +460,9 @@ def deploy(
             break
         time.sleep(POLL_S)
     outcome = plan.get("outcome")
-    summary = {"done": outcome == "done", "elapsed_s": round(elapsed, 2), "outcome": outcome}
-    if outcome == "done":
+    succeeded = outcome == "done" or (rollback and str(outcome).startswith("rolled back"))
+    summary = {"done": succeeded, "elapsed_s": round(elapsed, 2), "outcome": outcome}
+    if succeeded:
         echo_result({**result, "wait": summary}, as_json, f"build {build_id} current; done in {elapsed:.1f}s")
         return
     why = outcome or f"timed out after {timeout:g}s in phase {plan.get('phase')}"

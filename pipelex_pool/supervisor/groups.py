@@ -23,6 +23,15 @@ STOP_MARGIN_S = 5.0
 DEV_SERVER_GROUP = "temporal-dev-server"
 
 
+class ParkedFate(enum.Enum):
+    """What becomes of the parked processes of a deploy (desired state, carried out by the loop)."""
+
+    KEEP = "keep"  # they serve on, beside the new build's
+    RELEASE = "release"  # they drain (the new build is current and the old one drained)
+    RESTORE = "restore"  # back in their slots, the new build's processes drain (a failed deploy)
+    SWAP = "swap"  # back in their slots, the new build's processes parked in turn (a rollback: B's runs finish)
+
+
 class Readiness(enum.Enum):
     NOTIFY = "notify"  # READY=1 over the child's NOTIFY_SOCKET
     TEMPORAL = "temporal"  # its identity seen polling its task queue
@@ -54,7 +63,7 @@ class SupervisedGroup:
     roll_aborted: tuple[str, float] | None = None  # the last aborted roll: why, and when (wall clock)
     # deploy: the roll parks the old build's processes (still serving) instead of draining them (desired state)
     park_old: bool = False
-    parked_fate: str = "keep"  # "keep" | "release" (drain them) | "restore" (back in their slots): desired state
+    parked_fate: ParkedFate = ParkedFate.KEEP  # desired state
     parked: list[ProcessHandle] = field(default_factory=list)  # the old build's processes, serving (loop-owned)
     rng: random.Random = field(default_factory=random.Random)
     restarts_total: int = 0  # automatic restarts, for metrics (survives replaced handles)

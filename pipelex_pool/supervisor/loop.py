@@ -48,7 +48,14 @@ from pipelex_pool.supervisor.events import (
     Submitted,
 )
 from pipelex_pool.supervisor.fault import FAULTS, StallGuard, keep_running
-from pipelex_pool.supervisor.groups import DEV_SERVER_GROUP, Readiness, SupervisedGroup, dev_server_group, worker_group
+from pipelex_pool.supervisor.groups import (
+    DEV_SERVER_GROUP,
+    ParkedFate,
+    Readiness,
+    SupervisedGroup,
+    dev_server_group,
+    worker_group,
+)
 from pipelex_pool.supervisor.handback import HandBacks
 from pipelex_pool.supervisor.lock import record_for, write_state
 from pipelex_pool.supervisor.notifications import Notifications
@@ -408,13 +415,16 @@ class Supervisor:
             log.info("group.start_released", group=group.name, after=start_order.after(group))
 
     async def _settle_parked(self, group: SupervisedGroup, now: float) -> None:
-        """Carry out the fate of the old build's parked processes: drain them once the new build is current
-        ("release", or any stop), or put them back in their slots and drain the new ones (a failed deploy)."""
-        fate = "release" if self.shutting_down or group.stopped_by_operator or group.removed else group.parked_fate
-        if fate == "keep":
+        """Carry out the fate of a deploy's parked processes: drain them once the new build is current (RELEASE,
+        or any stop), put them back in their slots and drain the new ones (RESTORE: a failed deploy), or put them
+        back and park the new ones in turn (SWAP: a rollback, whose build's pinned runs finish on it)."""
+        stopping = self.shutting_down or group.stopped_by_operator or group.removed
+        fate = ParkedFate.RELEASE if stopping else group.parked_fate
+        if fate is ParkedFate.KEEP:
             return
-        group.parked_fate = "keep"
-        if fate == "restore":
+        group.parked_fate = ParkedFate.KEEP
+        swapped: list[ProcessHandle] = []
+        if fate in (ParkedFate.RESTORE, ParkedFate.SWAP):
             if group.replacement is not None:
                 group.retiring.append(group.replacement)
                 await self._execute(group, group.replacement, group.replacement.stop(now), now)
@@ -425,14 +435,18 @@ class Supervisor:
                     new = group.handles[slot]
                     group.handles[slot] = old
                     group.parked.remove(old)
-                    group.retiring.append(new)
                     log.info("worker.restored", group=group.name, replica=old.replica, pid=old.pid, new_pid=new.pid)
+                    if fate is ParkedFate.SWAP and new.state.alive:
+                        swapped.append(new)  # parked in turn: it serves its build's pinned runs until released
+                        continue
+                    group.retiring.append(new)
                     await self._execute(group, new, new.stop(now), now)
         for old in list(group.parked):  # released, or with no slot to go back to
             group.parked.remove(old)
             group.retiring.append(old)
             log.info("worker.released", group=group.name, replica=old.replica, pid=old.pid)
             await self._execute(group, old, old.stop(now), now)
+        group.parked.extend(swapped)
 
     async def _revive(self, group: SupervisedGroup, now: float) -> bool:
         """Start the group's FATAL replicas as the budget allows; True while some are left to revive."""

@@ -16,7 +16,7 @@ import structlog
 
 from pipelex_pool.errors import ErrorCode, RequestRefused
 from pipelex_pool.supervisor.desired.reload_plan import RunningGroup, plan_reload
-from pipelex_pool.supervisor.groups import SupervisedGroup, worker_group
+from pipelex_pool.supervisor.groups import ParkedFate, SupervisedGroup, worker_group
 from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.topology.load import Topology
 
@@ -96,12 +96,18 @@ class Deploy:
 
 
 @dataclass(frozen=True)
+class ReleaseParked:
+    """From the deploy controller after a rollback: the rolled-back build has drained; its parked processes go."""
+
+
+@dataclass(frozen=True)
 class EndDeploy:
     """From the deploy controller: the new build is current and the old one may go (`failed` is None: its parked
     processes drain), or the deploy failed (`failed` says why: the old processes take their slots back, the new
     ones drain)."""
 
     failed: str | None = None
+    rolled_back: bool = False  # a rollback: the old build is current again, its processes take their slots back
 
 
 @dataclass
@@ -113,11 +119,22 @@ class DeployPlan:
     ramp: tuple[int, ...]
     pause_s: float
     started: float  # wall clock
-    outcome: str | None = None  # None while in progress; "done" or "failed: ..."
+    outcome: str | None = None  # None while in progress; "done", "rolled back to A" or "failed: ..."
+    rollback_requested: bool = False  # `deploy --build-id <from_build>` while in progress: back at once
 
 
 Request = (
-    RestartFailed | Restart | SetStopped | SetPaused | Scale | Reload | RollReplica | Shutdown | Deploy | EndDeploy
+    RestartFailed
+    | Restart
+    | SetStopped
+    | SetPaused
+    | Scale
+    | Reload
+    | RollReplica
+    | Shutdown
+    | Deploy
+    | EndDeploy
+    | ReleaseParked
 )
 
 
@@ -170,6 +187,10 @@ def apply(state: DesiredState, request: Request) -> Applied:
         return _deploy(state, request)
     if isinstance(request, EndDeploy):
         return _end_deploy(state, request)
+    if isinstance(request, ReleaseParked):
+        for group in state.groups.values():
+            group.parked_fate = ParkedFate.RELEASE
+        return Applied({"released": True})
     return _roll_replica(state, request)
 
 
@@ -311,6 +332,12 @@ def _deploy(state: DesiredState, request: Deploy) -> Applied:
             ErrorCode.BAD_ARGS,
             "this pool is not versioned: set [pool] deployment (and build_id) in the topology, then reload or restart",
         )
+    if state.deploy is not None and state.deploy.outcome is None and request.build_id == state.deploy.from_build:
+        plan = state.deploy  # instant rollback: its processes still serve (parked); the controller switches back
+        plan.rollback_requested = True
+        log.info("deploy.rollback_requested", to_build=plan.from_build, from_build=plan.to_build)
+        back = {"deployment": deployment, "to_build": plan.from_build, "from_build": plan.to_build, "rollback": True}
+        return Applied(back)
     if state.deploy is not None and state.deploy.outcome is None:
         raise RequestRefused(
             ErrorCode.BUSY,
@@ -342,14 +369,21 @@ def _end_deploy(state: DesiredState, request: EndDeploy) -> Applied:
     plan = state.deploy
     if plan is None or plan.outcome is not None:
         return Applied({"ended": False})
+    if plan.rollback_requested and not request.rolled_back:  # the controller rolls back instead: keep the parked
+        return Applied({"ended": False})
+    back = request.failed is not None or request.rolled_back
+    fate = ParkedFate.SWAP if request.rolled_back else ParkedFate.RESTORE if back else ParkedFate.RELEASE
     for group in state.groups.values():
         group.park_old = False
-        group.parked_fate = "release" if request.failed is None else "restore"
-        if request.failed is not None:
+        group.parked_fate = fate
+        if back:
             group.roll_queue.clear()
-    if request.failed is not None:
+    if back:
         state.build_id = plan.from_build
-    plan.outcome = "done" if request.failed is None else f"failed: {request.failed}"
+    if request.rolled_back:
+        plan.outcome = f"rolled back to {plan.from_build}"
+    else:
+        plan.outcome = "done" if request.failed is None else f"failed: {request.failed}"
     log.info("deploy.ended", to_build=plan.to_build, outcome=plan.outcome)
     return Applied({"ended": True, "outcome": plan.outcome})
 

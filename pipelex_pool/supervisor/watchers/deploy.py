@@ -30,7 +30,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from pipelex_pool.supervisor.deploy_record import Deployed, record_current
-from pipelex_pool.supervisor.desired.requests import DeployPlan, EndDeploy, Request
+from pipelex_pool.supervisor.desired.requests import DeployPlan, EndDeploy, ReleaseParked, Request
 from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.watchers.queues import served_types
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("pipelex_pool.deploy")
 TICK_S = 1.0
+ROLLBACK_CHECK_S = 0.1  # a rollback asked during a deploy is acted on within this
 DESCRIBE_EVERY_S = 5.0
 VERIFY_WITHIN_S = 120.0  # the new version must be seen on every queue within this, once its replicas are READY
 RETRY_FOR_S = 60.0  # a routing change Temporal could not take now is tried again this long
@@ -52,6 +53,8 @@ class Phase(enum.Enum):
     DRAINING = "draining"  # the new version is current; the old one's pinned runs finish
     DONE = "done"
     FAILED = "failed"
+    ROLLING_BACK = "rolling back"  # `deploy --build-id <old>` during the deploy: the old build current again
+    ROLLED_BACK = "rolled back"
 
 
 class DeployFailed(Exception):
@@ -100,7 +103,7 @@ class DeployController:
                 plan = self.supervisor.deploy
                 if plan is not None and plan.outcome is None and plan.started != self._handled:
                     self._handled = plan.started
-                    await self._carry_out(client, plan)
+                    await self._carry_out_unless_rolled_back(client, plan)
                 elif plan is None:
                     await self._first_current(client)
             except RPCError as exc:  # Temporal does not answer: the watch reports it; try again next tick
@@ -159,6 +162,57 @@ class DeployController:
                 if handle.state is not ProcState.READY or info is None or info.build_id != build:
                     return False
         return True
+
+    async def _carry_out_unless_rolled_back(self, client: Client, plan: DeployPlan) -> None:
+        """Carry the deploy out; a rollback asked meanwhile (`deploy --build-id <old>`) stops it where it is and
+        makes the old build current again at once, its parked processes back in their slots."""
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_on_rollback() -> None:
+                while not plan.rollback_requested:  # noqa: ASYNC110 (desired state written by the loop: no event)
+                    await anyio.sleep(ROLLBACK_CHECK_S)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(cancel_on_rollback)
+            await self._carry_out(client, plan)
+            tg.cancel_scope.cancel()
+        if plan.rollback_requested:
+            await self._roll_back(plan)
+
+    async def _roll_back(self, plan: DeployPlan) -> None:
+        started = time.monotonic()
+        self._enter(Phase.ROLLING_BACK, f"making {plan.from_build} current again")
+        deadline = time.monotonic() + RETRY_FOR_S
+        while True:  # (Temporal not answering is waited out: the old processes serve meanwhile)
+            try:
+                client = await self.client()
+                with anyio.move_on_after(RETRY_FOR_S):
+                    await self._set_ramping(client, "", 0)
+                if plan.from_build is not None:
+                    await self._set_current(client, plan.from_build)
+                break
+            except RPCError as exc:
+                if time.monotonic() > deadline:
+                    log.error("deploy.rollback_failed", to_build=plan.from_build, error=str(exc))
+                    break
+                await anyio.sleep(TICK_S)
+        took = round(time.monotonic() - started, 2)
+        log.info("deploy.rolled_back", to_build=plan.from_build, from_build=plan.to_build, seconds=took)
+        self.submit(EndDeploy(rolled_back=True))  # A back in its slots, B's processes parked in turn
+        self._enter(Phase.ROLLED_BACK, f"{plan.from_build} current again in {took}s; {plan.to_build}'s pinned runs "
+                    "finish on its parked processes")  # fmt: skip
+        delay = TICK_S
+        while True:  # B's pinned runs finish on B (as A's did in the deploy), then its processes go
+            try:
+                await self._describe(await self.client())
+                await self._drained(await self.client(), plan.to_build)
+                break
+            except RPCError as exc:
+                self.detail = f"{plan.from_build} current; Temporal did not answer ({exc}), asking again"
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        self.submit(ReleaseParked())
+        self._enter(Phase.ROLLED_BACK, f"{plan.from_build} current; {plan.to_build} drained, its processes go")
 
     async def _carry_out(self, client: Client, plan: DeployPlan) -> None:
         ramped = False
