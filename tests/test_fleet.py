@@ -20,6 +20,7 @@ from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
 from tests.conftest import Processes, TemporalServer
 from tests.helpers import worker_args
 from tests.pool import Pool
+from tests.test_deploy import temporal_describe
 
 pytestmark = pytest.mark.slow
 
@@ -143,3 +144,88 @@ def test_a_killed_pool_leaves_the_fleet_within_the_bound(fleet: tuple[Pool, Pool
     took = time.monotonic() - killed
     print(f"a SIGKILLed fleet pool left the survivor's fleet after {took:.1f}s")
     assert took < 45  # (the bound is 30 s; the margin keeps a busy machine from failing it)
+
+
+@pytest.fixture
+def versioned_fleet(
+    processes: Processes, tmp_path: Path, short_dir: Path, temporal_server: TemporalServer, namespace: str
+) -> Iterator[tuple[Pool, Pool]]:
+    pools = []
+    for name in ("hosta", "hostb"):
+        (tmp_path / name).mkdir()
+        (short_dir / name).mkdir()
+        pool = Pool(processes, tmp_path / name, short_dir / name)
+        pool.write(
+            temporal_server,
+            namespace,
+            {"pool.name": name, "pool.fleet": "shared", "pool.deployment": "sim", "pool.build_id": "A",
+             "workers.media.replicas": 0},
+        )  # fmt: skip
+        pools.append(pool)
+    try:
+        yield pools[0], pools[1]
+    finally:
+        processes.stop_all()
+        for pool in pools:
+            pool.cleanup()
+
+
+def runs_build(status: dict[str, Any], build: str) -> bool:
+    """Every queue group of the pool has a READY replica (or parked process) on `build`."""
+    groups = {r["group"] for r in status["replicas"] if r["queue"]}
+    return all(
+        any(r["group"] == g and r["build_id"] == build and r["state"] == "READY" for r in status["replicas"])
+        for g in groups
+    )
+
+
+async def test_a_fleet_switches_to_a_new_build_only_once_every_pool_runs_it(
+    versioned_fleet: tuple[Pool, Pool], temporal_server: TemporalServer, namespace: str
+) -> None:
+    a, b = versioned_fleet
+    for pool in (a, b):
+        pool.up()
+    for pool in (a, b):
+        pool.wait_all_ready()
+        pool.wait(
+            lambda s: (s["deployment"] or {}).get("current") == "A" and sorted(s["fleet"]["pools"] or {}) == [
+                "hosta", "hostb"],
+            90,
+            "build A current, both pools in the fleet",
+        )  # fmt: skip
+    assert a.cli("deploy", "--build-id", "B", "--no-wait").returncode == 0
+    status = a.wait(
+        lambda s: ((s["deployment"] or {}).get("deploy") or {}).get("phase") == "waiting for the fleet",
+        90,
+        "hosta's deploy waiting for the fleet",
+    )
+    detail = status["deployment"]["deploy"]["detail"]
+    assert "hostb (" in detail and "runs only A on llm_q (activity)" in detail, detail
+    assert temporal_describe(temporal_server, namespace, "sim")["routingConfig"]["currentVersionBuildID"] == "A"
+    text = a.cli("status", "--fleet").stdout
+    assert "deploy of build B: waiting for the fleet" in text and "hostb" in text
+
+    samples: list[tuple[str | None, bool, bool]] = []
+
+    async def sample() -> None:  # every second: B current only while both pools run B
+        while True:
+            sa, sb = a.status(), b.status()
+            current = (sa["deployment"] or {}).get("current")
+            samples.append((current, runs_build(sa, "B"), runs_build(sb, "B")))
+            await anyio.sleep(1.0)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sample)
+        result = await anyio.to_thread.run_sync(lambda: b.cli("deploy", "--build-id", "B", "--wait", timeout=300))
+        assert result.returncode == 0, result.stderr + result.stdout
+
+        def deploy_done(s: dict[str, Any]) -> bool:
+            return ((s["deployment"] or {}).get("deploy") or {}).get("outcome") == "done"
+
+        for pool in (a, b):
+            await anyio.to_thread.run_sync(pool.wait, deploy_done, 120, "the deploy done")
+        tg.cancel_scope.cancel()
+    assert temporal_describe(temporal_server, namespace, "sim")["routingConfig"]["currentVersionBuildID"] == "B"
+    assert samples and any(current == "B" for current, _, _ in samples)
+    wrong = [s for s in samples if s[0] == "B" and not (s[1] and s[2])]
+    assert not wrong, wrong  # B was never current while a pool of the fleet ran no B replica

@@ -412,6 +412,12 @@ def reload(topology: Path | None, socket_path: Path | None, as_json: bool, wait:
 @click.option("--build-id", required=True, help="The new build (a git SHA, a version); no dots.")
 @click.option("--ramp", default="", help="Percentages of new runs sent to the new build first, e.g. 10,50,100.")
 @click.option("--pause", default="60s", show_default=True, help="How long each ramp step lasts.")
+@click.option(
+    "--fleet-timeout",
+    default="30m",
+    show_default=True,
+    help="In a fleet: how long to wait for every pool to run the new build before the switch (then it fails).",
+)
 def deploy(
     topology: Path | None,
     socket_path: Path | None,
@@ -421,6 +427,7 @@ def deploy(
     build_id: str,
     ramp: str,
     pause: str,
+    fleet_timeout: str,
 ) -> None:
     """Deploy new code with Temporal's Worker Deployment Versioning: start BUILD's replicas beside the running
     ones, make BUILD current once Temporal sees it poll every queue (after the --ramp steps), then drain the old
@@ -434,7 +441,8 @@ def deploy(
     except ValueError:
         click.echo(f"pipelex-pool deploy: --ramp {ramp!r}: give percentages, e.g. 10,50,100", err=True)
         sys.exit(EXIT_USAGE)
-    result = call_pool(topology, socket_path, "deploy", {"build_id": build_id, "ramp": steps, "pause": pause})
+    args = {"build_id": build_id, "ramp": steps, "pause": pause, "fleet_timeout": fleet_timeout}
+    result = call_pool(topology, socket_path, "deploy", args)
     rollback = bool(result.get("rollback"))
     text = (
         f"rolling back to build {result['to_build']} of {result['deployment']} (the deploy of "

@@ -172,7 +172,7 @@ class Deploy(Command):
     Temporal (after the ramp steps), then drain the old build's processes once Temporal reports it drained."""
 
     name = "deploy"
-    arguments = {"build_id": str, "ramp": list, "pause": str}
+    arguments = {"build_id": str, "ramp": list, "pause": str, "fleet_timeout": str}
 
     async def run(self, supervisor: PoolControl, args: dict[str, Any]) -> Any:
         from pipelex_pool.topology.schema import DEPLOYMENT_PATTERN
@@ -186,9 +186,10 @@ class Deploy(Command):
             raise RequestRefused(ErrorCode.BAD_ARGS, '"ramp" must be percentages from 1 to 100, e.g. [10, 50, 100]')
         try:
             pause = parse_duration(args.get("pause") or "60s").total_seconds()
+            fleet_timeout = parse_duration(args.get("fleet_timeout") or "30m").total_seconds()
         except ValueError as exc:
-            raise RequestRefused(ErrorCode.BAD_ARGS, f'"pause": {exc}') from exc
-        return await supervisor.submit(requests.Deploy(build, tuple(ramp), pause))
+            raise RequestRefused(ErrorCode.BAD_ARGS, f'"pause" / "fleet_timeout": {exc}') from exc
+        return await supervisor.submit(requests.Deploy(build, tuple(ramp), pause, fleet_timeout))
 
 
 class Down(Command):

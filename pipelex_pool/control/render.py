@@ -256,6 +256,9 @@ def render_fleet(status: dict[str, Any]) -> str:
     ]
     for pool, hosts in (pools or {}).items():
         lines.append(f"  {pool:<24} {', '.join(hosts)}{'  (this pool)' if pool == status['pool']['name'] else ''}")
+    plan = (status.get("deployment") or {}).get("deploy") or {}
+    if plan and not plan.get("outcome"):
+        lines.append(f"deploy of build {plan['to_build']}: {plan.get('phase')}: {plan.get('detail')}")
     rows = [("QUEUE", "TYPE", "POOL", "HOST", "POLLERS")]
     for queue, types in status.get("queues", {}).items():
         for kind, q in types.items():

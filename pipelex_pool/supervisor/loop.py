@@ -124,6 +124,8 @@ class Supervisor:
         self._next_reap = 0.0
         self._due_at: float | None = None  # when the loop's wait should end at the latest
         self._held_by_order: set[str] = set()  # groups whose start waits for their `after` groups (for the log)
+        self._quiet = False  # the last full iteration left nothing pending: reports alone need no reconcile
+        self._full_due: float | None = None  # when the next full iteration is due at the latest
         pool = self.topology.pool
         if self.budget is None:
             self.budget = SpawnBudget(
@@ -140,7 +142,7 @@ class Supervisor:
         )
         self.health = TemporalHealth(connection.address, expected_down, problem=lambda: self.temporal.problem)
         self.watch = TemporalWatch(self, self.temporal.get, self.request, expected_down)
-        self.deployer = DeployController(self, self.temporal.get, self.request)
+        self.deployer = DeployController(self, self.temporal.get, self.request, self.watch.fleet_lagging)
         self.notifications = Notifications(
             lambda: self.topology.pool.notify, pool.name, lambda: self.health.down_since, self.watch.routing_mismatches
         )
@@ -244,7 +246,7 @@ class Supervisor:
         self._excuse_own_pause()
         material = await self._drain()
         now = self.clock()
-        if not material and due is not None and now < due and not self.shutting_down:
+        if not material and self._quiet and due is not None and now < due:
             return False
         self._starved = False
         for group in self.all_groups():
@@ -267,8 +269,23 @@ class Supervisor:
             self.hand_backs.check_stuck_if_due(self._tg, now, list(self.groups.values()), self.info)
         if self.shutting_down and not any(h.state.alive for h in self.handles()):
             return True
-        self.systemd.settled(summary(self), settled(self))
+        is_settled = settled(self)
+        self.systemd.settled(summary(self), is_settled)
+        self._quiet = is_settled and self._nothing_pending()
+        self._full_due = now + MAX_IDLE_S
         return False
+
+    def _nothing_pending(self) -> bool:
+        """No step of an operation is left for a next iteration (which a report must then not skip)."""
+        if self.shutting_down or self._starved:
+            return False
+        for group in self.all_groups():
+            wanted = 0 if group.stopped_by_operator or group.removed else group.desired
+            if group.revive or group.removed or group.parked_fate is not ParkedFate.KEEP or len(group.handles) > wanted:
+                return False
+            if group.name in self._held_by_order:
+                return False
+        return True
 
     async def wait(self) -> None:
         """Until the next event, or the next deadline of a handle, the spawn budget or systemd's watchdog."""
@@ -282,7 +299,8 @@ class Supervisor:
         if self._starved:
             assert self.budget is not None
             deadlines.append(self.budget.next_at(now))
-        timeout = max(0.0, min([now + MAX_IDLE_S, *deadlines]) - self.clock())
+        # a full iteration at least every MAX_IDLE_S, however many reports arrive in between
+        timeout = max(0.0, min([self._full_due or now + MAX_IDLE_S, *deadlines]) - self.clock())
         self._due_at = self.clock() + timeout
         with anyio.move_on_after(timeout):
             self._held = await self._receive.receive()

@@ -93,6 +93,7 @@ class Deploy:
     build_id: str
     ramp: tuple[int, ...] = ()  # percentages of new runs sent to B before it becomes current (100 at the end)
     pause_s: float = 60.0  # between ramp steps
+    fleet_timeout_s: float = 1800.0  # how long to wait for every pool of the fleet to run the new build
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class DeployPlan:
     ramp: tuple[int, ...]
     pause_s: float
     started: float  # wall clock
+    fleet_timeout_s: float = 1800.0
     outcome: str | None = None  # None while in progress; "done", "rolled back to A" or "failed: ..."
     rollback_requested: bool = False  # `deploy --build-id <from_build>` while in progress: back at once
 
@@ -358,7 +360,9 @@ def _deploy(state: DesiredState, request: Deploy) -> Applied:
         group.park_old = True
         group.roll_queue = list(range(len(group.handles)))
         rolled.append(group.name)
-    state.deploy = DeployPlan(state.build_id, request.build_id, request.ramp, request.pause_s, time.time())
+    state.deploy = DeployPlan(
+        state.build_id, request.build_id, request.ramp, request.pause_s, time.time(), request.fleet_timeout_s
+    )
     before, state.build_id = state.build_id, request.build_id
     log.info("deploy.started", deployment=deployment, from_build=before, to_build=request.build_id, groups=rolled)
     answer = {"deployment": deployment, "from_build": before, "to_build": request.build_id, "groups": rolled}

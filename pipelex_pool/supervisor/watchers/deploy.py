@@ -49,6 +49,7 @@ TRANSIENT = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStat
 class Phase(enum.Enum):
     ROLLING = "rolling"  # the new build's replicas start beside the old build's, which serve on
     VERIFYING = "verifying"  # waiting until Temporal lists the new version on every queue the pool serves
+    FLEET = "waiting for the fleet"  # every live pool of the fleet must poll the new version before the switch
     RAMPING = "ramping"  # a share of new runs goes to the new version
     DRAINING = "draining"  # the new version is current; the old one's pinned runs finish
     DONE = "done"
@@ -77,6 +78,8 @@ class DeployController:
     supervisor: PoolState
     client: Callable[[], Awaitable[Client]]
     submit: Callable[[Request], object]
+    # the live pools of the fleet that do not yet run a version on one of the queues (watch.fleet_lagging)
+    fleet_lagging: Callable[[str], list[str]] = lambda version: []
     phase: Phase | None = None
     detail: str = ""
     routing: Routing = field(default_factory=Routing)
@@ -221,12 +224,16 @@ class DeployController:
             await self._rolled(plan)
             self._enter(Phase.VERIFYING, f"waiting until Temporal sees {plan.to_build} on every queue")
             await self._verified(client, plan.to_build)
+            await self._fleet_ready(client, plan)
             for percentage in [p for p in plan.ramp if 0 < p < 100]:
                 await self._set_ramping(client, plan.to_build, percentage)  # (then said: status follows Temporal)
                 ramped = True
                 self._enter(Phase.RAMPING, f"{percentage}% of new runs on {plan.to_build} for {plan.pause_s:g}s")
                 await anyio.sleep(plan.pause_s)
-            await self._set_current(client, plan.to_build)
+            if self.routing.current != plan.to_build:  # (another pool of the fleet may have switched already)
+                await self._set_current(client, plan.to_build)
+            else:
+                record_current(self.supervisor.paths.state_dir, Deployed(self.deployment or "", plan.to_build))
         except (DeployFailed, RPCError) as exc:
             reason = str(exc)
             if ramped:
@@ -264,11 +271,38 @@ class DeployController:
                     raise DeployFailed(f"build {plan.to_build} could not start: {aborted[0]}")
             await anyio.sleep(TICK_S)
 
+    async def _fleet_ready(self, client: Client, plan: DeployPlan) -> None:
+        """Wait until every live pool of the fleet polls the new version on every queue it shares with this one:
+        a switch before that would send the whole fleet's new runs to the pools that run it. Whichever pool
+        completes the set switches; a pool that finds the version current already goes on (the switch is
+        idempotent). A fleet of one goes on at once."""
+        version = f"{self.deployment}.{plan.to_build}"
+        started = time.monotonic()
+        while True:
+            lagging = self.fleet_lagging(version)
+            if not lagging:
+                return
+            await self._describe(client)
+            if self.routing.current == plan.to_build:
+                log.info("deploy.fleet_switched", to_build=plan.to_build, by="another pool of the fleet")
+                return
+            waited = time.monotonic() - started
+            if waited > plan.fleet_timeout_s:
+                raise DeployFailed(
+                    f"the fleet did not run build {plan.to_build} everywhere within {plan.fleet_timeout_s:g}s: "
+                    + "; ".join(lagging)
+                )
+            detail = f"waiting for the fleet ({waited:.0f}s): " + "; ".join(lagging)
+            if self.phase is not Phase.FLEET or self.detail.split(": ", 1)[-1] != detail.split(": ", 1)[-1]:
+                self._enter(Phase.FLEET, detail)
+            self.detail = detail
+            await anyio.sleep(TICK_S)
+
     def _expected_queues(self) -> set[tuple[str, TaskQueueType.ValueType]]:
         expected: set[tuple[str, TaskQueueType.ValueType]] = set()
         for group in self.supervisor.groups.values():
-            if group.spec is None or group.removed or group.stopped_by_operator:
-                continue
+            if group.spec is None or group.removed or group.stopped_by_operator or group.desired == 0:
+                continue  # (a group of no replica polls nothing: no version of it to wait for)
             for queue_type in served_types(self.supervisor, group.spec.scope):
                 expected.add((group.spec.task_queue, queue_type.value))
         return expected

@@ -260,16 +260,43 @@ class TemporalWatch:
             return
         self.heartbeats_offered, self.heartbeats_read_at = True, datetime.now(UTC)
 
-    def routing_mismatches(self) -> list[str]:
-        """The queues this pool polls whose new runs Temporal routes to a Worker Deployment version that no live
-        poller serves (they wait in the backlog, whatever `status` says of the replicas): what, and the fix."""
-        topology = self.supervisor.topology
-        polled = {
+    def fleet_lagging(self, version: str) -> list[str]:
+        """The live pools of this pool's fleet that poll one of its queues and none with `version` there (a
+        deploy switches only once this is empty): e.g. "host2-pool (host2) runs only A on llm_q (activity)"."""
+        if self.fleet is None:
+            return []
+        own = self.supervisor.topology.pool.name
+        others = set(self.fleet.pools) - {own}
+        now = datetime.now(UTC)
+        found = []
+        for key in sorted(self._polled(), key=lambda k: (k[0], k[1].name)):
+            view = self.views.get(key)
+            if view is None:
+                continue
+            versions: dict[str, set[str | None]] = {}
+            for identity, poller in view.live_pollers(now).items():
+                if pool_of(identity) in others:
+                    versions.setdefault(pool_of(identity), set()).add(poller.version)
+            for pool, seen in sorted(versions.items()):
+                if version not in seen:
+                    builds = sorted(v.rpartition(".")[2] for v in seen if v) or ["no version"]
+                    hosts = ", ".join(sorted(self.fleet.pools.get(pool, ()))) or "?"
+                    found.append(f"{pool} ({hosts}) runs only {', '.join(builds)} on {key[0]} ({key[1].name.lower()})")
+        return found
+
+    def _polled(self) -> set[tuple[str, QueueType]]:
+        return {
             (g.spec.task_queue, t)
             for g in self.supervisor.groups.values()
             if g.spec is not None and not g.removed
             for t in served_types(self.supervisor, g.spec.scope)
         }
+
+    def routing_mismatches(self) -> list[str]:
+        """The queues this pool polls whose new runs Temporal routes to a Worker Deployment version that no live
+        poller serves (they wait in the backlog, whatever `status` says of the replicas): what, and the fix."""
+        topology = self.supervisor.topology
+        polled = self._polled()
         found = []
         now, pool = datetime.now(UTC), topology.pool.name
         for key in sorted(polled, key=lambda k: (k[0], k[1].name)):
