@@ -85,6 +85,7 @@ async def test_deploy_moves_new_runs_to_the_new_build_and_lets_pinned_runs_finis
     status = pool.wait(lambda s: deployment(s)["current"] == "B", 90, "build B current")
     parked = [r for r in status["replicas"] if r["role"] == "parked"]
     assert parked and {r["build_id"] for r in parked} == {"A"}  # the old build serves on, beside B
+    pool.wait(lambda s: not deployment(s)["propagating"], 90, "the routing applied on every task queue")
     new_runs = await start_runs("new", 0.2)
     for handle in new_runs:
         outcome = await handle.result()

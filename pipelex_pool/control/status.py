@@ -206,6 +206,7 @@ def _deployment(supervisor: PoolView) -> dict[str, Any] | None:
         "current": routing.current,
         "ramping": routing.ramping,
         "ramping_percentage": routing.ramping_percentage,
+        "propagating": routing.propagating,  # Temporal applies the routing to the task queues: not everywhere yet
         "versions": routing.versions,
         "behavior": supervisor.topology.pool.versioning_behavior,
         "deploy": {

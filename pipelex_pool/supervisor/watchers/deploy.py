@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 from temporalio.api.deployment.v1 import WorkerDeploymentVersion
-from temporalio.api.enums.v1 import TaskQueueType, VersionDrainageStatus, WorkerDeploymentVersionStatus
+from temporalio.api.enums.v1 import (
+    RoutingConfigUpdateState,
+    TaskQueueType,
+    VersionDrainageStatus,
+    WorkerDeploymentVersionStatus,
+)
 from temporalio.api.workflowservice.v1 import (
     DescribeWorkerDeploymentRequest,
     DescribeWorkerDeploymentVersionRequest,
@@ -71,6 +76,7 @@ class Routing:
     ramping_percentage: float = 0.0
     versions: dict[str, dict[str, Any]] = field(default_factory=dict)  # build ID -> status, drainage
     error: str | None = None
+    propagating: bool = False  # a routing change not yet applied on every task queue (new runs may still go back)
 
 
 @dataclass
@@ -139,7 +145,10 @@ class DeployController:
             }
             for summary in info.version_summaries
         }
-        self.routing = Routing(current, ramping, routing.ramping_version_percentage, versions)
+        propagating = (
+            info.routing_config_update_state == RoutingConfigUpdateState.ROUTING_CONFIG_UPDATE_STATE_IN_PROGRESS
+        )
+        self.routing = Routing(current, ramping, routing.ramping_version_percentage, versions, propagating=propagating)
 
     async def _first_current(self, client: Client) -> None:
         """A versioned pool whose deployment has no current version yet (its first start): once every replica is
@@ -243,8 +252,8 @@ class DeployController:
             log.error("deploy.failed", to_build=plan.to_build, reason=reason)
             self.submit(EndDeploy(failed=reason))
             return
-        # The new build is current: Temporal routes new runs to it. From here nothing goes back to the old build;
-        # an error (Temporal unavailable) is waited out.
+        # The new build is current: Temporal routes new runs to it (once the change reached every task queue:
+        # `propagating` until then). From here nothing goes back to the old build; an error is waited out.
         self._enter(Phase.DRAINING, f"{plan.to_build} current; waiting for {plan.from_build}'s pinned runs")
         delay = TICK_S
         while True:
