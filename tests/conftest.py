@@ -23,7 +23,7 @@ from pipelex_pool.temporal.devserver import dev_server_command, wait_until_servi
 if TYPE_CHECKING:
     from tests.pool import Pool
 
-NAMESPACES = tuple(f"ns{n:02d}" for n in range(80))
+NAMESPACES = tuple(f"ns{n:03d}" for n in range(140))  # one per test that takes `namespace` (about 90 now)
 
 
 @pytest.fixture(autouse=True)
