@@ -229,3 +229,67 @@ async def test_a_fleet_switches_to_a_new_build_only_once_every_pool_runs_it(
     assert samples and any(current == "B" for current, _, _ in samples)
     wrong = [s for s in samples if s[0] == "B" and not (s[1] and s[2])]
     assert not wrong, wrong  # B was never current while a pool of the fleet ran no B replica
+
+
+def deploy_of(status: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = (status["deployment"] or {}).get("deploy") or {}
+    return found
+
+
+def only_build(status: dict[str, Any], build: str) -> bool:
+    """Every process of the pool runs `build` and sits in its slot (nothing parked, retiring or replacing)."""
+    replicas = [r for r in status["replicas"] if r["queue"]]
+    return bool(replicas) and all(
+        r["role"] == "replica" and r["state"] == "READY" and r["build_id"] == build for r in replicas
+    )
+
+
+def test_a_fleet_deploy_fails_cleanly_at_its_timeout_goes_on_when_a_pool_leaves_and_a_late_pool_is_told(
+    versioned_fleet: tuple[Pool, Pool], temporal_server: TemporalServer, namespace: str
+) -> None:
+    """hosta deploys B while hostb runs A: at --fleet-timeout the deploy fails, A's processes take their slots back
+    and Temporal still routes to A. Deployed again, it waits for hostb; hostb leaves (`down`): the switch happens
+    once hostb is out of the fleet. hostb comes back on A after the switch: its status says it runs a build the
+    deployment no longer routes to and how to fix it; its own deploy of B then finishes at once."""
+    a, b = versioned_fleet
+    for pool in (a, b):
+        pool.up()
+    for pool in (a, b):
+        pool.wait_all_ready()
+        pool.wait(
+            lambda s: (s["deployment"] or {}).get("current") == "A" and sorted(s["fleet"]["pools"] or {}) == [
+                "hosta", "hostb"],
+            90,
+            "build A current, both pools in the fleet",
+        )  # fmt: skip
+
+    # 1. the fleet's timeout passes: a clean failure
+    result = a.cli("deploy", "--build-id", "B", "--fleet-timeout", "10s", "--wait", timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "did not run build B everywhere within 10s" in result.stderr and "hostb (" in result.stderr, result.stderr
+    status = a.wait(lambda s: only_build(s, "A"), 90, "hosta's A processes back in their slots, B's gone")
+    assert deploy_of(status)["outcome"].startswith("failed")
+    routing = temporal_describe(temporal_server, namespace, "sim")["routingConfig"]
+    assert routing["currentVersionBuildID"] == "A" and not routing.get("rampingVersionBuildID")
+    assert only_build(b.status(), "A")
+
+    # 2. a pool leaves mid-deploy: the deploy goes on without it
+    assert a.cli("deploy", "--build-id", "B", "--no-wait").returncode == 0
+    a.wait(lambda s: deploy_of(s).get("phase") == "waiting for the fleet", 120, "hosta waiting for hostb")
+    assert b.cli("down", timeout=120).returncode == 0
+    left = time.monotonic()
+    a.wait(lambda s: deploy_of(s).get("outcome") == "done", 120, "the deploy done once hostb left the fleet")
+    print(f"the switch came {time.monotonic() - left:.1f}s after hostb left")
+    assert temporal_describe(temporal_server, namespace, "sim")["routingConfig"]["currentVersionBuildID"] == "B"
+
+    # 3. a pool joins on the old build after the switch: told, and its own deploy is an ordinary one
+    b.up()
+    b.wait_all_ready()
+    behind = "this pool runs build 'A' of Worker Deployment 'sim', which routes new runs to 'B'"
+    status = b.wait(lambda s: any(behind in w for w in s["warnings"]), 60, "hostb told it runs a build left behind")
+    assert "pipelex-pool deploy --build-id B" in next(w for w in status["warnings"] if behind in w)
+    result = b.cli("deploy", "--build-id", "B", "--wait", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    b.wait(
+        lambda s: only_build(s, "B") and not any(behind in w for w in s["warnings"]), 120, "hostb on B, told no more"
+    )

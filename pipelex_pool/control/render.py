@@ -88,6 +88,12 @@ def _deployment(deployment: dict[str, Any]) -> str:
         text += f", ramping {deployment['ramping']} ({deployment['ramping_percentage']:g}%)"
     others = [f"{b} {v['status']}" for b, v in sorted(deployment["versions"].items()) if b not in (build, current)]
     text += f"; other versions: {', '.join(others)}" if others else ""
+    deleted = deployment.get("versions_deleted") or []
+    if deleted:
+        text += f"; deleted lately: {', '.join(d['build_id'] for d in deleted[-5:])}"
+    kept = deployment.get("versions_kept") or {}
+    if kept:
+        text += f"; not deletable yet: {', '.join(sorted(kept))} (Temporal: {next(iter(kept.values()))})"
     plan = deployment.get("deploy")
     if plan and not plan.get("outcome"):
         text += f"\n             deploy {plan['from_build']} -> {plan['to_build']}: {plan['phase']}: {plan['detail']}"

@@ -208,6 +208,9 @@ def _deployment(supervisor: PoolView) -> dict[str, Any] | None:
         "ramping_percentage": routing.ramping_percentage,
         "propagating": routing.propagating,  # Temporal applies the routing to the task queues: not everywhere yet
         "versions": routing.versions,
+        # version hygiene ([pool.versions]): deleted lately, and those Temporal would not delete yet (and why)
+        "versions_deleted": list(deployer.deleted),
+        "versions_kept": {build: why for build, (why, _) in deployer.refused.items()},
         "behavior": supervisor.topology.pool.versioning_behavior,
         "deploy": {
             "from_build": plan.from_build,
@@ -270,7 +273,7 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
     dev_state = supervisor.dev.handles[0].state.value if supervisor.dev and supervisor.dev.handles else None
     return {
         "queues": _queues(supervisor),
-        "warnings": supervisor.watch.warnings() + connection_problems,
+        "warnings": supervisor.watch.warnings() + supervisor.deployer.warnings() + connection_problems,
         # new runs routed where no live poller serves them (also among the warnings): status exits 3
         "routing_mismatches": supervisor.watch.routing_mismatches(),
         "poller_limit": supervisor.watch.poller_limit,

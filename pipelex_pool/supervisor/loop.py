@@ -35,6 +35,7 @@ from pipelex_pool.contract import (
 from pipelex_pool.errors import ErrorCode, PoolError, RequestRefused, TopologyError
 from pipelex_pool.paths import PoolPaths
 from pipelex_pool.supervisor import scale_down, start_order
+from pipelex_pool.supervisor.deploy.controller import DeployController
 from pipelex_pool.supervisor.desired.requests import DeployPlan, Reload, Request, Shutdown, apply
 from pipelex_pool.supervisor.events import (
     Event,
@@ -69,7 +70,6 @@ from pipelex_pool.supervisor.spawning.spawner import ExecSpawner, Spawner
 from pipelex_pool.supervisor.systemd import SystemdNotifier
 from pipelex_pool.supervisor.view import ReplicaInfo, settled, summary, temporal_expected_down
 from pipelex_pool.supervisor.watchers.child import watch_child, watch_polling, watch_serving
-from pipelex_pool.supervisor.watchers.deploy import DeployController
 from pipelex_pool.supervisor.watchers.queues import TemporalWatch, served_types
 from pipelex_pool.supervisor.watchers.resources import SAMPLE_INTERVAL_S, watch_resources
 from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth

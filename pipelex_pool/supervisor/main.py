@@ -17,7 +17,7 @@ from pipelex_pool.control.server import ControlServer
 from pipelex_pool.errors import PoolError
 from pipelex_pool.logs import EVENT_FILE
 from pipelex_pool.paths import PoolPaths, check_socket_path, private_dir, resolve_paths, runtime_base
-from pipelex_pool.supervisor.deploy_record import ASK_WITHIN_S, recorded_current, temporal_current
+from pipelex_pool.supervisor.deploy.record import ASK_WITHIN_S, recorded_current, temporal_current
 from pipelex_pool.supervisor.lock import PoolLock, stop_leftovers
 from pipelex_pool.supervisor.loop import Supervisor
 from pipelex_pool.supervisor.spawning.fork_spawner import ForkSpawner

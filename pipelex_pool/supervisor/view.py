@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from pipelex_pool.supervisor.deploy.controller import DeployController
 from pipelex_pool.supervisor.desired.requests import Request
 from pipelex_pool.supervisor.notifications import Notifications
 from pipelex_pool.supervisor.pool_state import (
@@ -19,7 +20,6 @@ from pipelex_pool.supervisor.pool_state import (
     temporal_expected_down,
     uptime,
 )
-from pipelex_pool.supervisor.watchers.deploy import DeployController
 from pipelex_pool.supervisor.watchers.queues import TemporalWatch
 from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth
 

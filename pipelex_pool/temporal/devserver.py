@@ -58,6 +58,7 @@ def dev_server_command(
     ui_port: int | None = None,
     log_level: str = "warn",
     poll_limit: int = DEV_SERVER_POLL_LIMIT,
+    dynamic_config: dict[str, str] | None = None,
 ) -> list[str]:
     command = [
         temporal_cli(),
@@ -83,6 +84,8 @@ def dev_server_command(
     # with a 3 min visibility grace; on a one-machine dev server, `deploy` should not wait 6 min for it.
     command += ["--dynamic-config-value", f'matching.wv.VersionDrainageStatusRefreshInterval="{DRAINAGE_REFRESH}"']
     command += ["--dynamic-config-value", f'matching.wv.VersionDrainageStatusVisibilityGracePeriod="{DRAINAGE_GRACE}"']
+    for key, value in (dynamic_config or {}).items():  # (a value is YAML: a duration is quoted, "5s")
+        command += ["--dynamic-config-value", f"{key}={value}"]
     for namespace in namespaces:
         if namespace != "default":
             command += ["--namespace", namespace]

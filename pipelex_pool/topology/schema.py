@@ -84,6 +84,21 @@ class PoolNotify(StrictModel):
         return value
 
 
+class VersionRetention(StrictModel):
+    """`[pool.versions]`: which of the deployment's versions a pool deletes from Temporal once nothing needs them.
+
+    A version is retired once no new run goes to it and no pinned run is left (Temporal: drained), or when it never
+    took a run (a deploy that failed or was rolled back before it became current). A retired version no process of
+    the pool runs is deleted once it has been retired for `max_age`, and at once beyond the newest `keep` retired
+    ones; Temporal itself refuses while any poller (of any pool) still polls it, and lists a poller for
+    matching.PollerHistoryTTL (5 min by default) after its last poll."""
+
+    delete: bool = True  # false: never delete (the pool still warns before Temporal's limit)
+    keep: int = Field(default=10, ge=0)
+    max_age: Duration = timedelta(days=1)
+    limit: int = Field(default=100, ge=1)  # Temporal's matching.maxVersionsInDeployment; warned at 80 %
+
+
 class PoolSection(StrictModel):
     name: str = Field(default="pipelex", pattern=NAME_PATTERN)
     # pools (on several machines) serving the same queues: they see each other's workers and share autoscaling
@@ -116,6 +131,7 @@ class PoolSection(StrictModel):
     stuck_attempt_after: Duration = timedelta(seconds=60)
     restart: RestartConfig = Field(default_factory=RestartConfig)
     notify: PoolNotify | None = None
+    versions: VersionRetention = Field(default_factory=VersionRetention)
     # each built-in worker's heartbeat to Temporal (its status, slots, pollers; `temporal worker list`, and the
     # pool's view of its replicas): Temporal's SDK default, 1 s to 60 s
     worker_heartbeat: Duration = Field(default=timedelta(seconds=60), ge=timedelta(seconds=1), le=timedelta(seconds=60))

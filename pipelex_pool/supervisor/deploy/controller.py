@@ -12,13 +12,15 @@ import enum
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
-from temporalio.api.deployment.v1 import WorkerDeploymentVersion
+from temporalio.api.deployment.v1 import WorkerDeploymentInfo, WorkerDeploymentVersion
 from temporalio.api.enums.v1 import (
     RoutingConfigUpdateState,
     TaskQueueType,
@@ -26,6 +28,7 @@ from temporalio.api.enums.v1 import (
     WorkerDeploymentVersionStatus,
 )
 from temporalio.api.workflowservice.v1 import (
+    DeleteWorkerDeploymentVersionRequest,
     DescribeWorkerDeploymentRequest,
     DescribeWorkerDeploymentVersionRequest,
     SetWorkerDeploymentCurrentVersionRequest,
@@ -34,7 +37,8 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from pipelex_pool.supervisor.deploy_record import Deployed, record_current
+from pipelex_pool.supervisor.deploy.hygiene import VersionStatus, VersionSummary, near_limit, to_delete
+from pipelex_pool.supervisor.deploy.record import Deployed, record_current
 from pipelex_pool.supervisor.desired.requests import DeployPlan, EndDeploy, ReleaseParked, Request
 from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.watchers.queues import served_types
@@ -48,6 +52,7 @@ ROLLBACK_CHECK_S = 0.1  # a rollback asked during a deploy is acted on within th
 DESCRIBE_EVERY_S = 5.0
 VERIFY_WITHIN_S = 120.0  # the new version must be seen on every queue within this, once its replicas are READY
 RETRY_FOR_S = 60.0  # a routing change Temporal could not take now is tried again this long
+REFUSED_RETRY_S = 15.0  # a version Temporal would not delete yet is asked again after this
 TRANSIENT = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED)
 
 
@@ -67,6 +72,22 @@ class DeployFailed(Exception):
     pass
 
 
+def _summary(raw: WorkerDeploymentInfo.WorkerDeploymentVersionSummary) -> VersionSummary:
+    status = VersionStatus(
+        WorkerDeploymentVersionStatus.Name(raw.status).removeprefix("WORKER_DEPLOYMENT_VERSION_STATUS_").lower()
+    )
+    created = raw.create_time.ToDatetime(tzinfo=UTC) if raw.HasField("create_time") else None
+    since = None
+    if status is VersionStatus.DRAINED:
+        stamp = raw.drainage_info.last_changed_time if raw.drainage_info.HasField("last_changed_time") else None
+        if stamp is None and raw.HasField("last_deactivation_time"):
+            stamp = raw.last_deactivation_time
+        since = stamp.ToDatetime(tzinfo=UTC) if stamp is not None else created
+    elif status is VersionStatus.INACTIVE:
+        since = created
+    return VersionSummary(raw.deployment_version.build_id, status, created, since)
+
+
 @dataclass
 class Routing:
     """The deployment as Temporal last described it."""
@@ -75,6 +96,7 @@ class Routing:
     ramping: str | None = None
     ramping_percentage: float = 0.0
     versions: dict[str, dict[str, Any]] = field(default_factory=dict)  # build ID -> status, drainage
+    summaries: list[VersionSummary] = field(default_factory=list)  # what version hygiene reads
     error: str | None = None
     propagating: bool = False  # a routing change not yet applied on every task queue (new runs may still go back)
 
@@ -91,6 +113,9 @@ class DeployController:
     routing: Routing = field(default_factory=Routing)
     _handled: float | None = None  # the `started` of the last deploy carried out
     _described: float = 0.0
+    deleted: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=20))  # version hygiene, newest last
+    # versions Temporal would not delete yet (a poller within its poller history): build ID -> why, and when asked
+    refused: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     @property
     def deployment(self) -> str | None:
@@ -107,7 +132,8 @@ class DeployController:
             await anyio.sleep(TICK_S)
             try:
                 client = await self.client()
-                if time.monotonic() - self._described > DESCRIBE_EVERY_S:
+                fresh = time.monotonic() - self._described > DESCRIBE_EVERY_S
+                if fresh:
                     await self._describe(client)
                 plan = self.supervisor.deploy
                 if plan is not None and plan.outcome is None and plan.started != self._handled:
@@ -115,6 +141,8 @@ class DeployController:
                     await self._carry_out_unless_rolled_back(client, plan)
                 elif plan is None:
                     await self._first_current(client)
+                if fresh and (plan is None or plan.outcome is not None):  # (none deleted while a deploy runs)
+                    await self._tidy(client)
             except RPCError as exc:  # Temporal does not answer: the watch reports it; try again next tick
                 self.routing.error = str(exc)
 
@@ -134,21 +162,23 @@ class DeployController:
         routing = info.routing_config
         current = routing.current_deployment_version.build_id or None
         ramping = routing.ramping_deployment_version.build_id or None
+        summaries = [_summary(s) for s in info.version_summaries]
         versions = {
-            summary.deployment_version.build_id: {
-                "status": WorkerDeploymentVersionStatus.Name(summary.status)
-                .removeprefix("WORKER_DEPLOYMENT_VERSION_STATUS_")
-                .lower(),
-                "drainage": VersionDrainageStatus.Name(summary.drainage_info.status)
+            summary.build_id: {
+                "status": summary.status.value,
+                "drainage": VersionDrainageStatus.Name(raw.drainage_info.status)
                 .removeprefix("VERSION_DRAINAGE_STATUS_")
                 .lower(),
+                "retired_since": summary.retired_since.isoformat() if summary.retired_since else None,
             }
-            for summary in info.version_summaries
+            for summary, raw in zip(summaries, info.version_summaries, strict=True)
         }
         propagating = (
             info.routing_config_update_state == RoutingConfigUpdateState.ROUTING_CONFIG_UPDATE_STATE_IN_PROGRESS
         )
-        self.routing = Routing(current, ramping, routing.ramping_version_percentage, versions, propagating=propagating)
+        self.routing = Routing(
+            current, ramping, routing.ramping_version_percentage, versions, summaries, propagating=propagating
+        )
 
     async def _first_current(self, client: Client) -> None:
         """A versioned pool whose deployment has no current version yet (its first start): once every replica is
@@ -161,6 +191,91 @@ class DeployController:
         await self._set_current(client, build)
         log.info("deploy.first_current", deployment=self.deployment, build_id=build)
         await self._describe(client)
+
+    def warnings(self) -> list[str]:
+        """Before Temporal's limit of versions; a pool left on a build the deployment no longer routes to."""
+        found: list[str] = []
+        deployment, routing = self.deployment, self.routing
+        if deployment is None or routing.error:
+            return found
+        retention = self.supervisor.topology.pool.versions
+        limit = near_limit(deployment, len(routing.summaries), retention)
+        if limit:
+            found.append(limit)
+        build, plan = self.supervisor.build_id, self.supervisor.deploy
+        in_progress = plan is not None and plan.outcome is None
+        if routing.current and build and build not in (routing.current, routing.ramping) and not in_progress:
+            found.append(
+                f"this pool runs build {build!r} of Worker Deployment {deployment!r}, which routes new runs to "
+                f"{routing.current!r} (another pool of the fleet deployed it): its replicas get only the runs pinned "
+                f"to {build!r}. Fix: `pipelex-pool deploy --build-id {routing.current}` here once that build is "
+                "installed"
+            )
+        return found
+
+    def _running_builds(self) -> set[str]:
+        builds = set()
+        for group in self.supervisor.groups.values():
+            handles = [*group.handles, *group.retiring, *group.parked]
+            if group.replacement is not None:
+                handles.append(group.replacement)
+            for handle in handles:
+                info = self.supervisor.info.get(handle)
+                if info is not None and info.build_id and handle.pid is not None:
+                    builds.add(info.build_id)
+        if self.supervisor.build_id:
+            builds.add(self.supervisor.build_id)
+        return builds
+
+    async def _tidy(self, client: Client) -> None:
+        """Version hygiene (hygiene.py): delete the retired versions past retention; a refusal (a poller still in
+        Temporal's poller history) is asked again after REFUSED_RETRY_S."""
+        assert self.deployment is not None
+        routing = self.routing
+        if routing.error or not routing.summaries:
+            return
+        now, clock = datetime.now(UTC), time.monotonic()
+        chosen = to_delete(
+            routing.summaries,
+            current=routing.current,
+            ramping=routing.ramping,
+            running_here=self._running_builds(),
+            retention=self.supervisor.topology.pool.versions,
+            now=now,
+        )
+        listed = {v.build_id for v in routing.summaries}
+        self.refused = {b: r for b, r in self.refused.items() if b in listed}
+        deleted_any = False
+        for deletion in chosen:
+            refused = self.refused.get(deletion.build_id)
+            if refused is not None and clock - refused[1] < REFUSED_RETRY_S:
+                continue
+            try:
+                await client.workflow_service.delete_worker_deployment_version(
+                    DeleteWorkerDeploymentVersionRequest(
+                        namespace=client.namespace,
+                        deployment_version=WorkerDeploymentVersion(
+                            deployment_name=self.deployment, build_id=deletion.build_id
+                        ),
+                        identity=self.identity,
+                    )
+                )
+            except RPCError as exc:
+                if exc.status is RPCStatusCode.NOT_FOUND:  # (another pool of the fleet deleted it)
+                    continue
+                if exc.status is not RPCStatusCode.FAILED_PRECONDITION:
+                    raise
+                self.refused[deletion.build_id] = (exc.message, clock)
+                log.info("deploy.version_kept", build_id=deletion.build_id, because=exc.message,
+                         retry_in_s=REFUSED_RETRY_S)  # fmt: skip
+                continue
+            self.refused.pop(deletion.build_id, None)
+            self.deleted.append({"build_id": deletion.build_id, "because": deletion.because, "at": now.isoformat()})
+            log.info("deploy.version_deleted", deployment=self.deployment, build_id=deletion.build_id,
+                     because=deletion.because)  # fmt: skip
+            deleted_any = True
+        if deleted_any:
+            await self._describe(client)
 
     def _all_on(self, build: str) -> bool:
         """Every wanted replica READY on `build`, and no roll left."""
@@ -365,7 +480,7 @@ class DeployController:
 
     async def _set_current(self, client: Client, build: str) -> None:
         """Make `build` current (a moment of unavailability is retried for RETRY_FOR_S), then record it in the
-        state directory: a restart starts the build Temporal routes to (deploy_record.py)."""
+        state directory: a restart starts the build Temporal routes to (deploy/record.py)."""
         assert self.deployment is not None
         deadline = time.monotonic() + RETRY_FOR_S
         while True:
