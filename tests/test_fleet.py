@@ -4,6 +4,7 @@ scaling to all of it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -14,13 +15,13 @@ from typing import Any
 
 import anyio
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
 from tests.conftest import Processes, TemporalServer
 from tests.helpers import worker_args
 from tests.pool import Pool
-from tests.test_deploy import temporal_describe
+from tests.test_deploy import build_of, temporal_describe
 
 pytestmark = pytest.mark.slow
 
@@ -179,9 +180,23 @@ def runs_build(status: dict[str, Any], build: str) -> bool:
     )
 
 
-async def test_a_fleet_switches_to_a_new_build_only_once_every_pool_runs_it(
-    versioned_fleet: tuple[Pool, Pool], temporal_server: TemporalServer, namespace: str
+async def pinned_run(client: Client, prefix: str, latency: float) -> WorkflowHandle[Any, PipeRunResult]:
+    """A run of one LLM step of `latency` seconds, pinned to the version that takes its first workflow task."""
+    handle = await client.start_workflow(
+        "WfPipeRun", PipeRunInput(run_id=prefix, steps=[SimStep("act_llm_gen_text", latency_s=latency)]),
+        id=f"{prefix}-{uuid.uuid4().hex[:6]}", task_queue="temporal_task_queue", result_type=PipeRunResult,
+    )  # fmt: skip
+    while not await build_of(handle):
+        await anyio.sleep(0.1)
+    return handle
+
+
+async def test_a_fleet_switches_to_a_new_build_only_once_every_pool_runs_it_and_rolls_back_as_one(
+    versioned_fleet: tuple[Pool, Pool], temporal_server: TemporalServer, namespace: str, client: Client
 ) -> None:
+    """The switch waits for every pool of the fleet; then `deploy --build-id A` on one pool while A still drains
+    (a run pinned to A in flight) makes A current within 2 s, and the other pool rolls back with it: A's processes
+    back in their slots on both, every run finishes on its build with no retry."""
     a, b = versioned_fleet
     for pool in (a, b):
         pool.up()
@@ -203,32 +218,60 @@ async def test_a_fleet_switches_to_a_new_build_only_once_every_pool_runs_it(
     assert "hostb (" in detail and "runs only A on llm_q (activity)" in detail, detail
     assert temporal_describe(temporal_server, namespace, "sim")["routingConfig"]["currentVersionBuildID"] == "A"
     text = a.cli("status", "--fleet").stdout
-    assert "deploy of build B: waiting for the fleet" in text and "hostb" in text
+    assert "deploy of build B: waiting for the fleet" in text and "hostb" in text, text
 
     samples: list[tuple[str | None, bool, bool]] = []
 
+    def take_sample() -> None:
+        sa, sb = a.status(), b.status()
+        samples.append(((sa["deployment"] or {}).get("current"), runs_build(sa, "B"), runs_build(sb, "B")))
+
     async def sample() -> None:  # every second: B current only while both pools run B
         while True:
-            sa, sb = a.status(), b.status()
-            current = (sa["deployment"] or {}).get("current")
-            samples.append((current, runs_build(sa, "B"), runs_build(sb, "B")))
+            await anyio.to_thread.run_sync(take_sample)
             await anyio.sleep(1.0)
 
+    on_a = await pinned_run(client, "on-a", 45.0)  # keeps A draining after the switch
     async with anyio.create_task_group() as tg:
         tg.start_soon(sample)
-        result = await anyio.to_thread.run_sync(lambda: b.cli("deploy", "--build-id", "B", "--wait", timeout=300))
-        assert result.returncode == 0, result.stderr + result.stdout
+        assert b.cli("deploy", "--build-id", "B", "--no-wait").returncode == 0
 
-        def deploy_done(s: dict[str, Any]) -> bool:
-            return ((s["deployment"] or {}).get("deploy") or {}).get("outcome") == "done"
+        def draining(s: dict[str, Any]) -> bool:  # B current, A's pinned run still going
+            return ((s["deployment"] or {}).get("deploy") or {}).get("phase") == "draining"
 
         for pool in (a, b):
-            await anyio.to_thread.run_sync(pool.wait, deploy_done, 120, "the deploy done")
+            await anyio.to_thread.run_sync(pool.wait, draining, 120, "B current, A draining")
         tg.cancel_scope.cancel()
+    take_sample()
     assert temporal_describe(temporal_server, namespace, "sim")["routingConfig"]["currentVersionBuildID"] == "B"
     assert samples and any(current == "B" for current, _, _ in samples)
     wrong = [s for s in samples if s[0] == "B" and not (s[1] and s[2])]
     assert not wrong, wrong  # B was never current while a pool of the fleet ran no B replica
+
+    on_b = await pinned_run(client, "on-b", 5.0)
+    a_pids = {p.directory.name: {(r["group"], r["replica"]): r["pid"] for r in p.replicas() if r["role"] == "parked"}
+              for p in (a, b)}  # fmt: skip
+    result = await anyio.to_thread.run_sync(lambda: a.cli("deploy", "--build-id", "A", "--wait", timeout=120))
+    assert result.returncode == 0, result.stderr + result.stdout
+    took = [json.loads(line)["seconds"] for line in a.output().splitlines() if '"deploy.rolled_back"' in line]
+    assert took and took[0] < 2.0, took
+    print(f"fleet rollback: A current again {took[0]}s after it was asked")
+    assert temporal_describe(temporal_server, namespace, "sim")["routingConfig"]["currentVersionBuildID"] == "A"
+
+    def rolled_back(s: dict[str, Any]) -> bool:
+        return ((s["deployment"] or {}).get("deploy") or {}).get("outcome") == "rolled back to A"
+
+    for pool in (a, b):
+        status = await anyio.to_thread.run_sync(pool.wait, rolled_back, 60, "the pool rolled back to A")
+        in_slots = {(r["group"], r["replica"]): r["pid"] for r in status["replicas"] if r["role"] == "replica"
+                    and r["queue"]}  # fmt: skip
+        assert in_slots == a_pids[pool.directory.name]  # A's very processes, back in their slots
+    assert '"deploy.fleet_rolled_back"' in b.output()
+    after = await pinned_run(client, "after", 0.2)
+    for handle, build in ((on_a, "A"), (on_b, "B"), (after, "A")):
+        outcome = await handle.result()
+        assert all(step.attempt == 1 for step in outcome.steps), (handle.id, outcome)
+        assert await build_of(handle) == build, handle.id
 
 
 def deploy_of(status: dict[str, Any]) -> dict[str, Any]:

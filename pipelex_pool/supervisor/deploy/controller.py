@@ -72,6 +72,10 @@ class DeployFailed(Exception):
     pass
 
 
+class MadeCurrentAgain(Exception):
+    """While this pool waited for the old build to drain, another pool of the fleet rolled back to it."""
+
+
 def _summary(raw: WorkerDeploymentInfo.WorkerDeploymentVersionSummary) -> VersionSummary:
     status = VersionStatus(
         WorkerDeploymentVersionStatus.Name(raw.status).removeprefix("WORKER_DEPLOYMENT_VERSION_STATUS_").lower()
@@ -306,11 +310,13 @@ class DeployController:
         if plan.rollback_requested:
             await self._roll_back(plan)
 
-    async def _roll_back(self, plan: DeployPlan) -> None:
+    async def _roll_back(self, plan: DeployPlan, *, switch: bool = True) -> None:
+        """Back to the old build: made current again (unless another pool of the fleet did: `switch` False), its
+        processes back in their slots, the new build's parked until its pinned runs have finished."""
         started = time.monotonic()
         self._enter(Phase.ROLLING_BACK, f"making {plan.from_build} current again")
         deadline = time.monotonic() + RETRY_FOR_S
-        while True:  # (Temporal not answering is waited out: the old processes serve meanwhile)
+        while switch:  # (Temporal not answering is waited out: the old processes serve meanwhile)
             try:
                 client = await self.client()
                 with anyio.move_on_after(RETRY_FOR_S):
@@ -324,9 +330,11 @@ class DeployController:
                     break
                 await anyio.sleep(TICK_S)
         took = round(time.monotonic() - started, 2)
-        log.info("deploy.rolled_back", to_build=plan.from_build, from_build=plan.to_build, seconds=took)
+        log.info("deploy.rolled_back", to_build=plan.from_build, from_build=plan.to_build, seconds=took,
+                 by="this pool" if switch else "another pool of the fleet")  # fmt: skip
         self.submit(EndDeploy(rolled_back=True))  # A back in its slots, B's processes parked in turn
-        self._enter(Phase.ROLLED_BACK, f"{plan.from_build} current again in {took}s; {plan.to_build}'s pinned runs "
+        how = f"in {took}s" if switch else "by another pool of the fleet"
+        self._enter(Phase.ROLLED_BACK, f"{plan.from_build} current again {how}; {plan.to_build}'s pinned runs "
                     "finish on its parked processes")  # fmt: skip
         delay = TICK_S
         while True:  # B's pinned runs finish on B (as A's did in the deploy), then its processes go
@@ -374,8 +382,11 @@ class DeployController:
         while True:
             try:
                 await self._describe(await self.client())
-                await self._drained(await self.client(), plan.from_build)
+                await self._drained(await self.client(), plan.from_build, watch_rollback=True)
                 break
+            except MadeCurrentAgain:  # the fleet moves as one: back with it
+                await self._roll_back(plan, switch=False)
+                return
             except RPCError as exc:
                 self.detail = f"{plan.to_build} current; Temporal did not answer ({exc}), asking again"
                 await anyio.sleep(delay)
@@ -457,8 +468,10 @@ class DeployController:
         names = ", ".join(f"{q} ({TaskQueueType.Name(t).removeprefix('TASK_QUEUE_TYPE_').lower()})" for q, t in missing)
         raise DeployFailed(f"Temporal never saw build {build} poll {names} within {VERIFY_WITHIN_S:g}s")
 
-    async def _drained(self, client: Client, build: str | None) -> None:
-        """Pinned runs of the old version finish on it; auto-upgrade runs move at their next workflow task."""
+    async def _drained(self, client: Client, build: str | None, *, watch_rollback: bool = False) -> None:
+        """Pinned runs of the old version finish on it; auto-upgrade runs move at their next workflow task.
+        `watch_rollback`: raise MadeCurrentAgain if the old version becomes current again meanwhile (another pool
+        of the fleet rolled back)."""
         if build is None or self.supervisor.topology.pool.versioning_behavior == "auto_upgrade":
             return
         assert self.deployment is not None
@@ -470,6 +483,9 @@ class DeployController:
                 )
             )
             info = response.worker_deployment_version_info
+            if watch_rollback and info.status == WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_CURRENT:
+                log.info("deploy.fleet_rolled_back", to_build=build, by="another pool of the fleet")
+                raise MadeCurrentAgain(build)
             if info.drainage_info.status == VersionDrainageStatus.VERSION_DRAINAGE_STATUS_DRAINED:
                 return
             self.detail = (
