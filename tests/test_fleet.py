@@ -95,13 +95,22 @@ async def test_two_pools_of_one_fleet_see_each_other_and_share_the_backlog(
         text = pool.cli("status", "--fleet").stdout
         assert "workers of the fleet, from Temporal's heartbeats:" in text and f"{other}/llm/0@" in text
 
-    stray_identity = f"fleetc/llm/0@{os.uname().nodename}:1"  # a pool of no fleet of theirs
-    stray = processes.spawn(worker_args(a.topology, "llm_q", "runner-llm", identity=stray_identity), name="stray")
+    strays = [
+        f"fleetc/llm/0@{os.uname().nodename}:1",  # a pool of no fleet of theirs
+        "fleetb/llm/9@elsewhere:1",  # a fleet pool's name, on a host its beacon does not list
+    ]
+    started = [
+        processes.spawn(worker_args(a.topology, "llm_q", "runner-llm", identity=identity), name="stray")
+        for identity in strays
+    ]
     for pool in (a, b):
-        status = pool.wait(lambda s: stray_identity in llm_q(s).get("foreign_pollers", []), 60, "the stray seen")
-        assert any(stray_identity in w for w in status["warnings"])
-    stray.terminate()
-    stray.wait(timeout=60)
+        status = pool.wait(
+            lambda s: set(strays) <= set(llm_q(s).get("foreign_pollers", [])), 60, "both strays seen as strays"
+        )
+        assert all(any(identity in w for w in status["warnings"]) for identity in strays)
+    for stray in started:
+        stray.terminate()
+        stray.wait(timeout=60)
 
     # 200 activity tasks of 1 s on llm_q: one pool alone would run max (6) replicas; together they must not run 12
     handle = await client.start_workflow(

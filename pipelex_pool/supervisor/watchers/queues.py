@@ -275,7 +275,7 @@ class TemporalWatch:
                 continue
             versions: dict[str, set[str | None]] = {}
             for identity, poller in view.live_pollers(now).items():
-                if pool_of(identity) in others:
+                if pool_of(identity) in others and host_of(identity) in self.fleet.pools[pool_of(identity)]:
                     versions.setdefault(pool_of(identity), set()).add(poller.version)
             for pool, seen in sorted(versions.items()):
                 if version not in seen:
@@ -411,7 +411,8 @@ def pollers_by_owner(
 ) -> Owners:
     """The queue's live pollers split by owner. This pool's are compared by exact identity (its live processes);
     its processes that exited within the last minutes are in no list (Temporal lists a dead worker's last polls
-    for up to LIVE_WITHIN); the fleet's other pools are recognised by their name, as their beacon lists them."""
+    for up to LIVE_WITHIN); the fleet's other pools are recognised by their name and host, as their beacons list
+    them."""
     live = view.live_pollers(now)
     alive = live_identities(supervisor)
     pool = supervisor.topology.pool.name
@@ -424,8 +425,8 @@ def pollers_by_owner(
             own.append(identity)
         elif identity in supervisor.exited_identities or former_process(identity, pool):
             continue
-        elif pool_of(identity) in members:
-            fleets.append(identity)
+        elif pool_of(identity) in members and fleet and host_of(identity) in fleet.pools[pool_of(identity)]:
+            fleets.append(identity)  # (a fleet pool's name on a host its beacon does not list is a stray)
         else:
             foreign.append(identity)
     return Owners(own, fleets, foreign)
