@@ -21,7 +21,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from pipelex_pool.contract import HAND_BACK_FAILURE_TYPE as FAILURE_TYPE
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep, StepResult
-from pipelex_pool.supervisor.handback import hand_back
+from pipelex_pool.supervisor.handback.dead_replica import hand_back
 from pipelex_pool.worker.inflight import Attempt
 from tests.conftest import TemporalServer
 from tests.helpers import history, retried_failures

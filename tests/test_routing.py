@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pipelex_pool.sim.routing import resolve_step
+from pipelex_pool.routing import resolve_step
 from pipelex_pool.topology.temporal_schema import TemporalSection
 
 TEMPORAL = TemporalSection.model_validate(

@@ -9,10 +9,9 @@ from datetime import timedelta
 
 from pipelex_pool.contract import CONFIG_ENV, GROUP_ENV
 from pipelex_pool.errors import PoolError
-from pipelex_pool.supervisor.groups import STOP_MARGIN_S
-from pipelex_pool.supervisor.spawning.spawner import worker_argv
 from pipelex_pool.topology.load import Topology
 from pipelex_pool.topology.schema import ResolvedGroup
+from pipelex_pool.worker_command import stop_timeout, worker_argv
 
 
 @dataclass(frozen=True)
@@ -36,8 +35,7 @@ def worker_run(
     )
     env = {**group.env_table, CONFIG_ENV: config, GROUP_ENV: group.name, "PYTHONUNBUFFERED": "1"}
     watchdog = group.watchdog if group.watchdog and group.readiness == "notify" else None
-    stop = group.graceful_shutdown_timeout + timedelta(seconds=STOP_MARGIN_S)
-    return WorkerRun(argv=argv, env=env, env_files=group.env_file, stop_timeout=stop, watchdog=watchdog)
+    return WorkerRun(argv=argv, env=env, env_files=group.env_file, stop_timeout=stop_timeout(group), watchdog=watchdog)
 
 
 def api_key_env(topology: Topology) -> str | None:

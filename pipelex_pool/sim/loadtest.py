@@ -18,8 +18,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from pipelex_pool.errors import PoolError
+from pipelex_pool.routing import resolve_step
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
-from pipelex_pool.sim.routing import resolve_step
 from pipelex_pool.topology.load import Topology
 from pipelex_pool.topology.toml import read_toml
 

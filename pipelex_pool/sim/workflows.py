@@ -9,7 +9,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from pipelex_pool.sim import routing
+    from pipelex_pool import routing
     from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep, StepResult
 
 

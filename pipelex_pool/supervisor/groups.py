@@ -18,8 +18,8 @@ from pipelex_pool.topology.load import Topology
 from pipelex_pool.topology.schema import ResolvedGroup, RestartConfig
 from pipelex_pool.units import parse_duration
 from pipelex_pool.worker.accounting import TaskCounts
+from pipelex_pool.worker_command import stop_timeout
 
-STOP_MARGIN_S = 5.0
 DEV_SERVER_GROUP = "temporal-dev-server"
 
 
@@ -137,7 +137,7 @@ def worker_group(topology: Topology, group: ResolvedGroup) -> SupervisedGroup:
         readiness, delay = Readiness.DELAY, parse_duration(group.readiness.removeprefix("delay:")).total_seconds()
     timings = HandleTimings(
         start_timeout=group.start_timeout.total_seconds(),
-        stop_timeout=group.graceful_shutdown_timeout.total_seconds() + STOP_MARGIN_S,
+        stop_timeout=stop_timeout(group).total_seconds(),
         watchdog=group.watchdog.total_seconds() or None if group.watchdog and readiness is Readiness.NOTIFY else None,
     )
     pool = topology.pool.name

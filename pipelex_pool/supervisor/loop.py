@@ -57,7 +57,7 @@ from pipelex_pool.supervisor.groups import (
     dev_server_group,
     worker_group,
 )
-from pipelex_pool.supervisor.handback import HandBacks
+from pipelex_pool.supervisor.handback.dead_replica import HandBacks
 from pipelex_pool.supervisor.lock import record_for, write_state
 from pipelex_pool.supervisor.notifications import Notifications
 from pipelex_pool.supervisor.process.handle import Action, ProcessHandle

@@ -76,7 +76,7 @@ def dev_server_command(
     command += ["--ui-port", str(ui_port)] if ui_port else ["--headless"]
     # No frontend.enableCancelWorkerPollsOnShutdown: measured with plain temporalio workers rolled under load
     # (scripts/repro_lost_dispatch.py, 40 rolls each), it made lost dispatches more frequent (7 lost with it, 1
-    # without). The pool hands back the ones that remain (supervisor/watchers/lost_dispatch.py).
+    # without). The pool hands back the ones that remain (supervisor/handback/lost_dispatch.py).
     # Its default limit of concurrent long polls per namespace stops a pool of a few dozen replicas (measured: with
     # 32 replicas, 8 of them got every poll refused and stayed STARTING for ~45 s): raise it for a one-machine pool.
     command += ["--dynamic-config-value", f"frontend.namespaceCount={poll_limit}"]

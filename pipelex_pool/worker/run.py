@@ -22,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from pipelex_pool import routing
 from pipelex_pool.contract import (
     HEALTH_FILE_ENV,
     HEALTH_TOUCH_S,
@@ -38,7 +39,6 @@ from pipelex_pool.errors import PoolError, WorkerBootError
 from pipelex_pool.notify import Notifier
 from pipelex_pool.packs import Catalog
 from pipelex_pool.parent_death import expected_parent, set_parent_death_signal
-from pipelex_pool.sim import routing
 from pipelex_pool.temporal.codec import data_converter
 from pipelex_pool.temporal.connect import connect, follow_key, named_problem
 from pipelex_pool.temporal.connection import Connection

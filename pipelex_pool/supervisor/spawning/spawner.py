@@ -18,6 +18,7 @@ from pipelex_pool.contract import CONFIG_ENV, GROUP_ENV, IDENTITY_ENV, REPLICA_E
 from pipelex_pool.packs import AppRef
 from pipelex_pool.supervisor.systemd import SYSTEMD_ENV
 from pipelex_pool.topology.schema import ResolvedGroup
+from pipelex_pool.worker_command import worker_argv
 
 
 @dataclass(frozen=True)
@@ -130,37 +131,6 @@ def child_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def pdeathsig_wrapped(argv: list[str]) -> list[str]:
     return [sys.executable, "-m", "pipelex_pool.supervisor.spawning.pdeathsig", *argv]
-
-
-def worker_argv(
-    pool: str,
-    group: ResolvedGroup,
-    *,
-    program: list[str],
-    python: str,
-    config: str,
-    replica: str,
-    identity: str,
-    config_dir: str | None = None,
-) -> list[str]:
-    """The built-in worker's command line (`program` runs pipelex-pool), or the group's command template with its
-    placeholders filled: what a replica runs, in the pool or exported to another runner."""
-    if group.command is None:
-        return [*program, "worker", "--config", config, "--task-queue", group.task_queue, "--scope", group.scope,
-                "--profile", group.profile]  # fmt: skip
-    values = {
-        "task_queue": group.task_queue,
-        "scope": group.scope,
-        "profile": group.profile,
-        "group": group.name,
-        "replica": replica,
-        "identity": identity,
-        "pool": pool,
-        "python": python,
-        "config": config,
-        "config_dir": config_dir or str(Path(config).parent),
-    }
-    return [part.format(**values) for part in group.command]
 
 
 def worker_spec(

@@ -28,9 +28,9 @@ from temporalio.service import RPCError
 from pipelex_pool.contract import HAND_BACK_FAILURE_TYPE as FAILURE_TYPE
 from pipelex_pool.supervisor.events import HandedBack, RunsHandedBack
 from pipelex_pool.supervisor.groups import SupervisedGroup
+from pipelex_pool.supervisor.handback.lost_dispatch import REFUSED, SCAN_DELAY_S, scan_and_hand_back, scan_stuck
 from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
 from pipelex_pool.supervisor.view import ReplicaInfo
-from pipelex_pool.supervisor.watchers.lost_dispatch import REFUSED, SCAN_DELAY_S, scan_and_hand_back, scan_stuck
 from pipelex_pool.worker.inflight import Attempt
 
 log = structlog.get_logger("pipelex_pool.handback")
