@@ -514,6 +514,9 @@ class DeployController:
                 if exc.status not in TRANSIENT or time.monotonic() > deadline:
                     raise
                 await anyio.sleep(TICK_S)
+        self.routing.current = build  # (what status shows until the next describe: not the version it replaced)
+        if self.routing.ramping == build:
+            self.routing.ramping, self.routing.ramping_percentage = None, 0.0
         record_current(self.supervisor.paths.state_dir, Deployed(self.deployment, build))
 
     async def _set_ramping(self, client: Client, build: str, percentage: float) -> None:
