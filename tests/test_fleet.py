@@ -296,13 +296,14 @@ def only_build(status: dict[str, Any], build: str) -> bool:
     )
 
 
-def test_a_fleet_deploy_fails_cleanly_at_its_timeout_goes_on_when_a_pool_leaves_and_a_late_pool_is_told(
+def test_a_fleet_deploy_fails_cleanly_at_its_timeout_waits_for_a_pool_that_joins_and_tells_a_late_one(
     versioned_fleet: tuple[Pool, Pool], temporal_server: TemporalServer, namespace: str
 ) -> None:
-    """hosta deploys B while hostb runs A: at --fleet-timeout the deploy fails, A's processes take their slots back
-    and Temporal still routes to A. Deployed again, it waits for hostb; hostb leaves (`down`): the switch happens
-    once hostb is out of the fleet. hostb comes back on A after the switch: its status says it runs a build the
-    deployment no longer routes to and how to fix it; its own deploy of B then finishes at once."""
+    """(1) hosta deploys B while hostb runs A: at --fleet-timeout the deploy fails, A's processes take their slots
+    back, Temporal still routes to A. (2) hostb leaves (`down`): hosta's fleet is hosta alone within the bound.
+    (3) hosta deploys B with a ramp; hostb joins on A during the ramp's pause: the switch waits for it, naming it;
+    hostb's deploy of B completes the set. (4) A new machine joins on A after the switch: its status says it runs a
+    build the deployment no longer routes to, and how to fix it; its deploy of B is then an ordinary one."""
     a, b = versioned_fleet
     for pool in (a, b):
         pool.up()
@@ -325,16 +326,29 @@ def test_a_fleet_deploy_fails_cleanly_at_its_timeout_goes_on_when_a_pool_leaves_
     assert routing["currentVersionBuildID"] == "A" and not routing.get("rampingVersionBuildID")
     assert only_build(b.status(), "A")
 
-    # 2. a pool leaves mid-deploy: the deploy goes on without it
-    assert a.cli("deploy", "--build-id", "B", "--no-wait").returncode == 0
-    a.wait(lambda s: deploy_of(s).get("phase") == "waiting for the fleet", 120, "hosta waiting for hostb")
+    # 2. a pool leaves
     assert b.cli("down", timeout=120).returncode == 0
     left = time.monotonic()
-    a.wait(lambda s: deploy_of(s).get("outcome") == "done", 120, "the deploy done once hostb left the fleet")
-    print(f"the switch came {time.monotonic() - left:.1f}s after hostb left")
+    a.wait(lambda s: sorted(s["fleet"]["pools"] or {}) == ["hosta"], 90, "hostb gone from hosta's fleet")
+    print(f"hostb left hosta's fleet {time.monotonic() - left:.1f}s after its `down`")
+
+    # 3. a pool joins on the old build mid-deploy (during a ramp step): the switch waits for it
+    assert a.cli("deploy", "--build-id", "B", "--ramp", "50", "--pause", "20s", "--no-wait").returncode == 0
+    a.wait(lambda s: deploy_of(s).get("phase") == "ramping", 120, "hosta ramping B (a fleet of one)")
+    b.up()
+    b.wait_all_ready()
+    status = a.wait(lambda s: deploy_of(s).get("phase") == "waiting for the fleet", 90, "the switch held for hostb")
+    assert "hostb (" in deploy_of(status)["detail"], deploy_of(status)
+    routing = temporal_describe(temporal_server, namespace, "sim")["routingConfig"]
+    assert routing["currentVersionBuildID"] == "A" and routing["rampingVersionBuildID"] == "B"
+    result = b.cli("deploy", "--build-id", "B", "--wait", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    a.wait(lambda s: deploy_of(s).get("outcome") == "done", 120, "hosta's deploy done too")
     assert temporal_describe(temporal_server, namespace, "sim")["routingConfig"]["currentVersionBuildID"] == "B"
 
-    # 3. a pool joins on the old build after the switch: told, and its own deploy is an ordinary one
+    # 4. a new machine joins on A after the switch (hostb again, its state gone: it starts the file's build A)
+    assert b.cli("down", timeout=120).returncode == 0
+    (b.directory / "state" / "deployed.json").unlink()
     b.up()
     b.wait_all_ready()
     behind = "this pool runs build 'A' of Worker Deployment 'sim', which routes new runs to 'B'"

@@ -236,7 +236,8 @@ async def sigterm_during_activity(
     workflow_id = f"drain-{uuid.uuid4().hex[:8]}"
     handle = await client.start_workflow(
         "WfPipeRun",
-        run_input(SimStep("act_llm_gen_text", latency_s=3.0)),
+        # with a short grace, long enough to still run once the second worker is READY (seconds on a busy machine)
+        run_input(SimStep("act_llm_gen_text", latency_s=3.0 if grace != "1s" else 15.0)),
         id=workflow_id,
         task_queue="temporal_task_queue",
         result_type=PipeRunResult,
@@ -248,7 +249,7 @@ async def sigterm_during_activity(
             == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
         )
 
-    await wait_for(started, 20, "the 3-second activity to start")
+    await wait_for(started, 20, "the activity to start")
     second_identity = None
     if grace == "1s":  # somewhere for the retry to go
         _, second_identity = await start_worker(

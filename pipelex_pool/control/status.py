@@ -216,7 +216,7 @@ def _deployment(supervisor: PoolView) -> dict[str, Any] | None:
             "from_build": plan.from_build,
             "to_build": plan.to_build,
             "started": plan.started,
-            "outcome": plan.outcome,
+            "outcome": plan.outcome_text,
             "phase": deployer.phase.value if deployer.phase else None,
             "detail": deployer.detail,
         }

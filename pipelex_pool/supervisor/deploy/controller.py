@@ -142,7 +142,11 @@ class DeployController:
                 plan = self.supervisor.deploy
                 if plan is not None and plan.outcome is None and plan.started != self._handled:
                     self._handled = plan.started
-                    await self._carry_out_unless_rolled_back(client, plan)
+                    try:
+                        await self._carry_out_unless_rolled_back(client, plan)
+                    except Exception:  # a fault (the fault boundary logs it and runs this again): the deploy is
+                        self._handled = None  # taken up again from where the pool and Temporal stand (idempotent)
+                        raise
                 elif plan is None:
                     await self._first_current(client)
                 if fresh and (plan is None or plan.outcome is not None):  # (none deleted while a deploy runs)
@@ -356,12 +360,15 @@ class DeployController:
             await self._rolled(plan)
             self._enter(Phase.VERIFYING, f"waiting until Temporal sees {plan.to_build} on every queue")
             await self._verified(client, plan.to_build)
-            await self._fleet_ready(client, plan)
             for percentage in [p for p in plan.ramp if 0 < p < 100]:
+                await self._fleet_ready(client, plan)  # (before each step: a pool may join on the old build)
+                if self.routing.current == plan.to_build:
+                    break  # another pool of the fleet switched already
                 await self._set_ramping(client, plan.to_build, percentage)  # (then said: status follows Temporal)
                 ramped = True
                 self._enter(Phase.RAMPING, f"{percentage}% of new runs on {plan.to_build} for {plan.pause_s:g}s")
                 await anyio.sleep(plan.pause_s)
+            await self._fleet_ready(client, plan)
             if self.routing.current != plan.to_build:  # (another pool of the fleet may have switched already)
                 await self._set_current(client, plan.to_build)
             else:

@@ -7,6 +7,7 @@ the iteration makes the processes follow."""
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -111,6 +112,12 @@ class EndDeploy:
     rolled_back: bool = False  # a rollback: the old build is current again, its processes take their slots back
 
 
+class DeployOutcome(enum.Enum):
+    DONE = "done"  # the new build current, the old one's processes let go
+    ROLLED_BACK = "rolled back"  # the old build current again (this pool's `deploy --build-id <old>`, or the fleet's)
+    FAILED = "failed"  # the new build never became current; the old processes took their slots back
+
+
 @dataclass
 class DeployPlan:
     """The deploy in progress or last done: desired state, written by `apply` alone."""
@@ -121,8 +128,18 @@ class DeployPlan:
     pause_s: float
     started: float  # wall clock
     fleet_timeout_s: float = 1800.0
-    outcome: str | None = None  # None while in progress; "done", "rolled back to A" or "failed: ..."
+    outcome: DeployOutcome | None = None  # None while in progress
+    failure: str = ""  # why it failed (FAILED)
     rollback_requested: bool = False  # `deploy --build-id <from_build>` while in progress: back at once
+
+    @property
+    def outcome_text(self) -> str | None:
+        """What status says: "done", "rolled back to A", "failed: <why>"; None while in progress."""
+        if self.outcome is DeployOutcome.ROLLED_BACK:
+            return f"rolled back to {self.from_build}"
+        if self.outcome is DeployOutcome.FAILED:
+            return f"failed: {self.failure}"
+        return self.outcome.value if self.outcome else None
 
 
 Request = (
@@ -385,11 +402,13 @@ def _end_deploy(state: DesiredState, request: EndDeploy) -> Applied:
     if back:
         state.build_id = plan.from_build
     if request.rolled_back:
-        plan.outcome = f"rolled back to {plan.from_build}"
+        plan.outcome = DeployOutcome.ROLLED_BACK
+    elif request.failed is not None:
+        plan.outcome, plan.failure = DeployOutcome.FAILED, request.failed
     else:
-        plan.outcome = "done" if request.failed is None else f"failed: {request.failed}"
-    log.info("deploy.ended", to_build=plan.to_build, outcome=plan.outcome)
-    return Applied({"ended": True, "outcome": plan.outcome})
+        plan.outcome = DeployOutcome.DONE
+    log.info("deploy.ended", to_build=plan.to_build, outcome=plan.outcome_text)
+    return Applied({"ended": True, "outcome": plan.outcome_text})
 
 
 def _roll_replica(state: DesiredState, request: RollReplica) -> Applied:
