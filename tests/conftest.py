@@ -165,3 +165,10 @@ def short_dir() -> Iterator[Path]:
 
 
 PYTHON = sys.executable
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The scenarios against a real Temporal server first (they are the long ones), then the rest in file order:
+    spread over workers (pytest-xdist), the suite's last minutes are then short tests filling in, not one worker
+    running a two-minute scenario alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

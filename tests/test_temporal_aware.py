@@ -294,8 +294,8 @@ def test_loadtest_rides_out_a_temporal_restart_and_reports_it(pool: Pool, proces
     mix.write_text(MIX.replace("latency_s = 0.01", "latency_s = 0.2"))
     args = cli_args("loadtest", str(pool.topology), "--runs", "40", "--concurrency", "4", "--mix", str(mix), "--json")
     loadtest = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        time.sleep(1.5)
+    try:  # the outage starts mid-run: once the pool has completed some of the load test's activities
+        pool.wait(lambda s: s["pool"]["tasks"]["activities_completed"] >= 5, 90, "the load test under way")
         server.terminate()
         server.wait(timeout=30)
         time.sleep(12)  # past the SDK client's own retries (~10 s): the load test must hold on by itself
