@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,26 @@ def call_pool(
         sys.exit(EXIT_USAGE)
 
 
+def follow_status(topology: Path | None, socket_path: Path | None, cmd: str) -> Iterator[dict[str, Any] | None]:
+    """The pool's status as it changes, pushed by the pool (`subscribe`, status alone, looked at every POLL_S),
+    and None on a quiet POLL_S (for the caller's deadline); exits as call_pool does when no pool answers."""
+    from pipelex_pool.control.client import CommandFailed, ControlClient, resolve_socket
+    from pipelex_pool.errors import PoolError, PoolNotRunningError
+
+    try:
+        client = ControlClient(resolve_socket(socket_path, topology, pool=chosen_pool()))
+        yield from client.follow({"events": False, "every": POLL_S}, tick=POLL_S)
+    except PoolNotRunningError as exc:
+        click.echo(f"pipelex-pool {cmd}: {exc}", err=True)
+        sys.exit(EXIT_NOT_RUNNING)
+    except CommandFailed as exc:
+        click.echo(f"pipelex-pool {cmd}: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except PoolError as exc:
+        click.echo(f"pipelex-pool {cmd}: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
 def echo_result(result: Any, as_json: bool, text: str) -> None:
     click.echo(json.dumps(result, indent=2, default=str) if as_json else text)
 
@@ -108,8 +128,9 @@ def wait_for(
     timeout: float,
     as_json: bool,
 ) -> dict[str, Any]:
-    """Poll the pool until `goal` is met, printing one line per replica change (not with --json). Exits 1 when the
-    operation failed or `timeout` passed, naming what is not done; returns a summary for the final answer."""
+    """Follow the pool's progress (pushed by the pool as it changes) until `goal` is met, printing one line per
+    replica change (not with --json). Exits 1 when the operation failed or `timeout` passed, naming what is not
+    done; returns a summary for the final answer."""
     import time
 
     from pipelex_pool.control.waiting import Progress
@@ -117,16 +138,17 @@ def wait_for(
     progress = Progress(set(goal.wants))
     progress.prime(before)
     started = time.monotonic()
+    verdict = goal.judge(before)
+    elapsed = 0.0
     try:
-        while True:
-            status = call_pool(topology, socket_path, "status", on_behalf=cmd)
+        for status in follow_status(topology, socket_path, cmd):
             elapsed = time.monotonic() - started
-            for line in [] if as_json else progress.lines(status):
-                click.echo(f"[{elapsed:5.1f}s] {line}")
-            verdict = goal.judge(status)
+            if status is not None:
+                for line in [] if as_json else progress.lines(status):
+                    click.echo(f"[{elapsed:5.1f}s] {line}")
+                verdict = goal.judge(status)
             if verdict.done or verdict.failed or elapsed > timeout:
                 break
-            time.sleep(POLL_S)
     except KeyboardInterrupt:
         click.echo(f"\npipelex-pool {cmd}: stopped waiting; the pool carries on (see `pipelex-pool status`)", err=True)
         sys.exit(130)
@@ -455,18 +477,18 @@ def deploy(
         return
     if not as_json:
         click.echo(text)
-    started, seen = time.monotonic(), ""
-    while True:
-        status = call_pool(topology, socket_path, "status", on_behalf="deploy")
-        plan = (status.get("deployment") or {}).get("deploy") or {}
+    started, seen, elapsed = time.monotonic(), "", 0.0
+    plan: dict[str, Any] = {}
+    for status in follow_status(topology, socket_path, "deploy"):
         elapsed = time.monotonic() - started
-        line = f"{plan.get('phase')}: {plan.get('detail')}"
-        if line != seen and not as_json:
-            click.echo(f"[{elapsed:5.1f}s] {line}")
-            seen = line
+        if status is not None:
+            plan = (status.get("deployment") or {}).get("deploy") or {}
+            line = f"{plan.get('phase')}: {plan.get('detail')}"
+            if line != seen and not as_json:
+                click.echo(f"[{elapsed:5.1f}s] {line}")
+                seen = line
         if plan.get("outcome") or elapsed > timeout:
             break
-        time.sleep(POLL_S)
     outcome = plan.get("outcome")
     succeeded = outcome == "done" or (rollback and str(outcome).startswith("rolled back"))
     summary = {"done": succeeded, "elapsed_s": round(elapsed, 2), "outcome": outcome}

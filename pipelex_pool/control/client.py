@@ -6,7 +6,7 @@ import json
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +148,43 @@ class ControlClient:
             return response.get("result")
         error = response.get("error") or {}
         raise CommandFailed(str(error.get("code", "error")), str(error.get("message", "command failed")))
+
+    def follow(self, args: dict[str, Any], tick: float) -> Iterator[dict[str, Any] | None]:
+        """`subscribe`: each status frame as the pool sends it (on change, and every few seconds), and None when
+        `tick` seconds pass with none (for the caller's own deadline). Raises PoolNotRunningError when the pool
+        goes away, CommandFailed if it refuses."""
+        self._next_id += 1
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            try:
+                sock.connect(str(self.path))
+            except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
+                raise PoolNotRunningError(f"no pool answers on {self.path} ({exc.strerror})") from exc
+            sock.sendall(encode({"id": self._next_id, "cmd": "subscribe", "args": args}))
+            sock.settimeout(tick)
+            buffered = b""
+            while True:
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    yield None
+                    continue
+                if not chunk:
+                    raise PoolNotRunningError(f"the pool on {self.path} closed the connection")
+                buffered += chunk
+                while b"\n" in buffered:
+                    line, buffered = buffered.split(b"\n", 1)
+                    frame: dict[str, Any] = json.loads(line)
+                    if not frame.get("ok"):
+                        error = frame.get("error") or {}
+                        raise CommandFailed(str(error.get("code", "error")), str(error.get("message", "refused")))
+                    if "status" in frame:
+                        yield frame["status"]
+                if len(buffered) > 64 * MAX_FRAME:
+                    raise PoolError("frame too large")
+        finally:
+            sock.close()
 
     def _read_line(self, sock: socket.socket) -> dict[str, Any]:
         data = b""

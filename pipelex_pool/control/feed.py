@@ -18,6 +18,7 @@ from pipelex_pool.event_feed import FEED
 from pipelex_pool.supervisor.view import PoolView
 
 CHECK_EVERY_S = 1.0
+FASTEST_CHECK_S = 0.1  # a client may ask for checks this often at most
 STATUS_EVERY_S = 5.0  # uptime and CPU move all the time: refreshed this often even when nothing else changed
 VOLATILE = frozenset(
     {"uptime_s", "cpu_percent", "rss_bytes", "cpu_seconds", "seen_for_s", "backlog_age_s", "poller_age_s", "age_s"}
@@ -37,19 +38,22 @@ def digest(status: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(_stable(status), sort_keys=True, default=str).encode()).hexdigest()
 
 
-async def stream(supervisor: PoolView, send: Send) -> None:
-    """Push status frames and event frames through `send` until it returns False (the client is gone)."""
-    events = FEED.subscribe()
+async def stream(supervisor: PoolView, send: Send, *, events: bool = True, check_every: float = CHECK_EVERY_S) -> None:
+    """Push status frames (and, with `events`, event frames) through `send` until it returns False (the client is
+    gone). `check_every`: how often the status is looked at (`--wait` follows progress at 0.25 s; `top` at 1 s)."""
+    subscribed = FEED.subscribe() if events else None
     try:
         async with anyio.create_task_group() as tg:
 
             async def forward_events() -> None:
-                async for event in events:
+                assert subscribed is not None
+                async for event in subscribed:
                     if not await send({"event": event}):
                         tg.cancel_scope.cancel()
                         return
 
-            tg.start_soon(forward_events)
+            if subscribed is not None:
+                tg.start_soon(forward_events)
             last, sent_at = "", 0.0
             while True:
                 status = pool_status(supervisor)
@@ -59,7 +63,8 @@ async def stream(supervisor: PoolView, send: Send) -> None:
                     if not await send({"status": status}):
                         break
                     last, sent_at = current, now
-                await anyio.sleep(CHECK_EVERY_S)
+                await anyio.sleep(check_every)
             tg.cancel_scope.cancel()
     finally:
-        FEED.unsubscribe(events)
+        if subscribed is not None:
+            FEED.unsubscribe(subscribed)

@@ -120,16 +120,22 @@ class ControlServer:
                 if not await self._answer(stream, line):
                     return
 
-    async def _subscribe(self, stream: SocketStream, request_id: Any) -> None:
-        """`subscribe`: status frames when the pool changes and event frames as they happen (control/feed.py)."""
+    async def _subscribe(self, stream: SocketStream, request_id: Any, args: dict[str, Any]) -> None:
+        """`subscribe`: status frames when the pool changes and event frames as they happen (control/feed.py).
+        Arguments: `events` (default true; `--wait` follows the status alone), `every` (seconds between looks at
+        the status, default 1, at least feed.FASTEST_CHECK_S)."""
         lock = anyio.Lock()
 
         async def send(frame: dict[str, Any]) -> bool:
             async with lock:
                 return await self._send(stream, protocol.encode({"id": request_id, "ok": True, **frame}))
 
-        log.info("control.subscribed")
-        await feed.stream(self.supervisor, send)
+        every = args.get("every", feed.CHECK_EVERY_S)
+        if isinstance(every, bool) or not isinstance(every, int | float) or every <= 0:
+            every = feed.CHECK_EVERY_S
+        events = args.get("events", True) is not False
+        log.info("control.subscribed", events=events, every_s=every)
+        await feed.stream(self.supervisor, send, events=events, check_every=max(float(every), feed.FASTEST_CHECK_S))
 
     async def _answer(self, stream: SocketStream, line: bytes) -> bool:
         """Answer one frame; False when the connection must close (malformed input)."""
@@ -139,7 +145,7 @@ class ControlServer:
             await self._send(stream, protocol.error(None, ErrorCode.MALFORMED, str(exc)))
             return False
         if request.cmd == SUBSCRIBE:  # a stream, not an answer: this connection carries it until the client leaves
-            await self._subscribe(stream, request.id)
+            await self._subscribe(stream, request.id, request.args)
             return False
         command = COMMANDS.get(request.cmd)
         if command is None:
