@@ -102,11 +102,8 @@ class Pool:
         )
 
     def wait_all_ready(self, within: float = 60) -> dict[str, Any]:
-        def ready(status: dict[str, Any]) -> bool:
-            groups = status["groups"].values()
-            return all(g["ready"] == g["desired"] for g in groups if not g["stopped_by_operator"]) and bool(
-                status["replicas"]
-            )
+        def ready(status: dict[str, Any]) -> bool:  # the pool's own judgement (pool_state.group_progress)
+            return all(g["progress"]["all_ready"] for g in status["groups"].values()) and bool(status["replicas"])
 
         return self.wait(ready, within, "every replica READY")
 

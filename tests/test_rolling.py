@@ -6,6 +6,7 @@ from __future__ import annotations
 import anyio
 
 from pipelex_pool.supervisor.groups import Readiness, SupervisedGroup
+from pipelex_pool.supervisor.pool_state import group_progress
 from pipelex_pool.supervisor.process.handle import Action, HandleTimings, ProcessHandle
 from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
 from pipelex_pool.supervisor.rolling import advance_roll
@@ -95,3 +96,27 @@ def test_a_fatal_replacement_aborts_the_roll_and_keeps_the_old_process() -> None
         assert old.state is ProcState.READY
 
     anyio.run(scenario)
+
+
+def test_group_progress_is_the_one_judgement_of_done() -> None:
+    """pool_state.group_progress (what settled, /health, the deploy controller and status use): a roll is moving
+    whatever the states; a FATAL replica is settled (given up on) but not all READY; a stopped group wants none."""
+    group = make_group(2)
+    assert group_progress(group).settled and group_progress(group).all_ready
+    group.roll_queue = [0]
+    assert not group_progress(group).settled and len(group_progress(group).ready) == 2
+    group.roll_queue = []
+    group.handles[1].exited(ExitStatus.from_returncode(1), 0.5)  # young death: backoff, not done
+    assert not group_progress(group).settled
+    for now in range(1, 60):  # dies young again and again: FATAL, given up on
+        if group.handles[1].state is ProcState.FATAL:
+            break
+        for action in group.handles[1].tick(float(now)):
+            if action is Action.SPAWN:
+                group.handles[1].spawned(200 + now)
+                group.handles[1].exited(ExitStatus.from_returncode(1), float(now) + 0.1)
+    progress = group_progress(group)
+    assert group.handles[1].state is ProcState.FATAL
+    assert progress.settled and not progress.all_ready and progress.given_up == 1
+    group.stopped_by_operator = True
+    assert group_progress(group).wanted == 0 and group_progress(group).all_ready

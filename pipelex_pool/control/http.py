@@ -20,7 +20,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from pipelex_pool.control.metrics import pool_registry
 from pipelex_pool.errors import PoolError
-from pipelex_pool.supervisor.process.state import ProcState
+from pipelex_pool.supervisor.pool_state import group_progress
 from pipelex_pool.supervisor.view import PoolView
 
 log = structlog.get_logger("pipelex_pool.http")
@@ -31,13 +31,13 @@ MAX_REQUEST_HEAD = 16384
 def health(supervisor: PoolView) -> tuple[int, dict[str, Any]]:
     """200 when every wanted replica is READY and Temporal answers; 503 naming what is not."""
     problems: list[dict[str, Any]] = []
-    for group in supervisor.all_groups():
-        if group.stopped_by_operator or group.removed:
-            continue
-        states = [h.state.value for h in group.handles[: group.desired]]
-        ready = states.count(ProcState.READY.value)
-        if ready < group.desired:
-            problems.append({"group": group.name, "ready": ready, "desired": group.desired, "states": states})
+    for group in supervisor.all_groups():  # (a roll is no problem: its READY replicas serve meanwhile)
+        progress = group_progress(group)
+        if len(progress.ready) < progress.wanted:
+            states = [h.state.value for h in group.handles[: group.desired]]
+            problems.append(
+                {"group": group.name, "ready": len(progress.ready), "desired": group.desired, "states": states}
+            )
     if supervisor.health.error:
         problems.append({"temporal": supervisor.health.error})
     problems += [{"routing": mismatch} for mismatch in supervisor.watch.routing_mismatches()]

@@ -14,6 +14,7 @@ from pipelex_pool.supervisor import view as pool_view
 from pipelex_pool.supervisor.desired import requests
 from pipelex_pool.supervisor.fault import FAULTS
 from pipelex_pool.supervisor.groups import SupervisedGroup
+from pipelex_pool.supervisor.pool_state import GroupProgress, group_progress
 from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.view import PoolView, ReplicaInfo
@@ -194,6 +195,18 @@ def _fleet_workers(supervisor: PoolView) -> list[dict[str, Any]]:
     ]
 
 
+def _progress(progress: GroupProgress) -> dict[str, Any]:
+    """The group against what is wanted of it (pool_state.group_progress: the judgement settled and deploy use)."""
+    return {
+        "wanted": progress.wanted,
+        "ready": len(progress.ready),
+        "given_up": progress.given_up,
+        "moving": progress.moving,
+        "settled": progress.settled,
+        "all_ready": progress.all_ready,
+    }
+
+
 def _deployment(supervisor: PoolView) -> dict[str, Any] | None:
     """Worker Deployment Versioning: the pool's build, Temporal's routing and versions, the deploy under way."""
     name = supervisor.topology.pool.deployment
@@ -243,6 +256,7 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "tasks": asdict(tasks),
             "desired": group.desired,
             "ready": sum(h.state is ProcState.READY for h in group.handles),
+            "progress": _progress(group_progress(group)),
             "stopped_by_operator": group.stopped_by_operator,
             "paused_by_operator": group.paused_by_operator,
             "reviving": group.revive,  # restart-failed asked: its FATAL replicas start as the spawn budget allows

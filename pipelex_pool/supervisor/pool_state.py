@@ -87,19 +87,43 @@ def temporal_expected_down(supervisor: PoolState) -> bool:
     return supervisor.shutting_down or (dev is not None and not any(h.state is ProcState.READY for h in dev.handles))
 
 
+@dataclass(frozen=True)
+class GroupProgress:
+    """Where a group stands against what is wanted of it: the one judgement of "done" that `settled` (systemd's
+    READY=1, the loop's idle pace), the deploy controller and status (`groups.G.progress`, read by --wait's
+    failure text and the tests) share."""
+
+    wanted: int  # replicas wanted (0 for a group stopped by the operator or removed)
+    ready: tuple[ProcessHandle, ...]  # wanted slots whose process is READY
+    given_up: int  # wanted slots FATAL or EXITED (restart-failed brings them back)
+    moving: bool  # a roll, a replacement or a slot not started yet: not done whatever the states
+
+    @property
+    def settled(self) -> bool:
+        """Every wanted replica READY or given up on, nothing moving."""
+        return not self.moving and len(self.ready) + self.given_up == self.wanted
+
+    @property
+    def all_ready(self) -> bool:
+        """Every wanted replica READY, nothing moving."""
+        return not self.moving and len(self.ready) == self.wanted
+
+
+def group_progress(group: SupervisedGroup) -> GroupProgress:
+    if group.stopped_by_operator or group.removed:
+        return GroupProgress(0, (), 0, False)
+    wanted = group.handles[: group.desired]
+    moving = bool(group.roll_queue) or group.replacement is not None or len(group.handles) < group.desired
+    ready = tuple(h for h in wanted if h.state is ProcState.READY)
+    given_up = sum(h.state in (ProcState.FATAL, ProcState.EXITED) for h in wanted)
+    return GroupProgress(group.desired, ready, given_up, moving)
+
+
 def settled(supervisor: PoolState) -> bool:
     """Every wanted replica is READY or given up on (FATAL/EXITED), and nothing is being rolled."""
     if temporal_expected_down(supervisor):
         return False
-    for group in supervisor.groups.values():
-        if group.stopped_by_operator or group.removed:
-            continue
-        if group.roll_queue or group.replacement or len(group.handles) < group.desired:
-            return False
-        done = (ProcState.READY, ProcState.FATAL, ProcState.EXITED)
-        if any(h.state not in done for h in group.handles[: group.desired]):
-            return False
-    return True
+    return all(group_progress(group).settled for group in supervisor.groups.values())
 
 
 def summary(supervisor: PoolState) -> str:

@@ -40,7 +40,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from pipelex_pool.supervisor.deploy.hygiene import VersionStatus, VersionSummary, near_limit, to_delete
 from pipelex_pool.supervisor.deploy.record import Deployed, record_current
 from pipelex_pool.supervisor.desired.requests import DeployPlan, EndDeploy, ReleaseParked, Request
-from pipelex_pool.supervisor.process.state import ProcState
+from pipelex_pool.supervisor.pool_state import group_progress
 from pipelex_pool.supervisor.watchers.queues import served_types
 
 if TYPE_CHECKING:
@@ -288,13 +288,12 @@ class DeployController:
     def _all_on(self, build: str) -> bool:
         """Every wanted replica READY on `build`, and no roll left."""
         for group in self.supervisor.groups.values():
-            if group.removed or group.stopped_by_operator:
-                continue
-            if group.roll_queue or group.replacement or len(group.handles) < group.desired:
+            progress = group_progress(group)
+            if not progress.all_ready:
                 return False
-            for handle in group.handles[: group.desired]:
+            for handle in progress.ready:
                 info = self.supervisor.info.get(handle)
-                if handle.state is not ProcState.READY or info is None or info.build_id != build:
+                if info is None or info.build_id != build:
                     return False
         return True
 
