@@ -20,7 +20,7 @@ from temporalio.client import Client
 
 from pipelex_pool.sim import HEAVY_IMPORTED_MARK as IMPORTED_MARK
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
-from tests.conftest import Processes, TemporalServer, free_port
+from tests.conftest import Processes, TemporalServer, free_port, stop_process
 from tests.helpers import history, wait_for
 from tests.pool import Pool, alive, cli_args, copy_shipped_topology
 
@@ -36,7 +36,7 @@ def test_shipped_topology_starts_dev_server_and_every_replica_polls(
     supervisor = processes.spawn(cli_args("up", str(topology)), env=env, name="supervisor")
     seen: set[int] = set()
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # (a hang guard)
         missing: dict[str, list[str]] = {}
         while time.monotonic() < deadline:
             status = subprocess.run(
@@ -78,8 +78,9 @@ def test_shipped_topology_starts_dev_server_and_every_replica_polls(
                     break
             time.sleep(0.5)
         else:
-            raise AssertionError(f"not every replica polled within 30s: {missing}\n{processes.output(supervisor)}")
-    finally:
+            raise AssertionError(f"not every replica polled within 90s: {missing}\n{processes.output(supervisor)}")
+    finally:  # a clean drain (SIGTERM), given a hang guard's time: on a busy machine it takes seconds
+        stop_process(supervisor, grace=60)
         processes.stop_all()
         for pid in seen:
             if alive(pid):

@@ -215,9 +215,9 @@ class DeployController:
         if routing.current and build and build not in (routing.current, routing.ramping) and not in_progress:
             found.append(
                 f"this pool runs build {build!r} of Worker Deployment {deployment!r}, which routes new runs to "
-                f"{routing.current!r} (another pool of the fleet deployed it): its replicas get only the runs pinned "
-                f"to {build!r}. Fix: `pipelex-pool deploy --build-id {routing.current}` here once that build is "
-                "installed"
+                f"{routing.current!r} (set by another pool of the fleet, or by hand): its replicas get only the runs "
+                f"pinned to {build!r}. Fix: `pipelex-pool deploy --build-id {routing.current}` here once that build "
+                "is installed"
             )
         return found
 
