@@ -236,11 +236,15 @@ async def test_a_rollback_while_the_old_build_still_drains_is_instant_and_loses_
             task_queue="temporal_task_queue", result_type=PipeRunResult,
         )  # fmt: skip
 
-    pinned = await run("pinned", 20.0)  # keeps build A draining while B is current
+    pinned = await run("pinned", 45.0)  # keeps build A draining while B is current (a busy machine included)
     while not await build_of(pinned):
         await anyio.sleep(0.1)
     assert pool.cli("deploy", "--build-id", "B", "--no-wait").returncode == 0
-    pool.wait(lambda s: deployment(s)["current"] == "B", 90, "build B current, A draining")
+    pool.wait(
+        lambda s: deployment(s)["current"] == "B" and not deployment(s)["propagating"],
+        90,
+        "build B current (applied on every task queue), A draining",
+    )
     on_b = await run("on-b", 6.0)  # pinned to B: it must finish on B after the rollback
     while not await build_of(on_b):
         await anyio.sleep(0.1)

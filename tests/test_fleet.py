@@ -240,7 +240,7 @@ async def test_a_fleet_switches_to_a_new_build_only_once_every_pool_runs_it_and_
             await anyio.to_thread.run_sync(take_sample)
             await anyio.sleep(1.0)
 
-    on_a = await pinned_run(client, "on-a", 45.0)  # keeps A draining after the switch
+    on_a = await pinned_run(client, "on-a", 60.0)  # keeps A draining after the switch (a busy machine included)
     async with anyio.create_task_group() as tg:
         tg.start_soon(sample)
         assert b.cli("deploy", "--build-id", "B", "--no-wait").returncode == 0
@@ -257,6 +257,7 @@ async def test_a_fleet_switches_to_a_new_build_only_once_every_pool_runs_it_and_
     wrong = [s for s in samples if s[0] == "B" and not (s[1] and s[2])]
     assert not wrong, wrong  # B was never current while a pool of the fleet ran no B replica
 
+    a.wait(lambda s: not s["deployment"]["propagating"], 90, "the switch applied on every task queue")
     on_b = await pinned_run(client, "on-b", 5.0)
     a_pids = {p.directory.name: {(r["group"], r["replica"]): r["pid"] for r in p.replicas() if r["role"] == "parked"}
               for p in (a, b)}  # fmt: skip

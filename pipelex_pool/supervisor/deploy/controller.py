@@ -520,7 +520,9 @@ class DeployController:
                 if exc.status not in TRANSIENT or time.monotonic() > deadline:
                     raise
                 await anyio.sleep(TICK_S)
-        self.routing.current = build  # (what status shows until the next describe: not the version it replaced)
+        # what status shows until the next describe: not the version it replaced, and not applied on every task
+        # queue yet (Temporal applies a routing change after answering; the describe says when it has)
+        self.routing.current, self.routing.propagating = build, True
         if self.routing.ramping == build:
             self.routing.ramping, self.routing.ramping_percentage = None, 0.0
         record_current(self.supervisor.paths.state_dir, Deployed(self.deployment, build))
