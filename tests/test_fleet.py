@@ -180,6 +180,20 @@ def versioned_fleet(
             pool.cleanup()
 
 
+def start_on_a(a: Pool, b: Pool) -> None:
+    """Both pools up, every replica READY, build A current and both pools in the fleet."""
+    for pool in (a, b):
+        pool.up()
+    for pool in (a, b):
+        pool.wait_all_ready()
+        pool.wait(
+            lambda s: (s["deployment"] or {}).get("current") == "A" and sorted(s["fleet"]["pools"] or {}) == [
+                "hosta", "hostb"],
+            90,
+            "build A current, both pools in the fleet",
+        )  # fmt: skip
+
+
 def runs_build(status: dict[str, Any], build: str) -> bool:
     """Every queue group of the pool has a READY replica (or parked process) on `build`."""
     groups = {r["group"] for r in status["replicas"] if r["queue"]}
@@ -207,16 +221,7 @@ async def test_a_fleet_switches_to_a_new_build_only_once_every_pool_runs_it_and_
     (a run pinned to A in flight) makes A current within 2 s, and the other pool rolls back with it: A's processes
     back in their slots on both, every run finishes on its build with no retry."""
     a, b = versioned_fleet
-    for pool in (a, b):
-        pool.up()
-    for pool in (a, b):
-        pool.wait_all_ready()
-        pool.wait(
-            lambda s: (s["deployment"] or {}).get("current") == "A" and sorted(s["fleet"]["pools"] or {}) == [
-                "hosta", "hostb"],
-            90,
-            "build A current, both pools in the fleet",
-        )  # fmt: skip
+    start_on_a(a, b)
     assert a.cli("deploy", "--build-id", "B", "--no-wait").returncode == 0
     status = a.wait(
         lambda s: ((s["deployment"] or {}).get("deploy") or {}).get("phase") == "waiting for the fleet",
@@ -306,16 +311,7 @@ def test_a_fleet_deploy_fails_cleanly_at_its_timeout_waits_for_a_pool_that_joins
     hostb's deploy of B completes the set. (4) A new machine joins on A after the switch: its status says it runs a
     build the deployment no longer routes to, and how to fix it; its deploy of B is then an ordinary one."""
     a, b = versioned_fleet
-    for pool in (a, b):
-        pool.up()
-    for pool in (a, b):
-        pool.wait_all_ready()
-        pool.wait(
-            lambda s: (s["deployment"] or {}).get("current") == "A" and sorted(s["fleet"]["pools"] or {}) == [
-                "hosta", "hostb"],
-            90,
-            "build A current, both pools in the fleet",
-        )  # fmt: skip
+    start_on_a(a, b)
 
     # 1. the fleet's timeout passes: a clean failure
     result = a.cli("deploy", "--build-id", "B", "--fleet-timeout", "10s", "--wait", timeout=300)
