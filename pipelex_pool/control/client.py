@@ -127,17 +127,7 @@ class ControlClient:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
-            try:
-                sock.connect(str(self.path))
-            except (FileNotFoundError, ConnectionRefusedError) as exc:
-                raise PoolNotRunningError(
-                    f"no pool answers on {self.path} ({exc.strerror}); start one with `pipelex-pool up TOPOLOGY`, "
-                    "or point at it with -c TOPOLOGY / --socket PATH"
-                ) from exc
-            except PermissionError as exc:
-                raise PoolNotRunningError(
-                    f"cannot connect to {self.path}: permission denied (another user's pool?)"
-                ) from exc
+            self._connect(sock)
             sock.sendall(encode({"id": self._next_id, "cmd": cmd, "args": args or {}}))
             response = self._read_line(sock)
         except TimeoutError as exc:
@@ -149,6 +139,19 @@ class ControlClient:
         error = response.get("error") or {}
         raise CommandFailed(str(error.get("code", "error")), str(error.get("message", "command failed")))
 
+    def _connect(self, sock: socket.socket) -> None:
+        try:
+            sock.connect(str(self.path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise PoolNotRunningError(
+                f"no pool answers on {self.path} ({exc.strerror}); start one with `pipelex-pool up TOPOLOGY`, "
+                "or point at it with -c TOPOLOGY / --socket PATH"
+            ) from exc
+        except PermissionError as exc:
+            raise PoolNotRunningError(
+                f"cannot connect to {self.path}: permission denied (another user's pool?)"
+            ) from exc
+
     def follow(self, args: dict[str, Any], tick: float) -> Iterator[dict[str, Any] | None]:
         """`subscribe`: each status frame as the pool sends it (on change, and every few seconds), and None when
         `tick` seconds pass with none (for the caller's own deadline). Raises PoolNotRunningError when the pool
@@ -157,10 +160,7 @@ class ControlClient:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
-            try:
-                sock.connect(str(self.path))
-            except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
-                raise PoolNotRunningError(f"no pool answers on {self.path} ({exc.strerror})") from exc
+            self._connect(sock)
             sock.sendall(encode({"id": self._next_id, "cmd": "subscribe", "args": args}))
             sock.settimeout(tick)
             buffered = b""
