@@ -423,11 +423,18 @@ class DeployController:
             lagging = self.fleet_lagging(version)
             if not lagging:
                 return
-            await self._describe(client)
+            waited = time.monotonic() - started
+            try:
+                await self._describe(client)
+            except RPCError as exc:  # a hiccup does not fail a deploy that may wait for the fleet for minutes
+                self.detail = f"waiting for the fleet ({waited:.0f}s); Temporal did not answer ({exc}), asking again"
+                if waited > plan.fleet_timeout_s:
+                    raise
+                await anyio.sleep(TICK_S)
+                continue
             if self.routing.current == plan.to_build:
                 log.info("deploy.fleet_switched", to_build=plan.to_build, by="another pool of the fleet")
                 return
-            waited = time.monotonic() - started
             if waited > plan.fleet_timeout_s:
                 raise DeployFailed(
                     f"the fleet did not run build {plan.to_build} everywhere within {plan.fleet_timeout_s:g}s: "

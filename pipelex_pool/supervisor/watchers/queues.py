@@ -265,24 +265,10 @@ class TemporalWatch:
         deploy switches only once this is empty): e.g. "host2-pool (host2) runs only A on llm_q (activity)"."""
         if self.fleet is None:
             return []
-        own = self.supervisor.topology.pool.name
-        others = set(self.fleet.pools) - {own}
-        now = datetime.now(UTC)
-        found = []
-        for key in sorted(self._polled(), key=lambda k: (k[0], k[1].name)):
-            view = self.views.get(key)
-            if view is None:
-                continue
-            versions: dict[str, set[str | None]] = {}
-            for identity, poller in view.live_pollers(now).items():
-                if pool_of(identity) in others and host_of(identity) in self.fleet.pools[pool_of(identity)]:
-                    versions.setdefault(pool_of(identity), set()).add(poller.version)
-            for pool, seen in sorted(versions.items()):
-                if version not in seen:
-                    builds = sorted(v.rpartition(".")[2] for v in seen if v) or ["no version"]
-                    hosts = ", ".join(sorted(self.fleet.pools.get(pool, ()))) or "?"
-                    found.append(f"{pool} ({hosts}) runs only {', '.join(builds)} on {key[0]} ({key[1].name.lower()})")
-        return found
+        views = [
+            view for key in sorted(self._polled(), key=lambda k: (k[0], k[1].name)) if (view := self.views.get(key))
+        ]
+        return self.fleet.lagging(self.supervisor.topology.pool.name, views, version, datetime.now(UTC))
 
     def _polled(self) -> set[tuple[str, QueueType]]:
         return {
