@@ -7,7 +7,6 @@ effect within one iteration. Only this module spawns, signals and reaps (through
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -20,25 +19,19 @@ import structlog
 from anyio.abc import TaskGroup
 
 from pipelex_pool.contract import (
-    INFLIGHT_KEY,
-    PAUSE_KEY,
     PAUSE_SIGNAL,
     RESUME_SIGNAL,
-    RUNS_KEY,
-    SDK_METRICS_KEY,
     START_PAUSED_ENV,
-    TASKS_KEY,
-    WAITING_KEY,
     sdk_default_identity,
     with_pid,
 )
 from pipelex_pool.errors import ErrorCode, PoolError, RequestRefused, TopologyError
 from pipelex_pool.paths import PoolPaths
-from pipelex_pool.supervisor import scale_down, start_order
+from pipelex_pool.supervisor import start_order
+from pipelex_pool.supervisor.convergence import converge, revive, settle_parked
 from pipelex_pool.supervisor.deploy.controller import DeployController
 from pipelex_pool.supervisor.desired.requests import DeployPlan, Reload, Request, Shutdown, apply
 from pipelex_pool.supervisor.events import (
-    Event,
     Exited,
     HandedBack,
     Notified,
@@ -58,10 +51,12 @@ from pipelex_pool.supervisor.groups import (
     worker_group,
 )
 from pipelex_pool.supervisor.handback.dead_replica import HandBacks
+from pipelex_pool.supervisor.inbox import Inbox
 from pipelex_pool.supervisor.lock import record_for, write_state
 from pipelex_pool.supervisor.notifications import Notifications
 from pipelex_pool.supervisor.process.handle import Action, ProcessHandle
 from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
+from pipelex_pool.supervisor.reports import REPORT_ONLY, mark_ready, record_handed_back, record_notify, record_sampled
 from pipelex_pool.supervisor.rolling import advance_roll
 from pipelex_pool.supervisor.spawning.budget import SpawnBudget, default_spawn_batch, default_spawn_rate
 from pipelex_pool.supervisor.spawning.launch import LaunchPlan, launch
@@ -81,16 +76,11 @@ from pipelex_pool.temporal.watch import LIVE_WITHIN
 from pipelex_pool.topology.limits import default_max_replicas
 from pipelex_pool.topology.load import Topology, load_topology
 from pipelex_pool.topology.snapshot import write_validated
-from pipelex_pool.worker.accounting import TaskCounts
-from pipelex_pool.worker.cached_runs import decode_runs
-from pipelex_pool.worker.inflight import decode_report
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 MAX_IDLE_S = 5.0
 EXITED_IDENTITY_KEPT_S = 2 * LIVE_WITHIN.total_seconds()
 PAUSE_TOLERANCE_S = 1.0  # a loop that wakes later than this was paused (SIGSTOP, swap, a long pass)
-# notify keys that only report (recorded as they arrive; the loop has nothing to converge for them)
-REPORT_ONLY = frozenset({"WATCHDOG", "STATUS", TASKS_KEY, INFLIGHT_KEY, RUNS_KEY, SDK_METRICS_KEY, PAUSE_KEY})
 
 
 @dataclass
@@ -114,13 +104,11 @@ class Supervisor:
     pid: int = field(default_factory=os.getpid)
 
     def __post_init__(self) -> None:
-        self._send, self._receive = anyio.create_memory_object_stream[Event](max_buffer_size=100_000)
+        self.inbox = Inbox()
         self._tg: TaskGroup | None = None
         self._spawn_count = 0
         self.steps = 0  # loop iterations: the stall guard's sign of progress
         self._starved = False  # a start was held back by the spawn budget this iteration
-        self._closed = False
-        self._held: Event | None = None  # what ended the last wait, applied first at the next drain
         self._next_reap = 0.0
         self._due_at: float | None = None  # when the loop's wait should end at the latest
         self._held_by_order: set[str] = set()  # groups whose start waits for their `after` groups (for the log)
@@ -148,7 +136,7 @@ class Supervisor:
         )
         identity = f"{self.topology.pool.name}/supervisor@{socket.gethostname()}:{os.getpid()}"
         stuck_after = pool.stuck_attempt_after.total_seconds()
-        self.hand_backs = HandBacks(self.temporal.get, identity, self._report, stuck_after)
+        self.hand_backs = HandBacks(self.temporal.get, identity, self.inbox.report, stuck_after)
         self.groups = {name: worker_group(self.topology, spec) for name, spec in self.topology.groups.items()}
         if self.dev_server:
             self.dev = dev_server_group(self.topology, self.paths.state_dir)
@@ -157,12 +145,7 @@ class Supervisor:
 
     def request(self, request: Request) -> Submitted:
         """Put a request on the loop's stream; it is applied at the start of the next iteration."""
-        submitted = Submitted(request)
-        if self._closed:
-            submitted.settle(refused=RequestRefused(ErrorCode.STOPPING, "the pool is shutting down"))
-        else:
-            self._send.send_nowait(submitted)
-        return submitted
+        return self.inbox.request(request)
 
     async def submit(self, request: Request) -> object:
         """Submit a request and wait until the loop has applied it; returns its answer or raises RequestRefused."""
@@ -196,7 +179,7 @@ class Supervisor:
             self._tg = tg
             # each behind a fault boundary: a fault is logged, counted and the task started again (supervisor/fault.py)
             tg.start_soon(keep_running, "signals", self._signals)
-            tg.start_soon(keep_running, "resources", watch_resources, self, self.request, self._report)
+            tg.start_soon(keep_running, "resources", watch_resources, self, self.request, self.inbox.report)
             tg.start_soon(keep_running, "temporal_health", self.health.run, self.temporal.once)
             tg.start_soon(keep_running, "api_key", self.temporal.follow_key)
             tg.start_soon(keep_running, "temporal_watch", self.watch.run)
@@ -253,7 +236,7 @@ class Supervisor:
             for handle in group.all_handles():
                 if group.readiness is Readiness.DELAY and handle.state is ProcState.STARTING:
                     if handle.started_at is not None and now >= handle.started_at + group.ready_delay:
-                        self._mark_ready(handle, now)
+                        mark_ready(handle, now)
                 if handle.state is ProcState.BACKOFF and not self._may_spawn_at(handle.backoff_until, now):
                     continue
                 await self._execute(group, handle, handle.tick(now), now)
@@ -302,8 +285,7 @@ class Supervisor:
         # a full iteration at least every MAX_IDLE_S, however many reports arrive in between
         timeout = max(0.0, min([self._full_due or now + MAX_IDLE_S, *deadlines]) - self.clock())
         self._due_at = self.clock() + timeout
-        with anyio.move_on_after(timeout):
-            self._held = await self._receive.receive()
+        await self.inbox.wait(timeout)
 
     def _excuse_own_pause(self) -> None:
         """If the loop itself woke late (the supervisor was stopped, swapped out, or busy), no worker is blamed for
@@ -324,23 +306,14 @@ class Supervisor:
         False for reports alone (REPORT_ONLY)."""
         requests: list[Submitted] = []
         material = False
-        while True:
-            if self._held is not None:
-                event, self._held = self._held, None
-            else:
-                try:
-                    event = self._receive.receive_nowait()
-                except anyio.WouldBlock:
-                    break
+        while (event := self.inbox.take()) is not None:
             if isinstance(event, Submitted):
                 requests.append(event)
                 material = True
             elif isinstance(event, Sampled):
-                self._on_sampled(event)
-            elif isinstance(event, HandedBack):
-                self._on_handed_back(event)
-            elif isinstance(event, RunsHandedBack):
-                self._on_runs_handed_back(event)
+                record_sampled(self.info, event)
+            elif isinstance(event, HandedBack | RunsHandedBack):
+                record_handed_back(self.groups, event)
             else:
                 material = material or not (isinstance(event, Notified) and event.fields.keys() <= REPORT_ONLY)
                 await self._observe(event)
@@ -373,21 +346,8 @@ class Supervisor:
         submitted.settle(answer=applied.answer)
 
     def close(self) -> None:
-        """No more requests: refuse what is still queued, so no requester waits forever; close the stream."""
-        if self._closed:
-            return
-        self._closed = True
-        if isinstance(self._held, Submitted):
-            self._held.settle(refused=RequestRefused(ErrorCode.STOPPING, "the pool has shut down"))
-        while True:
-            try:
-                event = self._receive.receive_nowait()
-            except (anyio.WouldBlock, anyio.EndOfStream):
-                break
-            if isinstance(event, Submitted):
-                event.settle(refused=RequestRefused(ErrorCode.STOPPING, "the pool has shut down"))
-        self._send.close()
-        self._receive.close()
+        """No more requests: what is still queued is refused, so no requester waits forever."""
+        self.inbox.close()
 
     def _may_spawn(self, now: float) -> bool:
         assert self.budget is not None
@@ -404,20 +364,23 @@ class Supervisor:
         dev_ready = self.dev is None or any(h.state is ProcState.READY for h in self.dev.handles)
         workers_alive = any(h.state.alive for g in self.groups.values() for h in g.all_handles())
         if self.dev is not None:
-            await self._converge(self.dev, 0 if self.shutting_down and not workers_alive else 1, now)
+            desired = 0 if self.shutting_down and not workers_alive else 1
+            await converge(self.dev, desired, now, self._execute, self._may_spawn, self.info)
         for group in self.all_groups():
             if group.revive:
-                group.revive = await self._revive(group, now)
+                group.revive = await revive(group, now, self._execute, self._may_spawn)
         for group in list(self.groups.values()):
             desired = 0 if self.shutting_down or group.stopped_by_operator or group.removed else group.desired
             waiting = start_order.waiting_for(group, self.groups)
             self._note_start_order(group, waiting)
             if not (self.shutting_down and start_order.held_by(group, self.groups)):  # down: in reverse order
-                await self._converge(group, desired, now, may_start=dev_ready and not waiting)
+                may_start = dev_ready and not waiting
+                await converge(group, desired, now, self._execute, self._may_spawn, self.info, may_start=may_start)
             self._follow_pause(group)
             if dev_ready or group.replacement is not None:
                 await advance_roll(group, now, self._execute, self._may_spawn, stopping=self.shutting_down)
-            await self._settle_parked(group, now)
+            stopping = self.shutting_down or group.stopped_by_operator or group.removed
+            await settle_parked(group, now, self._execute, stopping=stopping)
             if group.removed and not group.all_handles():
                 del self.groups[group.name]
                 log.info("group.removed", group=group.name)
@@ -431,68 +394,6 @@ class Supervisor:
         elif held and not waiting:
             self._held_by_order.discard(group.name)
             log.info("group.start_released", group=group.name, after=start_order.after(group))
-
-    async def _settle_parked(self, group: SupervisedGroup, now: float) -> None:
-        """Carry out the fate of a deploy's parked processes: drain them once the new build is current (RELEASE,
-        or any stop), put them back in their slots and drain the new ones (RESTORE: a failed deploy), or put them
-        back and park the new ones in turn (SWAP: a rollback, whose build's pinned runs finish on it)."""
-        stopping = self.shutting_down or group.stopped_by_operator or group.removed
-        fate = ParkedFate.RELEASE if stopping else group.parked_fate
-        if fate is ParkedFate.KEEP:
-            return
-        group.parked_fate = ParkedFate.KEEP
-        swapped: list[ProcessHandle] = []
-        if fate in (ParkedFate.RESTORE, ParkedFate.SWAP):
-            if group.replacement is not None:
-                group.retiring.append(group.replacement)
-                await self._execute(group, group.replacement, group.replacement.stop(now), now)
-                group.replacement = None
-            for old in list(group.parked):
-                slot = group.slot_of(old.replica)
-                if slot is not None and old.state.alive:
-                    new = group.handles[slot]
-                    group.handles[slot] = old
-                    group.parked.remove(old)
-                    log.info("worker.restored", group=group.name, replica=old.replica, pid=old.pid, new_pid=new.pid)
-                    if fate is ParkedFate.SWAP and new.state.alive:
-                        swapped.append(new)  # parked in turn: it serves its build's pinned runs until released
-                        continue
-                    group.retiring.append(new)
-                    await self._execute(group, new, new.stop(now), now)
-        for old in list(group.parked):  # released, or with no slot to go back to
-            group.parked.remove(old)
-            group.retiring.append(old)
-            log.info("worker.released", group=group.name, replica=old.replica, pid=old.pid)
-            await self._execute(group, old, old.stop(now), now)
-        group.parked.extend(swapped)
-
-    async def _revive(self, group: SupervisedGroup, now: float) -> bool:
-        """Start the group's FATAL replicas as the budget allows; True while some are left to revive."""
-        for handle in group.handles[: group.desired]:
-            if handle.state is ProcState.FATAL:
-                if not self._may_spawn(now):
-                    return True
-                await self._execute(group, handle, handle.revive(now), now)
-        return False
-
-    async def _converge(self, group: SupervisedGroup, desired: int, now: float, may_start: bool = True) -> None:
-        while len(group.handles) < desired:
-            group.new_handle()
-        for handle in group.handles[:desired]:
-            if handle.state is ProcState.STOPPED and may_start:
-                if not self._may_spawn(now):
-                    break  # the rest in the next iterations, after a look at new requests
-                await self._execute(group, handle, handle.start(now), now)
-        if desired > 0 and len(group.handles) > desired:  # a scale-down: idle first (scale_down.py)
-            await self._scale_down(group, len(group.handles) - desired, now)
-        for handle in group.handles[desired:]:
-            await self._execute(group, handle, handle.stop(now), now)
-        while len(group.handles) > desired and group.handles[-1].state in (
-            ProcState.STOPPED,
-            ProcState.EXITED,
-            ProcState.FATAL,
-        ):
-            self.info.pop(group.handles.pop(), None)
 
     def _follow_pause(self, group: SupervisedGroup) -> None:
         """Tell each READY built-in worker of the group to pause or resume, once per change (a signal: the worker
@@ -509,26 +410,6 @@ class Supervisor:
                      replica=handle.replica, pid=handle.pid)  # fmt: skip
             self.spawner.signal(handle.pid, signal.Signals[PAUSE_SIGNAL if wanted else RESUME_SIGNAL])
 
-    async def _scale_down(self, group: SupervisedGroup, count: int, now: float) -> None:
-        """Retire `count` replicas, those that lose the least work first; they drain among `retiring`."""
-
-        def inflight(handle: ProcessHandle) -> int:
-            info = self.info.get(handle)
-            return len(info.inflight) if info is not None else 0
-
-        by_autoscaler = group.spec is not None and group.spec.autoscale is not None
-        for handle in scale_down.retire_first(group.handles, count, inflight):
-            group.handles.remove(handle)
-            reason = scale_down.why(handle, inflight(handle), by_autoscaler)
-            actions = handle.stop(now)
-            if not handle.state.alive:
-                self.info.pop(handle, None)
-                continue
-            self.replica_info(handle).retiring_because = reason
-            group.retiring.append(handle)
-            log.info("worker.retiring", group=group.name, replica=handle.replica, pid=handle.pid, reason=reason)
-            await self._execute(group, handle, actions, now)
-
     # -- what observers report -----------------------------------------------------------------------------------
 
     async def _observe(self, event: ProcessEvent) -> None:
@@ -540,91 +421,11 @@ class Supervisor:
         if isinstance(event, Exited):
             await self._on_exit(group, handle, ExitStatus.from_returncode(event.returncode, event.last_line), now)
         elif isinstance(event, SeenReady):
-            self._mark_ready(handle, now)
+            mark_ready(handle, now)
         elif isinstance(event, Notified):
-            self._on_notify(group, handle, event.fields, now)
-
-    def _on_notify(self, group: SupervisedGroup, handle: ProcessHandle, fields: dict[str, str], now: float) -> None:
-        if "STATUS" in fields:
-            self.replica_info(handle).status_text = fields["STATUS"]
-        if fields.get("READY") == "1" and group.readiness is Readiness.NOTIFY:
-            self._mark_ready(handle, now)
-        if fields.get("WATCHDOG") == "1":
-            handle.watchdog_ping(now)
-        if TASKS_KEY in fields:
-            self.replica_info(handle).tasks = TaskCounts.from_notify(fields[TASKS_KEY])
-        if SDK_METRICS_KEY in fields:
-            self.replica_info(handle).sdk_metrics = fields[SDK_METRICS_KEY]
-        if INFLIGHT_KEY in fields:
-            self._on_inflight(handle, fields[INFLIGHT_KEY])
-        if RUNS_KEY in fields:
-            self._on_cached_runs(handle, fields[RUNS_KEY])
-        if WAITING_KEY in fields:
-            self._on_waiting(handle, fields[WAITING_KEY], now)
-        if PAUSE_KEY in fields:
-            self.replica_info(handle).pause = fields[PAUSE_KEY]
-        if fields.get("STOPPING") == "1":
-            log.info("worker.draining", group=handle.group, replica=handle.replica, pid=handle.pid)
-
-    def _on_inflight(self, handle: ProcessHandle, value: str) -> None:
-        try:
-            reset, started, finished = decode_report(value)
-        except (ValueError, TypeError) as exc:
-            log.warning("worker.bad_inflight_report", group=handle.group, replica=handle.replica, error=str(exc))
-            return
-        inflight = self.replica_info(handle).inflight
-        if reset:
-            inflight.clear()
-        inflight.update(started)
-        for key in finished:
-            inflight.pop(key, None)
-
-    def _on_waiting(self, handle: ProcessHandle, why: str, now: float) -> None:
-        """A starting worker that cannot reach Temporal waits for it, without counting toward a failed start."""
-        if why:
-            if not handle.waiting_for_temporal:
-                log.warning("worker.waiting_for_temporal", group=handle.group, replica=handle.replica, error=why)
-            handle.waiting(now)
-            self.replica_info(handle).status_text = f"waiting for Temporal: {why}"
-        elif handle.waiting_for_temporal:
-            log.info("worker.reached_temporal", group=handle.group, replica=handle.replica)
-            handle.reached_temporal(now)
-            self.replica_info(handle).status_text = "connected"
-
-    def _on_cached_runs(self, handle: ProcessHandle, value: str) -> None:
-        try:
-            reset, cached, evicted = decode_runs(value)
-        except (ValueError, TypeError) as exc:
-            log.warning("worker.bad_runs_report", group=handle.group, replica=handle.replica, error=str(exc))
-            return
-        runs = self.replica_info(handle).cached_runs
-        if reset:
-            runs.clear()
-        runs.update(cached)
-        runs.difference_update(evicted)
-
-    def _report(self, event: Sampled | HandedBack | RunsHandedBack) -> None:
-        """(from the sampler and the hand-back tasks) what they found, for the loop to record"""
-        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._send.send_nowait(event)
-
-    def _on_sampled(self, event: Sampled) -> None:
-        for handle, pid, usage in event.readings:
-            info = self.info.get(handle)
-            if info is not None and handle.pid == pid:  # (not a process that has been replaced since)
-                info.usage = usage
-
-    def _on_runs_handed_back(self, event: RunsHandedBack) -> None:
-        group = self.groups.get(event.group)
-        if group is not None:
-            group.runs_handed_back += event.moved
-
-    def _on_handed_back(self, event: HandedBack) -> None:
-        group = self.groups.get(event.group)
-        if group is not None:
-            group.handed_back[event.reason] += event.handed_back
-            group.hand_back_refused += event.refused
-            group.hand_back_failed += event.failed
+            if event.fields.get("READY") == "1" and group.readiness is Readiness.NOTIFY:
+                mark_ready(handle, now)
+            record_notify(self.replica_info(handle), handle, event.fields, now)
 
     def _remember_exited(self, identity: str, now: float) -> None:
         """Keep an exited process's identity while Temporal may still list its last polls (then forget it)."""
@@ -632,14 +433,6 @@ class Supervisor:
         for old in [i for i, at in self.exited_identities.items() if at < forget_before]:
             del self.exited_identities[old]
         self.exited_identities[identity] = now
-
-    def _mark_ready(self, handle: ProcessHandle, now: float) -> None:
-        if handle.state is ProcState.STARTING:
-            handle.ready(now)
-            startup = now - (handle.started_at or now)
-            log.info(
-                "worker.ready", group=handle.group, replica=handle.replica, pid=handle.pid, startup_s=round(startup, 3)
-            )
 
     async def _on_exit(self, group: SupervisedGroup, handle: ProcessHandle, status: ExitStatus, now: float) -> None:
         pid = handle.pid
@@ -753,7 +546,7 @@ class Supervisor:
             generation=handle.generation,
         )
         generation = handle.generation
-        self._tg.start_soon(watch_child, handle, generation, launched, self._send)
+        self._tg.start_soon(watch_child, handle, generation, launched, self.inbox.send)
         if group.readiness is Readiness.SERVING:
             connection = self.topology.connection
             self._tg.start_soon(
@@ -763,7 +556,7 @@ class Supervisor:
                 connection.address,
                 connection.namespace,
                 handle.timings.start_timeout,
-                self._send,
+                self.inbox.send,
             )
         elif group.readiness is Readiness.TEMPORAL and group.spec is not None:
             types = served_types(self, group.spec.scope)
@@ -773,7 +566,7 @@ class Supervisor:
         self, handle: ProcessHandle, generation: int, queue: str, types: list[QueueType], identity: str
     ) -> None:
         client = await self.temporal.get()
-        await watch_polling(client, handle, generation, queue, types, identity, self._send)
+        await watch_polling(client, handle, generation, queue, types, identity, self.inbox.send)
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
 
