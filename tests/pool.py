@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 
+from pipelex_pool.control.status_doc import Replica, Status
 from tests.conftest import Processes, TemporalServer
 from tests.topologies import server_changes, write_topology
 
@@ -71,19 +72,19 @@ class Pool:
             cli_args(*args, "--socket", str(self.socket)), capture_output=True, text=True, timeout=timeout
         )
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         result = self.cli("status", "--json")
         assert result.returncode in (0, 3) and result.stdout, result.stderr  # 3: a replica is not READY
-        data: dict[str, Any] = json.loads(result.stdout)
+        data: Status = json.loads(result.stdout)
         self.seen_pids |= {r["pid"] for r in data["replicas"] if r["pid"]}
         return data
 
-    def replicas(self, group: str | None = None) -> list[dict[str, Any]]:
+    def replicas(self, group: str | None = None) -> list[Replica]:
         return [r for r in self.status()["replicas"] if group is None or r["group"] == group]
 
-    def wait(self, predicate: Callable[[dict[str, Any]], bool], within: float, what: str) -> dict[str, Any]:
+    def wait(self, predicate: Callable[[Status], bool], within: float, what: str) -> Status:
         deadline = time.monotonic() + within
-        last: dict[str, Any] = {}
+        last: Status | None = None
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(
@@ -101,8 +102,8 @@ class Pool:
             f"timed out after {within}s waiting for {what}; last status:\n{json.dumps(last, indent=1)}"
         )
 
-    def wait_all_ready(self, within: float = 60) -> dict[str, Any]:
-        def ready(status: dict[str, Any]) -> bool:  # the pool's own judgement (pool_state.group_progress)
+    def wait_all_ready(self, within: float = 60) -> Status:
+        def ready(status: Status) -> bool:  # the pool's own judgement (pool_state.group_progress)
             return all(g["progress"]["all_ready"] for g in status["groups"].values()) and bool(status["replicas"])
 
         return self.wait(ready, within, "every replica READY")

@@ -15,6 +15,7 @@ import pytest
 from pipelex_pool.control.client import ControlClient
 from pipelex_pool.supervisor.spawning.budget import default_spawn_batch, default_spawn_rate
 from pipelex_pool.temporal.devserver import dev_server_command, wait_until_serving
+from tests import status_doc
 from tests.conftest import Processes, TemporalServer, free_port
 from tests.pool import Pool, cli_args
 
@@ -141,7 +142,7 @@ def test_a_namespace_that_refuses_polls_is_shown_in_status(pool: Pool, processes
     pool.write(TemporalServer(address=address, pid=server.pid), "default", ONLY_LLM)
     pool.up()
     status = pool.wait(lambda s: bool(s["poller_limit"]), 60, "the poller limit reported")
-    assert "namespace concurrent poller limit exceeded" in status["poller_limit"]
+    assert "namespace concurrent poller limit exceeded" in status_doc.text(status["poller_limit"])
     assert any("refuses new polls" in w for w in status["warnings"])
     text = pool.cli("status")
     assert "frontend.namespaceCount" in text.stdout

@@ -14,17 +14,19 @@ import anyio
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
+from pipelex_pool.control.status_doc import Status
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
 from pipelex_pool.temporal.devserver import temporal_cli
+from tests import status_doc
 from tests.conftest import TemporalServer
 from tests.pool import Pool, alive
 
 pytestmark = pytest.mark.slow
 
 
-def deployment(status: dict[str, Any]) -> dict[str, Any]:
-    found: dict[str, Any] = status["deployment"]
-    return found
+def deployment(status: Status) -> dict[str, Any]:
+    """The pool's deployment as a dict, for `.get` on a field that may not be there yet."""
+    return dict(status_doc.deployment(status))
 
 
 def temporal_describe(server: TemporalServer, namespace: str, name: str) -> dict[str, Any]:
@@ -51,7 +53,7 @@ async def test_deploy_moves_new_runs_to_the_new_build_and_lets_pinned_runs_finis
     pool.up()
     pool.wait_all_ready()
     pool.wait(lambda s: deployment(s)["current"] == "A", 60, "build A made current on the first start")
-    old_pids = {r["pid"] for r in pool.replicas() if r["queue"]}
+    old_pids = {status_doc.pid(r) for r in pool.replicas() if r["queue"]}
     assert {r["build_id"] for r in pool.replicas() if r["queue"]} == {"A"}
 
     async def start_runs(prefix: str, latency: float) -> list[WorkflowHandle[Any, PipeRunResult]]:

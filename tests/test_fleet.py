@@ -17,7 +17,9 @@ import anyio
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
+from pipelex_pool.control.status_doc import Queue, Status
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
+from tests import status_doc
 from tests.conftest import Processes, TemporalServer
 from tests.helpers import worker_args
 from tests.pool import Pool
@@ -59,9 +61,8 @@ def fleet(
             pool.cleanup()
 
 
-def llm_q(status: dict[str, Any]) -> dict[str, Any]:
-    queue: dict[str, Any] = status["queues"].get("llm_q", {}).get("activity", {})
-    return queue
+def llm_q(status: Status) -> Queue:
+    return status_doc.queue_of(status, "llm_q") or status_doc.queue()
 
 
 async def test_two_pools_of_one_fleet_see_each_other_and_share_the_backlog(
@@ -74,7 +75,7 @@ async def test_two_pools_of_one_fleet_see_each_other_and_share_the_backlog(
     b.wait_all_ready()
     for pool, other in ((a, "fleetb"), (b, "fleeta")):
 
-        def knows(s: dict[str, Any], other: str = other) -> bool:
+        def knows(s: Status, other: str = other) -> bool:
             return (
                 sorted(s["fleet"]["pools"] or {}) == ["fleeta", "fleetb"]
                 and any(i.startswith(f"{other}/llm/") for i in llm_q(s).get("fleet_pollers", []))
@@ -87,7 +88,7 @@ async def test_two_pools_of_one_fleet_see_each_other_and_share_the_backlog(
         assert "fleet shared: 2 live pool(s)" in text and "fleeta" in text and "fleetb" in text
 
         # every replica of every pool of the fleet, from Temporal's heartbeats (no channel between the pools)
-        def both_listed(s: dict[str, Any]) -> bool:
+        def both_listed(s: Status) -> bool:
             return {w["pool"] for w in s["fleet"]["workers"]} == {"fleeta", "fleetb"}
 
         status = pool.wait(both_listed, 60, f"{other}'s workers in the fleet's heartbeats")
@@ -187,14 +188,14 @@ def start_on_a(a: Pool, b: Pool) -> None:
     for pool in (a, b):
         pool.wait_all_ready()
         pool.wait(
-            lambda s: (s["deployment"] or {}).get("current") == "A" and sorted(s["fleet"]["pools"] or {}) == [
+            lambda s: status_doc.current(s) == "A" and sorted(s["fleet"]["pools"] or {}) == [
                 "hosta", "hostb"],
             90,
             "build A current, both pools in the fleet",
         )  # fmt: skip
 
 
-def runs_build(status: dict[str, Any], build: str) -> bool:
+def runs_build(status: Status, build: str) -> bool:
     """Every queue group of the pool has a READY replica (or parked process) on `build`."""
     groups = {r["group"] for r in status["replicas"] if r["queue"]}
     return all(
@@ -224,11 +225,11 @@ async def test_a_fleet_switches_to_a_new_build_only_once_every_pool_runs_it_and_
     start_on_a(a, b)
     assert a.cli("deploy", "--build-id", "B", "--no-wait").returncode == 0
     status = a.wait(
-        lambda s: ((s["deployment"] or {}).get("deploy") or {}).get("phase") == "waiting for the fleet",
+        lambda s: status_doc.phase(s) == "waiting for the fleet",
         90,
         "hosta's deploy waiting for the fleet",
     )
-    detail = status["deployment"]["deploy"]["detail"]
+    detail = deploy_of(status)["detail"]
     assert "hostb (" in detail and "runs only A on llm_q (activity)" in detail, detail
     assert temporal_describe(temporal_server, namespace, "sim")["routingConfig"]["currentVersionBuildID"] == "A"
     text = a.cli("status", "--fleet").stdout
@@ -238,7 +239,7 @@ async def test_a_fleet_switches_to_a_new_build_only_once_every_pool_runs_it_and_
 
     def take_sample() -> None:
         sa, sb = a.status(), b.status()
-        samples.append(((sa["deployment"] or {}).get("current"), runs_build(sa, "B"), runs_build(sb, "B")))
+        samples.append((status_doc.current(sa), runs_build(sa, "B"), runs_build(sb, "B")))
 
     async def sample() -> None:  # every second: B current only while both pools run B
         while True:
@@ -250,8 +251,8 @@ async def test_a_fleet_switches_to_a_new_build_only_once_every_pool_runs_it_and_
         tg.start_soon(sample)
         assert b.cli("deploy", "--build-id", "B", "--no-wait").returncode == 0
 
-        def draining(s: dict[str, Any]) -> bool:  # B current, A's pinned run still going
-            return ((s["deployment"] or {}).get("deploy") or {}).get("phase") == "draining"
+        def draining(s: Status) -> bool:  # B current, A's pinned run still going
+            return status_doc.phase(s) == "draining"
 
         for pool in (a, b):
             await anyio.to_thread.run_sync(pool.wait, draining, 120, "B current, A draining")
@@ -273,8 +274,8 @@ async def test_a_fleet_switches_to_a_new_build_only_once_every_pool_runs_it_and_
     print(f"fleet rollback: A current again {took[0]}s after it was asked")
     assert temporal_describe(temporal_server, namespace, "sim")["routingConfig"]["currentVersionBuildID"] == "A"
 
-    def rolled_back(s: dict[str, Any]) -> bool:
-        return ((s["deployment"] or {}).get("deploy") or {}).get("outcome") == "rolled back to A"
+    def rolled_back(s: Status) -> bool:
+        return bool(deploy_of(s).get("outcome") == "rolled back to A")
 
     for pool in (a, b):
         status = await anyio.to_thread.run_sync(pool.wait, rolled_back, 60, "the pool rolled back to A")
@@ -289,12 +290,12 @@ async def test_a_fleet_switches_to_a_new_build_only_once_every_pool_runs_it_and_
         assert await build_of(handle) == build, handle.id
 
 
-def deploy_of(status: dict[str, Any]) -> dict[str, Any]:
-    found: dict[str, Any] = (status["deployment"] or {}).get("deploy") or {}
-    return found
+def deploy_of(status: Status) -> dict[str, Any]:
+    """The deploy as a dict (empty: none yet), for `.get` on a field that may not be there yet."""
+    return dict(status_doc.deploy(status) or {})
 
 
-def only_build(status: dict[str, Any], build: str) -> bool:
+def only_build(status: Status, build: str) -> bool:
     """Every process of the pool runs `build` and sits in its slot (nothing parked, retiring or replacing)."""
     replicas = [r for r in status["replicas"] if r["queue"]]
     return bool(replicas) and all(

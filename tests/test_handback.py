@@ -23,6 +23,7 @@ from pipelex_pool.contract import HAND_BACK_FAILURE_TYPE as FAILURE_TYPE
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep, StepResult
 from pipelex_pool.supervisor.handback.dead_replica import hand_back
 from pipelex_pool.worker.inflight import Attempt
+from tests import status_doc
 from tests.conftest import TemporalServer
 from tests.helpers import history, retried_failures
 from tests.pool import Pool, alive
@@ -63,7 +64,7 @@ async def test_a_killed_replicas_activities_are_handed_back_and_retried_at_once(
     survivor = next(r for r in status["replicas"] if r["group"] == "llm" and r["pid"] != victim["pid"])
     on_victim = {a["workflow_id"] for a in victim["inflight"]}
     await anyio.sleep(max(0.0, 2.0 - min(a["age_s"] for a in victim["inflight"])))  # ~2 s into the activities
-    os.kill(victim["pid"], signal.SIGKILL)
+    os.kill(status_doc.pid(victim), signal.SIGKILL)
     killed_at = time.monotonic()
     for run in runs:
         result = await run.result(rpc_timeout=timedelta(seconds=30))
@@ -137,7 +138,7 @@ async def test_a_paused_supervisor_kills_no_worker_and_no_activity_waits_for_a_t
 ) -> None:
     pool.write(temporal_server, namespace, {"temporal.queue_options.llm_q.start_to_close_timeout": "30s"})
     supervisor = pool.up()
-    before = {r["pid"] for r in pool.wait_all_ready()["replicas"]}
+    before = {status_doc.pid(r) for r in pool.wait_all_ready()["replicas"]}
     runs = await start_runs(client, 6, latency_s=1.0, steps=90)  # ~90 s of work each, in 1 s activities
     await anyio.sleep(2)
     supervisor.send_signal(signal.SIGSTOP)
@@ -216,7 +217,7 @@ async def test_an_attempt_a_live_replica_never_received_is_handed_back_after_the
                 return bytes(task.task_token)
         raise AssertionError("no activity task")
 
-    await poll(replica["identity"])  # attempt 1, recorded as started on the live replica, never run
+    await poll(status_doc.text(replica["identity"]))  # attempt 1, recorded as started on the live replica, never run
     taken = time.monotonic()
     second = await poll("test")  # attempt 2 comes once the pool has handed attempt 1 back
     assert 4 <= time.monotonic() - taken < 20, time.monotonic() - taken

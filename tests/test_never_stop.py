@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests import status_doc
 from tests.conftest import TemporalServer
 from tests.pool import Pool
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.slow
 def kill_one_worker_and_see_it_replaced(pool: Pool) -> None:
     """The proof that the pool still supervises: a SIGKILLed replica comes back READY with a new pid."""
     victim = next(r for r in pool.replicas() if r["group"] == "llm" and r["state"] == "READY")
-    os.kill(victim["pid"], signal.SIGKILL)
+    os.kill(status_doc.pid(victim), signal.SIGKILL)
     pool.wait(
         lambda s: any(
             r["group"] == "llm" and r["replica"] == victim["replica"] and r["state"] == "READY"

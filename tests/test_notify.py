@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from pipelex_pool.control.status_doc import Notify, Status
 from pipelex_pool.supervisor.notifications import BURST_ATTEMPTS, Classifier, Limiter, Note
+from tests import status_doc
 from tests.conftest import TemporalServer, free_port
 from tests.pool import Pool
 from tests.test_deploy import deployment
@@ -100,6 +102,12 @@ def receiver() -> Iterator[Receiver]:
         running.close()
 
 
+def notify(status: Status) -> Notify:
+    """What the pool delivered and gave up on ([pool.notify] is set in these tests)."""
+    assert status["pool"]["notify"] is not None
+    return status["pool"]["notify"]
+
+
 def hook_documents(directory: Path) -> list[dict[str, Any]]:
     return [json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))]
 
@@ -134,12 +142,14 @@ def test_fatal_an_outside_sigkill_and_a_failed_deploy_reach_the_hook_and_the_web
     status = pool.wait_all_ready()
     pool.wait(lambda s: deployment(s)["current"] == "A", 60, "build A current")
     media = next(r for r in status["replicas"] if r["group"] == "media")
-    os.kill(media["pid"], signal.SIGKILL)  # as the kernel's OOM killer would
+    os.kill(status_doc.pid(media), signal.SIGKILL)  # as the kernel's OOM killer would
     result = pool.cli("deploy", "--build-id", "B", "--wait", "--timeout", "120", timeout=180)
     assert result.returncode == 1 and "build B could not start" in result.stderr
     wanted = ["deploy_failed", "fatal", "oom_kill"]
     pool.wait(
-        lambda s: (s["pool"]["notify"] or {}).get("delivered", 0) >= 2 * len(wanted), 60, "the documents delivered"
+        lambda s: notify(s)["delivered"] >= 2 * len(wanted),
+        60,
+        "the documents delivered",
     )
     assert sorted(receiver.kinds()) == wanted, receiver.bodies  # one each: the fatal replacement, not its retries
     assert sorted(d["kind"] for d in hook_documents(hooked)) == wanted
@@ -168,7 +178,7 @@ def test_a_receiver_that_is_down_costs_the_pool_nothing(
     )
     pool.up()
     pool.wait(lambda s: any(r["state"] == "FATAL" for r in s["replicas"]), 60, "media FATAL")
-    status = pool.wait(lambda s: s["pool"]["notify"]["failed"] >= 1, 60, "the delivery given up, after its retries")
+    status = pool.wait(lambda s: notify(s)["failed"] >= 1, 60, "the delivery given up, after its retries")
     assert all(r["state"] == "READY" for r in status["replicas"] if r["group"] != "media")
     assert '"notify.failed"' in pool.output() and "Connection refused" in pool.output()
     assert pool.cli("restart-failed").returncode in (0, 1)  # the pool still answers and acts

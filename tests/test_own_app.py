@@ -13,6 +13,7 @@ import pytest
 import tomlkit
 
 from pipelex_pool.temporal.devserver import temporal_cli
+from tests import status_doc
 from tests.conftest import TemporalServer
 from tests.pool import Pool, cli_args
 from tests.topologies import DELETE
@@ -97,8 +98,9 @@ def test_a_worker_that_cannot_be_built_is_fatal_at_once_with_its_error(
     status = pool.wait(lambda s: s["replicas"][0]["state"] == "FATAL", 60, "the replica FATAL")
     replica = status["replicas"][0]
     assert replica["restarts"] == 0  # at once: no restart can fix the code
-    assert replica["last_exit"].startswith("exit 78 (configuration error): ")
-    assert "NotAWorkflow" in replica["last_exit"] and "@workflow.defn" in replica["last_exit"], replica
+    last_exit = status_doc.text(replica["last_exit"])
+    assert last_exit.startswith("exit 78 (configuration error): ")
+    assert "NotAWorkflow" in last_exit and "@workflow.defn" in last_exit, replica
     shown = pool.cli("status")
     assert "NotAWorkflow" in shown.stdout  # the notes under the table carry the whole message
     log = (pool.directory / "logs" / "wf-0.log").read_text()
@@ -115,5 +117,5 @@ def test_build_id_from_the_environment_is_the_build_up_registers(
     )
     pool.up(env={"GIT_SHA": "c0ffee1"})
     pool.wait_all_ready()
-    status = pool.wait(lambda s: s["deployment"]["current"] == "c0ffee1", 60, "build c0ffee1 made current")
+    status = pool.wait(lambda s: status_doc.current(s) == "c0ffee1", 60, "build c0ffee1 made current")
     assert {r["build_id"] for r in status["replicas"] if r["queue"]} == {"c0ffee1"}

@@ -11,15 +11,16 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from pipelex_pool.control.status_doc import Status
 from pipelex_pool.sim import HEAVY_IMPORTED_MARK as IMPORTED_MARK
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
+from tests import status_doc
 from tests.conftest import Processes, TemporalServer, free_port, stop_process
 from tests.helpers import history, wait_for
 from tests.pool import Pool, alive, cli_args, copy_shipped_topology
@@ -95,11 +96,11 @@ def test_sigkilled_replica_is_replaced_and_nothing_else_moves(
 ) -> None:
     pool.write(temporal_server, namespace, {"pool.spawner": spawner})
     pool.up()
-    before = {(r["group"], r["replica"]): r["pid"] for r in pool.wait_all_ready()["replicas"]}
+    before = {(r["group"], r["replica"]): status_doc.pid(r) for r in pool.wait_all_ready()["replicas"]}
     victim = before[("llm", 1)]
     os.kill(victim, signal.SIGKILL)
 
-    def replaced(status: dict[str, Any]) -> bool:
+    def replaced(status: Status) -> bool:
         r = next(r for r in status["replicas"] if (r["group"], r["replica"]) == ("llm", 1))
         return bool(r["state"] == "READY" and r["pid"] != victim)
 
@@ -134,7 +135,7 @@ def test_fork_server_children_are_the_supervisors_own_and_restart_refreshes_it(
         assert " -m pipelex_pool worker " in " ".join(worker.cmdline())
     (server,) = fork_servers(supervisor.pid)
     victim = next(r for r in status["replicas"] if r["group"] == "media")
-    os.kill(victim["pid"], signal.SIGKILL)
+    os.kill(status_doc.pid(victim), signal.SIGKILL)
     status = pool.wait(
         lambda s: any(r["group"] == "media" and r["state"] == "READY" and r["restarts"] == 1 for r in s["replicas"]),
         30,
@@ -145,7 +146,7 @@ def test_fork_server_children_are_the_supervisors_own_and_restart_refreshes_it(
     assert fork_servers(supervisor.pid) == [server]  # the crash restart used the warm fork server
     # the fork server itself dies: the next restart still happens (forked by a new fork server, or exec'd)
     os.kill(server, signal.SIGKILL)
-    media_pid = media["pid"]
+    media_pid = status_doc.pid(media)
     os.kill(media_pid, signal.SIGKILL)
     status = pool.wait(
         lambda s: any(r["group"] == "media" and r["state"] == "READY" and r["pid"] != media_pid for r in s["replicas"]),
@@ -182,7 +183,7 @@ def test_preload_imports_the_task_packs_once_in_the_fork_server(
     (server,) = fork_servers(supervisor.pid)
     assert "pipelex_pool.sim.heavy:packs" in psutil.Process(server).cmdline()
     victim = next(r for r in status["replicas"] if r["group"] == "media")
-    os.kill(victim["pid"], signal.SIGKILL)
+    os.kill(status_doc.pid(victim), signal.SIGKILL)
     pool.wait(
         lambda s: any(
             r["group"] == "media" and r["state"] == "READY" and r["pid"] != victim["pid"] for r in s["replicas"]
@@ -232,7 +233,7 @@ def test_crash_loop_backs_off_then_goes_fatal_without_touching_other_groups(
     elapsed = time.monotonic() - started
     cpu_after = psutil.Process(supervisor.pid).cpu_times()
     broken = next(r for r in status["replicas"] if r["group"] == "broken")
-    assert broken["restarts"] == 4 and "max_restarts=4" in broken["reason"]
+    assert broken["restarts"] == 4 and "max_restarts=4" in status_doc.text(broken["reason"])
     delays = [json.loads(line)["delay_s"] for line in pool.output().splitlines() if '"next": "backoff"' in line]
     assert len(delays) == 4 and all(b > a for a, b in zip(delays, delays[1:], strict=False)), delays
     # The supervisor sleeps between deadlines: a busy loop would burn a whole core while the group crash-loops.
@@ -268,7 +269,7 @@ async def test_sigterm_drains_running_activities_then_exits_0(
         return True
 
     await wait_for(all_started, 20, "the 3-second activities to start")
-    children = [r["pid"] for r in pool.replicas()]
+    children = [status_doc.pid(r) for r in pool.replicas()]
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(timeout=60) == 0, pool.output()
     assert not [pid for pid in children if alive(pid)]
@@ -305,7 +306,7 @@ def test_sigkilled_supervisor_leaves_no_worker_and_next_up_is_clean(
     )
     supervisor = pool.up()
     status = pool.wait_all_ready()
-    workers = {r["group"]: r["pid"] for r in status["replicas"]}
+    workers = {r["group"]: status_doc.pid(r) for r in status["replicas"]}
     supervisor.send_signal(signal.SIGKILL)
     supervisor.wait(timeout=10)
     time.sleep(10)
@@ -357,7 +358,6 @@ def test_command_group_ready_when_temporal_lists_its_identity(
     llm = [r for r in status["replicas"] if r["group"] == "llm"]
     assert len(llm) == 2
     for replica in llm:  # the identity the program was given carries its real pid (filled in at exec)
-        assert replica["identity"].startswith(f"testpool/llm/{replica['replica']}@") and replica["identity"].endswith(
-            f":{replica['pid']}"
-        )
+        identity = status_doc.text(replica["identity"])
+        assert identity.startswith(f"testpool/llm/{replica['replica']}@") and identity.endswith(f":{replica['pid']}")
     pool.wait(lambda s: all(r["polling"] for r in s["replicas"] if r["group"] == "llm"), 30, "llm polling")

@@ -19,7 +19,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 
+from pipelex_pool.control.status_doc import Status
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
+from tests import status_doc
 from tests.conftest import TemporalServer, free_port
 from tests.helpers import NotifyListener, systemd_analyze
 from tests.pool import PIPELEX_POOL, Pool, cli_args
@@ -190,7 +192,7 @@ def test_health_and_metrics_follow_the_pool(pool: Pool, temporal_server: Tempora
     )
     pool.up()
 
-    def settled(s: dict[str, Any]) -> bool:
+    def settled(s: Status) -> bool:
         broken_fatal = any(r["group"] == "broken" and r["state"] == "FATAL" for r in s["replicas"])
         others_ready = all(g["ready"] == g["desired"] for name, g in s["groups"].items() if name != "broken")
         return broken_fatal and others_ready
@@ -211,7 +213,7 @@ def test_health_and_metrics_follow_the_pool(pool: Pool, temporal_server: Tempora
     assert _metric(text, "pipelex_pool_exits_total", group="broken", code="1", signal="") == 2
     assert _metric(text, "pipelex_pool_temporal_reachable") == 1
     pool.wait(
-        lambda s: len(s["queues"].get("llm_q", {}).get("activity", {}).get("pool_pollers", [])) == 2,
+        lambda s: len((status_doc.queue_of(s, "llm_q") or status_doc.queue())["pool_pollers"]) == 2,
         30,
         "llm_q watched",
     )
@@ -229,7 +231,7 @@ def test_health_and_metrics_follow_the_pool(pool: Pool, temporal_server: Tempora
     assert json.loads(_get(f"http://127.0.0.1:{port}/health")[1])["healthy"] is True
 
 
-def _check_exposition(url: str, status: dict[str, Any]) -> None:
+def _check_exposition(url: str, status: Status) -> None:
     """Names, types and labels by Prometheus' conventions, as its client library's parser reads them."""
     code, headers, body = _request(url, "GET")
     assert code == 200 and "charset=utf-8" in headers["Content-Type"]
@@ -332,7 +334,7 @@ def test_each_replica_serves_its_temporal_sdk_metrics_on_its_own_port(
         pool.write(temporal_server, namespace, {"pool.worker_metrics": f"127.0.0.1:{ports.start}-{ports.stop - 1}"})
         pool.up()
         status = pool.wait_all_ready()  # a worker reports where it serves them before it says READY
-        urls = [r["sdk_metrics"] for r in status["replicas"]]
+        urls = [status_doc.text(r["sdk_metrics"]) for r in status["replicas"]]
         assert len(urls) == 4 and len(set(urls)) == 4
         for url in urls:
             port = int(url.removeprefix("http://127.0.0.1:").removesuffix("/metrics"))

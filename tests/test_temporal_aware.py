@@ -9,15 +9,16 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 from temporalio.client import Client
 
+from pipelex_pool.control.status_doc import Queue, Replica, Status
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
 from pipelex_pool.temporal.devserver import dev_server_command, wait_until_serving
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
+from tests import status_doc
 from tests.conftest import Processes, TemporalServer, free_port
 from tests.helpers import worker_args
 from tests.pool import Pool, cli_args
@@ -25,7 +26,7 @@ from tests.pool import Pool, cli_args
 pytestmark = pytest.mark.slow
 
 
-def workers(status: dict[str, Any]) -> list[dict[str, Any]]:
+def workers(status: Status) -> list[Replica]:
     return [r for r in status["replicas"] if r["queue"]]
 
 
@@ -38,11 +39,11 @@ def test_status_shows_polling_and_notices_a_stopped_replica(
     pool.wait_all_ready()
     status = pool.wait(lambda s: all(r["polling"] is True for r in workers(s)), 30, "every READY replica polling")
     frozen = next(r for r in status["replicas"] if r["group"] == "llm")
-    os.kill(frozen["pid"], signal.SIGSTOP)
+    os.kill(status_doc.pid(frozen), signal.SIGSTOP)
     try:
         started = time.monotonic()
 
-        def frozen_not_polling(s: dict[str, Any]) -> bool:
+        def frozen_not_polling(s: Status) -> bool:
             replica = next(r for r in s["replicas"] if r["pid"] == frozen["pid"])
             return replica["polling"] is False
 
@@ -52,7 +53,7 @@ def test_status_shows_polling_and_notices_a_stopped_replica(
         assert all(r["polling"] is True for r in others)
         assert "NO" in pool.cli("status").stdout
     finally:
-        os.kill(frozen["pid"], signal.SIGCONT)
+        os.kill(status_doc.pid(frozen), signal.SIGCONT)
     pool.wait(lambda s: all(r["polling"] is True for r in workers(s)), 90, "the resumed replica polling again")
 
 
@@ -87,9 +88,8 @@ def test_pollers_are_the_pool_s_live_replicas_and_the_rest_is_flagged(
     pool.up()
     pool.wait_all_ready()
 
-    def llm_q(status: dict[str, Any]) -> dict[str, Any]:
-        queue: dict[str, Any] = status["queues"].get("llm_q", {}).get("activity", {})
-        return queue
+    def llm_q(status: Status) -> Queue:
+        return status_doc.queue_of(status, "llm_q") or status_doc.queue()
 
     status = pool.wait(lambda s: len(llm_q(s).get("pool_pollers", [])) == 2, 30, "both llm replicas polling")
     gone = llm_q(status)["pool_pollers"]
@@ -145,7 +145,7 @@ async def test_autoscale_follows_the_backlog_up_and_back_down(
     result = await handle.result()
     assert len(result.steps) == 200 and all(step.attempt == 1 for step in result.steps)  # nothing failed
     status = pool.wait(lambda s: len([r for r in s["replicas"] if r["group"] == "llm"]) == 1, 60, "back to 1 replica")
-    assert status["groups"]["llm"]["autoscale"]["desired"] == 1
+    assert (status["groups"]["llm"]["autoscale"] or {})["desired"] == 1
     decisions = [json.loads(line) for line in pool.output().splitlines() if '"autoscale.decision"' in line]
     assert decisions[0]["replicas_to"] == 4 and decisions[0]["backlog"] > 30
     assert decisions[-1]["replicas_to"] == 1 and "cooldown" in decisions[-1]["reason"]
@@ -358,20 +358,21 @@ async def test_temporal_s_worker_heartbeats_show_slots_used_and_a_stopped_worker
         for i in range(3)
     ]
 
-    def llm(status: dict[str, Any]) -> list[dict[str, Any]]:
+    def llm(status: Status) -> list[Replica]:
         return [r for r in status["replicas"] if r["group"] == "llm"]
 
     status = pool.wait(
-        lambda s: sum((r["temporal_worker"] or {}).get("activity_slots_used", 0) for r in llm(s)) == 3,
+        lambda s: sum(w["activity_slots_used"] for r in llm(s) if (w := r["temporal_worker"])) == 3,
         40,
         "Temporal's heartbeats showing the 3 activity slots used",
     )
     assert status["pool"]["worker_heartbeats"] == "read"
     for row in llm(status):  # Temporal's count and the pool's own agree, replica by replica
-        assert row["temporal_worker"]["activity_slots_used"] == len(row["inflight"])
-        assert row["temporal_worker"]["status"] == "RUNNING" and not row["heartbeat_stale"]
+        worker = row["temporal_worker"]
+        assert worker is not None and worker["activity_slots_used"] == len(row["inflight"])
+        assert worker["status"] == "RUNNING" and not row["heartbeat_stale"]
     victim = llm(status)[0]
-    os.kill(victim["pid"], signal.SIGSTOP)
+    os.kill(status_doc.pid(victim), signal.SIGSTOP)
     try:
         status = pool.wait(
             lambda s: any(r["pid"] == victim["pid"] and r["heartbeat_stale"] for r in llm(s)),
@@ -381,6 +382,6 @@ async def test_temporal_s_worker_heartbeats_show_slots_used_and_a_stopped_worker
         assert "no recent heartbeat from it while its process runs" in pool.cli("status").stdout
         assert not any(r["heartbeat_stale"] for r in llm(status) if r["pid"] != victim["pid"])
     finally:
-        os.kill(victim["pid"], signal.SIGCONT)
+        os.kill(status_doc.pid(victim), signal.SIGCONT)
     for run in runs:
         await run.result()

@@ -17,6 +17,7 @@ from textual.widgets import DataTable, RichLog, Static
 
 from pipelex_pool.top import model
 from pipelex_pool.top.app import Top
+from tests import status_doc
 from tests.conftest import Processes, TemporalServer, free_port
 from tests.pool import Pool, cli_args
 
@@ -209,8 +210,7 @@ def _unfilter(kind: int, line: bytearray, above: bytearray, bpp: int) -> None:
 
 def test_top_trend_keeps_the_highest_backlog_of_each_step() -> None:
     trends = model.Trends()
-    status = {"queues": {"llm_q": {"activity": {"backlog": 0}}}}
     for second, backlog in ((0, 3), (5, 9), (10, 1), (15, 4), (31, 0)):
-        status["queues"]["llm_q"]["activity"]["backlog"] = backlog
+        status = status_doc.status([], {}, {"llm_q": {"activity": status_doc.queue(backlog)}})
         trends.add(status, now=1000.0 + second)
     assert trends.of("llm_q", "activity") == [9.0, 4.0, 0.0]  # steps of 15 s: max(3, 9, 1), 4, 0

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipelex_pool.control.status_doc import Replica, Status
 from pipelex_pool.control.waiting import Goal, Progress, Want
+from tests import status_doc
 
 
-def row(group: str, n: int, state: str, pid: int | None, role: str = "replica", **extra: Any) -> dict[str, Any]:
-    return {"group": group, "replica": n, "state": state, "pid": pid, "role": role, "reason": None,
-            "last_exit": None, **extra}  # fmt: skip
+def row(group: str, n: int, state: str, pid: int | None, role: str = "replica", **extra: Any) -> Replica:
+    return status_doc.replica(group, n, state, pid, role, **extra)
 
 
-def answer(rows: list[dict[str, Any]], desired: int = 2, **group: Any) -> dict[str, Any]:
-    info = {"desired": desired, "stopped_by_operator": False, "roll_aborted": None, **group}
-    return {"groups": {"llm": info}, "replicas": rows}
+def answer(rows: list[Replica], desired: int = 2, **group: Any) -> Status:
+    return status_doc.status(rows, {"llm": status_doc.group(desired, **group)})
 
 
 def test_a_restart_is_done_when_every_replica_runs_a_new_process() -> None:

@@ -19,6 +19,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
+from pipelex_pool.control.status_doc import Status
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
 from pipelex_pool.supervisor import scale_down, start_order
 from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
@@ -26,6 +27,7 @@ from pipelex_pool.supervisor.watchers.autoscale import AutoscaleState, decide, r
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 from pipelex_pool.topology.schema import Autoscale
 from pipelex_pool.topology.validate import start_order_cycle
+from tests import status_doc
 from tests.conftest import TemporalServer
 from tests.helpers import history
 from tests.pool import Pool, cli_args
@@ -140,7 +142,7 @@ def events(pool: Pool, name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in pool.output().splitlines() if f'"{name}"' in line]
 
 
-def busy(status: dict[str, Any]) -> dict[int, int]:
+def busy(status: Status) -> dict[int, int]:
     """llm replica number -> attempts in flight, for the llm replicas in their slots."""
     return {
         r["replica"]: len(r["inflight"]) for r in status["replicas"] if r["group"] == "llm" and r["role"] == "replica"
@@ -193,7 +195,7 @@ async def test_the_autoscaler_drains_idle_replicas_only_and_lets_busy_ones_finis
     pool.up()
     pool.wait(lambda s: sorted(busy(s).values()) == [0, 0, 1, 1], 60, "two llm replicas busy, two idle")
     status = pool.wait(lambda s: s["groups"]["llm"]["desired"] == 2, 60, "the autoscaler retiring the idle two")
-    assert "busy replica(s) finish their attempts first" in status["groups"]["llm"]["autoscale"]["decision"]
+    assert "busy replica(s) finish their attempts first" in (status["groups"]["llm"]["autoscale"] or {})["decision"]
     for run in runs:
         outcome = await run.result(rpc_timeout=timedelta(seconds=60))
         assert outcome.steps[0].attempt == 1, outcome
@@ -265,7 +267,7 @@ async def test_env_file_reaches_the_workers_and_a_change_rolls_the_group_on_relo
     pool.write(temporal_server, namespace, changes)
     pool.up(env={**os.environ, "HOME_FOR_TEST": "/srv"})
     status = pool.wait_all_ready()
-    pids = {r["pid"] for r in status["replicas"] if r["group"] == "llm"}
+    pids = {status_doc.pid(r) for r in status["replicas"] if r["group"] == "llm"}
     assert len(pids) == 2
     with anyio.fail_after(30):  # a hang guard: each writes its file as it starts
         while not all((pool.directory / f"seen-{pid}").exists() for pid in pids):
@@ -283,7 +285,7 @@ async def test_env_file_reaches_the_workers_and_a_change_rolls_the_group_on_relo
         60,
         "the llm group rolled onto the new file",
     )
-    new = {r["pid"] for r in status["replicas"] if r["group"] == "llm" and r["role"] == "replica"}
+    new = {status_doc.pid(r) for r in status["replicas"] if r["group"] == "llm" and r["role"] == "replica"}
     with anyio.fail_after(30):
         while not all((pool.directory / f"seen-{pid}").exists() for pid in new):
             await anyio.sleep(0.05)
@@ -309,7 +311,7 @@ async def test_pause_lets_in_flight_attempts_finish_takes_no_new_one_and_resume_
     pool.write(temporal_server, namespace, {"workers.media.replicas": 0})
     pool.up()
     status = pool.wait_all_ready()
-    pids = {r["pid"] for r in status["replicas"] if r["group"] == "llm"}
+    pids = {status_doc.pid(r) for r in status["replicas"] if r["group"] == "llm"}
     first = await start_runs(client, 4, latency_s=4.0)
     pool.wait(lambda s: sum(busy(s).values()) == 4, 30, "the 4 attempts in flight on llm")
     result = pool.cli("pause", "llm", "--wait")  # returns once every llm replica is PAUSED: their attempts done

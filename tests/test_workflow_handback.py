@@ -16,6 +16,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
+from tests import status_doc
 from tests.conftest import TemporalServer
 from tests.helpers import history
 from tests.pool import Pool
@@ -51,7 +52,7 @@ async def test_runs_held_by_a_killed_router_continue_on_the_other_router_at_once
     victim = max(routers, key=lambda r: r["workflow_runs_cached"])
     held = victim["workflow_runs_cached"]
     assert held > 0
-    os.kill(victim["pid"], signal.SIGKILL)
+    os.kill(status_doc.pid(victim), signal.SIGKILL)
     killed_at = time.monotonic()
     with anyio.fail_after(120):  # a hang guard: without the hand-back, the held runs wait 30 minutes
         for run in runs:

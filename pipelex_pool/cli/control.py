@@ -6,11 +6,12 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
 from pipelex_pool.cli.base import EXIT_FAILED, EXIT_NO_SUCH_NAME, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, main
+from pipelex_pool.control.status_doc import Deploy, Replica, Status
 from pipelex_pool.control.waiting import Goal, Want, old_pids
 
 POOL_NAME_META = "pipelex_pool.pool_name"
@@ -70,7 +71,7 @@ def call_pool(
         sys.exit(EXIT_USAGE)
 
 
-def follow_status(topology: Path | None, socket_path: Path | None, cmd: str) -> Iterator[dict[str, Any] | None]:
+def follow_status(topology: Path | None, socket_path: Path | None, cmd: str) -> Iterator[Status | None]:
     """The pool's status as it changes, pushed by the pool (`subscribe`, status alone, looked at every POLL_S),
     and None on a quiet POLL_S (for the caller's deadline); exits as call_pool does when no pool answers."""
     from pipelex_pool.control.client import CommandFailed, ControlClient, resolve_socket
@@ -78,7 +79,8 @@ def follow_status(topology: Path | None, socket_path: Path | None, cmd: str) -> 
 
     try:
         client = ControlClient(resolve_socket(socket_path, topology, pool=chosen_pool()))
-        yield from client.follow({"events": False, "every": POLL_S}, tick=POLL_S)
+        for frame in client.follow({"events": False, "every": POLL_S}, tick=POLL_S):
+            yield cast(Status, frame)
     except PoolNotRunningError as exc:
         click.echo(f"pipelex-pool {cmd}: {exc}", err=True)
         sys.exit(EXIT_NOT_RUNNING)
@@ -124,7 +126,7 @@ def wait_for(
     socket_path: Path | None,
     cmd: str,
     goal: Goal,
-    before: dict[str, Any],
+    before: Status,
     timeout: float,
     as_json: bool,
 ) -> dict[str, Any]:
@@ -172,11 +174,13 @@ def done_text(summary: dict[str, Any] | None) -> str:
     return f"\ndone in {summary['elapsed_s']:.1f}s" if summary else ""
 
 
-def select(status: dict[str, Any], targets: tuple[str, ...]) -> tuple[dict[str, Any], list[str]]:
+def select(status: Status, targets: tuple[str, ...]) -> tuple[Status, list[str]]:
     """The status restricted to `targets` (GROUP or GROUP/N; all if none), and the targets that name nothing."""
     if not targets:
         return status, []
-    rows, unknown, named = [], [], set()
+    rows: list[Replica] = []
+    unknown: list[str] = []
+    named: set[str] = set()
     for target in targets:
         group, _, replica = target.partition("/")
         found = [r for r in status["replicas"] if r["group"] == group and (not replica or str(r["replica"]) == replica)]
@@ -188,7 +192,7 @@ def select(status: dict[str, Any], targets: tuple[str, ...]) -> tuple[dict[str, 
     return {**status, "replicas": rows, "groups": groups}, unknown
 
 
-def not_ready(status: dict[str, Any]) -> list[str]:
+def not_ready(status: Status) -> list[str]:
     """The wanted replicas that are not READY: every replica of a group the operator has not stopped (a
     replacement being started or a retiring process is not wanted yet, or any more)."""
     stopped = {name for name, g in status["groups"].items() if g.get("stopped_by_operator")}
@@ -223,7 +227,7 @@ def status(
     from pipelex_pool.control.render import render_fleet, render_status
 
     while True:
-        full = call_pool(topology, socket_path, "status")
+        full = cast(Status, call_pool(topology, socket_path, "status"))
         result, unknown = select(full, targets)
         if watch and not as_json:
             click.clear()
@@ -478,24 +482,24 @@ def deploy(
     if not as_json:
         click.echo(text)
     started, seen, elapsed = time.monotonic(), "", 0.0
-    plan: dict[str, Any] = {}
+    plan: Deploy | None = None
     for status in follow_status(topology, socket_path, "deploy"):
         elapsed = time.monotonic() - started
         if status is not None:
-            plan = (status.get("deployment") or {}).get("deploy") or {}
-            line = f"{plan.get('phase')}: {plan.get('detail')}"
+            plan = deployment["deploy"] if (deployment := status["deployment"]) else None
+            line = f"{plan['phase']}: {plan['detail']}" if plan else seen
             if line != seen and not as_json:
                 click.echo(f"[{elapsed:5.1f}s] {line}")
                 seen = line
-        if plan.get("outcome") or elapsed > timeout:
+        if (plan and plan["outcome"]) or elapsed > timeout:
             break
-    outcome = plan.get("outcome")
+    outcome = plan["outcome"] if plan else None
     succeeded = outcome == "done" or (rollback and str(outcome).startswith("rolled back"))
     summary = {"done": succeeded, "elapsed_s": round(elapsed, 2), "outcome": outcome}
     if succeeded:
         echo_result({**result, "wait": summary}, as_json, f"build {build_id} current; done in {elapsed:.1f}s")
         return
-    why = outcome or f"timed out after {timeout:g}s in phase {plan.get('phase')}"
+    why = outcome or f"timed out after {timeout:g}s in phase {plan['phase'] if plan else None}"
     if as_json:
         click.echo(json.dumps({**result, "wait": summary}, indent=2))
     click.echo(f"pipelex-pool deploy: {why}", err=True)

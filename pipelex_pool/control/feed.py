@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -34,7 +34,7 @@ def _stable(value: Any) -> Any:
     return value
 
 
-def digest(status: dict[str, Any]) -> str:
+def digest(status: Mapping[str, object]) -> str:
     return hashlib.sha256(json.dumps(_stable(status), sort_keys=True, default=str).encode()).hexdigest()
 
 

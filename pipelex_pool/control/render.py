@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pipelex_pool.control.status_doc import Deployment, Queue, Status
 from pipelex_pool.temporal.connection_text import render_connection
 from pipelex_pool.units import format_size
 
@@ -70,7 +71,7 @@ def _tasks(tasks: dict[str, Any] | None) -> str:
     return f"{tasks['activities_completed']}/{tasks['activities_failed']}" if tasks else "-"
 
 
-def _pollers(queue: dict[str, Any]) -> str:
+def _pollers(queue: Queue) -> str:
     """The pool's live replicas polling the queue, then its fleet's and others apart: "2", "2 + 3 fleet + 1 other"."""
     fleet, foreign = len(queue.get("fleet_pollers", [])), len(queue["foreign_pollers"])
     return (
@@ -80,7 +81,7 @@ def _pollers(queue: dict[str, Any]) -> str:
     )
 
 
-def _deployment(deployment: dict[str, Any]) -> str:
+def _deployment(deployment: Deployment) -> str:
     """ "pipelex: build B (current), A draining; deploy draining: waiting for ..." in one line."""
     build, current = deployment["build_id"], deployment["current"]
     text = f"{deployment['name']}: this pool starts build {build}; Temporal's current: {current or 'none yet'}"
@@ -102,7 +103,7 @@ def _deployment(deployment: dict[str, Any]) -> str:
     return text
 
 
-def render_status(status: dict[str, Any], width: int | None = None) -> str:
+def render_status(status: Status, width: int | None = None) -> str:
     """The status as a table; `width` (a terminal's columns): the replica table drops its least useful columns
     (DROP_ORDER) until it fits, and longer lines are cut."""
     pool = status["pool"]
@@ -205,8 +206,7 @@ def render_status(status: dict[str, Any], width: int | None = None) -> str:
                 f"hand-back {name}: {group['runs_handed_back']} workflow run(s) of dead replicas moved off their "
                 "sticky queues"
             )
-        if group.get("autoscale"):
-            scale = group["autoscale"]
+        if scale := group["autoscale"]:
             bounds = f"{scale['min']}..{scale['max']}"
             lines.append(f"autoscale {name}: {scale['desired']} replica(s), bounds {bounds}: {scale['decision']}")
     faults = status["pool"].get("faults") or {}
@@ -250,7 +250,7 @@ def render_status(status: dict[str, Any], width: int | None = None) -> str:
     return "\n".join(fit(lines, width))
 
 
-def render_fleet(status: dict[str, Any]) -> str:
+def render_fleet(status: Status) -> str:
     """Per queue, every pool and host of the fleet Temporal lists polling it (and anyone else, apart)."""
     from pipelex_pool.contract import host_of, pool_of
 
@@ -262,9 +262,9 @@ def render_fleet(status: dict[str, Any]) -> str:
     ]
     for pool, hosts in (pools or {}).items():
         lines.append(f"  {pool:<24} {', '.join(hosts)}{'  (this pool)' if pool == status['pool']['name'] else ''}")
-    plan = (status.get("deployment") or {}).get("deploy") or {}
-    if plan and not plan.get("outcome"):
-        lines.append(f"deploy of build {plan['to_build']}: {plan.get('phase')}: {plan.get('detail')}")
+    plan = deployment["deploy"] if (deployment := status["deployment"]) else None
+    if plan and not plan["outcome"]:
+        lines.append(f"deploy of build {plan['to_build']}: {plan['phase']}: {plan['detail']}")
     rows = [("QUEUE", "TYPE", "POOL", "HOST", "POLLERS")]
     for queue, types in status.get("queues", {}).items():
         for kind, q in types.items():

@@ -9,6 +9,17 @@ from typing import Any
 
 from pipelex_pool.contract import pool_of, sdk_default_identity
 from pipelex_pool.control.protocol import PROTOCOL_VERSION
+from pipelex_pool.control.status_doc import (
+    Deployment,
+    FleetWorker,
+    Group,
+    InflightAttempt,
+    Progress,
+    Queue,
+    Replica,
+    Status,
+    TemporalWorker,
+)
 from pipelex_pool.supervisor import start_order
 from pipelex_pool.supervisor import view as pool_view
 from pipelex_pool.supervisor.desired import requests
@@ -21,19 +32,6 @@ from pipelex_pool.supervisor.view import PoolView, ReplicaInfo
 from pipelex_pool.supervisor.watchers.queues import pollers_by_owner, served_types
 from pipelex_pool.temporal.certs import connection_view
 from pipelex_pool.worker.accounting import TaskCounts
-
-
-def _resources(supervisor: PoolView, handle: ProcessHandle) -> dict[str, Any]:
-    info = supervisor.info.get(handle)
-    usage = info.usage if info is not None and handle.pid is not None else None
-    if usage is None:
-        return {"rss_bytes": None, "cpu_percent": None, "threads": None, "open_fds": None}
-    return {
-        "rss_bytes": usage.rss_bytes,
-        "cpu_percent": usage.cpu_percent,
-        "threads": usage.threads,
-        "open_fds": usage.open_fds,
-    }
 
 
 def _autoscale(supervisor: PoolView, group: SupervisedGroup) -> dict[str, Any] | None:
@@ -77,9 +75,9 @@ def _polling(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle
     return supervisor.watch.polling(group.spec.task_queue, types, identities, handle.ready_at)
 
 
-def _queues(supervisor: PoolView) -> dict[str, Any]:
+def _queues(supervisor: PoolView) -> dict[str, dict[str, Queue]]:
     now = datetime.now(UTC)
-    queues: dict[str, Any] = {}
+    queues: dict[str, dict[str, Queue]] = {}
     for (queue, queue_type), view in sorted(supervisor.watch.views.items(), key=lambda kv: (kv[0][0], kv[0][1].name)):
         owners = pollers_by_owner(supervisor, supervisor.watch.fleet, view, now)
         queues.setdefault(queue, {})[queue_type.name.lower()] = {
@@ -99,7 +97,7 @@ def _queues(supervisor: PoolView) -> dict[str, Any]:
     return queues
 
 
-def _inflight(info: ReplicaInfo | None) -> list[dict[str, Any]]:
+def _inflight(info: ReplicaInfo | None) -> list[InflightAttempt]:
     """The activity attempts the replica runs now, oldest first, as it last reported them."""
     if info is None:
         return []
@@ -116,9 +114,11 @@ def _inflight(info: ReplicaInfo | None) -> list[dict[str, Any]]:
     ]
 
 
-def _replica(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle, role: str) -> dict[str, Any]:
+def _replica(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle, role: str) -> Replica:
     spec = group.spec
     info = supervisor.info.get(handle)
+    usage = info.usage if info is not None and handle.pid is not None else None
+    temporal_worker, heartbeat_stale = _heartbeat(supervisor, handle, info.identity if info else "")
     return {
         "group": group.name,
         "replica": handle.replica,
@@ -136,7 +136,8 @@ def _replica(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle
         "status_text": info.status_text if info and info.status_text else None,
         "retiring_because": info.retiring_because if info and info.retiring_because else None,
         "pause": info.pause if info and info.pause and handle.state is ProcState.READY else None,
-        **_heartbeat(supervisor, handle, info.identity if info else ""),
+        "temporal_worker": temporal_worker,
+        "heartbeat_stale": heartbeat_stale,
         "waiting_for_temporal": handle.waiting_for_temporal,
         "tasks": asdict(info.tasks) if info and info.tasks else None,
         "inflight": _inflight(info),
@@ -146,15 +147,18 @@ def _replica(supervisor: PoolView, group: SupervisedGroup, handle: ProcessHandle
         "sdk_metrics": f"http://{info.sdk_metrics}/metrics"
         if info and info.sdk_metrics and handle.state.alive
         else None,
-        **_resources(supervisor, handle),
+        "rss_bytes": usage.rss_bytes if usage else None,
+        "cpu_percent": usage.cpu_percent if usage else None,
+        "threads": usage.threads if usage else None,
+        "open_fds": usage.open_fds if usage else None,
     }
 
 
-def _heartbeat(supervisor: PoolView, handle: ProcessHandle, identity: str) -> dict[str, Any]:
+def _heartbeat(supervisor: PoolView, handle: ProcessHandle, identity: str) -> tuple[TemporalWorker | None, bool]:
     """Temporal's view of the replica (its last worker heartbeat), and whether it stopped while the process runs."""
     watch = supervisor.watch
     beat = watch.heartbeats.get(identity) if identity else None
-    view = None
+    view: TemporalWorker | None = None
     if beat is not None:
         view = {
             "status": beat.status,
@@ -173,10 +177,10 @@ def _heartbeat(supervisor: PoolView, handle: ProcessHandle, identity: str) -> di
         running_before = uptime - (datetime.now(UTC) - read_at).total_seconds()
         silent = (read_at - beat.heartbeat_at).total_seconds() if beat else running_before
         stale = running_before > bound and silent > bound
-    return {"temporal_worker": view, "heartbeat_stale": stale}
+    return view, stale
 
 
-def _fleet_workers(supervisor: PoolView) -> list[dict[str, Any]]:
+def _fleet_workers(supervisor: PoolView) -> list[FleetWorker]:
     """Every worker of the fleet's pools as Temporal's heartbeats last showed them (no channel between machines)."""
     now = datetime.now(UTC)
     return [
@@ -195,7 +199,7 @@ def _fleet_workers(supervisor: PoolView) -> list[dict[str, Any]]:
     ]
 
 
-def _progress(progress: GroupProgress) -> dict[str, Any]:
+def _progress(progress: GroupProgress) -> Progress:
     """The group against what is wanted of it (pool_state.group_progress: the judgement settled and deploy use)."""
     return {
         "wanted": progress.wanted,
@@ -207,7 +211,7 @@ def _progress(progress: GroupProgress) -> dict[str, Any]:
     }
 
 
-def _deployment(supervisor: PoolView) -> dict[str, Any] | None:
+def _deployment(supervisor: PoolView) -> Deployment | None:
     """Worker Deployment Versioning: the pool's build, Temporal's routing and versions, the deploy under way."""
     name = supervisor.topology.pool.deployment
     if name is None:
@@ -222,7 +226,9 @@ def _deployment(supervisor: PoolView) -> dict[str, Any] | None:
         "propagating": routing.propagating,  # Temporal applies the routing to the task queues: not everywhere yet
         "versions": routing.versions,
         # version hygiene ([pool.versions]): deleted lately, and those Temporal would not delete yet (and why)
-        "versions_deleted": list(deployer.deleted),
+        "versions_deleted": [
+            {"build_id": d["build_id"], "because": d["because"], "at": d["at"]} for d in deployer.deleted
+        ],
         "versions_kept": {build: why for build, (why, _) in deployer.refused.items()},
         "behavior": supervisor.topology.pool.versioning_behavior,
         "deploy": {
@@ -238,9 +244,9 @@ def _deployment(supervisor: PoolView) -> dict[str, Any] | None:
     }
 
 
-def pool_status(supervisor: PoolView) -> dict[str, Any]:
-    replicas = []
-    groups = {}
+def pool_status(supervisor: PoolView) -> Status:
+    replicas: list[Replica] = []
+    groups: dict[str, Group] = {}
     pool_tasks = TaskCounts()
     for group in supervisor.all_groups():
         for handle in group.handles:
@@ -300,8 +306,8 @@ def pool_status(supervisor: PoolView) -> dict[str, Any]:
             "since": supervisor.started_wall,
             "uptime_s": time.time() - supervisor.started_wall,
             "temporal": {
-                "target_host": connection["address"],
-                "namespace": connection["namespace"],
+                "target_host": str(connection["address"]),
+                "namespace": str(connection["namespace"]),
                 "connection": connection,
                 # as the health check (every second) and the watch last found it
                 "answering": supervisor.health.error is None and supervisor.watch.error is None,

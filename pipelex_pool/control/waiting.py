@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+
+from pipelex_pool.control.status_doc import Group, Replica, Status
 
 ALIVE = ("STARTING", "READY", "STOPPING")
 
@@ -36,7 +37,7 @@ class Goal:
     since: float  # wall clock when the command was sent: older aborted rolls are not this command's
     old_pids: frozenset[int] = frozenset()  # for REPLACED: the processes that ran before the command
 
-    def judge(self, status: dict[str, Any]) -> Verdict:
+    def judge(self, status: Status) -> Verdict:
         pending: list[str] = []
         failures: list[str] = []
         for group, want in self.wants.items():
@@ -57,7 +58,7 @@ class Goal:
             return Verdict(done=False, failed="; ".join(failures), pending=tuple(pending))
         return Verdict(done=not pending, pending=tuple(pending))
 
-    def _failures(self, group: str, info: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    def _failures(self, group: str, info: Group, rows: list[Replica]) -> list[str]:
         wanted = [r for r in rows if r["role"] == "replica"][: info["desired"]]
         if info.get("reviving"):  # a FATAL replica the pool is about to start again is pending, not failed
             return []
@@ -69,14 +70,14 @@ class Goal:
             found.append(aborted["reason"])
         return found
 
-    def _pending(self, want: Want, info: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    def _pending(self, want: Want, info: Group, rows: list[Replica]) -> list[str]:
         replicas = [r for r in rows if r["role"] == "replica"]
         wanted, extra = replicas[: info["desired"]], replicas[info["desired"] :]
         pending = [f"{_name(r)} {_state(r)}" for r in wanted if r["state"] != "READY"]
         if want is Want.PAUSED:
             pending += [f"{_name(r)} {(r['pause'] or 'polling').upper()}" for r in wanted if r.get("pause") != "paused"]
         if want is Want.RESUMED:
-            pending += [f"{_name(r)} {r['pause'].upper()}" for r in wanted if r.get("pause")]
+            pending += [f"{_name(r)} {pause.upper()}" for r in wanted if (pause := r["pause"])]
         group = rows[0]["group"] if rows else "?"
         pending += [f"{group}/{n} not started yet" for n in range(len(wanted), info["desired"])]
         pending += [f"{_name(r)} {_state(r)}" for r in rows if r["role"] == "replacement"]
@@ -92,12 +93,12 @@ class Goal:
         return pending
 
 
-def _name(row: dict[str, Any]) -> str:
+def _name(row: Replica) -> str:
     role = "" if row["role"] == "replica" else f" ({row['role']})"
     return f"{row['group']}/{row['replica']}{role}"
 
 
-def _state(row: dict[str, Any]) -> str:
+def _state(row: Replica) -> str:
     detail = f": {row['reason']}" if row["state"] in ("BACKOFF", "FATAL") and row.get("reason") else ""
     return f"{row['state']}{detail}" + (f" (pid {row['pid']})" if row["pid"] else "")
 
@@ -109,7 +110,7 @@ class Progress:
     groups: set[str]
     seen: dict[tuple[str, int, str], tuple[int | None, str]] = field(default_factory=dict)
 
-    def lines(self, status: dict[str, Any]) -> list[str]:
+    def lines(self, status: Status) -> list[str]:
         now: dict[tuple[str, int, str], tuple[int | None, str]] = {}
         rows = {}
         for row in status["replicas"]:
@@ -140,10 +141,10 @@ class Progress:
         self.seen = now
         return out
 
-    def prime(self, status: dict[str, Any]) -> None:
+    def prime(self, status: Status) -> None:
         """Take `status` as the starting point (changes are printed from here on)."""
         self.lines(status)
 
 
-def old_pids(status: dict[str, Any], groups: set[str]) -> frozenset[int]:
+def old_pids(status: Status, groups: set[str]) -> frozenset[int]:
     return frozenset(r["pid"] for r in status["replicas"] if r["group"] in groups and r["pid"])

@@ -18,6 +18,7 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, RichLog, St
 
 from pipelex_pool.control.client import CommandFailed, ControlClient
 from pipelex_pool.control.protocol import MAX_FRAME, encode
+from pipelex_pool.control.status_doc import Status
 from pipelex_pool.errors import PoolError
 from pipelex_pool.top import model
 
@@ -98,7 +99,7 @@ class Top(App[None]):
         super().__init__()
         self.socket = socket
         self.client = ControlClient(socket, timeout=60.0)
-        self.status: dict[str, Any] | None = None
+        self.status: Status | None = None
         self.trends = model.Trends()
         self.selected: tuple[str, int] | None = None
 
@@ -146,7 +147,7 @@ class Top(App[None]):
             self.query_one("#header", Static).update(f"the pool on {self.socket} closed the stream; reconnecting")
             await asyncio.sleep(RECONNECT_S)
 
-    def show(self, status: dict[str, Any]) -> None:
+    def show(self, status: Status) -> None:
         self.status = status
         self.trends.add(status)
         self.query_one("#header", Static).update(model.header(status))
@@ -218,7 +219,7 @@ class Top(App[None]):
 
     def action_pause(self) -> None:
         if (group := self._group()) and self.status is not None:
-            if self.status["groups"].get(group, {}).get("paused_by_operator"):
+            if (info := self.status["groups"].get(group)) and info["paused_by_operator"]:
                 self._confirmed(f"Resume group {group}?", f"resume {group}", "resume", {"group": group})
             else:
                 question = f"Pause group {group} (in-flight tasks finish, no new ones; the processes stay)?"
@@ -231,7 +232,7 @@ class Top(App[None]):
         group = self._group()
         if group is None or self.status is None:
             return
-        current = int(self.status["groups"].get(group, {}).get("desired", 0))
+        current = info["desired"] if (info := self.status["groups"].get(group)) else 0
 
         def chosen(replicas: int | None) -> None:
             if replicas is not None and replicas != current:

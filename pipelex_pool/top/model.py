@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelex_pool.control.status_doc import Status
 from pipelex_pool.units import format_size
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
@@ -40,11 +41,11 @@ def uptime(seconds: float | None) -> str:
     return f"{s}s" if s < 60 else f"{s // 60}m" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}"
 
 
-def replica_rows(status: dict[str, Any]) -> list[tuple[str, ...]]:
+def replica_rows(status: Status) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     groups = status.get("groups", {})
     for r in status["replicas"]:
-        slots = (groups.get(r["group"]) or {}).get("activity_slots")
+        slots = info["activity_slots"] if (info := groups.get(r["group"])) else None
         flight = str(len(r.get("inflight") or [])) + (f"/{slots}" if slots else "")
         state = (r.get("pause") or r["state"]).upper() if r["state"] == "READY" else r["state"]  # PAUSED, PAUSING
         state = state if r["role"] == "replica" else f"{state}*"  # a replacement or a parked process
@@ -59,7 +60,7 @@ def replica_rows(status: dict[str, Any]) -> list[tuple[str, ...]]:
                 str(r["restarts"]),
                 flight,
                 f"{r['cpu_percent']:.0f}" if r.get("cpu_percent") is not None else "-",
-                format_size(r["rss_bytes"]) if r.get("rss_bytes") else "-",
+                format_size(rss) if (rss := r["rss_bytes"]) else "-",
                 last if len(last) <= LAST_EXIT_WIDTH else last[: LAST_EXIT_WIDTH - 1] + "…",
             )
         )
@@ -74,7 +75,7 @@ class Trends:
     step_of_last: dict[tuple[str, str], int] = field(default_factory=dict)
     started: float | None = None
 
-    def add(self, status: dict[str, Any], now: float | None = None) -> None:
+    def add(self, status: Status, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         self.started = now if self.started is None else self.started
         step = int((now - self.started) // TREND_STEP_S)
@@ -92,7 +93,7 @@ class Trends:
         return list(self.points.get((queue, kind), []))
 
 
-def queue_rows(status: dict[str, Any], trends: Trends) -> list[tuple[str, ...]]:
+def queue_rows(status: Status, trends: Trends) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for queue, types in status.get("queues", {}).items():
         for kind, q in types.items():
@@ -113,7 +114,7 @@ def queue_rows(status: dict[str, Any], trends: Trends) -> list[tuple[str, ...]]:
     return rows
 
 
-def header(status: dict[str, Any]) -> str:
+def header(status: Status) -> str:
     pool = status["pool"]
     counts = pool.get("counts") or {}
     temporal = pool["temporal"]
@@ -141,7 +142,7 @@ def event_line(event: dict[str, Any]) -> str | None:
     return f"{time}{mark}{name} {fields}"
 
 
-def detail(status: dict[str, Any], group: str, replica: int, lines: int = 8) -> str:
+def detail(status: Status, group: str, replica: int, lines: int = 8) -> str:
     """A replica: identity, build, its attempts in flight, the last lines of its log."""
     found = [r for r in status["replicas"] if r["group"] == group and r["replica"] == replica]
     if not found:
