@@ -101,6 +101,7 @@ WRITERS = {  # the loop, and what it calls to carry a change out on its own task
     "supervisor/rolling.py": "the loop's rolling-restart step (called by the loop, on its task)",
     "supervisor/convergence.py": "the loop's convergence of a group: starts, retirements, revivals, parked processes",
     "supervisor/reports.py": "the loop's recording of what replicas and observers report (on its task)",
+    "supervisor/starting.py": "the loop's start of one replica: what it was given, recorded as it is launched",
     "supervisor/groups.py": "the group's constructor and its adoption of a reloaded group's state",
 }
 ELSEWHERE = {  # a name of the loop's state that another class also has (its own field, not the loop's)

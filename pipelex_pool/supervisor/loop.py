@@ -21,9 +21,7 @@ from anyio.abc import TaskGroup
 from pipelex_pool.contract import (
     PAUSE_SIGNAL,
     RESUME_SIGNAL,
-    START_PAUSED_ENV,
     sdk_default_identity,
-    with_pid,
 )
 from pipelex_pool.errors import ErrorCode, PoolError, RequestRefused, TopologyError
 from pipelex_pool.paths import PoolPaths
@@ -59,19 +57,16 @@ from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
 from pipelex_pool.supervisor.reports import REPORT_ONLY, mark_ready, record_handed_back, record_notify, record_sampled
 from pipelex_pool.supervisor.rolling import advance_roll
 from pipelex_pool.supervisor.spawning.budget import SpawnBudget, default_spawn_batch, default_spawn_rate
-from pipelex_pool.supervisor.spawning.launch import LaunchPlan, launch
-from pipelex_pool.supervisor.spawning.ports import pick_address
 from pipelex_pool.supervisor.spawning.spawner import ExecSpawner, Spawner
+from pipelex_pool.supervisor.starting import Starter
 from pipelex_pool.supervisor.systemd import SystemdNotifier
 from pipelex_pool.supervisor.view import ReplicaInfo, settled, summary, temporal_expected_down
-from pipelex_pool.supervisor.watchers.child import watch_child, watch_polling, watch_serving
 from pipelex_pool.supervisor.watchers.queues import TemporalWatch, served_types
 from pipelex_pool.supervisor.watchers.resources import SAMPLE_INTERVAL_S, watch_resources
 from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth
 from pipelex_pool.temporal.codec import data_converter
 from pipelex_pool.temporal.connect import LazyClient
 from pipelex_pool.temporal.fleet import beacon_identity, hold_beacon
-from pipelex_pool.temporal.pollers import QueueType
 from pipelex_pool.temporal.watch import LIVE_WITHIN
 from pipelex_pool.topology.limits import default_max_replicas
 from pipelex_pool.topology.load import Topology, load_topology
@@ -106,7 +101,6 @@ class Supervisor:
     def __post_init__(self) -> None:
         self.inbox = Inbox()
         self._tg: TaskGroup | None = None
-        self._spawn_count = 0
         self.steps = 0  # loop iterations: the stall guard's sign of progress
         self._starved = False  # a start was held back by the spawn budget this iteration
         self._next_reap = 0.0
@@ -137,6 +131,8 @@ class Supervisor:
         identity = f"{self.topology.pool.name}/supervisor@{socket.gethostname()}:{os.getpid()}"
         stuck_after = pool.stuck_attempt_after.total_seconds()
         self.hand_backs = HandBacks(self.temporal.get, identity, self.inbox.report, stuck_after)
+        record = lambda: self._write_state(must=True)  # noqa: E731
+        self.starter = Starter(self.paths, self.spawner, self.info, self.inbox.send, self.temporal.get, record)
         self.groups = {name: worker_group(self.topology, spec) for name, spec in self.topology.groups.items()}
         if self.dev_server:
             self.dev = dev_server_group(self.topology, self.paths.state_dir)
@@ -493,80 +489,14 @@ class Supervisor:
     async def _spawn(self, group: SupervisedGroup, handle: ProcessHandle, now: float) -> None:
         """Start the handle's process. Any failure fails this replica (counted, backoff), never the supervisor."""
         assert self._tg is not None
-        spec = group.make_spec(handle.replica)
-        info = self.replica_info(handle)
-        info.pause, info.pause_asked = "", False
-        if group.paused_by_operator and group.spec is not None and group.spec.command is None:
-            spec = replace(spec, env={**spec.env, START_PAUSED_ENV: "1"})  # it waits, warm, for `resume`
-            info.pause_asked = True
-
-        def register(pid: int) -> None:  # before the child may run: the state file knows it first
-            handle.spawned(pid)
-            info.identity = with_pid(spec.identity, pid)
-            self._write_state(must=True)
-
-        try:
-            metrics_address = None
-            if self.topology.pool.worker_metrics is not None and group is not self.dev:
-                given = [i.sdk_metrics_given for h, i in self.info.items() if h.state.alive and h is not handle]
-                metrics_address = pick_address(self.topology.pool.worker_metrics, [a for a in given if a])
-                if metrics_address is None:
-                    log.warning("worker.sdk_metrics_no_port", group=handle.group, replica=handle.replica)
-            notify_path = None
-            if group.readiness is Readiness.NOTIFY:
-                # One path per process ever spawned: a replacement must not take over (or later unlink) the socket
-                # of the process it replaces, which is still draining and reporting on it.
-                self._spawn_count += 1
-                notify_path = self.paths.notify_dir / f"{handle.group}-{handle.replica}-{self._spawn_count}.sock"
-            plan = LaunchPlan(
-                log_path=self.paths.log_dir / f"{handle.group}-{handle.replica}.log",
-                log_max_bytes=self.topology.pool.log_max_bytes,
-                log_backups=self.topology.pool.log_backups,
-                notify_path=notify_path,
-                watchdog_s=handle.timings.watchdog,
-                sdk_metrics=metrics_address,
-                build_id=self.build_id if group is not self.dev else None,
-            )
-            launched = await launch(self.spawner, spec, plan, register)
-        except Exception as exc:  # whatever it was, it is this replica's failure to start
-            error = str(exc) or type(exc).__name__
+        types = served_types(self, group.spec.scope) if group.spec is not None else []
+        build_id = self.build_id if group is not self.dev else None
+        error = await self.starter.start(self._tg, self.topology, group, handle, build_id=build_id, types=types)
+        if error is not None:
             group.spawn_failures += 1
             log.error("worker.spawn_failed", group=handle.group, replica=handle.replica, error=error)
             await self._execute(group, handle, handle.spawn_failed(error, now), now)
             self._write_state()
-            return
-        info.status_text = ""
-        info.sdk_metrics_given, info.sdk_metrics = metrics_address, None
-        info.build_id = plan.build_id
-        log.info(
-            "worker.spawned",
-            group=handle.group,
-            replica=handle.replica,
-            pid=launched.child.pid,
-            generation=handle.generation,
-        )
-        generation = handle.generation
-        self._tg.start_soon(watch_child, handle, generation, launched, self.inbox.send)
-        if group.readiness is Readiness.SERVING:
-            connection = self.topology.connection
-            self._tg.start_soon(
-                watch_serving,
-                handle,
-                generation,
-                connection.address,
-                connection.namespace,
-                handle.timings.start_timeout,
-                self.inbox.send,
-            )
-        elif group.readiness is Readiness.TEMPORAL and group.spec is not None:
-            types = served_types(self, group.spec.scope)
-            self._tg.start_soon(self._watch_polling, handle, generation, group.spec.task_queue, types, info.identity)
-
-    async def _watch_polling(
-        self, handle: ProcessHandle, generation: int, queue: str, types: list[QueueType], identity: str
-    ) -> None:
-        client = await self.temporal.get()
-        await watch_polling(client, handle, generation, queue, types, identity, self.inbox.send)
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
 
