@@ -226,8 +226,19 @@ class Supervisor:
         material = await self._drain()
         now = self.clock()
         if not material and self._quiet and due is not None and now < due:
-            return False
+            return False  # reports alone: recorded, nothing to converge
         self._starved = False
+        await self._tick(now)
+        await self._reconcile(now)
+        self._reap_orphans(now)
+        self._look_for_lost_work(now)
+        if self.shutting_down and not any(h.state.alive for h in self.handles()):
+            return True
+        self._tell_systemd(now)
+        return False
+
+    async def _tick(self, now: float) -> None:
+        """Act on the time: readiness by delay, backoffs ended (within the spawn budget), timeouts."""
         for group in self.all_groups():
             for handle in group.all_handles():
                 if group.readiness is Readiness.DELAY and handle.state is ProcState.STARTING:
@@ -236,23 +247,28 @@ class Supervisor:
                 if handle.state is ProcState.BACKOFF and not self._may_spawn_at(handle.backoff_until, now):
                     continue
                 await self._execute(group, handle, handle.tick(now), now)
-        await self._reconcile(now)
+
+    def _reap_orphans(self, now: float) -> None:
+        """Descendants the spawner adopted that exited and are no replica (the fork spawner is a subreaper)."""
         if now >= self._next_reap:
             self._next_reap = now + SAMPLE_INTERVAL_S
             known = {h.pid for h in self.handles() if h.pid is not None}
             for pid in self.spawner.reap_orphans(known):
                 log.info("supervisor.orphan_reaped", pid=pid)
+
+    def _look_for_lost_work(self, now: float) -> None:
+        """Attempts dispatched to no live poller, and attempts stuck on a live one (handback/, off the loop)."""
         if not self.shutting_down:
             assert self._tg is not None
             self.hand_backs.scan_if_due(self._tg, now)
             self.hand_backs.check_stuck_if_due(self._tg, now, list(self.groups.values()), self.info)
-        if self.shutting_down and not any(h.state.alive for h in self.handles()):
-            return True
+
+    def _tell_systemd(self, now: float) -> None:
+        """READY=1 / STATUS= as the pool settles; whether reports alone may skip the next iteration."""
         is_settled = settled(self)
         self.systemd.settled(summary(self), is_settled)
         self._quiet = is_settled and self._nothing_pending()
         self._full_due = now + MAX_IDLE_S
-        return False
 
     def _nothing_pending(self) -> bool:
         """No step of an operation is left for a next iteration (which a report must then not skip)."""
