@@ -133,6 +133,27 @@ def test_rotating_log_keeps_backups_by_size(tmp_path: Path) -> None:
     assert newest.splitlines()[-1].startswith("line 09") and older.splitlines()[-1].startswith("line 08")
 
 
+def test_a_removed_log_directory_or_an_unwritable_log_never_stops_the_output_or_raises(tmp_path: Path) -> None:
+    """An operator removes the log directory: the next rotation finds no file to keep and starts a new one; while
+    the file cannot be opened at all (a regular file where its directory was), output is dropped, counted and
+    said once, then written again as soon as it can be."""
+    logs = tmp_path / "logs"
+    log = RotatingLog(logs / "llm-0.log", max_bytes=100, backups=2)
+    log.write(b"a" * 60 + b"\n")
+    shutil.rmtree(logs)
+    log.write(b"b" * 60 + b"\n")  # over max_bytes: a rotation, with no file left to rename
+    assert (logs / "llm-0.log").read_bytes() == b"b" * 60 + b"\n" and log.failing is None
+    shutil.rmtree(logs)
+    logs.write_text("not a directory")
+    log.write(b"c" * 60 + b"\n")  # rotation: the old file cannot be renamed nor a new one opened
+    log.write(b"d" * 10 + b"\n")
+    assert log.failing is not None and log.dropped == 61 + 11
+    logs.unlink()
+    log.write(b"e" * 10 + b"\n")
+    assert log.failing is None and (logs / "llm-0.log").read_bytes() == b"e" * 10 + b"\n"
+    log.close()
+
+
 LOG_A_WARNING = """
 import structlog
 from pipelex_pool.logs import configure_logging

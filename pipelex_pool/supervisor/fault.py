@@ -2,7 +2,9 @@
 
 Every long-running task beside the loop (signals, watchers, the control server, the beacon) runs under
 `keep_running`: an exception is logged with its traceback, counted (status and /metrics show the count), and the
-task starts again after a backoff, so no single fault ends the supervisor or silently stops a part of it.
+task starts again after a backoff, so no single fault ends the supervisor or silently stops a part of it. The
+watchers of one process (its output and exit, its readiness) run under `guarded`: logged and counted, not started
+again (the process's exit is still reported: its watcher does so whatever happens).
 
 The last line is `StallGuard`: a thread (it runs even when the event loop is blocked) that exits the supervisor
 with status 70 if the loop makes no step for STALL_S. Its workers notice their parent's death and drain (as they
@@ -47,6 +49,16 @@ async def keep_running(name: str, task: Callable[..., Awaitable[Any]], *args: An
             delay = RESTART_FIRST_S
         await anyio.sleep(delay)
         delay = min(delay * 2, RESTART_MAX_S)
+
+
+async def guarded(name: str, task: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    """Run a task that is not started again (one per process: its watchers): a fault is logged with its
+    traceback and counted, never raised into the supervisor's task group."""
+    try:
+        await task(*args)
+    except Exception:
+        FAULTS[name] += 1
+        log.exception("supervisor.task_failed", task=name, faults=FAULTS[name], restart_in_s=None)
 
 
 class StallGuard:

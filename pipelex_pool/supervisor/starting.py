@@ -15,6 +15,7 @@ from temporalio.client import Client
 from pipelex_pool.contract import START_PAUSED_ENV, with_pid
 from pipelex_pool.paths import PoolPaths
 from pipelex_pool.supervisor.events import Event
+from pipelex_pool.supervisor.fault import guarded
 from pipelex_pool.supervisor.groups import Readiness, SupervisedGroup
 from pipelex_pool.supervisor.pool_state import ReplicaInfo
 from pipelex_pool.supervisor.process.handle import ProcessHandle
@@ -92,13 +93,18 @@ class Starter:
         generation = handle.generation
         log.info("worker.spawned", group=handle.group, replica=handle.replica, pid=launched.child.pid,
                  generation=generation)  # fmt: skip
-        tg.start_soon(watch_child, handle, generation, launched, self.send)
+        tg.start_soon(guarded, "child_watch", watch_child, handle, generation, launched, self.send)
         if group.readiness is Readiness.SERVING:
             address, namespace = topology.connection.address, topology.connection.namespace
             timeout = handle.timings.start_timeout
-            tg.start_soon(watch_serving, handle, generation, address, namespace, timeout, self.send)
+            tg.start_soon(
+                guarded, "serving_watch", watch_serving, handle, generation, address, namespace, timeout, self.send
+            )
         elif group.readiness is Readiness.TEMPORAL and group.spec is not None:
-            tg.start_soon(self._watch_polling, handle, generation, group.spec.task_queue, types, info.identity)
+            queue = group.spec.task_queue
+            tg.start_soon(
+                guarded, "polling_watch", self._watch_polling, handle, generation, queue, types, info.identity
+            )
         return None
 
     async def _watch_polling(
