@@ -109,13 +109,14 @@ class Pool:
         return self.wait(ready, within, "every replica READY")
 
     def worker_pids(self) -> set[int]:
-        """Every live process running this pool's topology (by its unique path on the command line), tracked by
-        the pool or not: what a user would find with `ps`."""
+        """Every live process but the supervisor with this pool's directory on its command line (the topology,
+        or the validated copy of it that every worker is given under the state directory), tracked by the pool or
+        not: what a user would find with `ps`."""
+        directory = f"{self.directory}{os.sep}"
         found = set()
         for proc in psutil.process_iter(["cmdline", "status"]):
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and str(self.topology) in " ".join(
-                proc.info["cmdline"] or []
-            ):
+            cmdline = proc.info["cmdline"] or []
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and any(arg.startswith(directory) for arg in cmdline):
                 if proc.pid != (self.proc.pid if self.proc else None):
                     found.add(proc.pid)
         return found

@@ -238,15 +238,18 @@ def test_logs_and_down(pool: Pool) -> None:
     }
     # following: every replica merged, one added by `scale` included; the supervisor's events as they happen
     socket_args = ["--socket", str(pool.socket)]
-    follow_logs = pool.processes.spawn(cli_args("logs", "--all", "-f", "-n", "0", *socket_args), name="logs-f")
-    follow_events = pool.processes.spawn(cli_args("events", "-f", "-n", "0", *socket_args), name="events-f")
-    time.sleep(1)  # both followers have opened their files (the end of each is their start)
-    assert pool.cli("scale", "llm", "3", "--wait").returncode == 0
+    follow_logs = pool.processes.spawn(cli_args("logs", "--all", "-f", "-n", "1", *socket_args), name="logs-f")
+    follow_events = pool.processes.spawn(cli_args("events", "-f", "-n", "1", *socket_args), name="events-f")
 
     def followed(proc: subprocess.Popen[bytes], pattern: str) -> bool:
         return re.search(pattern, pool.processes.output(proc), re.MULTILINE) is not None
 
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # (hang guards: each follower shows its last line once it follows)
+    while not (followed(follow_logs, r"^llm/1 +\| ") and followed(follow_events, r"\S")):
+        assert time.monotonic() < deadline, (pool.processes.output(follow_logs), pool.processes.output(follow_events))
+        time.sleep(0.1)
+    assert pool.cli("scale", "llm", "3", "--wait").returncode == 0
+    deadline = time.monotonic() + 60
     while not (followed(follow_logs, r"^llm/2 +\| ") and followed(follow_events, r"worker\.ready .*replica=2")):
         assert time.monotonic() < deadline, (pool.processes.output(follow_logs), pool.processes.output(follow_events))
         time.sleep(0.2)

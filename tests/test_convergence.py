@@ -69,7 +69,7 @@ def test_down_during_a_40_replica_spawn_starts_nothing_more_and_leaves_nothing(
     supervisor = pool.up()
     pool.wait_all_ready()
     assert pool.cli("scale", "llm", "40").returncode == 0
-    wait_for(lambda: len(pool.worker_pids()) >= 6, 60, "the mass spawn under way")
+    pool.wait(lambda s: sum(1 for r in s["replicas"] if r["pid"]) >= 6, 60, "the mass spawn under way")
     started = time.monotonic()
     down = pool.cli("down", timeout=180)  # (a hang guard: the figure is printed)
     took = time.monotonic() - started
