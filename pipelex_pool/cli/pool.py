@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
-from pipelex_pool.cli.base import EXIT_FAILED, EXIT_USAGE, exit_skipping_finalization, main
+from pipelex_pool.cli.base import EXIT_FAILED, EXIT_USAGE, main
 from pipelex_pool.errors import TopologyError
+from pipelex_pool.finalization import exit_skipping_finalization
 
 
 @main.command()

@@ -10,9 +10,10 @@ from typing import Any
 
 import click
 
-from pipelex_pool.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_skipping_finalization, main
+from pipelex_pool.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from pipelex_pool.contract import CONFIG_ENV
 from pipelex_pool.errors import TopologyError
+from pipelex_pool.finalization import exit_skipping_finalization
 
 
 def load_or_exit(topology: Path | None, *, read_connection_files: bool = True) -> Any:

@@ -47,7 +47,7 @@ def preload(app: AppRef | None) -> str | None:
     import temporalio.client  # noqa: F401
     import temporalio.worker  # noqa: F401
 
-    import pipelex_pool.cli.worker  # noqa: F401
+    import pipelex_pool.worker.entry  # noqa: F401
     import pipelex_pool.worker.run  # noqa: F401
 
     setproctitle.setproctitle(setproctitle.getproctitle())  # take over the argv area now, while environ is intact
@@ -98,13 +98,13 @@ def run_child(request: dict[str, Any], output_fd: int) -> None:
         import setproctitle
 
         setproctitle.setproctitle(" ".join([*request["command"], *request["args"]]))  # what ps shows, as if exec'd
-        from pipelex_pool.cli.worker import worker
+        from pipelex_pool.worker import entry
 
         command, *args = request["args"]
         if command != "worker":  # the fork server only makes built-in workers
             print(f"pipelex-pool fork server: cannot run {command!r}", file=sys.stderr)
             os._exit(EXIT_NOT_ADOPTED)
-        worker.main(args=args, prog_name="pipelex-pool worker")
+        entry.run(args)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
