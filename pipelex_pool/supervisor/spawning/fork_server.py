@@ -43,6 +43,7 @@ def preload(app: AppRef | None) -> str | None:
     """What every worker imports anyway (the SDK, the worker, the CLI) and the application's task packs if `app`
     is given; returns why the packs could not be imported (each child then imports them itself, and fails there
     with the same error in its log)."""
+    import anyio._backends._asyncio  # noqa: F401 (what anyio.run loads on first use)
     import setproctitle
     import temporalio.client  # noqa: F401
     import temporalio.worker  # noqa: F401
@@ -57,6 +58,15 @@ def preload(app: AppRef | None) -> str | None:
             load_app(app)
         except Exception as exc:  # the user's code: whatever it raises is reported, never fatal here
             error = f"{type(exc).__name__}: {exc}"
+    # An unversioned temporalio Worker identifies its code by a hash of the bytecode of every loaded module, made
+    # once per process (memoized): ~0.13 CPU-s, most of a forked child's start. Made here, once, every child inherits
+    # it (the code it hashes is what the children run; with preload, the application's too).
+    try:
+        from temporalio.worker._worker import load_default_build_id
+    except ImportError:  # (another SDK version: each child makes its own, as an exec'd worker does)
+        pass
+    else:
+        load_default_build_id()
     gc.freeze()  # children never scan (and so never write to) what is imported now: it stays shared
     return error
 
