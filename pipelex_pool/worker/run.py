@@ -48,7 +48,8 @@ from pipelex_pool.worker.config import WorkerSettings
 
 log = structlog.get_logger("pipelex_pool.worker")
 
-READINESS_POLL_S = 0.25
+READINESS_POLL_S = 0.25  # the readiness check's first interval, doubled after each miss up to READINESS_POLL_MAX_S
+READINESS_POLL_MAX_S = 2.0  # (64 workers starting at once do not describe every partition 4 times a second each)
 DEFAULT_HEARTBEAT = timedelta(seconds=60)  # temporalio's worker heartbeat interval
 CONNECT_RETRY_FIRST_S = 0.25
 CONNECT_RETRY_MAX_S = 2.0  # an outage's end is seen within this
@@ -155,6 +156,7 @@ async def wait_until_polling(client: Client, settings: WorkerSettings, notifier:
     not answer, the supervisor is told we wait for it (an outage is not a failed start)."""
     pending = served_types(settings)
     waiting = False
+    delay = READINESS_POLL_S
     while pending:
         try:
             for queue_type in list(pending):
@@ -167,7 +169,8 @@ async def wait_until_polling(client: Client, settings: WorkerSettings, notifier:
             if waiting and notifier.send(f"{WAITING_KEY}="):
                 waiting = False
         if pending:
-            await anyio.sleep(READINESS_POLL_S)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, READINESS_POLL_MAX_S)
 
 
 def one_line(exc: BaseException) -> str:
