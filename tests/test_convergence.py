@@ -52,7 +52,7 @@ def test_scale_down_during_a_mass_spawn_stops_it_within_one_batch(
         most = max(most, len(pool.worker_pids()))
         time.sleep(0.02)
     # What may start between the two requests: one batch, plus what the budget refills meanwhile.
-    bound = 2 + default_spawn_batch() + int(default_spawn_rate() * elapsed) + 1
+    bound = 2 + default_spawn_batch() + int(default_spawn_rate("fork") * elapsed) + 1
     assert most <= bound, f"{most} llm workers alive at once after scale 40 -> 2 in {elapsed:.2f}s (bound {bound})"
     print(f"scale 40 then 2 after {elapsed:.2f}s: at most {most} llm workers alive (bound {bound})")
     status = pool.wait(lambda s: s["groups"]["llm"]["ready"] == 2 and len(s["replicas"]) == 2, 60, "back to 2")
@@ -64,8 +64,9 @@ def test_down_during_a_40_replica_spawn_starts_nothing_more_and_leaves_nothing(
 ) -> None:
     """`down` in the middle of a mass spawn is applied at the loop's next look at its stream: no worker is spawned
     after the supervisor logs that it stops, the spawn is cut short, and every process is gone when `down` returns
-    (each drained within its stop timeout, not after 40 spawns)."""
-    pool.write(temporal_server, namespace, ONLY_LLM)
+    (each drained within its stop timeout, not after 40 spawns). The spawn is slowed to 4 a second, so that `down`
+    comes in its middle however busy the machine is."""
+    pool.write(temporal_server, namespace, {**ONLY_LLM, "pool.spawn_rate": 4})
     supervisor = pool.up()
     pool.wait_all_ready()
     assert pool.cli("scale", "llm", "40").returncode == 0

@@ -110,9 +110,8 @@ class Supervisor:
         self._full_due: float | None = None  # when the next full iteration is due at the latest
         pool = self.topology.pool
         if self.budget is None:
-            self.budget = SpawnBudget(
-                rate=pool.spawn_rate or default_spawn_rate(), batch=pool.spawn_batch or default_spawn_batch()
-            )
+            rate = pool.spawn_rate or default_spawn_rate(pool.spawner)
+            self.budget = SpawnBudget(rate=rate, batch=pool.spawn_batch or default_spawn_batch())
         self.max_replicas = pool.max_replicas or default_max_replicas()
         self.build_id = pool.build_id if pool.deployment else None
         self.systemd = SystemdNotifier()
