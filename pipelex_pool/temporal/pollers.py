@@ -12,6 +12,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -23,12 +24,21 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+if TYPE_CHECKING:
+    from pipelex_pool.packs import ResolvedScope
+
 DEFAULT_PARTITIONS = 4
 
 
 class QueueType(enum.Enum):
     WORKFLOW = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
     ACTIVITY = TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
+
+
+def queue_types(scope: ResolvedScope) -> list[QueueType]:
+    """What a worker of `scope` polls its task queue for: workflow tasks if it runs workflows, activity tasks if
+    it runs activities (the worker's readiness and the supervisor's watch ask Temporal about these)."""
+    return ([QueueType.WORKFLOW] if scope.workflows else []) + ([QueueType.ACTIVITY] if scope.activities else [])
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from pipelex_pool.parent_death import expected_parent, set_parent_death_signal
 from pipelex_pool.temporal.codec import data_converter
 from pipelex_pool.temporal.connect import connect, follow_key, named_problem
 from pipelex_pool.temporal.connection import Connection
-from pipelex_pool.temporal.pollers import QueueType, queue_pollers
+from pipelex_pool.temporal.pollers import queue_pollers, queue_types
 from pipelex_pool.worker import accounting, cached_runs, inflight
 from pipelex_pool.worker.config import WorkerSettings
 
@@ -142,19 +142,10 @@ def deployment_config(settings: WorkerSettings) -> WorkerDeploymentConfig | None
     )
 
 
-def served_types(settings: WorkerSettings) -> list[QueueType]:
-    types = []
-    if settings.scope.workflows:
-        types.append(QueueType.WORKFLOW)
-    if settings.scope.activities:
-        types.append(QueueType.ACTIVITY)
-    return types
-
-
 async def wait_until_polling(client: Client, settings: WorkerSettings, notifier: Notifier) -> None:
     """Return once Temporal lists our identity among the pollers of every queue type we serve. While Temporal does
     not answer, the supervisor is told we wait for it (an outage is not a failed start)."""
-    pending = served_types(settings)
+    pending = queue_types(settings.scope)
     waiting = False
     delay = READINESS_POLL_S
     while pending:
@@ -285,7 +276,9 @@ class WorkerProcess:
         while not self.notifier.send(*ready) and self.notifier.enabled:  # noqa: ASYNC110
             await anyio.sleep(REPORT_INTERVAL_S)
         log.info(
-            "worker.ready", task_queue=self.settings.task_queue, types=[t.name for t in served_types(self.settings)]
+            "worker.ready",
+            task_queue=self.settings.task_queue,
+            types=[t.name for t in queue_types(self.settings.scope)],
         )
         usec = os.environ.get(WATCHDOG_USEC_ENV, "")
         async with anyio.create_task_group() as tg:

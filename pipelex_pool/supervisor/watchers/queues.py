@@ -28,7 +28,7 @@ from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.watchers.autoscale import AutoscaleState, decide, retire_idle_only
 from pipelex_pool.temporal.fleet import FLEET_REFRESH_S, FleetView, describe_fleet
 from pipelex_pool.temporal.heartbeats import NoWorkerList, WorkerBeat, list_workers
-from pipelex_pool.temporal.pollers import QueueType, poller_limit_error
+from pipelex_pool.temporal.pollers import QueueType, poller_limit_error, queue_types
 from pipelex_pool.temporal.watch import QueueView, describe
 
 if TYPE_CHECKING:
@@ -432,4 +432,4 @@ def served_types(supervisor: PoolState, scope: str) -> list[QueueType]:
     resolved = supervisor.topology.scopes.get(scope)
     if resolved is None:
         return []
-    return ([QueueType.WORKFLOW] if resolved.workflows else []) + ([QueueType.ACTIVITY] if resolved.activities else [])
+    return queue_types(resolved)
