@@ -131,7 +131,9 @@ class Supervisor:
         stuck_after = pool.stuck_attempt_after.total_seconds()
         self.hand_backs = HandBacks(self.temporal.get, identity, self.inbox.report, stuck_after)
         record = lambda: self._write_state(must=True)  # noqa: E731
-        self.starter = Starter(self.paths, self.spawner, self.info, self.inbox.send, self.temporal.get, record)
+        self.starter = Starter(
+            self.paths, self.spawner, self.info, self.inbox.send, self.inbox.note, self.temporal.get, record
+        )
         self.groups = {name: worker_group(self.topology, spec) for name, spec in self.topology.groups.items()}
         if self.dev_server:
             self.dev = dev_server_group(self.topology, self.paths.state_dir)

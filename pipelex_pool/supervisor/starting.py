@@ -14,7 +14,7 @@ from temporalio.client import Client
 
 from pipelex_pool.contract import START_PAUSED_ENV, with_pid
 from pipelex_pool.paths import PoolPaths
-from pipelex_pool.supervisor.events import Event
+from pipelex_pool.supervisor.events import Event, Notified
 from pipelex_pool.supervisor.fault import guarded
 from pipelex_pool.supervisor.groups import Readiness, SupervisedGroup
 from pipelex_pool.supervisor.pool_state import ReplicaInfo
@@ -35,6 +35,7 @@ class Starter:
     spawner: Spawner
     infos: dict[ProcessHandle, ReplicaInfo]
     send: MemoryObjectSendStream[Event]  # the loop's inbox: what the watchers report on
+    note: Callable[[Notified], None]  # ... and where they note watchdog pings (Inbox.note)
     client: Callable[[], Awaitable[Client]]
     record: Callable[[], None]  # the state file, written before a new child may run (raises if it cannot be)
     spawned: int = 0  # processes spawned with a notify socket: each gets a path of its own
@@ -93,7 +94,7 @@ class Starter:
         generation = handle.generation
         log.info("worker.spawned", group=handle.group, replica=handle.replica, pid=launched.child.pid,
                  generation=generation)  # fmt: skip
-        tg.start_soon(guarded, "child_watch", watch_child, handle, generation, launched, self.send)
+        tg.start_soon(guarded, "child_watch", watch_child, handle, generation, launched, self.send, self.note)
         if group.readiness is Readiness.SERVING:
             address, namespace = topology.connection.address, topology.connection.namespace
             timeout = handle.timings.start_timeout

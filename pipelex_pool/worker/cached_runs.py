@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from pipelex_pool.contract import RUNS_KEY
@@ -29,6 +30,10 @@ def decode_runs(value: str) -> tuple[bool, list[Run], list[Run]]:
     return bool(data.get("reset")), added, removed
 
 
+def _nothing() -> None:
+    pass
+
+
 class RunLedger:
     """Runs cached now, and the changes not yet reported. Thread-safe: workflow activations run on threads."""
 
@@ -38,12 +43,14 @@ class RunLedger:
         self._added: set[Run] = set()
         self._removed: set[Run] = set()
         self._reset = True  # the first report tells the supervisor to start from an empty set
+        self.on_change: Callable[[], None] = _nothing  # the reporter's wakeup (inflight.Outbox)
 
     def cache(self, run: Run) -> None:
         with self._lock:
             self.cached.add(run)
             self._added.add(run)
             self._removed.discard(run)
+        self.on_change()
 
     def evict(self, run: Run) -> None:
         with self._lock:
@@ -52,10 +59,12 @@ class RunLedger:
                 self._added.discard(run)  # never reported: nothing to take back
             else:
                 self._removed.add(run)
+        self.on_change()
 
     def force_reset(self) -> None:
         with self._lock:
             self._reset = True
+        self.on_change()
 
     def take_report(self) -> list[str]:
         """The changes since the last call (or every cached run, after a reset), as notify lines of bounded size."""

@@ -54,7 +54,8 @@ DEFAULT_HEARTBEAT = timedelta(seconds=60)  # temporalio's worker heartbeat inter
 CONNECT_RETRY_FIRST_S = 0.25
 CONNECT_RETRY_MAX_S = 2.0  # an outage's end is seen within this
 COUNTS_INTERVAL_S = 5.0  # task counts reach status within this, when they changed
-REPORT_INTERVAL_S = 0.05  # in-flight attempts reach the supervisor within this (plus its own loop's latency)
+REPORT_BATCH_S = 0.25  # in-flight attempts reach the supervisor within this (plus its own loop's latency)
+RETRY_SEND_S = 0.05  # a datagram the supervisor's full queue refused is sent again this soon
 FINAL_REPORT_S = 1.0
 
 
@@ -274,7 +275,7 @@ class WorkerProcess:
             ready = ("READY=1", f"STATUS=polling {self.settings.task_queue}", f"MAINPID={os.getpid()}")
         # a full queue (the supervisor is paused) has no event to wait on: try again shortly
         while not self.notifier.send(*ready) and self.notifier.enabled:  # noqa: ASYNC110
-            await anyio.sleep(REPORT_INTERVAL_S)
+            await anyio.sleep(RETRY_SEND_S)
         log.info(
             "worker.ready",
             task_queue=self.settings.task_queue,
@@ -309,7 +310,7 @@ class WorkerProcess:
     async def _ping_watchdog(self, worker: Worker, every: float) -> None:
         """WATCHDOG=1 every half of WATCHDOG_USEC (sd_notify's rule); a ping a full queue refused is sent again soon."""
         while True:  # noqa: ASYNC110 (a keep-alive is periodic, paused too; cancelled as the process ends)
-            await anyio.sleep(every if self.notifier.send("WATCHDOG=1") else REPORT_INTERVAL_S)
+            await anyio.sleep(every if self.notifier.send("WATCHDOG=1") else RETRY_SEND_S)
 
     async def _report_counts(self, worker: Worker) -> None:
         """The task counts every COUNTS_INTERVAL_S, when they changed: an idle worker keeps the supervisor quiet."""
@@ -321,22 +322,27 @@ class WorkerProcess:
             await anyio.sleep(COUNTS_INTERVAL_S)
 
     async def _report_inflight(self) -> None:
-        """Send the supervisor what activity attempts started and finished and which workflow runs it holds, a few
-        times a second, never blocking."""
+        """Send the supervisor what activity attempts started and finished and which workflow runs it holds: woken
+        by the first change after a report, the changes of the next REPORT_BATCH_S in one batch, never blocking.
+        An idle worker sends nothing and is not woken."""
         while self.notifier.enabled:
+            if self.outbox.queued:  # the supervisor's queue was full: try again soon
+                await anyio.sleep(RETRY_SEND_S)
+            else:
+                await self.outbox.wakeup.wait()
+                await anyio.sleep(REPORT_BATCH_S)
             self.outbox.flush(self.notifier.send)
-            await anyio.sleep(REPORT_INTERVAL_S)
 
     async def _final_reports(self) -> None:
         """After the drain: the last counts and in-flight changes, retried briefly if the supervisor is busy."""
         with anyio.move_on_after(FINAL_REPORT_S):
             while self.notifier.enabled and not self.notifier.send(accounting.COUNTS.to_notify()):  # noqa: ASYNC110
-                await anyio.sleep(REPORT_INTERVAL_S)
+                await anyio.sleep(RETRY_SEND_S)
             while self.notifier.enabled:
                 self.outbox.flush(self.notifier.send)
                 if not self.outbox.queued:
                     break
-                await anyio.sleep(REPORT_INTERVAL_S)
+                await anyio.sleep(RETRY_SEND_S)
 
     async def _run(self, client: Client, worker: Worker) -> None:
         """Run the temporalio Worker; while a pause is wanted, none runs (the process, its client and its imported

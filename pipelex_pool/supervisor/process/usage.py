@@ -48,9 +48,12 @@ class _Stat:
 
 
 def _read_stat(pid: int) -> _Stat | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            text = stat.read().decode(errors="replace")
+    try:  # (os-level: a Python file object would also stat, seek and ask whether /proc is a terminal)
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        try:
+            text = os.read(fd, 4096).decode(errors="replace")
+        finally:
+            os.close(fd)
     except OSError:
         return None
     fields = text[text.rfind(")") + 2 :].split()  # the command name may hold spaces and parentheses

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from collections.abc import Callable
 
 import anyio
 import structlog
@@ -23,6 +24,7 @@ OUTPUT_DRAIN_S = 1.0
 MAX_DATAGRAM = 64 * 1024  # a worker's datagrams are at most 32 KiB (worker/inflight.py)
 TAIL_BYTES = 4096
 LAST_LINE_CHARS = 400
+PING = {"WATCHDOG": "1"}
 
 
 def parse_notify(datagram: bytes) -> dict[str, str]:
@@ -61,15 +63,25 @@ async def _pump(stream: ByteReceiveStream, output: RotatingLog, done: anyio.Even
 
 
 async def _read_notify(
-    sock: socket.socket, handle: ProcessHandle, generation: int, events: ObjectSendStream[Event]
+    sock: socket.socket,
+    handle: ProcessHandle,
+    generation: int,
+    events: ObjectSendStream[Event],
+    note: Callable[[Notified], None],
 ) -> None:
+    """The child's datagrams, to the loop's inbox; a lone watchdog ping is noted, without waking the loop."""
     while True:
         await anyio.wait_readable(sock)
-        try:
-            datagram = sock.recv(MAX_DATAGRAM)
-        except BlockingIOError:
-            continue
-        await events.send(Notified(handle, generation, parse_notify(datagram)))
+        while True:  # every datagram queued now, for one wake
+            try:
+                datagram = sock.recv(MAX_DATAGRAM)
+            except BlockingIOError:
+                break
+            fields = parse_notify(datagram)
+            if fields == PING:
+                note(Notified(handle, generation, fields))
+            else:
+                await events.send(Notified(handle, generation, fields))
 
 
 async def _drain_notify(
@@ -84,7 +96,11 @@ async def _drain_notify(
 
 
 async def watch_child(
-    handle: ProcessHandle, generation: int, launched: Launched, events: ObjectSendStream[Event]
+    handle: ProcessHandle,
+    generation: int,
+    launched: Launched,
+    events: ObjectSendStream[Event],
+    note: Callable[[Notified], None],
 ) -> None:
     """Pump output and notifications until the process exits, then report the exit (always, even on cancel);
     release what the spawn allocated."""
@@ -99,7 +115,7 @@ async def watch_child(
             else:
                 drained.set()
             if notify is not None:
-                tg.start_soon(_read_notify, notify.sock, handle, generation, events)
+                tg.start_soon(_read_notify, notify.sock, handle, generation, events, note)
             returncode = await process.wait()
             if notify is not None:  # what it said just before exiting (its final task counts)
                 await _drain_notify(notify.sock, handle, generation, events)

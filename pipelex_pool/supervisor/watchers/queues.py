@@ -103,12 +103,14 @@ class TemporalWatch:
         return False
 
     def _new_warning(self) -> bool:
-        """A warning is open and the set of warnings changed within WARNING_FAST_S."""
+        """A warning is open and the set of warnings changed within WARNING_FAST_S, as of the last round (the
+        warnings are worked out once a round, from its views: not every time the watch looks at the pool)."""
+        return bool(self.open_warnings) and self.supervisor.clock() - self.warnings_since < WARNING_FAST_S
+
+    def _note_warnings(self) -> None:
         found = frozenset(self.warnings())
-        now = self.supervisor.clock()
         if found != self.open_warnings:
-            self.open_warnings, self.warnings_since = found, now
-        return bool(found) and now - self.warnings_since < WARNING_FAST_S
+            self.open_warnings, self.warnings_since = found, self.supervisor.clock()
 
     async def _round(self, client: Client) -> None:
         started = self.supervisor.clock()
@@ -160,6 +162,7 @@ class TemporalWatch:
                 self.full_round_due = started + FULL_ROUND_S
             self._autoscale(self.supervisor.clock())
             await self._check_poller_limit(client)
+        self._note_warnings()
         autoscaled = any(g.spec is not None and g.spec.autoscale is not None for g in self.supervisor.groups.values())
         busy = autoscaled or self.looking()
         self.next_round = self.supervisor.clock() + (WATCH_INTERVAL_S if busy else QUIET_INTERVAL_S)

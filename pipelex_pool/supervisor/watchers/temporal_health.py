@@ -1,5 +1,6 @@
 """Whether the Temporal server answers: the pool's one judge of an outage, for status, /health, /metrics and the
-events. It asks every CHECK_INTERVAL_S with a CHECK_TIMEOUT_S deadline (a hung server, whose connections stay
+events. It asks every UP_CHECK_INTERVAL_S while the server answers, every CHECK_INTERVAL_S while it does not (its
+return is seen within a second), each time with a CHECK_TIMEOUT_S deadline (a hung server, whose connections stay
 open, is seen as quickly as a dead one), and an outage is timed from the first check that failed to the first
 that succeeded again. It only records what it sees: an outage never stalls the reconcile loop and never marks a
 worker failed."""
@@ -18,7 +19,8 @@ from temporalio.client import Client
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 CHECK_INTERVAL_S = 1.0
-CHECK_TIMEOUT_S = 2.0  # a down or hung server is known within CHECK_INTERVAL_S + CHECK_TIMEOUT_S
+UP_CHECK_INTERVAL_S = 3.0  # one RPC a second cost an idle supervisor as much as its 32 replicas' reports
+CHECK_TIMEOUT_S = 2.0  # a down or hung server is known within UP_CHECK_INTERVAL_S + CHECK_TIMEOUT_S
 RPC_DEADLINE = timedelta(seconds=CHECK_TIMEOUT_S)
 
 
@@ -34,7 +36,8 @@ class TemporalHealth:
     problem: Callable[[], str | None] = lambda: None  # a named TLS or credentials problem, when there is one
 
     async def run(self, client: Callable[[], Awaitable[Client]]) -> None:
-        """Ask the server for its system info every CHECK_INTERVAL_S; `client()` connects without retrying."""
+        """Ask the server for its system info (every UP_CHECK_INTERVAL_S while it answers, every CHECK_INTERVAL_S
+        while it does not); `client()` connects without retrying."""
         while True:
             asked = time.time()
             try:
@@ -45,7 +48,7 @@ class TemporalHealth:
                 self._failed(asked, self.problem() or f"{self.target}: {str(exc) or type(exc).__name__}")
             else:
                 self._answered()
-            await anyio.sleep(CHECK_INTERVAL_S)
+            await anyio.sleep(CHECK_INTERVAL_S if self.error else UP_CHECK_INTERVAL_S)
 
     def _failed(self, asked: float, error: str) -> None:
         if self.down_since is None:

@@ -1,0 +1,158 @@
+"""Benchmark: a cold start of 8, 32 and 64 replicas against the machine's floor, pipelex-pool (shipped defaults:
+the fork server) beside supervisord and a by-hand loop, interleaved round by round.
+
+Each set-up starts the same worker commands (`pipelex-pool worker`, router / llm / media groups of the shipped
+topology, its defaults, the simulated packs) against one local Temporal dev server, each size in a namespace of its
+own:
+- pipelex-pool: `pipelex-pool up` with the shipped topology (its fork server, its spawn budget);
+- supervisord: the same groups as programs (autorestart, startsecs=1);
+- by hand: `sh -c 'pipelex-pool worker ... & ... wait'`, every worker at once, nothing supervising them.
+Measured per start: the wall time from launching the set-up until Temporal lists every replica among its queues'
+pollers (every partition described, every 0.1 s), and the CPU-seconds the set-up's processes burnt meanwhile (the
+supervisor, its helpers and the workers; not the Temporal server). The floor is those CPU-seconds spread over
+every core (the start could not be faster on this machine doing the same work); the ratio is wall / floor. The
+by-hand loop's CPU-seconds per replica are a worker's full exec'd start, the pool's are a forked one's.
+
+    python3 -m venv .venv && .venv/bin/pip install -e ".[test]" supervisor
+    .venv/bin/python -m scripts.bench.cold_start --rounds 3 [--write BENCHMARKS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+from temporalio.client import Client
+
+from scripts.bench.common import (
+    WORKER_ARGS,
+    dev_server,
+    shipped_topology,
+    start_pool,
+    start_supervisord,
+    stop_group,
+    supervisord_programs,
+    write_result,
+    write_topology,
+)
+from scripts.bench.footprint import wait_polling
+
+SIZES = {8: {"router": 1, "llm": 4, "media": 3}, 32: {"router": 2, "llm": 20, "media": 10},
+         64: {"router": 4, "llm": 40, "media": 20}}  # fmt: skip
+CORES = os.cpu_count() or 1
+Starter = Callable[[Path, int, dict[str, int], str], subprocess.Popen[bytes]]
+
+
+def pool(directory: Path, port: int, replicas: dict[str, int], name: str) -> subprocess.Popen[bytes]:
+    doc = shipped_topology(directory, port, name=name, replicas=replicas, namespace=name)
+    doc["pool"]["max_replicas"] = 128
+    return start_pool(write_topology(doc, directory))
+
+
+def supervisord(directory: Path, port: int, replicas: dict[str, int], name: str) -> subprocess.Popen[bytes]:
+    topology = write_topology(shipped_topology(directory, port, name=name, namespace=name), directory)
+    process, _conf, _ctl = start_supervisord(directory, supervisord_programs(topology, replicas))
+    return process
+
+
+def by_hand(directory: Path, port: int, replicas: dict[str, int], name: str) -> subprocess.Popen[bytes]:
+    topology = write_topology(shipped_topology(directory, port, name=name, namespace=name), directory)
+    worker = f"{sys.executable} -m pipelex_pool worker --config {topology}"
+    lines = [f"{worker} {WORKER_ARGS[group]} &" for group, count in replicas.items() for _ in range(count)]
+    return subprocess.Popen(
+        ["sh", "-c", "\n".join([*lines, "wait"])],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+SETUPS: dict[str, Starter] = {"pipelex-pool": pool, "supervisord": supervisord, "by hand": by_hand}
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU-seconds of the process and of all its descendants alive now (user + system)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+async def one_start(starter: Starter, directory: Path, port: int, size: int, tag: str) -> dict[str, float]:
+    directory.mkdir()  # noqa: ASYNC240 (a benchmark's set-up, before anything is timed)
+    client = await Client.connect(f"127.0.0.1:{port}", namespace=tag)
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    process = starter(directory, port, SIZES[size], tag)
+    try:
+        await wait_polling(client, f"{tag}/", size)
+        wall = time.perf_counter() - started
+        cpu = tree_cpu(process.pid)
+    finally:
+        stop_group(process)
+    return {"wall": wall, "cpu": cpu, "load": load}
+
+
+def spread(values: list[float], unit: str = " s") -> str:
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return f"{statistics.median(values):.1f}{unit} (p90 {p90:.1f}, {ordered[0]:.1f}-{ordered[-1]:.1f})"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sizes", default="8,32,64")
+    parser.add_argument("--write", type=Path, help="Append the result to this Markdown file.")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    tags = {(name, size, n): f"{name.split()[0][:4].replace('-', '')}{size}r{n}"
+            for name in SETUPS for size in sizes for n in range(args.rounds)}  # fmt: skip
+    results: dict[tuple[str, int], list[dict[str, float]]] = {(name, size): [] for name in SETUPS for size in sizes}
+    async with dev_server(tuple(tags.values())) as (_, port, directory):
+        for n in range(args.rounds):
+            for size in sizes:
+                names = list(SETUPS) if n % 2 == 0 else list(reversed(SETUPS))
+                for name in names:
+                    tag = tags[(name, size, n)]
+                    result = await one_start(SETUPS[name], directory / tag, port, size, tag)
+                    results[(name, size)].append(result)
+                    print(name, size, result, flush=True)
+                    await asyncio.sleep(5.0)  # the last set-up's processes gone, the server quiet again
+    loads = [r["load"] for rows in results.values() for r in rows]
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    text = (
+        f"Commit {rev}, {CORES} cores, {args.rounds} interleaved rounds, load at each start "
+        f"{min(loads):.1f}-{max(loads):.1f}. Median (p90, min-max). Floor: the set-up's CPU-s / {CORES} cores.\n\n"
+        "| replicas | set-up | cold start -> all polling | CPU-s burnt | per replica | floor | wall / floor |\n"
+        "| --- | --- | --- | --- | --- | --- | --- |\n"
+    )
+    for size in sizes:
+        for name in SETUPS:
+            rows = results[(name, size)]
+            walls, cpus = [r["wall"] for r in rows], [r["cpu"] for r in rows]
+            floor = statistics.median(cpus) / CORES
+            text += (
+                f"| {size} | {name} | {spread(walls)} | {spread(cpus, '')} | {statistics.median(cpus) / size:.2f} "
+                f"| {floor:.1f} s | {statistics.median(walls) / floor:.2f} |\n"
+            )
+    write_result(args.write, text)
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
