@@ -12,7 +12,7 @@ import pytest
 from pipelex_pool.contract import INFLIGHT_KEY, RUNS_KEY
 from pipelex_pool.supervisor.watchers.child import parse_notify
 from pipelex_pool.worker.cached_runs import RunLedger, decode_runs
-from pipelex_pool.worker.inflight import Attempt, InflightLedger, Outbox, decode_report
+from pipelex_pool.worker.inflight import MAX_DATAGRAM, Attempt, InflightLedger, Outbox, decode_report
 
 
 def attempt(n: int) -> Attempt:
@@ -103,3 +103,21 @@ async def test_the_reporter_sleeps_while_nothing_changes_and_wakes_on_a_change_f
             await woken.wait()
     outbox.flush(socket.send)
     assert decode_runs(socket.datagrams[-1][RUNS_KEY]) == (False, [("wf-1", "run-1")], [])
+
+
+def test_a_large_report_is_split_into_datagrams_the_supervisor_can_read_whole() -> None:
+    inflight, socket = InflightLedger(), Socket()
+    attempts = {
+        inflight.started(Attempt(f"t{n}", f"wf-é-{n}-" + "x" * 200, "run", "1", "act", 1, "llm_q", 0.0)): n
+        for n in range(400)
+    }
+    Outbox(inflight).flush(socket.send)  # the first report: every attempt, after a reset
+    assert len(socket.datagrams) > 1
+    seen: dict[int, Attempt] = {}
+    for n, datagram in enumerate(socket.datagrams):
+        assert len(datagram[INFLIGHT_KEY]) <= MAX_DATAGRAM + 64
+        reset, added, finished = decode_report(datagram[INFLIGHT_KEY])
+        assert reset is (n == 0) and finished == []
+        seen.update(added)
+    assert seen.keys() == attempts.keys()
+    assert seen[next(iter(attempts))].workflow_id.startswith("wf-é-0-")

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pipelex_pool.contract import INFLIGHT_KEY
@@ -150,29 +150,26 @@ class InflightLedger:
             self._reset, self._added, self._removed = False, {}, []
         if not (reset or added or removed):
             return []
+        # each attempt serialised once, the lines assembled around them: a batch costs one dumps per attempt
+        entries = [f'"{key}":{json.dumps(attempt.__dict__, separators=(",", ":"))}' for key, attempt in added.items()]
         lines: list[str] = []
-        chunk: dict[str, Any] = {"reset": reset, "add": {}, "del": []}
+        parts: tuple[list[str], list[str]] = ([], [])  # (adds, dels) of the line being filled
         size = 0
-        for key, attempt in added.items():
-            entry = asdict(attempt)
-            cost = len(json.dumps(entry)) + 16
-            if size + cost > MAX_DATAGRAM and (chunk["add"] or chunk["del"]):
-                lines.append(_line(chunk))
-                chunk, size = {"add": {}, "del": []}, 0
-            chunk["add"][str(key)] = entry
-            size += cost
-        for key in removed:
-            if size + 12 > MAX_DATAGRAM:
-                lines.append(_line(chunk))
-                chunk, size = {"add": {}, "del": []}, 0
-            chunk["del"].append(key)
-            size += 12
-        lines.append(_line(chunk))
+        for kind, items in ((0, entries), (1, [str(key) for key in removed])):
+            for item in items:
+                if size + len(item) + 1 > MAX_DATAGRAM and (parts[0] or parts[1]):
+                    lines.append(_line(reset and not lines, *parts))
+                    parts, size = ([], []), 0
+                parts[kind].append(item)
+                size += len(item) + 1
+        lines.append(_line(reset and not lines, *parts))
         return lines
 
 
-def _line(chunk: dict[str, Any]) -> str:
-    return f"{INFLIGHT_KEY}={json.dumps(chunk, separators=(',', ':'))}"
+def _line(reset: bool, adds: list[str], dels: list[str]) -> str:
+    """One INFLIGHT line: {"reset": .., "add": {key: attempt, ..}, "del": [key, ..]} from serialised parts."""
+    flag = "true" if reset else "false"
+    return f'{INFLIGHT_KEY}={{"reset":{flag},"add":{{{",".join(adds)}}},"del":[{",".join(dels)}]}}'
 
 
 class Ledger(Protocol):

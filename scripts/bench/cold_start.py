@@ -36,6 +36,7 @@ from scripts.bench.common import (
     WORKER_ARGS,
     dev_server,
     shipped_topology,
+    spread,
     start_pool,
     start_supervisord,
     stop_group,
@@ -106,12 +107,6 @@ async def one_start(starter: Starter, directory: Path, port: int, size: int, tag
     return {"wall": wall, "cpu": cpu, "load": load}
 
 
-def spread(values: list[float], unit: str = " s") -> str:
-    ordered = sorted(values)
-    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-    return f"{statistics.median(values):.1f}{unit} (p90 {p90:.1f}, {ordered[0]:.1f}-{ordered[-1]:.1f})"
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -146,8 +141,8 @@ async def main() -> None:
             walls, cpus = [r["wall"] for r in rows], [r["cpu"] for r in rows]
             floor = statistics.median(cpus) / CORES
             text += (
-                f"| {size} | {name} | {spread(walls)} | {spread(cpus, '')} | {statistics.median(cpus) / size:.2f} "
-                f"| {floor:.1f} s | {statistics.median(walls) / floor:.2f} |\n"
+                f"| {size} | {name} | {spread(walls, 1, ' s')} | {spread(cpus, 1)} "
+                f"| {statistics.median(cpus) / size:.2f} | {floor:.1f} s | {statistics.median(walls) / floor:.2f} |\n"
             )
     write_result(args.write, text)
     sys.stdout.flush()

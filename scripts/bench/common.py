@@ -110,6 +110,14 @@ def summary(values: list[float]) -> str:
     return f"median {statistics.median(values):.2f} s, p90 {p90:.2f} s, min {ordered[0]:.2f} s, max {ordered[-1]:.2f} s"
 
 
+def spread(values: list[float], digits: int = 2, unit: str = "") -> str:
+    """Median (p90, min-max) of `values`."""
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    median = statistics.median(values)
+    return f"{median:.{digits}f}{unit} (p90 {p90:.{digits}f}, {ordered[0]:.{digits}f}-{ordered[-1]:.{digits}f})"
+
+
 def write_result(path: Path | None, text: str) -> None:
     print(text)
     if path is not None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from scripts.bench.common import (
     dev_server,
     ready_pids,
     shipped_topology,
+    spread,
     start_supervisord,
     stop_group,
     supervisord_programs,
@@ -142,13 +142,12 @@ async def main() -> None:
         rows.append((f"`{args.ref}`", results["ref"]))
     rows.append(("supervisord", results["sd"]))
     text = (
-        f"| supervisor CPU, idle, 32 replicas ({args.window:.0f} s windows, {args.rounds} round(s), load {load:.1f}) "
-        "| quiet | a warning open (a group scaled to 0) |\n| --- | --- | --- |\n"
+        f"| supervisor CPU, idle, 32 replicas, % of a core ({args.window:.0f} s windows, {args.rounds} round(s), load "
+        f"{load:.1f}; median (p90, min-max)) | quiet | a warning open (a group scaled to 0) |\n| --- | --- | --- |\n"
     )
     for label, values in rows:
-        quiet = statistics.median(v[0] for v in values)
-        warned = statistics.median(v[1] for v in values)
-        text += f"| {label} | {quiet:.2f}% of a core | {warned:.2f}% |\n"
+        quiet, warned = spread([v[0] for v in values]), spread([v[1] for v in values])
+        text += f"| {label} | {quiet} | {warned} |\n"
     write_result(args.write, text)
     sys.stdout.flush()
     os._exit(0)

@@ -36,6 +36,7 @@ from scripts.bench.common import (
     dev_server,
     ready_pids,
     shipped_topology,
+    spread,
     start_pool,
     stop_group,
     write_result,
@@ -111,12 +112,6 @@ async def bare_round(client: Client, topology: Path, supervisor: int) -> dict[st
         bare.wait(60)
 
 
-def spread(values: list[float]) -> str:
-    ordered = sorted(values)
-    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-    return f"{statistics.median(values):.3f} (p90 {p90:.3f}, {ordered[0]:.3f}-{ordered[-1]:.3f})"
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -157,9 +152,10 @@ async def main() -> None:
         "Median (p90, min-max).\n\n"
         "| set-up | worker CPU per activity (ms) | supervisor CPU per activity (ms) | activities/s |\n"
         "| --- | --- | --- | --- |\n"
-        f"| the pool's llm replica | {spread(worker_ms['pool'])} | {spread(sup_ms)} | {spread(rate['pool'])} |\n"
-        f"| bare temporalio worker | {spread(worker_ms['bare'])} | (baseline: {1000 * baseline:.2f} ms/s) "
-        f"| {spread(rate['bare'])} |\n\n"
+        f"| the pool's llm replica | {spread(worker_ms['pool'], 3)} | {spread(sup_ms, 3)} "
+        f"| {spread(rate['pool'], 1)} |\n"
+        f"| bare temporalio worker | {spread(worker_ms['bare'], 3)} | (baseline: {1000 * baseline:.2f} ms/s) "
+        f"| {spread(rate['bare'], 1)} |\n\n"
         f"Worker CPU per activity, pool / bare: {ratio:.3f}.\n"
     )
     write_result(args.write, text)

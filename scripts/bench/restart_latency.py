@@ -1,10 +1,12 @@
-"""Benchmark: how fast a killed worker is back *polling Temporal*, pipelex-pool against supervisord.
+"""Benchmark: how fast a killed worker is back *polling Temporal*, pipelex-pool against supervisord, interleaved.
 
-All supervise the same worker (`pipelex-pool worker`, one replica on llm_q) against one local Temporal dev
-server: pipelex-pool with its warm fork server (the default), pipelex-pool exec'ing each worker (`spawner =
-"exec"`), and supervisord. Each round SIGKILLs the worker, then measures the time until Temporal lists a new poller
-identity for the queue (all partitions described, as pipelex-pool's readiness does). They run one after the other
-in the same run, so their numbers are comparable; BENCHMARKS.md records a run.
+Three set-ups run side by side against one local Temporal dev server, each supervising the same worker
+(`pipelex-pool worker`, one replica on llm_q; router and media too, as shipped): pipelex-pool with its warm fork
+server (the default), pipelex-pool exec'ing each worker (`spawner = "exec"`), and supervisord. Each round SIGKILLs
+one worker of each set-up in turn (the order reversed every other round), and measures the time until Temporal lists
+a new poller identity of that set-up on the queue (all partitions described, as pipelex-pool's readiness does),
+then the replacement's own CPU-seconds at that moment (from its pid, the end of its identity) and what its
+supervisor burnt meanwhile. The machine's load is read before each kill.
 
     python -m venv .venv && .venv/bin/pip install -e ".[test]" supervisor
     .venv/bin/python -m scripts.bench.restart_latency --rounds 10 --write BENCHMARKS.md
@@ -24,8 +26,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 from temporalio.client import Client
 
 from pipelex_pool.control.client import ControlClient
@@ -34,71 +38,63 @@ from scripts.bench.common import (
     dev_server,
     ready_pids,
     shipped_topology,
+    spread,
     start_pool,
     start_supervisord,
     stop_group,
-    summary,
     write_result,
     write_topology,
 )
+from scripts.bench.idle_cpu import tree_cpu
 
 QUEUE = "llm_q"
+SETTLE_S = 3.0  # READY for longer than min_uptime before the kill: a run, not a young death
 
 
-def topology(directory: Path, port: int, spawner: str = "fork") -> Path:
-    doc = shipped_topology(directory, port, replicas={"router": 1, "llm": 1, "media": 1})
+@dataclass
+class SetUp:
+    name: str
+    supervisor: subprocess.Popen[bytes]
+    pid: Callable[[], int | None]  # the current llm worker's pid, None while there is none
+    took: list[float] = field(default_factory=list)
+    worker_cpu: list[float] = field(default_factory=list)
+    supervisor_cpu: list[float] = field(default_factory=list)
+
+
+def topology(directory: Path, port: int, name: str, spawner: str = "fork") -> Path:
+    doc = shipped_topology(directory, port, name=name, replicas={"router": 1, "llm": 1, "media": 1})
     doc["pool"]["spawner"] = spawner
     return write_topology(doc, directory)
 
 
-async def pollers(client: Client) -> set[str]:
-    return set(await queue_pollers(client, QUEUE, QueueType.ACTIVITY))
-
-
-async def measure(client: Client, current_pid: Callable[[], int | None], rounds: int) -> list[float]:
-    """Kill the worker, time until Temporal lists a poller identity it had never listed before."""
-    results = []
-    for _ in range(rounds):
-        pid = None
-        while pid is None:
-            pid = current_pid()
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(3.0)  # let it settle (READY for longer than min_uptime: a run, not a young death)
-        known = await pollers(client)
-        os.kill(pid, signal.SIGKILL)
-        killed = time.perf_counter()
-        while True:
-            now = await pollers(client)
-            if now - known:
-                results.append(time.perf_counter() - killed)
-                break
-            await asyncio.sleep(0.02)
-    return results
-
-
-async def bench_pipelex_pool(client: Client, directory: Path, port: int, rounds: int, spawner: str) -> list[float]:
-    sup = start_pool(topology(directory, port, spawner))
+def pool(directory: Path, port: int, spawner: str) -> SetUp:
+    directory.mkdir()
+    supervisor = start_pool(topology(directory, port, spawner, spawner))
     control = ControlClient(directory / "ctl.sock")
 
     def pid() -> int | None:
         ready = ready_pids(control, "llm")
         return ready[0] if ready else None
 
-    try:
-        return await measure(client, pid, rounds)
-    finally:
-        stop_group(sup)
+    label = "pipelex-pool (fork server, default)" if spawner == "fork" else 'pipelex-pool (`spawner = "exec"`)'
+    return SetUp(label, supervisor, pid)
 
 
-async def bench_supervisord(client: Client, directory: Path, port: int, rounds: int) -> list[float]:
-    topo = topology(directory, port)
-    sup, conf, ctl = start_supervisord(
+def supervisord(directory: Path, port: int) -> SetUp:
+    directory.mkdir()
+    topo = topology(directory, port, "sd")
+    worker = f"{sys.executable} -m pipelex_pool worker --config {topo}"
+    supervisor, conf, ctl = start_supervisord(
         directory,
         f"""[program:llm]
-command={sys.executable} -m pipelex_pool worker --config {topo} --task-queue llm_q --scope runner-llm --profile llm-pool
+command={worker} --task-queue llm_q --scope runner-llm --profile llm-pool
 autorestart=true
 startsecs=0
 stopsignal=TERM
+[program:router]
+command={worker} --task-queue temporal_task_queue --scope orchestrator
+[program:media]
+command={worker} --task-queue media_q --scope runner-media
 """,
     )
 
@@ -106,10 +102,46 @@ stopsignal=TERM
         out = subprocess.run([ctl, "-c", str(conf), "pid", "llm"], capture_output=True, text=True).stdout.strip()
         return int(out) if out.isdigit() and out != "0" else None
 
-    try:
-        return await measure(client, pid, rounds)
-    finally:
-        stop_group(sup)
+    return SetUp("supervisord", supervisor, pid)
+
+
+async def kill_and_wait(
+    client: Client, current_pid: Callable[[], int | None], prefix: str = "", on_kill: Callable[[], object] = int
+) -> tuple[float, str]:
+    """Kill the worker once it has run SETTLE_S (calling `on_kill` just before); (seconds until Temporal lists a new
+    poller identity starting with `prefix` on the queue, that identity)."""
+    pid = None
+    while pid is None:
+        pid = current_pid()
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(SETTLE_S)
+    known = set(await queue_pollers(client, QUEUE, QueueType.ACTIVITY))
+    on_kill()
+    os.kill(pid, signal.SIGKILL)
+    killed = time.perf_counter()
+    while True:
+        new = [i for i in await queue_pollers(client, QUEUE, QueueType.ACTIVITY) if i not in known]
+        new = [i for i in new if i.startswith(prefix)]
+        if new:
+            return time.perf_counter() - killed, new[0]
+        await asyncio.sleep(0.02)
+
+
+async def measure(client: Client, current_pid: Callable[[], int | None], rounds: int) -> list[float]:
+    """(one set-up alone, for preload.py) `rounds` kills: the seconds until each replacement polls."""
+    return [(await kill_and_wait(client, current_pid))[0] for _ in range(rounds)]
+
+
+async def one_kill(client: Client, setup: SetUp, prefix: str) -> None:
+    """Kill the set-up's llm worker; its replacement's time to poll, CPU-s by then, and its supervisor's CPU-s."""
+    before: list[float] = []
+    took, identity = await kill_and_wait(
+        client, setup.pid, prefix, lambda: before.append(tree_cpu(setup.supervisor.pid))
+    )
+    times = psutil.Process(int(identity.rpartition(":")[2])).cpu_times()
+    setup.took.append(took)
+    setup.worker_cpu.append(times.user + times.system)
+    setup.supervisor_cpu.append(tree_cpu(setup.supervisor.pid) - before[0])
 
 
 async def main() -> None:
@@ -117,20 +149,30 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--write", type=Path, help="Append the result to this Markdown file.")
     args = parser.parse_args()
+    loads: list[float] = []
     async with dev_server() as (client, port, directory):
-        for name in ("fork", "exec", "sd"):
-            (directory / name).mkdir()
-        pool = await bench_pipelex_pool(client, directory / "fork", port, args.rounds, "fork")
-        cold = await bench_pipelex_pool(client, directory / "exec", port, args.rounds, "exec")
-        sd = await bench_supervisord(client, directory / "sd", port, args.rounds)
-    ratio = statistics.median(sd) / statistics.median(pool)
+        setups = {"fork/": pool(directory / "fork", port, "fork"), "exec/": pool(directory / "exec", port, "exec"),
+                  "sd/": supervisord(directory / "sd", port)}  # fmt: skip
+        try:
+            for n in range(args.rounds):
+                order = list(setups.items()) if n % 2 == 0 else list(reversed(setups.items()))
+                for prefix, setup in order:
+                    loads.append(os.getloadavg()[0])
+                    await one_kill(client, setup, prefix)
+                    print(setup.name, f"{setup.took[-1]:.2f} s", flush=True)
+        finally:
+            for setup in setups.values():
+                stop_group(setup.supervisor)
+    fork, sd = setups["fork/"], setups["sd/"]
+    rows = "".join(
+        f"| {s.name} | {spread(s.took)} | {spread(s.worker_cpu, 3)} | {spread(s.supervisor_cpu, 3)} |\n"
+        for s in setups.values()
+    )
     text = (
-        f"| supervisor | kill -> replacement polling ({args.rounds} rounds) |\n| --- | --- |\n"
-        f"| pipelex-pool (fork server, default) | {summary(pool)} |\n"
-        f'| pipelex-pool (`spawner = "exec"`) | {summary(cold)} |\n'
-        f"| supervisord | {summary(sd)} |\n\n"
-        f"supervisord / pipelex-pool (median): **{ratio:.2f}x**; "
-        f"exec / fork server (median): {statistics.median(cold) / statistics.median(pool):.2f}x\n"
+        f"{args.rounds} interleaved rounds, load {min(loads):.1f}-{max(loads):.1f}; median (p90, min-max).\n\n"
+        "| supervisor | kill -> replacement polling (s) | the replacement's CPU-s by then | its supervisor's CPU-s |\n"
+        f"| --- | --- | --- | --- |\n{rows}\n"
+        f"supervisord / pipelex-pool (median): **{statistics.median(sd.took) / statistics.median(fork.took):.2f}x**\n"
     )
     write_result(args.write, text)
     sys.stdout.flush()
