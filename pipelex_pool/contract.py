@@ -23,7 +23,7 @@ BUILD_ID_ENV = "PIPELEX_POOL_BUILD_ID"  # the build (Worker Deployment Version) 
 HEALTH_TOUCH_S = 5.0
 
 # -- notify keys a pool worker adds to the standard ones (READY, STATUS, WATCHDOG, STOPPING) ------------------------
-TASKS_KEY = "X_PIPELEX_TASKS"  # JSON task counts (worker/accounting.py)
+TASKS_KEY = "X_PIPELEX_TASKS"  # JSON task counts (worker/counts.py)
 SDK_METRICS_KEY = "X_PIPELEX_SDK_METRICS"  # "host:port" where the worker serves the SDK's metrics
 INFLIGHT_KEY = "X_PIPELEX_INFLIGHT"  # JSON: activity attempts started / finished (worker/inflight.py)
 # why it cannot reach Temporal yet (it keeps trying: an outage is not a failure); empty once it has reached it

@@ -27,7 +27,7 @@ from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.view import PoolView
 from pipelex_pool.supervisor.watchers.queues import pollers_by_owner
 from pipelex_pool.temporal.certs import inspect
-from pipelex_pool.worker.accounting import ACTIVITY_BUCKETS
+from pipelex_pool.worker.counts import ACTIVITY_BUCKETS
 
 
 def _package_version(name: str) -> str:

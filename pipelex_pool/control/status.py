@@ -31,7 +31,7 @@ from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.view import PoolView, ReplicaInfo
 from pipelex_pool.supervisor.watchers.queues import pollers_by_owner, served_types
 from pipelex_pool.temporal.certs import connection_view
-from pipelex_pool.worker.accounting import TaskCounts
+from pipelex_pool.worker.counts import TaskCounts
 
 
 def _autoscale(supervisor: PoolView, group: SupervisedGroup) -> dict[str, Any] | None:

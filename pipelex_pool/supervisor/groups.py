@@ -17,7 +17,7 @@ from pipelex_pool.temporal.devserver import dev_server_command, split_target
 from pipelex_pool.topology.load import Topology
 from pipelex_pool.topology.schema import ResolvedGroup, RestartConfig
 from pipelex_pool.units import parse_duration
-from pipelex_pool.worker.accounting import TaskCounts
+from pipelex_pool.worker.counts import TaskCounts
 from pipelex_pool.worker_command import stop_timeout
 
 DEV_SERVER_GROUP = "temporal-dev-server"

@@ -12,7 +12,6 @@ import structlog
 from temporalio.service import RPCError, RPCStatusCode
 
 from pipelex_pool.contract import EVENTS_LOG
-from pipelex_pool.control.http import HttpEndpoint
 from pipelex_pool.control.server import ControlServer
 from pipelex_pool.errors import PoolError
 from pipelex_pool.logs import EVENT_FILE
@@ -160,7 +159,9 @@ async def serve_pool(topology: Topology) -> int:
         supervisor = Supervisor(topology, paths, dev_server=dev_server, spawner=spawner)
         async with anyio.create_task_group() as tg:
             await tg.start(ControlServer(supervisor, paths.socket).serve)
-            if topology.pool.metrics:
+            if topology.pool.metrics:  # (prometheus_client is loaded only then: 7 MiB)
+                from pipelex_pool.control.http import HttpEndpoint
+
                 await tg.start(HttpEndpoint(supervisor, topology.pool.metrics).serve)
             try:
                 await supervisor.run()

@@ -14,7 +14,7 @@ from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.process.usage import Usage
 from pipelex_pool.topology.load import Topology
-from pipelex_pool.worker.accounting import TaskCounts
+from pipelex_pool.worker.counts import TaskCounts
 from pipelex_pool.worker.inflight import Attempt
 
 if TYPE_CHECKING:

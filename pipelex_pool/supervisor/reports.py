@@ -14,8 +14,8 @@ from pipelex_pool.supervisor.groups import SupervisedGroup
 from pipelex_pool.supervisor.pool_state import ReplicaInfo
 from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.process.state import ProcState
-from pipelex_pool.worker.accounting import TaskCounts
 from pipelex_pool.worker.cached_runs import decode_runs
+from pipelex_pool.worker.counts import TaskCounts
 from pipelex_pool.worker.inflight import decode_report
 
 log = structlog.get_logger("pipelex_pool.supervisor")

@@ -10,12 +10,13 @@ import ssl
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from typing import TYPE_CHECKING, Any
 
 from pipelex_pool.temporal.connection import Connection, ConnectionConfigError, Material
+
+if TYPE_CHECKING:  # (cryptography is loaded where a certificate is read: 4 MiB a pool without TLS never needs)
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 EXPIRY_WARNING = dt.timedelta(days=14)
 
@@ -54,6 +55,8 @@ def _name(cert: x509.Certificate) -> str:
 
 
 def _certs(material: Material) -> list[x509.Certificate]:
+    from cryptography import x509
+
     data = material.read()
     try:
         certs = x509.load_pem_x509_certificates(data)
@@ -65,7 +68,15 @@ def _certs(material: Material) -> list[x509.Certificate]:
     return certs
 
 
+def _public_format() -> tuple[Any, Any]:
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+
+
 def _key(material: Material) -> PrivateKeyTypes:
+    from cryptography.hazmat.primitives import serialization
+
     try:
         return serialization.load_pem_private_key(material.read(), password=None)
     except (ValueError, TypeError) as exc:
@@ -123,12 +134,9 @@ def inspect(connection: Connection, now: dt.datetime | None = None) -> CertRepor
             except ConnectionConfigError as exc:
                 errors.append((tls.client_key.where, str(exc)))
                 continue
-            public = key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            theirs = leaf.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
+            encoding, form = _public_format()
+            public = key.public_key().public_bytes(encoding, form)
+            theirs = leaf.public_key().public_bytes(encoding, form)
             if public != theirs:
                 errors.append(
                     (

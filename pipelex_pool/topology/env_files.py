@@ -10,8 +10,6 @@ import io
 from collections.abc import Mapping
 from pathlib import Path
 
-from dotenv import dotenv_values
-
 from pipelex_pool.errors import Issue
 from pipelex_pool.topology.env_refs import expand_env
 
@@ -34,6 +32,8 @@ def read_env_files(
                 Issue(where, f"cannot read {path}: {reason}.", "create it, or fix the path (relative to the topology)")
             )
             continue
+        from dotenv import dotenv_values  # (loaded only for a topology with env files)
+
         parsed = dotenv_values(stream=io.StringIO(text), interpolate=False)
         for key, raw in parsed.items():
             if raw is None:

@@ -43,7 +43,7 @@ from pipelex_pool.temporal.codec import data_converter
 from pipelex_pool.temporal.connect import connect, follow_key, named_problem
 from pipelex_pool.temporal.connection import Connection
 from pipelex_pool.temporal.pollers import queue_pollers, queue_types
-from pipelex_pool.worker import accounting, cached_runs, inflight
+from pipelex_pool.worker import accounting, cached_runs, counts, inflight
 from pipelex_pool.worker.config import WorkerSettings
 
 log = structlog.get_logger("pipelex_pool.worker")
@@ -80,7 +80,9 @@ def worker_kwargs(settings: WorkerSettings) -> dict[str, Any]:
 
 def sandboxed_runner() -> SandboxedWorkflowRunner:
     """Temporal's sandbox, with the routing table module shared with the host (it holds the worker's config)."""
-    restrictions = SandboxRestrictions.default.with_passthrough_modules(routing.__name__, accounting.__name__)
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(
+        routing.__name__, accounting.__name__, counts.__name__
+    )
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
