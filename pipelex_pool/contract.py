@@ -53,10 +53,10 @@ def identity_for(pool: str, group: str, replica: int | str, pid: int | str = PID
     return f"{pool}/{group}/{replica}@{socket.gethostname()}:{pid}"
 
 
-def sdk_default_identity(pid: int) -> str:
-    """temporalio's identity for a worker given none, `<pid>@<host>`: a command worker that keeps it is still
-    recognised as the replica with that pid."""
-    return f"{pid}@{socket.gethostname()}"
+def sdk_default_identity(pid: int, host: str | None = None) -> str:
+    """temporalio's identity for a worker given none, `<pid>@<host>` (this host unless given): a command worker that
+    keeps it is still recognised as the replica with that pid."""
+    return f"{pid}@{host or socket.gethostname()}"
 
 
 def pool_of(identity: str) -> str:

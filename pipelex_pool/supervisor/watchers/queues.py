@@ -107,8 +107,8 @@ class TemporalWatch:
         warnings are worked out once a round, from its views: not every time the watch looks at the pool)."""
         return bool(self.open_warnings) and self.supervisor.clock() - self.warnings_since < WARNING_FAST_S
 
-    def _note_warnings(self) -> None:
-        found = frozenset(self.warnings())
+    def _note_warnings(self, mismatches: list[str] | None) -> None:
+        found = frozenset(self.warnings(mismatches))
         if found != self.open_warnings:
             self.open_warnings, self.warnings_since = found, self.supervisor.clock()
 
@@ -153,16 +153,17 @@ class TemporalWatch:
         self.error = "; ".join(errors) or None
         if not errors and self.heartbeats_offered is not False:  # (one call per round: the pool's workers)
             await self._read_heartbeats(client)
+        mismatches = None
         if not errors:
-            mismatches = set(self.routing_mismatches())
-            for mismatch in sorted(mismatches - self.mismatches_logged):
+            mismatches = self.routing_mismatches()
+            for mismatch in sorted(set(mismatches) - self.mismatches_logged):
                 log.error("watch.routing_mismatch", problem=mismatch)
-            self.mismatches_logged = mismatches
+            self.mismatches_logged = set(mismatches)
             if full:
                 self.full_round_due = started + FULL_ROUND_S
             self._autoscale(self.supervisor.clock())
             await self._check_poller_limit(client)
-        self._note_warnings()
+        self._note_warnings(mismatches)
         autoscaled = any(g.spec is not None and g.spec.autoscale is not None for g in self.supervisor.groups.values())
         busy = autoscaled or self.looking()
         self.next_round = self.supervisor.clock() + (WATCH_INTERVAL_S if busy else QUIET_INTERVAL_S)
@@ -287,7 +288,7 @@ class TemporalWatch:
         topology = self.supervisor.topology
         polled = self._polled()
         found = []
-        now, pool = datetime.now(UTC), topology.pool.name
+        now, pool, host = datetime.now(UTC), topology.pool.name, socket.gethostname()
         for key in sorted(polled, key=lambda k: (k[0], k[1].name)):
             view = self.views.get(key)
             if view is None or view.seen_at is None or view.error:
@@ -295,7 +296,7 @@ class TemporalWatch:
             served = {  # by a live process: not one of this pool's that exited (Temporal lists it ~75 s more)
                 poller.version
                 for identity, poller in view.live_pollers(now).items()
-                if identity not in self.supervisor.exited_identities and not former_process(identity, pool)
+                if identity not in self.supervisor.exited_identities and not former_process(identity, pool, host)
             }
             for role, version in (("current", view.current_version), ("ramping", view.ramping_version)):
                 if version is None or version in served:
@@ -323,19 +324,20 @@ class TemporalWatch:
                 )
         return found
 
-    def warnings(self) -> list[str]:
+    def warnings(self, mismatches: list[str] | None = None) -> list[str]:
+        """What status warns about the queues (`mismatches`: the routing mismatches, when just worked out)."""
         topology = self.supervisor.topology
         routed: dict[str, list[str]] = {}
         for activity, route in topology.temporal.worker_config.activity_queues.items():
             for queue in route.queues():
                 routed.setdefault(queue, []).append(activity)
         found = [self.poller_limit] if self.poller_limit else []
-        found += self.routing_mismatches()
-        now = datetime.now(UTC)
+        found += self.routing_mismatches() if mismatches is None else mismatches
+        now, alive = datetime.now(UTC), live_identities(self.supervisor)
         for (queue, queue_type), view in sorted(self.views.items(), key=lambda kv: (kv[0][0], kv[0][1].name)):
             if view.seen_at is None:
                 continue
-            owners = pollers_by_owner(self.supervisor, self.fleet, view, now)
+            owners = pollers_by_owner(self.supervisor, self.fleet, view, now, alive)
             routed_here = queue_type is QueueType.ACTIVITY and queue in routed
             if routed_here and not owners.serving and not owners.foreign and not self._ready_since(queue, view):
                 paused = [g.name for g in self.supervisor.groups.values() if g.paused_by_operator and g.spec
@@ -372,13 +374,13 @@ class TemporalWatch:
 
 def live_identities(supervisor: PoolState) -> set[str]:
     """Identities of the pool's processes that are alive and able to poll (not stopped by SIGSTOP, not zombies)."""
-    alive = set()
+    alive, host = set(), socket.gethostname()
     for handle in supervisor.handles():
         info = supervisor.info.get(handle)
         if handle.pid is None or not handle.state.alive or info is None or not info.identity:
             continue
         if info.usage is None or info.usage.can_run:
-            alive |= {info.identity, sdk_default_identity(handle.pid)}
+            alive |= {info.identity, sdk_default_identity(handle.pid, host)}
     return alive
 
 
@@ -396,15 +398,19 @@ class Owners:
 
 
 def pollers_by_owner(
-    supervisor: PoolState, fleet: FleetView | None, view: QueueView, now: datetime | None = None
+    supervisor: PoolState,
+    fleet: FleetView | None,
+    view: QueueView,
+    now: datetime | None = None,
+    alive: set[str] | None = None,
 ) -> Owners:
     """The queue's live pollers split by owner. This pool's are compared by exact identity (its live processes);
     its processes that exited within the last minutes are in no list (Temporal lists a dead worker's last polls
     for up to LIVE_WITHIN); the fleet's other pools are recognised by their name and host, as their beacons list
     them."""
     live = view.live_pollers(now)
-    alive = live_identities(supervisor)
-    pool = supervisor.topology.pool.name
+    alive = live_identities(supervisor) if alive is None else alive  # (one set for every queue of a pass)
+    pool, host = supervisor.topology.pool.name, socket.gethostname()
     members = set(fleet.pools) - {pool} if fleet else set()
     own: list[str] = []
     fleets: list[str] = []
@@ -412,7 +418,7 @@ def pollers_by_owner(
     for identity in sorted(live):
         if identity in alive:
             own.append(identity)
-        elif identity in supervisor.exited_identities or former_process(identity, pool):
+        elif identity in supervisor.exited_identities or former_process(identity, pool, host):
             continue
         elif pool_of(identity) in members and fleet and host_of(identity) in fleet.pools[pool_of(identity)]:
             fleets.append(identity)  # (a fleet pool's name on a host its beacon does not list is a stray)
@@ -421,11 +427,11 @@ def pollers_by_owner(
     return Owners(own, fleets, foreign)
 
 
-def former_process(identity: str, pool: str) -> bool:
+def former_process(identity: str, pool: str, host: str) -> bool:
     """A poller of this pool, on this host, whose process is gone (a previous `up`'s replica: Temporal lists its
     last polls for up to LIVE_WITHIN after it exited). A live process of the pool that this supervisor does not
     run is no former process: it is a stray, and warned about."""
-    if pool_of(identity) != pool or host_of(identity) != socket.gethostname():
+    if pool_of(identity) != pool or host_of(identity) != host:
         return False
     pid = identity.rpartition(":")[2]
     return pid.isdigit() and not psutil.pid_exists(int(pid))  # (a pid reused since: warned about, for a minute)
