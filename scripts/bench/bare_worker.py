@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
+import sys
 from pathlib import Path
 
 from temporalio.worker import Worker
@@ -45,6 +47,8 @@ async def main() -> None:
     async with worker:
         print("polling", flush=True)
         await stop.wait()
+    sys.stdout.flush()
+    os._exit(0)  # (an interpreter's teardown after temporalio's client can abort: pipelex_pool/finalization.py)
 
 
 if __name__ == "__main__":

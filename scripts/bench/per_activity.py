@@ -7,10 +7,12 @@ a local Temporal dev server. Rounds alternate two set-ups serving the llm queue:
   (scripts/bench/bare_worker.py: the same activities and runtime profile, so the same slots and the profile's
   20 activities/s cap, none of the pool's additions) serving instead.
 Each round starts RUNS workflows of STEPS parallel `act_llm_gen_text` steps that each wait LATENCY_S (longer than
-the worker's 50 ms report interval, so every attempt is reported started and then finished, as an LLM call is) and
-waits for all of them. Per round: the serving worker's CPU-s and the supervisor's (with its fork server) over the
-round, divided by the activities run. The supervisor's cost per activity is its CPU in a pool round minus what it
-burns at the same time in a bare round (the router's reports, watchdog pings and its watch run in both).
+the worker's report batch, so every attempt is reported started and then finished, as an LLM call is) and waits for
+all of them. Per round: the serving worker's CPU and the supervisor's (with its fork server) over the round, from
+the kernel's per-thread run time (/proc/<pid>/task/*/schedstat, nanoseconds), divided by the activities run. The
+supervisor's cost per activity is its CPU in a pool round minus its idle rate over the same time, measured in the
+IDLE_S just before the round with the pool in the same state (what remains is the activities' reports, and the
+router's for their RUNS workflows).
 
     .venv/bin/python -m scripts.bench.per_activity --rounds 5 [--write BENCHMARKS.md]
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -42,17 +45,33 @@ from scripts.bench.common import (
     write_result,
     write_topology,
 )
-from scripts.bench.idle_cpu import tree_cpu
 
-RUNS = 10
+RUNS = 20
 STEPS = 30
 LATENCY_S = 0.2
 SETTLE_S = 3.0  # after a set-up starts serving: its start's own work done
+IDLE_S = 10.0
 
 
 def cpu(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+    """CPU-seconds the process's threads alive now have run (the kernel's schedstat: nanoseconds, not ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
+
+
+def supervisor_cpu(pid: int) -> float:
+    """The supervisor's and its fork server's CPU-seconds (not its workers')."""
+    total = cpu(pid)
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.Error):
+            if "fork_server" in " ".join(child.cmdline()):
+                total += cpu(child.pid)
+    return total
 
 
 async def run_activities(client: Client) -> tuple[int, float]:
@@ -81,10 +100,20 @@ def cli(topology: Path, *args: str) -> None:
 
 async def measure(client: Client, supervisor: int, worker: int) -> dict[str, float]:
     await asyncio.sleep(SETTLE_S)
-    sup0, work0, load0 = tree_cpu(supervisor), cpu(worker), os.getloadavg()[0]
+    idle0, started = supervisor_cpu(supervisor), time.perf_counter()
+    await asyncio.sleep(IDLE_S)
+    idle_rate = (supervisor_cpu(supervisor) - idle0) / (time.perf_counter() - started)
+    sup0, work0, load0 = supervisor_cpu(supervisor), cpu(worker), os.getloadavg()[0]
     count, seconds = await run_activities(client)
-    sup, work = tree_cpu(supervisor) - sup0, cpu(worker) - work0
-    return {"count": count, "seconds": seconds, "sup": sup, "worker": work, "load": max(load0, os.getloadavg()[0])}
+    sup, work = supervisor_cpu(supervisor) - sup0, cpu(worker) - work0
+    return {
+        "count": count,
+        "seconds": seconds,
+        "sup": sup - idle_rate * seconds,
+        "idle_rate": idle_rate,
+        "worker": work,
+        "load": max(load0, os.getloadavg()[0]),
+    }
 
 
 async def pool_round(
@@ -138,10 +167,10 @@ async def main() -> None:
         finally:
             stop_group(sup)
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    pool, bare = results["pool"], results["bare"]
-    # the supervisor's own per-activity cost: a pool round's CPU minus the bare round's rate over the same time
-    baseline = statistics.median(r["sup"] / r["seconds"] for r in bare)
-    sup_ms = [1000 * (r["sup"] - baseline * r["seconds"]) / r["count"] for r in pool]
+    pool = results["pool"]
+    # the supervisor's own per-activity cost: a pool round's CPU minus its idle rate over the same time
+    baseline = statistics.median(r["idle_rate"] for r in pool)
+    sup_ms = [1000 * r["sup"] / r["count"] for r in pool]
     worker_ms = {name: [1000 * r["worker"] / r["count"] for r in rows] for name, rows in results.items()}
     rate = {name: [r["count"] / r["seconds"] for r in rows] for name, rows in results.items()}
     loads = [r["load"] for rows in results.values() for r in rows]
@@ -154,7 +183,7 @@ async def main() -> None:
         "| --- | --- | --- | --- |\n"
         f"| the pool's llm replica | {spread(worker_ms['pool'], 3)} | {spread(sup_ms, 3)} "
         f"| {spread(rate['pool'], 1)} |\n"
-        f"| bare temporalio worker | {spread(worker_ms['bare'], 3)} | (baseline: {1000 * baseline:.2f} ms/s) "
+        f"| bare temporalio worker | {spread(worker_ms['bare'], 3)} | (the pool idle: {1000 * baseline:.2f} ms/s) "
         f"| {spread(rate['bare'], 1)} |\n\n"
         f"Worker CPU per activity, pool / bare: {ratio:.3f}.\n"
     )
