@@ -40,6 +40,11 @@ class Exited:
 
 
 @dataclass(frozen=True)
+class ReportsDue:
+    """A wake-up of the loop for the replicas' reports noted meanwhile (Inbox.note): it carries nothing itself."""
+
+
+@dataclass(frozen=True)
 class Sampled:
     """The resource sampler's reading of the replicas' processes (usage None: the process is gone)."""
 
@@ -82,4 +87,4 @@ class Submitted:
 
 
 ProcessEvent = Notified | SeenReady | Exited
-Event = ProcessEvent | Sampled | HandedBack | RunsHandedBack | Submitted
+Event = ProcessEvent | Sampled | HandedBack | RunsHandedBack | Submitted | ReportsDue

@@ -2,9 +2,12 @@
 order they arrive. Anyone may put on it; only the loop takes from it. Once closed (the pool has shut down) a
 request is refused at once, and whatever was still queued is refused, so no requester waits forever.
 
-A watchdog ping is noted without waking the loop: it changes nothing the loop decides before the replica's
-watchdog deadline, and the loop wakes by that deadline anyway and takes every noted ping first. 32 replicas ping
-4 times a second together; each woke the loop for nothing."""
+What replicas report that changes nothing the loop decides is noted, without waking the loop each time, and taken
+before anything else at the loop's next iteration: a watchdog ping waits for it (the loop wakes by the replica's
+watchdog deadline anyway); a report (in-flight attempts, cached runs, task counts) wakes it within REPORTS_WAIT_S,
+once for every report noted meanwhile (`keep_reports_fresh`), so that status shows it within that. An exit, a
+readiness or a request still wakes the loop at once, after the notes made before it are taken. 32 replicas ping 4
+times a second together, and each busy replica reports 4 times a second: each woke the loop."""
 
 from __future__ import annotations
 
@@ -16,9 +19,19 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from pipelex_pool.errors import ErrorCode, RequestRefused
 from pipelex_pool.supervisor.desired.requests import Request
-from pipelex_pool.supervisor.events import Event, HandedBack, Notified, RunsHandedBack, Sampled, Submitted
+from pipelex_pool.supervisor.events import (
+    Event,
+    HandedBack,
+    Notified,
+    ReportsDue,
+    RunsHandedBack,
+    Sampled,
+    Submitted,
+)
 
 CAPACITY = 100_000
+REPORTS_WAIT_S = 1.0  # a noted report reaches the loop (and status) within this
+PING = {"WATCHDOG": "1"}
 
 
 class Inbox:
@@ -26,7 +39,8 @@ class Inbox:
         self.send: MemoryObjectSendStream[Event]  # (what the children's watchers report on)
         self.send, self._receive = anyio.create_memory_object_stream[Event](max_buffer_size=CAPACITY)
         self._held: Event | None = None  # what ended the last wait, taken first next time
-        self._noted: deque[Notified] = deque()  # watchdog pings, taken before anything else
+        self._noted: deque[Notified] = deque()  # watchdog pings and reports, taken before anything else
+        self._report_noted: anyio.Event | None = None  # set when a report was noted since the last wake-up
         self.closed = False
 
     def request(self, request: Request) -> Submitted:
@@ -43,15 +57,36 @@ class Inbox:
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             self.send.send_nowait(event)
 
-    def note(self, ping: Notified) -> None:
-        """(from a child's watcher) a watchdog ping, for the loop's next iteration: it does not wake the loop."""
-        if not self.closed:
-            self._noted.append(ping)
+    def note(self, noted: Notified) -> None:
+        """(from a child's watcher) a watchdog ping or a report, for the loop's next iteration: a ping does not wake
+        the loop, a report wakes it within REPORTS_WAIT_S."""
+        if self.closed:
+            return
+        self._noted.append(noted)
+        if noted.fields != PING:
+            self._reports_event().set()
 
-    async def wait(self, seconds: float) -> None:
-        """Until something arrives (kept for the next `take`), or `seconds` have passed."""
+    def _reports_event(self) -> anyio.Event:
+        if self._report_noted is None:
+            self._report_noted = anyio.Event()
+        return self._report_noted
+
+    async def keep_reports_fresh(self) -> None:
+        """(a task of the supervisor's) Wake the loop REPORTS_WAIT_S after a report is noted: one wake-up for every
+        report noted meanwhile."""
+        while not self.closed:
+            await self._reports_event().wait()
+            await anyio.sleep(REPORTS_WAIT_S)
+            self._report_noted = None  # (a report noted from now on starts the next wait)
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self.send.send_nowait(ReportsDue())
+
+    async def wait(self, seconds: float) -> bool:
+        """Until something arrives (kept for the next `take`: True), or `seconds` have passed (False)."""
         with anyio.move_on_after(seconds):
             self._held = await self._receive.receive()
+            return True
+        return False
 
     def take(self) -> Event | None:
         """The next event that arrived (the noted pings first), or None."""

@@ -34,6 +34,7 @@ from pipelex_pool.supervisor.events import (
     HandedBack,
     Notified,
     ProcessEvent,
+    ReportsDue,
     RunsHandedBack,
     Sampled,
     SeenReady,
@@ -180,6 +181,7 @@ class Supervisor:
             tg.start_soon(keep_running, "temporal_health", self.health.run, self.temporal.once)
             tg.start_soon(keep_running, "api_key", self.temporal.follow_key)
             tg.start_soon(keep_running, "temporal_watch", self.watch.run)
+            tg.start_soon(keep_running, "reports", self.inbox.keep_reports_fresh)
             tg.start_soon(keep_running, "deploy", self.deployer.run)
             tg.start_soon(keep_running, "notify", self.notifications.run)
             beacon = beacon_identity(self.topology.pool.name, self.pid)
@@ -327,6 +329,8 @@ class Supervisor:
                 record_sampled(self.info, event)
             elif isinstance(event, HandedBack | RunsHandedBack):
                 record_handed_back(self.groups, event)
+            elif isinstance(event, ReportsDue):
+                continue  # (a wake-up: the reports it was for were taken first)
             else:
                 material = material or not (isinstance(event, Notified) and event.fields.keys() <= REPORT_ONLY)
                 await self._observe(event)

@@ -12,6 +12,7 @@ import structlog
 from anyio.abc import ByteReceiveStream, ObjectSendStream
 from temporalio.client import Client
 
+from pipelex_pool.contract import INFLIGHT_KEY, RUNS_KEY, TASKS_KEY
 from pipelex_pool.supervisor.events import Event, Exited, Notified, SeenReady
 from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.spawning.launch import Launched
@@ -24,7 +25,9 @@ OUTPUT_DRAIN_S = 1.0
 MAX_DATAGRAM = 64 * 1024  # a worker's datagrams are at most 32 KiB (worker/inflight.py)
 TAIL_BYTES = 4096
 LAST_LINE_CHARS = 400
-PING = {"WATCHDOG": "1"}
+# what a datagram of these fields only says is noted (Inbox.note): a ping, and reports that change nothing the
+# loop decides (its task counts, in-flight attempts, cached runs): they need not wake the loop one by one
+NOTED = frozenset({"WATCHDOG", TASKS_KEY, INFLIGHT_KEY, RUNS_KEY})
 
 
 def parse_notify(datagram: bytes) -> dict[str, str]:
@@ -69,7 +72,7 @@ async def _read_notify(
     events: ObjectSendStream[Event],
     note: Callable[[Notified], None],
 ) -> None:
-    """The child's datagrams, to the loop's inbox; a lone watchdog ping is noted, without waking the loop."""
+    """The child's datagrams, to the loop's inbox: pings and reports noted (Inbox.note), the rest sent."""
     while True:
         await anyio.wait_readable(sock)
         while True:  # every datagram queued now, for one wake
@@ -78,7 +81,7 @@ async def _read_notify(
             except BlockingIOError:
                 break
             fields = parse_notify(datagram)
-            if fields == PING:
+            if fields.keys() <= NOTED and fields.get("WATCHDOG", "1") == "1":
                 note(Notified(handle, generation, fields))
             else:
                 await events.send(Notified(handle, generation, fields))
