@@ -89,7 +89,7 @@ class Inbox:
         return False
 
     def take(self) -> Event | None:
-        """The next event that arrived (the noted pings first), or None."""
+        """The next event: what was noted first (pings and reports), then what arrived on the stream; or None."""
         if self._noted:
             return self._noted.popleft()
         if self._held is not None:

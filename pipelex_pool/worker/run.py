@@ -54,7 +54,7 @@ DEFAULT_HEARTBEAT = timedelta(seconds=60)  # temporalio's worker heartbeat inter
 CONNECT_RETRY_FIRST_S = 0.25
 CONNECT_RETRY_MAX_S = 2.0  # an outage's end is seen within this
 COUNTS_INTERVAL_S = 5.0  # task counts reach status within this, when they changed
-REPORT_BATCH_S = 0.25  # in-flight attempts reach the supervisor within this (plus its own loop's latency)
+REPORT_BATCH_S = 0.25  # in-flight attempts reach the supervisor within this (its loop takes them within a second)
 RETRY_SEND_S = 0.05  # a datagram the supervisor's full queue refused is sent again this soon
 FINAL_REPORT_S = 1.0
 
