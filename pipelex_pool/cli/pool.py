@@ -70,6 +70,9 @@ def up(topology: Path) -> None:
 
     Refuses to start (exit 2) on any topology error, or when the pool is already running.
     """
+    from pipelex_pool.lean import import_structlog_without_rich
+
+    import_structlog_without_rich()
     import anyio
 
     from pipelex_pool.errors import PoolError

@@ -46,6 +46,9 @@ def worker(
     """
     import traceback
 
+    from pipelex_pool.lean import import_structlog_without_rich
+
+    import_structlog_without_rich()
     import anyio
 
     from pipelex_pool.errors import EX_CONFIG, WorkerBootError

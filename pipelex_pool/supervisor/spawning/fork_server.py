@@ -30,6 +30,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from pipelex_pool.lean import import_structlog_without_rich
 from pipelex_pool.packs import AppRef, load_app
 from pipelex_pool.parent_death import set_parent_death_signal
 
@@ -182,6 +183,7 @@ def main() -> None:
     set_parent_death_signal(signal.SIGKILL)
     if os.getppid() == 1:  # the supervisor died before the signal was armed
         sys.exit(1)
+    import_structlog_without_rich()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us by closing the socket
     sock = socket.socket(fileno=int(sys.argv[1]))
     app = AppRef(sys.argv[2], Path(sys.argv[3]) if sys.argv[3] else None) if len(sys.argv) == 4 else None
