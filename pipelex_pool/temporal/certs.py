@@ -10,7 +10,7 @@ import ssl
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipelex_pool.temporal.connection import Connection, ConnectionConfigError, Material
 
@@ -68,12 +68,6 @@ def _certs(material: Material) -> list[x509.Certificate]:
     return certs
 
 
-def _public_format() -> tuple[Any, Any]:
-    from cryptography.hazmat.primitives import serialization
-
-    return serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-
-
 def _key(material: Material) -> PrivateKeyTypes:
     from cryptography.hazmat.primitives import serialization
 
@@ -96,6 +90,8 @@ def inspect(connection: Connection, now: dt.datetime | None = None) -> CertRepor
     tls = connection.tls
     if tls is None:
         return CertReport(infos, errors, warnings)
+    from cryptography.hazmat.primitives import serialization  # (a connection with TLS only)
+
     if (tls.client_cert is None) != (tls.client_key is None):
         given, missing = ("client_cert", "client_key") if tls.client_cert else ("client_key", "client_cert")
         material = tls.client_cert or tls.client_key
@@ -134,7 +130,7 @@ def inspect(connection: Connection, now: dt.datetime | None = None) -> CertRepor
             except ConnectionConfigError as exc:
                 errors.append((tls.client_key.where, str(exc)))
                 continue
-            encoding, form = _public_format()
+            encoding, form = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             public = key.public_key().public_bytes(encoding, form)
             theirs = leaf.public_key().public_bytes(encoding, form)
             if public != theirs:
