@@ -151,7 +151,7 @@ class Harness:
 
 
 @asynccontextmanager
-async def make_harness(tmp_path: Path) -> AsyncIterator[Harness]:
+async def make_harness(tmp_path: Path, budget: SpawnBudget | None = None) -> AsyncIterator[Harness]:
     """(Not a fixture: the task group must be entered and left in the test's own task.)"""
     changes = {"workers.router.replicas": 0, "workers.media.replicas": 0, "workers.llm.hand_back": False}
     topology = load_topology(write_topology(tmp_path, changes))  # (no hand-back: nothing here talks to Temporal)
@@ -159,9 +159,8 @@ async def make_harness(tmp_path: Path) -> AsyncIterator[Harness]:
     paths = PoolPaths(runtime_dir=short, socket=short / "control.sock", state_dir=tmp_path, log_dir=tmp_path)
     paths.notify_dir.mkdir()
     spawner, clock = FakeSpawner(), Clock()
-    supervisor = Supervisor(
-        topology, paths, dev_server=False, spawner=spawner, clock=clock, budget=SpawnBudget(rate=2, batch=BATCH)
-    )
+    budget = budget or SpawnBudget(rate=2, batch=BATCH)
+    supervisor = Supervisor(topology, paths, dev_server=False, spawner=spawner, clock=clock, budget=budget)
     async with anyio.create_task_group() as tg:
         supervisor.attach(tg)
         yield Harness(supervisor, spawner, clock, tg)
@@ -451,6 +450,38 @@ async def test_loop_scenario(tmp_path: Path, name: str) -> None:
         steps = [
             ("request", reloads[arg]) if kind == "request" and isinstance(arg, str) else (kind, arg)
             for kind, arg in SCENARIOS[name]
+        ]
+        with anyio.fail_after(10):
+            await run(harness, steps)
+
+
+IN_START = 3  # children in their start at once at most, in the test below
+
+
+async def test_a_cold_start_goes_as_children_get_through_their_start_not_at_the_rate(tmp_path: Path) -> None:
+    """The budget's rate (100/s) is no pace when children are slow to start: at most IN_START are in their start;
+    the next goes as soon as one is READY, or once the oldest has been starting for the window (2 s)."""
+    budget = SpawnBudget(rate=100, batch=BATCH, in_start=IN_START)
+    async with make_harness(tmp_path, budget) as harness:
+        steps: list[Step] = [
+            ("request", Scale("llm", 10)),
+            ("step", 1),
+            ("expect", alive("llm", BATCH)),
+            ("advance", 0.1),
+            ("step", 1),
+            ("expect", alive("llm", IN_START)),  # the rate allows 2 more, the bound 1
+            ("advance", 0.1),
+            ("step", 2),
+            ("expect", alive("llm", IN_START)),  # none through its start: none more
+            ("ready", "llm"),
+            ("step", 1),
+            ("expect", alive("llm", IN_START + BATCH)),  # through: a batch at once
+            ("advance", 0.1),
+            ("step", 1),
+            ("expect", alive("llm", IN_START + BATCH + 1)),
+            ("advance", 2.0),  # the three still starting are past the window: no longer held back by them
+            ("step", 1),
+            ("expect", alive("llm", IN_START + 2 * BATCH + 1)),
         ]
         with anyio.fail_after(10):
             await run(harness, steps)

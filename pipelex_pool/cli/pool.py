@@ -70,6 +70,9 @@ def up(topology: Path) -> None:
 
     Refuses to start (exit 2) on any topology error, or when the pool is already running.
     """
+    from pipelex_pool.supervisor.spawning.server_process import early_fork_server
+
+    early = early_fork_server(topology)  # first: it boots beside this process's imports and the validation
     from pipelex_pool.lean import import_structlog_without_rich
 
     import_structlog_without_rich()
@@ -92,7 +95,7 @@ def up(topology: Path) -> None:
     for issue in loaded.warnings:
         click.echo(issue.render(str(loaded.file)), err=True)
     try:
-        code = anyio.run(serve_pool, loaded)
+        code = anyio.run(serve_pool, loaded, early)
     except PoolError as exc:
         click.echo(f"pipelex-pool up: {exc}", err=True)
         exit_skipping_finalization(EXIT_USAGE)

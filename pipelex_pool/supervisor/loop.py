@@ -51,13 +51,18 @@ from pipelex_pool.supervisor.groups import (
 )
 from pipelex_pool.supervisor.handback.dead_replica import HandBacks
 from pipelex_pool.supervisor.inbox import Inbox
-from pipelex_pool.supervisor.lock import record_for, write_state
+from pipelex_pool.supervisor.lock import ChildRecords, write_state
 from pipelex_pool.supervisor.notifications import Notifications
 from pipelex_pool.supervisor.process.handle import Action, ProcessHandle
 from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
 from pipelex_pool.supervisor.reports import REPORT_ONLY, mark_ready, record_handed_back, record_notify, record_sampled
 from pipelex_pool.supervisor.rolling import advance_roll
-from pipelex_pool.supervisor.spawning.budget import SpawnBudget, default_spawn_batch, default_spawn_rate
+from pipelex_pool.supervisor.spawning.budget import (
+    SpawnBudget,
+    default_in_start,
+    default_spawn_batch,
+    default_spawn_rate,
+)
 from pipelex_pool.supervisor.spawning.spawner import ExecSpawner, Spawner
 from pipelex_pool.supervisor.starting import Starter
 from pipelex_pool.supervisor.systemd import SystemdNotifier
@@ -101,6 +106,7 @@ class Supervisor:
 
     def __post_init__(self) -> None:
         self.inbox = Inbox()
+        self._records = ChildRecords()
         self._tg: TaskGroup | None = None
         self.steps = 0  # loop iterations: the stall guard's sign of progress
         self._starved = False  # a start was held back by the spawn budget this iteration
@@ -112,7 +118,8 @@ class Supervisor:
         pool = self.topology.pool
         if self.budget is None:
             rate = pool.spawn_rate or default_spawn_rate(pool.spawner)
-            self.budget = SpawnBudget(rate=rate, batch=pool.spawn_batch or default_spawn_batch())
+            batch = pool.spawn_batch or default_spawn_batch()
+            self.budget = SpawnBudget(rate=rate, batch=batch, in_start=default_in_start(pool.spawner))
         self.max_replicas = pool.max_replicas or default_max_replicas()
         self.build_id = pool.build_id if pool.deployment else None
         self.systemd = SystemdNotifier()
@@ -296,7 +303,7 @@ class Supervisor:
             deadlines.append(self.hand_backs.scan_at)
         if self._starved:
             assert self.budget is not None
-            deadlines.append(self.budget.next_at(now))
+            deadlines.append(self.budget.next_at(now, self._in_start()))
         # a full iteration at least every MAX_IDLE_S, however many reports arrive in between
         timeout = max(0.0, min([self._full_due or now + MAX_IDLE_S, *deadlines]) - self.clock())
         self._due_at = self.clock() + timeout
@@ -366,9 +373,17 @@ class Supervisor:
         """No more requests: what is still queued is refused, so no requester waits forever."""
         self.inbox.close()
 
+    def _in_start(self) -> list[float]:
+        """When each child still starting was started (one waiting for Temporal is not: it holds no start back)."""
+        return [
+            h.started_at
+            for h in self.handles()
+            if h.state is ProcState.STARTING and not h.waiting_for_temporal and h.started_at is not None
+        ]
+
     def _may_spawn(self, now: float) -> bool:
         assert self.budget is not None
-        if self.budget.take(now):
+        if self.budget.take(now, self._in_start()):
             return True
         self._starved = True
         return False
@@ -532,9 +547,10 @@ class Supervisor:
     def _write_state(self, *, must: bool = False) -> None:
         """Record every live child (pid, start time, how long it may take to drain) for the next `up`. A failure
         is raised when `must` (a new child is not run unrecorded), else logged: an exit is still handled."""
-        records = [record_for(h.pid, h.name, h.timings.stop_timeout) for h in self.handles() if h.pid is not None]
+        live = [(h.pid, h.name, h.timings.stop_timeout) for h in self.handles() if h.pid is not None]
+        records = self._records.of(live)
         try:
-            write_state(self.paths.state_file, [r for r in records if r is not None])
+            write_state(self.paths.state_file, records)
         except (OSError, PoolError) as exc:
             if must:
                 raise

@@ -20,7 +20,8 @@ from pipelex_pool.supervisor.deploy.record import ASK_WITHIN_S, recorded_current
 from pipelex_pool.supervisor.lock import PoolLock, stop_leftovers
 from pipelex_pool.supervisor.loop import Supervisor
 from pipelex_pool.supervisor.spawning.fork_spawner import ForkSpawner
-from pipelex_pool.supervisor.spawning.spawner import ExecSpawner
+from pipelex_pool.supervisor.spawning.server_process import ServerProcess
+from pipelex_pool.supervisor.spawning.spawner import ExecSpawner, Spawner
 from pipelex_pool.temporal.connect import connect, named_problem
 from pipelex_pool.temporal.connection import ConnectionConfigError
 from pipelex_pool.temporal.devserver import is_local, port_answers
@@ -141,8 +142,9 @@ def _deployed(topology: Topology, build: str, why: str) -> Topology:
     return replace(topology, pool=topology.pool.model_copy(update={"build_id": build}))
 
 
-async def serve_pool(topology: Topology) -> int:
-    """Run the pool in the foreground until SIGTERM/SIGINT (or `down`); 0 after a clean drain."""
+async def serve_pool(topology: Topology, early: ServerProcess | None = None) -> int:
+    """Run the pool in the foreground until SIGTERM/SIGINT (or `down`); 0 after a clean drain. `early`: a fork
+    server `up` started before validating (used if it is what the topology wants)."""
     paths = prepare_paths(topology)
     lock = PoolLock(paths.lock, topology.pool.name)
     lock.acquire()
@@ -155,7 +157,11 @@ async def serve_pool(topology: Topology) -> int:
         if not dev_server:
             await check_reachable(topology)
         topology = await with_deployed_build(topology, paths.state_dir)
-        spawner = ForkSpawner(preload=topology.preload) if topology.pool.spawner == "fork" else ExecSpawner()
+        spawner: Spawner = ExecSpawner()
+        if topology.pool.spawner == "fork":
+            spawner = ForkSpawner(preload=topology.preload, early=early)
+        elif early is not None:
+            early.sock.close()  # (it exits on EOF)
         supervisor = Supervisor(topology, paths, dev_server=dev_server, spawner=spawner)
         async with anyio.create_task_group() as tg:
             await tg.start(ControlServer(supervisor, paths.socket).serve)

@@ -9,18 +9,18 @@ import json
 import os
 import signal
 import socket
-import sys
 import time
 from typing import Any
 
 import anyio
 import psutil
 import structlog
-from anyio.abc import ByteReceiveStream, Process, UNIXSocketStream
+from anyio.abc import ByteReceiveStream, UNIXSocketStream
 
 from pipelex_pool.packs import AppRef
 from pipelex_pool.parent_death import become_child_subreaper
 from pipelex_pool.supervisor.spawning.fork_server import GO
+from pipelex_pool.supervisor.spawning.server_process import ServerProcess, start_fork_server
 from pipelex_pool.supervisor.spawning.spawner import (
     BUILTIN_WORKER,
     Child,
@@ -73,12 +73,15 @@ class ForkServerError(Exception):
 class ForkSpawner:
     """Forks built-in workers from a warm fork server; execs everything else (and everything, if it fails)."""
 
-    def __init__(self, fallback: Spawner | None = None, preload: AppRef | None = None) -> None:
+    def __init__(
+        self, fallback: Spawner | None = None, preload: AppRef | None = None, early: ServerProcess | None = None
+    ) -> None:
         self.fallback = fallback or ExecSpawner()
         self.preload = preload  # the task packs the fork server imports before forking
         self.adopting = become_child_subreaper()
-        self._server: Process | None = None
-        self._retired: list[Process] = []
+        self._early = early  # a fork server `up` started before its own imports: the first one, if it fits
+        self._server: ServerProcess | None = None
+        self._retired: list[ServerProcess] = []
         self._children: set[int] = set()  # forked children not waited for yet
         self._sock: socket.socket | None = None
         self._lock = anyio.Lock()
@@ -127,8 +130,13 @@ class ForkSpawner:
             self._retire()
 
     def _retire(self) -> None:
-        """Close the fork server's socket (it exits on EOF); it is reaped before the next one starts."""
+        """Close the fork server's socket (it exits on EOF); it is reaped before the next one starts. One started
+        early and not used yet goes too (it imported the code installed before)."""
         self._stale = False
+        if self._early is not None:
+            self._early.sock.close()
+            self._retired.append(self._early)
+            self._early = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -176,29 +184,13 @@ class ForkSpawner:
     async def _ensure_server(self) -> socket.socket:
         if self._sock is not None and self._server is not None and self._server.returncode is None:
             return self._sock
+        early, self._early = self._early, None
+        if early is not None and (early.preload != self.preload or early.returncode is not None):
+            self._early, early = early, None  # not what this topology wants: retired below
         self._retire()
         await self._reap_retired()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self._server = await anyio.open_process(
-                [
-                    sys.executable,
-                    "-u",
-                    "-m",
-                    "pipelex_pool.supervisor.spawning.fork_server",
-                    str(theirs.fileno()),
-                    *([self.preload.spec, str(self.preload.search_path or "")] if self.preload else []),
-                ],
-                stdin=None,
-                stdout=None,
-                stderr=None,
-                pass_fds=[theirs.fileno()],
-                start_new_session=True,
-            )
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        self._sock = ours
+        self._server = early or start_fork_server(self.preload)
+        ours = self._sock = self._server.sock
         with anyio.fail_after(ZYGOTE_READY_TIMEOUT_S):
             hello = await _receive(ours)
         if not hello.get("ready"):
@@ -220,8 +212,8 @@ class ForkSpawner:
                 with anyio.move_on_after(2):
                     await server.wait()
                 if server.returncode is None:
-                    server.send_signal(signal.SIGKILL)
-                await server.aclose()
+                    server.process.send_signal(signal.SIGKILL)
+                    await server.wait()
 
 
 def reap_adopted_orphans(known: set[int]) -> list[int]:
