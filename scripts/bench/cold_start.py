@@ -8,13 +8,15 @@ own:
 - supervisord: the same groups as programs (autorestart, startsecs=1);
 - by hand: `sh -c 'pipelex-pool worker ... & ... wait'`, every worker at once, nothing supervising them.
 Measured per start: the wall time from launching the set-up until Temporal lists every replica among its queues'
-pollers (every partition described, every 0.1 s), and the CPU-seconds the set-up's processes burnt meanwhile (the
-supervisor, its helpers and the workers; not the Temporal server). The floor is those CPU-seconds spread over
-every core (the start could not be faster on this machine doing the same work); the ratio is wall / floor. The
-by-hand loop's CPU-seconds per replica are a worker's full exec'd start, the pool's are a forked one's.
+pollers (every partition described, every 0.1 s); the CPU-seconds the set-up's processes burnt meanwhile (the
+supervisor, its helpers and the workers); the Temporal server's (answering the new workers' connections, polls and
+readiness checks); and the whole machine's (/proc/stat: the set-up, the server, this benchmark's own checks). Two
+floors, each CPU-seconds spread over every core: the machine's (the start could not be faster on this machine:
+the server shares its cores) and the set-up's own (what it would be if the server cost nothing). The by-hand
+loop's CPU-seconds per replica are a worker's full exec'd start, the pool's are a forked one's.
 
     python3 -m venv .venv && .venv/bin/pip install -e ".[test]" supervisor
-    .venv/bin/python -m scripts.bench.cold_start --rounds 3 [--write BENCHMARKS.md]
+    .venv/bin/python -m scripts.bench.cold_start --rounds 3 [--ref REV] [--write BENCHMARKS.md]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +61,23 @@ def pool(directory: Path, port: int, replicas: dict[str, int], name: str) -> sub
     return start_pool(write_topology(doc, directory))
 
 
+def pool_from(source: Path) -> Starter:
+    """`pool` run from another checkout of the code (a git worktree of `--ref`), the same venv."""
+
+    def start(directory: Path, port: int, replicas: dict[str, int], name: str) -> subprocess.Popen[bytes]:
+        doc = shipped_topology(directory, port, name=name, replicas=replicas, namespace=name)
+        doc["pool"]["max_replicas"] = 128
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipelex_pool", "up", str(write_topology(doc, directory))],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(source)},
+        )
+
+    return start
+
+
 def supervisord(directory: Path, port: int, replicas: dict[str, int], name: str) -> subprocess.Popen[bytes]:
     topology = write_topology(shipped_topology(directory, port, name=name, namespace=name), directory)
     process, _conf, _ctl = start_supervisord(directory, supervisord_programs(topology, replicas))
@@ -79,6 +99,23 @@ def by_hand(directory: Path, port: int, replicas: dict[str, int], name: str) -> 
 SETUPS: dict[str, Starter] = {"pipelex-pool": pool, "supervisord": supervisord, "by hand": by_hand}
 
 
+def machine_busy() -> float:
+    """CPU-seconds every core spent not idle since boot (/proc/stat)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # (minus idle and iowait)
+
+
+def server_cpu(port: int) -> float:
+    """CPU-seconds of the Temporal dev server serving `port` (user + system)."""
+    total = 0.0
+    for process in psutil.process_iter(["cmdline", "cpu_times"]):
+        command = process.info["cmdline"] or []
+        if "start-dev" in command and str(port) in command:
+            total += process.info["cpu_times"].user + process.info["cpu_times"].system
+    return total
+
+
 def tree_cpu(pid: int) -> float:
     """CPU-seconds of the process and of all its descendants alive now (user + system)."""
     root = psutil.Process(pid)
@@ -96,26 +133,44 @@ async def one_start(starter: Starter, directory: Path, port: int, size: int, tag
     directory.mkdir()  # noqa: ASYNC240 (a benchmark's set-up, before anything is timed)
     client = await Client.connect(f"127.0.0.1:{port}", namespace=tag)
     load = os.getloadavg()[0]
+    server, machine = server_cpu(port), machine_busy()
     started = time.perf_counter()
     process = starter(directory, port, SIZES[size], tag)
     try:
         await wait_polling(client, f"{tag}/", size)
         wall = time.perf_counter() - started
         cpu = tree_cpu(process.pid)
+        server, machine = server_cpu(port) - server, machine_busy() - machine
     finally:
         stop_group(process)
-    return {"wall": wall, "cpu": cpu, "load": load}
+    return {"wall": wall, "cpu": cpu, "server": server, "machine": machine, "load": load}
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sizes", default="8,32,64")
+    parser.add_argument("--ref", help="Also run pipelex-pool at this git revision (from a worktree), interleaved.")
     parser.add_argument("--write", type=Path, help="Append the result to this Markdown file.")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    tags = {(name, size, n): f"{name.split()[0][:4].replace('-', '')}{size}r{n}"
-            for name in SETUPS for size in sizes for n in range(args.rounds)}  # fmt: skip
+    worktree = None
+    if args.ref:
+        worktree = Path(tempfile.mkdtemp(prefix="pp-ref-"))
+        subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.ref], check=True, capture_output=True)
+        SETUPS[f"pipelex-pool {args.ref}"] = pool_from(worktree)
+    try:
+        await run_rounds(args, sizes)
+    finally:
+        if worktree is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], capture_output=True)
+
+
+async def run_rounds(args: argparse.Namespace, sizes: list[int]) -> None:
+    short = {name: f"s{i}" for i, name in enumerate(SETUPS)}
+    tags = {
+        (name, size, n): f"{short[name]}x{size}r{n}" for name in SETUPS for size in sizes for n in range(args.rounds)
+    }
     results: dict[tuple[str, int], list[dict[str, float]]] = {(name, size): [] for name in SETUPS for size in sizes}
     async with dev_server(tuple(tags.values())) as (_, port, directory):
         for n in range(args.rounds):
@@ -131,18 +186,21 @@ async def main() -> None:
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     text = (
         f"Commit {rev}, {CORES} cores, {args.rounds} interleaved rounds, load at each start "
-        f"{min(loads):.1f}-{max(loads):.1f}. Median (p90, min-max). Floor: the set-up's CPU-s / {CORES} cores.\n\n"
-        "| replicas | set-up | cold start -> all polling | CPU-s burnt | per replica | floor | wall / floor |\n"
-        "| --- | --- | --- | --- | --- | --- | --- |\n"
+        f"{min(loads):.1f}-{max(loads):.1f}. Median (p90, min-max). Floors: CPU-s / {CORES} cores, the machine's "
+        "(everything busy during the start: the set-up, the Temporal server, this benchmark's checks) and the "
+        "set-up's own.\n\n"
+        "| replicas | set-up | cold start -> all polling | set-up CPU-s | Temporal CPU-s | machine CPU-s "
+        "| wall / machine floor | wall / set-up floor |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )
     for size in sizes:
         for name in SETUPS:
             rows = results[(name, size)]
-            walls, cpus = [r["wall"] for r in rows], [r["cpu"] for r in rows]
-            floor = statistics.median(cpus) / CORES
+            med = {key: statistics.median(r[key] for r in rows) for key in ("wall", "cpu", "server", "machine")}
             text += (
-                f"| {size} | {name} | {spread(walls, 1, ' s')} | {spread(cpus, 1)} "
-                f"| {statistics.median(cpus) / size:.2f} | {floor:.1f} s | {statistics.median(walls) / floor:.2f} |\n"
+                f"| {size} | {name} | {spread([r['wall'] for r in rows], 1, ' s')} | {med['cpu']:.1f} "
+                f"| {med['server']:.1f} | {med['machine']:.1f} | {med['wall'] / (med['machine'] / CORES):.2f} "
+                f"| {med['wall'] / (med['cpu'] / CORES):.2f} |\n"
             )
     write_result(args.write, text)
     sys.stdout.flush()
