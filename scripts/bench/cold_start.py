@@ -73,6 +73,7 @@ def pool_from(source: Path) -> Starter:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
             env={**os.environ, "PYTHONPATH": str(source)},
+            cwd=source,  # (`python -m` puts the working directory first on sys.path: this checkout's, otherwise)
         )
 
     return start

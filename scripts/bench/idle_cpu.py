@@ -79,6 +79,7 @@ async def pool_round(directory: Path, port: int, source: Path | None, window: fl
     sup = subprocess.Popen(
         [sys.executable, "-m", "pipelex_pool", "up", str(directory / "topology.toml")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
+        cwd=source,  # (`python -m` puts the working directory first on sys.path: this checkout's, otherwise)
     )  # fmt: skip
     control = ControlClient(directory / "ctl.sock")
     try:
