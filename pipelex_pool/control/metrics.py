@@ -44,7 +44,6 @@ class PoolCollector(Collector):
         self.view = view
 
     def collect(self) -> Iterator[Metric]:
-        self.view.audience.look()
         yield from self._pool()
         yield from self._groups()
         yield from self._replicas()

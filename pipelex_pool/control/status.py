@@ -245,7 +245,6 @@ def _deployment(supervisor: PoolView) -> Deployment | None:
 
 
 def pool_status(supervisor: PoolView) -> Status:
-    supervisor.audience.look()
     replicas: list[Replica] = []
     groups: dict[str, Group] = {}
     pool_tasks = TaskCounts()

@@ -53,7 +53,6 @@ from pipelex_pool.supervisor.handback.dead_replica import HandBacks
 from pipelex_pool.supervisor.inbox import Inbox
 from pipelex_pool.supervisor.lock import ChildRecords, write_state
 from pipelex_pool.supervisor.notifications import Notifications
-from pipelex_pool.supervisor.pool_state import Audience
 from pipelex_pool.supervisor.process.handle import Action, ProcessHandle
 from pipelex_pool.supervisor.process.state import ExitStatus, ProcState
 from pipelex_pool.supervisor.reports import REPORT_ONLY, mark_ready, record_handed_back, record_notify, record_sampled
@@ -69,7 +68,7 @@ from pipelex_pool.supervisor.starting import Starter
 from pipelex_pool.supervisor.systemd import SystemdNotifier
 from pipelex_pool.supervisor.view import ReplicaInfo, settled, summary, temporal_expected_down
 from pipelex_pool.supervisor.watchers.queues import TemporalWatch, served_types
-from pipelex_pool.supervisor.watchers.resources import watch_resources
+from pipelex_pool.supervisor.watchers.resources import SAMPLE_INTERVAL_S, watch_resources
 from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth
 from pipelex_pool.temporal.codec import data_converter
 from pipelex_pool.temporal.connect import LazyClient
@@ -81,7 +80,6 @@ from pipelex_pool.topology.snapshot import write_validated
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 MAX_IDLE_S = 5.0
-REAP_INTERVAL_S = 10.0  # an orphan a worker left behind is a zombie this long at most (it holds no resource but a pid)
 EXITED_IDENTITY_KEPT_S = 2 * LIVE_WITHIN.total_seconds()
 PAUSE_TOLERANCE_S = 1.0  # a loop that wakes later than this was paused (SIGSTOP, swap, a long pass)
 
@@ -108,7 +106,6 @@ class Supervisor:
 
     def __post_init__(self) -> None:
         self.inbox = Inbox()
-        self.audience = Audience()
         self._records = ChildRecords()
         self._tg: TaskGroup | None = None
         self.steps = 0  # loop iterations: the stall guard's sign of progress
@@ -264,7 +261,7 @@ class Supervisor:
     def _reap_orphans(self, now: float) -> None:
         """Descendants the spawner adopted that exited and are no replica (the fork spawner is a subreaper)."""
         if now >= self._next_reap:
-            self._next_reap = now + REAP_INTERVAL_S
+            self._next_reap = now + SAMPLE_INTERVAL_S
             known = {h.pid for h in self.handles() if h.pid is not None}
             for pid in self.spawner.reap_orphans(known):
                 log.info("supervisor.orphan_reaped", pid=pid)

@@ -4,7 +4,6 @@ view.py adds the watchers on top for status, /health and /metrics."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -20,23 +19,6 @@ from pipelex_pool.worker.inflight import Attempt
 
 if TYPE_CHECKING:
     from pipelex_pool.paths import PoolPaths
-
-LOOKED_AT_WITHIN_S = 15.0  # a status, a `top` frame or a /metrics scrape this recent: someone is looking
-
-
-@dataclass
-class Audience:
-    """Whether anyone looks at the pool (status, `top`, `--wait`, /metrics): what only they see (each replica's
-    RSS and CPU%) is kept fresh while they do, and sampled less often while nobody does. Its own clock (monotonic):
-    the loop's may be a test's fake one."""
-
-    looked_at: float = float("-inf")
-
-    def look(self) -> None:
-        self.looked_at = time.monotonic()
-
-    def watching(self) -> bool:
-        return time.monotonic() - self.looked_at < LOOKED_AT_WITHIN_S
 
 
 @dataclass
@@ -87,8 +69,6 @@ class PoolState(Protocol):
     def deploy(self) -> DeployPlan | None: ...
     @property
     def clock(self) -> Callable[[], float]: ...
-    @property
-    def audience(self) -> Audience: ...
 
     def all_groups(self) -> list[SupervisedGroup]: ...
     def handles(self) -> list[ProcessHandle]: ...

@@ -1,11 +1,8 @@
 """Per-replica resource use: RSS, CPU%, threads, state from one read of /proc/<pid>/stat per replica and sample
-(open file descriptors every few samples), so that watching 32 replicas costs next to nothing: every
-SAMPLE_INTERVAL_S while someone looks at the pool (status, `top`, /metrics), a replica is starting or stopping, or
-a group has a max_memory to enforce; every UNWATCHED_SAMPLE_S otherwise (an idle pool nobody looks at)."""
+(open file descriptors every few samples), so that watching 32 replicas costs next to nothing."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -24,20 +21,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 
-SAMPLE_INTERVAL_S = 2.0  # RSS, CPU% and state in status are at most this old while anyone looks
-UNWATCHED_SAMPLE_S = 10.0  # (the first status after a quiet spell shows a sample at most this old)
-
-
-def sample_now(view: PoolState, last: float) -> bool:
-    """Whether a sample is due, SAMPLE_INTERVAL_S after the `last` (monotonic time) at the earliest."""
-    if time.monotonic() - last >= UNWATCHED_SAMPLE_S or view.audience.watching():
-        return True
-    for group in view.all_groups():
-        if group.spec is not None and group.spec.max_memory:
-            return True
-        if any(h.state in (ProcState.STARTING, ProcState.STOPPING) for h in group.all_handles()):
-            return True
-    return False
+SAMPLE_INTERVAL_S = 2.0  # RSS, CPU% and state in status are at most this old
 
 
 async def watch_resources(
@@ -48,12 +32,8 @@ async def watch_resources(
     in-flight work drains instead of being killed). The probes (each keeps its process's last CPU times) are the
     sampler's own."""
     probes: dict[int, ResourceProbe] = {}
-    last = time.monotonic()
     while True:
         await anyio.sleep(SAMPLE_INTERVAL_S)
-        if not sample_now(view, last):
-            continue
-        last = time.monotonic()
         readings: list[tuple[ProcessHandle, int, Usage | None]] = []
         live: set[int] = set()
         for group in view.all_groups():
