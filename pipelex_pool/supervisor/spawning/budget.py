@@ -30,9 +30,9 @@ def default_spawn_batch() -> int:
 
 
 def default_in_start(spawner: str = "exec") -> int:
-    """Children in their start at once at most, per core: an exec'd start keeps a core busy for most of it (1); a
-    forked one mostly waits on Temporal's answers (8)."""
-    return (8 if spawner == "fork" else 1) * (os.cpu_count() or 1)
+    """Children in their start at once at most, per core: an exec'd start keeps a core busy for most of it, then
+    waits for Temporal to list it (2); a forked one mostly waits on Temporal's answers (8)."""
+    return (8 if spawner == "fork" else 2) * (os.cpu_count() or 1)
 
 
 @dataclass
