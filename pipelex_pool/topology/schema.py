@@ -125,7 +125,7 @@ class PoolSection(StrictModel):
     spawner: Literal["fork", "exec"] = "fork"  # fork built-in workers from a warm fork server, or exec each one
     preload: bool = False  # the fork server imports `app` before forking (shared copy-on-write, no import per start)
     max_replicas: int | None = Field(default=None, ge=1)  # None: sized to the machine (memory / 100 MiB)
-    spawn_rate: float | None = Field(default=None, gt=0)  # starts per second at most; None: 32 per core forked, 2 exec'd
+    spawn_rate: float | None = Field(default=None, gt=0)  # starts a second at most; None: 32 per core forked, 2 exec'd
     spawn_batch: int | None = Field(default=None, ge=1)  # starts in one loop iteration at most; None: one per core
     # an attempt Temporal says runs on a live replica that does not know of it for this long is handed back (0: off)
     stuck_attempt_after: Duration = timedelta(seconds=60)
