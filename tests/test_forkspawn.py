@@ -129,3 +129,18 @@ def test_a_fork_server_started_before_validation_is_used_only_if_it_fits(tmp_pat
     assert found["early"] == [0, True]  # forked from the early server (the only server the spawner has)
     assert found["mismatch"] == [0, True, False]  # another server made the child; the early one exited, reaped
     assert found["servers_left"] == []
+
+
+def test_a_fork_server_whose_supervisor_left_before_its_greeting_exits_without_a_word() -> None:
+    """What an `up` that refuses to start leaves behind: the fork server it started first finds its socket closed
+    when it has booted; it exits, 0, and writes nothing on the terminal `up` shared with it."""
+    probe = (
+        "from pipelex_pool.supervisor.spawning.server_process import start_fork_server\n"
+        "server = start_fork_server()\n"
+        "server.sock.close()\n"
+        "print(server.process.wait(60))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"
+    assert result.stderr == ""

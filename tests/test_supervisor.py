@@ -332,6 +332,7 @@ def test_second_up_for_the_same_pool_exits_2_naming_the_pid(
     second = subprocess.run(cli_args("up", str(pool.topology)), capture_output=True, text=True, timeout=60)
     assert second.returncode == 2
     assert f"supervisor pid {first.pid}" in second.stderr
+    assert "fork server" not in second.stderr  # the one it started before refusing is gone, silently
     assert first.poll() is None
 
 
@@ -342,6 +343,9 @@ def test_up_refuses_a_broken_topology_and_starts_nothing(tmp_path: Path, process
     assert result.returncode == 2
     assert "workers.llm.profile" in result.stderr and "Did you mean 'llm-pool'?" in result.stderr
     assert not pool.socket.exists() and not (tmp_path / "logs").exists()
+    # (run() returns once every holder of the stderr pipe is gone: the fork server `up` started before it
+    # validated the file too, killed when it refused, without a word)
+    assert "fork server" not in result.stderr
 
 
 def test_command_group_ready_when_temporal_lists_its_identity(

@@ -87,6 +87,8 @@ def up(topology: Path) -> None:
     try:
         loaded = load_topology(topology)
     except TopologyError as exc:
+        if early is not None:
+            early.stop()
         click.echo(
             f"{exc}\npipelex-pool up: refusing to start: fix the errors above (see `pipelex-pool validate`)", err=True
         )
@@ -97,6 +99,8 @@ def up(topology: Path) -> None:
     try:
         code = anyio.run(serve_pool, loaded, early)
     except PoolError as exc:
+        if early is not None:
+            early.stop()  # (refused before the spawner took it: already running, Temporal unreachable, ...)
         click.echo(f"pipelex-pool up: {exc}", err=True)
         exit_skipping_finalization(EXIT_USAGE)
     exit_skipping_finalization(code)

@@ -28,11 +28,13 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelex_pool.lean import import_structlog_without_rich
-from pipelex_pool.packs import AppRef, load_app
 from pipelex_pool.parent_death import set_parent_death_signal
+
+if TYPE_CHECKING:
+    from pipelex_pool.packs import AppRef
 
 ADOPTION_TIMEOUT_S = 5.0
 EXIT_NOT_ADOPTED = 70  # EX_SOFTWARE: the supervisor did not adopt the child (not a subreaper?)
@@ -55,6 +57,8 @@ def preload(app: AppRef | None) -> str | None:
     setproctitle.setproctitle(setproctitle.getproctitle())  # take over the argv area now, while environ is intact
     error = None
     if app is not None:
+        from pipelex_pool.packs import load_app
+
         try:
             load_app(app)
         except Exception as exc:  # the user's code: whatever it raises is reported, never fatal here
@@ -153,10 +157,15 @@ def fork_child(request: dict[str, Any], output_fd: int) -> int:
 
 
 def serve(sock: socket.socket, greeting: dict[str, Any]) -> None:
-    sock.send(json.dumps({"ready": True, "pid": os.getpid(), **greeting}).encode())
+    try:
+        sock.send(json.dumps({"ready": True, "pid": os.getpid(), **greeting}).encode())
+    except (BrokenPipeError, ConnectionResetError):  # the supervisor is gone already (an `up` that refused)
+        return
     while True:
         try:
             request, fds = receive(sock)
+        except ConnectionResetError:  # the supervisor is gone (an `up` that refused to start): nothing to say
+            return
         except (OSError, ValueError) as exc:
             print(f"pipelex-pool fork server: bad request: {exc}", file=sys.stderr)
             return
@@ -186,6 +195,8 @@ def main() -> None:
     import_structlog_without_rich()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us by closing the socket
     sock = socket.socket(fileno=int(sys.argv[1]))
+    from pipelex_pool.packs import AppRef  # (temporalio: imported once the parent-death signal is armed)
+
     app = AppRef(sys.argv[2], Path(sys.argv[3]) if sys.argv[3] else None) if len(sys.argv) == 4 else None
     error = preload(app)
     serve(sock, {"preloaded": app.spec if app and error is None else None, "preload_error": error})

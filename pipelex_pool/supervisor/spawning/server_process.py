@@ -33,6 +33,12 @@ class ServerProcess:
     def returncode(self) -> int | None:
         return self.process.poll()
 
+    def stop(self) -> None:
+        """Kill it now, without waiting (an `up` that refuses to start: it exits right after)."""
+        self.sock.close()
+        if self.process.poll() is None:
+            self.process.kill()
+
     async def wait(self) -> None:
         """Until it has exited (and is reaped)."""
         import anyio
