@@ -81,7 +81,8 @@ def early_fork_server(topology: Path) -> ServerProcess | None:
     """A fork server for the pool of `topology`, started before anything else when its `[pool]` surely wants one
     without preloading (the defaults); None otherwise (the spawner starts its own, after validation). The file is
     only peeked at: a file that does not parse is left to the validation to report, and a fork server started for
-    a topology then refused exits with `up` (its parent-death signal)."""
+    a topology then refused is stopped by `up` (or, if `up` dies first, by its parent-death signal or the closed
+    socket)."""
     try:
         pool = tomllib.loads(topology.read_text(encoding="utf-8")).get("pool", {})
     except (OSError, ValueError):
