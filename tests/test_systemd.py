@@ -222,6 +222,9 @@ def test_health_and_metrics_follow_the_pool(pool: Pool, temporal_server: Tempora
     assert _metric(text, "pipelex_pool_queue_pollers", queue="llm_q", type="activity", owner="foreign") == 0
     assert _metric(text, "pipelex_pool_queue_backlog", queue="llm_q", type="activity") == 0
     assert _metric(text, "pipelex_pool_queue_backlog_age_seconds", queue="llm_q", type="activity") == 0
+    status = pool.wait(  # (RSS and CPU are sampled every 2 s: a replica READY just now has none yet)
+        lambda s: all(r["rss_bytes"] for r in s["replicas"] if r["group"] == "llm"), 30, "llm replicas sampled"
+    )
     _check_exposition(f"http://127.0.0.1:{port}/metrics", status)
     assert pool.cli("stop", "broken").returncode == 0
     deadline = time.monotonic() + 10
