@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from pipelex_pool.contract import INFLIGHT_KEY, RUNS_KEY
-from pipelex_pool.supervisor.watchers.child import parse_notify
+from pipelex_pool.supervisor.watchers.datagrams import parse_notify
 from pipelex_pool.worker.cached_runs import RunLedger, decode_runs
 from pipelex_pool.worker.inflight import MAX_DATAGRAM, Attempt, InflightLedger, Outbox, decode_report
 

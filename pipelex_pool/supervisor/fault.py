@@ -30,7 +30,7 @@ FAULTS: Counter[str] = Counter()  # faults caught per task, since the supervisor
 RESTART_FIRST_S = 0.5
 RESTART_MAX_S = 30.0
 STALL_S = 90.0  # no loop step for this long (the idle loop steps every few seconds): the supervisor exits
-STALL_CHECK_S = 2.0
+STALL_CHECK_S = 5.0  # (its own thread: each check wakes the process)
 EXIT_STALLED = 70  # EX_SOFTWARE
 
 

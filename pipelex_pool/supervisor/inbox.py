@@ -28,6 +28,7 @@ from pipelex_pool.supervisor.events import (
     Sampled,
     Submitted,
 )
+from pipelex_pool.ticks import sleep_on_grid
 
 CAPACITY = 100_000
 REPORTS_WAIT_S = 1.0  # a noted report reaches the loop (and status) within this
@@ -66,6 +67,21 @@ class Inbox:
         if noted.fields != PING:
             self._reports_event().set()
 
+    def note_read(self, noted: list[Notified], *, wake: bool) -> None:
+        """(from the READY replicas' batch, NotifyBatch) pings and reports read together; `wake`: a report among
+        them wakes the loop now (they waited for the batch's tick already)."""
+        if self.closed:
+            return
+        self._noted.extend(noted)
+        if wake and any(n.fields != PING for n in noted):
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self.send.send_nowait(ReportsDue())
+
+    def notify(self, notified: Notified) -> None:
+        """(from the READY replicas' batch) a datagram that may change what the loop does, sent as it is."""
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self.send.send_nowait(notified)
+
     def _reports_event(self) -> anyio.Event:
         if self._report_noted is None:
             self._report_noted = anyio.Event()
@@ -76,7 +92,7 @@ class Inbox:
         report noted meanwhile."""
         while not self.closed:
             await self._reports_event().wait()
-            await anyio.sleep(REPORTS_WAIT_S)
+            await sleep_on_grid(REPORTS_WAIT_S)  # (with the other periodic tasks: ticks.py)
             self._report_noted = None  # (a report noted from now on starts the next wait)
             with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
                 self.send.send_nowait(ReportsDue())

@@ -67,6 +67,7 @@ from pipelex_pool.supervisor.spawning.spawner import ExecSpawner, Spawner
 from pipelex_pool.supervisor.starting import Starter
 from pipelex_pool.supervisor.systemd import SystemdNotifier
 from pipelex_pool.supervisor.view import ReplicaInfo, settled, summary, temporal_expected_down
+from pipelex_pool.supervisor.watchers.notify_batch import NotifyBatch
 from pipelex_pool.supervisor.watchers.queues import TemporalWatch, served_types
 from pipelex_pool.supervisor.watchers.resources import SAMPLE_INTERVAL_S, watch_resources
 from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth
@@ -74,6 +75,7 @@ from pipelex_pool.temporal.codec import data_converter
 from pipelex_pool.temporal.connect import LazyClient
 from pipelex_pool.temporal.fleet import beacon_identity, hold_beacon
 from pipelex_pool.temporal.watch import LIVE_WITHIN
+from pipelex_pool.ticks import on_grid
 from pipelex_pool.topology.limits import default_max_replicas
 from pipelex_pool.topology.load import Topology, load_topology
 from pipelex_pool.topology.snapshot import write_validated
@@ -106,6 +108,7 @@ class Supervisor:
 
     def __post_init__(self) -> None:
         self.inbox = Inbox()
+        self.notify_batch = NotifyBatch(self.inbox)  # READY replicas' notify sockets, read together
         self._records = ChildRecords()
         self._tg: TaskGroup | None = None
         self.steps = 0  # loop iterations: the stall guard's sign of progress
@@ -140,8 +143,9 @@ class Supervisor:
         self.hand_backs = HandBacks(self.temporal.get, identity, self.inbox.report, stuck_after)
         record = lambda: self._write_state(must=True)  # noqa: E731
         self.starter = Starter(
-            self.paths, self.spawner, self.info, self.inbox.send, self.inbox.note, self.temporal.get, record
-        )
+            self.paths, self.spawner, self.info, self.inbox.send, self.inbox.note, self.notify_batch,
+            self.temporal.get, record,
+        )  # fmt: skip
         self.groups = {name: worker_group(self.topology, spec) for name, spec in self.topology.groups.items()}
         if self.dev_server:
             self.dev = dev_server_group(self.topology, self.paths.state_dir)
@@ -189,6 +193,7 @@ class Supervisor:
             tg.start_soon(keep_running, "api_key", self.temporal.follow_key)
             tg.start_soon(keep_running, "temporal_watch", self.watch.run)
             tg.start_soon(keep_running, "reports", self.inbox.keep_reports_fresh)
+            tg.start_soon(keep_running, "notify_batch", self.notify_batch.run)
             tg.start_soon(keep_running, "deploy", self.deployer.run)
             tg.start_soon(keep_running, "notify", self.notifications.run)
             beacon = beacon_identity(self.topology.pool.name, self.pid)
@@ -233,6 +238,7 @@ class Supervisor:
         self.steps += 1
         due = self._due_at
         self._excuse_own_pause()
+        self.notify_batch.read(wake=False)  # (a watchdog deadline is never judged on a ping left unread)
         material = await self._drain()
         now = self.clock()
         if not material and self._quiet and due is not None and now < due:
@@ -278,7 +284,16 @@ class Supervisor:
         is_settled = settled(self)
         self.systemd.settled(summary(self), is_settled)
         self._quiet = is_settled and self._nothing_pending()
-        self._full_due = now + MAX_IDLE_S
+        self._full_due = on_grid(now + MAX_IDLE_S)  # (with the periodic tasks' wake-up: ticks.py)
+        self.notify_batch.set_prompt(not self._quiet or self._pause_pending())
+
+    def _pause_pending(self) -> bool:
+        """A pause or resume signalled to a replica that has not reported it done (a command waits on it)."""
+        return any(
+            info.pause_asked != (info.pause == "paused")
+            for handle, info in self.info.items()
+            if handle.state is ProcState.READY
+        )
 
     def _nothing_pending(self) -> bool:
         """No step of an operation is left for a next iteration (which a report must then not skip)."""
@@ -372,6 +387,7 @@ class Supervisor:
     def close(self) -> None:
         """No more requests: what is still queued is refused, so no requester waits forever."""
         self.inbox.close()
+        self.notify_batch.close()
 
     def _in_start(self) -> list[float]:
         """When each child still starting was started (one waiting for Temporal is not: it holds no start back)."""

@@ -29,6 +29,7 @@ import anyio
 import structlog
 
 from pipelex_pool.event_feed import FEED
+from pipelex_pool.ticks import sleep_on_grid
 from pipelex_pool.topology.schema import PoolNotify
 
 log = structlog.get_logger("pipelex_pool.notify")
@@ -160,7 +161,7 @@ class Notifications:
     async def run(self) -> None:
         # nothing to tell anyone: no copy of each event; a reload may add [pool.notify] (it has no event of its own)
         while self.config() is None:  # noqa: ASYNC110
-            await anyio.sleep(TICK_S)
+            await sleep_on_grid(TICK_S)
         receive = FEED.subscribe()
         try:
             async with anyio.create_task_group() as tg:
@@ -184,7 +185,7 @@ class Notifications:
     async def _tick(self, tg: anyio.abc.TaskGroup) -> None:
         """Held notes whose interval passed, and a Temporal outage that has lasted `temporal_down_after`."""
         while True:
-            await anyio.sleep(TICK_S)  # (periodic by nature: an outage's length has no event of its own)
+            await sleep_on_grid(TICK_S)  # (periodic by nature: an outage's length has no event of its own)
             config = self.config()
             if config is None:
                 continue

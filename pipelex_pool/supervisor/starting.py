@@ -23,6 +23,7 @@ from pipelex_pool.supervisor.spawning.launch import LaunchPlan, launch
 from pipelex_pool.supervisor.spawning.ports import pick_address
 from pipelex_pool.supervisor.spawning.spawner import Spawner
 from pipelex_pool.supervisor.watchers.child import watch_child, watch_polling, watch_serving
+from pipelex_pool.supervisor.watchers.notify_batch import NotifyBatch
 from pipelex_pool.temporal.pollers import QueueType
 from pipelex_pool.topology.load import Topology
 
@@ -36,6 +37,7 @@ class Starter:
     infos: dict[ProcessHandle, ReplicaInfo]
     send: MemoryObjectSendStream[Event]  # the loop's inbox: what the watchers report on
     note: Callable[[Notified], None]  # ... and where they note watchdog pings (Inbox.note)
+    batch: NotifyBatch  # ... and where a READY replica's notify socket is read with the others'
     client: Callable[[], Awaitable[Client]]
     record: Callable[[], None]  # the state file, written before a new child may run (raises if it cannot be)
     spawned: int = 0  # processes spawned with a notify socket: each gets a path of its own
@@ -94,7 +96,8 @@ class Starter:
         generation = handle.generation
         log.info("worker.spawned", group=handle.group, replica=handle.replica, pid=launched.child.pid,
                  generation=generation)  # fmt: skip
-        tg.start_soon(guarded, "child_watch", watch_child, handle, generation, launched, self.send, self.note)
+        tg.start_soon(guarded, "child_watch", watch_child, handle, generation, launched, self.send, self.note,
+                      self.batch)  # fmt: skip
         if group.readiness is Readiness.SERVING:
             address, namespace = topology.connection.address, topology.connection.namespace
             timeout = handle.timings.start_timeout

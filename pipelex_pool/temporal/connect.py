@@ -13,6 +13,7 @@ from temporalio.runtime import Runtime
 
 from pipelex_pool.temporal.certs import diagnose_handshake, explain
 from pipelex_pool.temporal.connection import Connection, ConnectionConfigError
+from pipelex_pool.ticks import sleep_on_grid
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 KEY_CHECK_S = 1.0  # how often the file an API key comes from is looked at (one stat)
@@ -151,7 +152,7 @@ async def follow_key(connection: Connection, client: Client, event: str) -> None
         return
     seen = _signature(path)
     while True:
-        await anyio.sleep(KEY_CHECK_S)
+        await sleep_on_grid(KEY_CHECK_S)
         now = _signature(path)
         if now == seen:
             continue

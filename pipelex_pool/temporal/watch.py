@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import anyio
 from temporalio.client import Client
 
 from pipelex_pool.temporal.pollers import Poller, QueueType, describe_partition, merge_pollers, partition_names
@@ -60,8 +61,13 @@ async def describe(client: Client, queue: str, queue_type: QueueType, previous: 
     if routing.ramping_deployment_version.deployment_name:
         version = routing.ramping_deployment_version
         view.ramping_version = f"{version.deployment_name}.{version.build_id}"
-    if previous is None:
-        for name in partition_names(queue)[1:]:
-            merge_pollers(view.pollers, await describe_partition(client, name, queue_type))
+    if previous is None:  # (side by side: their answers come back together)
+        async with anyio.create_task_group() as tg:
+            for name in partition_names(queue)[1:]:
+                tg.start_soon(_merge_partition, client, name, queue_type, view.pollers)
     view.seen_at = datetime.now(UTC)
     return view
+
+
+async def _merge_partition(client: Client, name: str, queue_type: QueueType, pollers: dict[str, Poller]) -> None:
+    merge_pollers(pollers, await describe_partition(client, name, queue_type))

@@ -42,6 +42,7 @@ from pipelex_pool.supervisor.deploy.record import Deployed, record_current
 from pipelex_pool.supervisor.desired.requests import DeployPlan, EndDeploy, ReleaseParked, Request
 from pipelex_pool.supervisor.pool_state import group_progress
 from pipelex_pool.supervisor.watchers.queues import served_types
+from pipelex_pool.ticks import sleep_on_grid
 
 if TYPE_CHECKING:
     from pipelex_pool.supervisor.pool_state import PoolState
@@ -133,7 +134,7 @@ class DeployController:
         if self.deployment is None:
             return
         while True:
-            await anyio.sleep(TICK_S)
+            await sleep_on_grid(TICK_S)
             try:
                 client = await self.client()
                 fresh = time.monotonic() - self._described > DESCRIBE_EVERY_S

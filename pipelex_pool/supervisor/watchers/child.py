@@ -12,31 +12,20 @@ import structlog
 from anyio.abc import ByteReceiveStream, ObjectSendStream
 from temporalio.client import Client
 
-from pipelex_pool.contract import INFLIGHT_KEY, RUNS_KEY, TASKS_KEY
 from pipelex_pool.supervisor.events import Event, Exited, Notified, SeenReady
 from pipelex_pool.supervisor.process.handle import ProcessHandle
+from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.spawning.launch import Launched
 from pipelex_pool.supervisor.spawning.logfile import RotatingLog
+from pipelex_pool.supervisor.watchers.datagrams import MAX_DATAGRAM, parse_notify, routed
+from pipelex_pool.supervisor.watchers.notify_batch import NotifyBatch
 from pipelex_pool.temporal.devserver import wait_until_serving
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 OUTPUT_DRAIN_S = 1.0
-MAX_DATAGRAM = 64 * 1024  # a worker's datagrams are at most 32 KiB (worker/inflight.py)
 TAIL_BYTES = 4096
 LAST_LINE_CHARS = 400
-# what a datagram of these fields only says is noted (Inbox.note): a ping, and reports that change nothing the
-# loop decides (its task counts, in-flight attempts, cached runs): they need not wake the loop one by one
-NOTED = frozenset({"WATCHDOG", TASKS_KEY, INFLIGHT_KEY, RUNS_KEY})
-
-
-def parse_notify(datagram: bytes) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for line in datagram.decode(errors="replace").splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            fields[key.strip()] = value
-    return fields
 
 
 class OutputTail:
@@ -71,8 +60,10 @@ async def _read_notify(
     generation: int,
     events: ObjectSendStream[Event],
     note: Callable[[Notified], None],
+    batch: NotifyBatch | None,
 ) -> None:
-    """The child's datagrams, to the loop's inbox: pings and reports noted (Inbox.note), the rest sent."""
+    """The child's datagrams, to the loop's inbox (pings and reports noted, the rest sent), as they come until the
+    replica is READY; from then on its socket is read with the other READY replicas' (NotifyBatch)."""
     while True:
         await anyio.wait_readable(sock)
         while True:  # every datagram queued now, for one wake
@@ -80,11 +71,14 @@ async def _read_notify(
                 datagram = sock.recv(MAX_DATAGRAM)
             except BlockingIOError:
                 break
-            fields = parse_notify(datagram)
-            if fields.keys() <= NOTED and fields.get("WATCHDOG", "1") == "1":
-                note(Notified(handle, generation, fields))
+            notified, noted = routed(datagram, handle, generation)
+            if noted:
+                note(notified)
             else:
-                await events.send(Notified(handle, generation, fields))
+                await events.send(notified)
+        if batch is not None and handle.state is ProcState.READY and handle.generation == generation:
+            batch.join(sock, handle, generation)
+            return
 
 
 async def _drain_notify(
@@ -104,6 +98,7 @@ async def watch_child(
     launched: Launched,
     events: ObjectSendStream[Event],
     note: Callable[[Notified], None],
+    batch: NotifyBatch | None = None,
 ) -> None:
     """Pump output and notifications until the process exits, then report the exit (always, even on cancel);
     release what the spawn allocated."""
@@ -118,9 +113,11 @@ async def watch_child(
             else:
                 drained.set()
             if notify is not None:
-                tg.start_soon(_read_notify, notify.sock, handle, generation, events, note)
+                tg.start_soon(_read_notify, notify.sock, handle, generation, events, note, batch)
             returncode = await process.wait()
-            if notify is not None:  # what it said just before exiting (its final task counts)
+            if notify is not None:  # what it said just before exiting (its final task counts, in-flight attempts)
+                if batch is not None:
+                    batch.leave(notify.sock)
                 await _drain_notify(notify.sock, handle, generation, events)
             with anyio.move_on_after(OUTPUT_DRAIN_S):  # a grandchild may hold the pipe open: do not wait on it
                 await drained.wait()
@@ -129,6 +126,8 @@ async def watch_child(
         with anyio.CancelScope(shield=True):
             output.close()
             if notify is not None:
+                if batch is not None:
+                    batch.leave(notify.sock)
                 notify.close()
             await process.aclose()
             with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):  # (the loop is gone)

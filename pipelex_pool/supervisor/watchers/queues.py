@@ -30,6 +30,7 @@ from pipelex_pool.temporal.fleet import FLEET_REFRESH_S, FleetView, describe_fle
 from pipelex_pool.temporal.heartbeats import NoWorkerList, WorkerBeat, list_workers
 from pipelex_pool.temporal.pollers import QueueType, poller_limit_error, queue_types
 from pipelex_pool.temporal.watch import QueueView, describe
+from pipelex_pool.ticks import sleep_on_grid
 
 if TYPE_CHECKING:
     from pipelex_pool.supervisor.pool_state import PoolState
@@ -83,7 +84,7 @@ class TemporalWatch:
         while True:
             if self.supervisor.clock() >= self.next_round or self.looking():
                 await self._round(await self.client())
-            await anyio.sleep(WATCH_INTERVAL_S)
+            await sleep_on_grid(WATCH_INTERVAL_S)
 
     def looking(self) -> bool:
         """Whether there is something to learn about pollers now: a replica starting or READY but not yet seen in a
@@ -115,24 +116,8 @@ class TemporalWatch:
     async def _round(self, client: Client) -> None:
         started = self.supervisor.clock()
         full = started >= self.full_round_due or self.looking()
-        errors: list[str] = []
-        asked_wall = time.time()
-        for key in self.watched():
-            previous = None if full else self.views.get(key)
-            if errors:  # Temporal did not answer the last one: the others would wait as long; try next round
-                if key in self.views:
-                    self.views[key].error = errors[-1]
-                continue
-            try:
-                asked_at, asked_wall = self.supervisor.clock(), time.time()
-                with anyio.fail_after(RPC_TIMEOUT_S):
-                    self.views[key] = await describe(client, *key, previous)
-                if previous is None:
-                    self.asked_at[key] = asked_at
-            except Exception as exc:  # keep the last view, marked stale; retry next round
-                errors.append(f"{key[0]}/{key[1].name}: {exc or type(exc).__name__}")
-                if key in self.views:
-                    self.views[key].error = errors[-1]
+        asked_wall = time.time()  # (when the requests that may go unanswered were sent)
+        errors = await self._describe_all(client, full)
         if (full or started >= self.fleet_due) and not errors:
             self.fleet_due = started + FLEET_REFRESH_S
             try:
@@ -167,6 +152,30 @@ class TemporalWatch:
         autoscaled = any(g.spec is not None and g.spec.autoscale is not None for g in self.supervisor.groups.values())
         busy = autoscaled or self.looking()
         self.next_round = self.supervisor.clock() + (WATCH_INTERVAL_S if busy else QUIET_INTERVAL_S)
+
+    async def _describe_all(self, client: Client, full: bool) -> list[str]:
+        """Every watched queue described side by side (their answers come back together: one wake-up of the
+        supervisor for most of them, and a server that does not answer costs one timeout, not one per queue); a
+        queue that got no answer keeps its last view, marked stale. Returns what went wrong."""
+        errors: list[str] = []
+
+        async def one(key: tuple[str, QueueType]) -> None:
+            previous = None if full else self.views.get(key)
+            asked_at = self.supervisor.clock()
+            try:
+                with anyio.fail_after(RPC_TIMEOUT_S):
+                    self.views[key] = await describe(client, *key, previous)
+                if previous is None:
+                    self.asked_at[key] = asked_at
+            except Exception as exc:  # keep the last view, marked stale; retry next round
+                errors.append(f"{key[0]}/{key[1].name}: {exc or type(exc).__name__}")
+                if key in self.views:
+                    self.views[key].error = errors[-1]
+
+        async with anyio.create_task_group() as tg:
+            for key in self.watched():
+                tg.start_soon(one, key)
+        return sorted(errors)
 
     async def _check_poller_limit(self, client: Client) -> None:
         """While a worker takes long to start (or the limit was seen), ask whether Temporal refuses new polls."""
@@ -289,6 +298,7 @@ class TemporalWatch:
         polled = self._polled()
         found = []
         now, pool, host = datetime.now(UTC), topology.pool.name, socket.gethostname()
+        alive = live_identities(self.supervisor)
         for key in sorted(polled, key=lambda k: (k[0], k[1].name)):
             view = self.views.get(key)
             if view is None or view.seen_at is None or view.error:
@@ -296,7 +306,8 @@ class TemporalWatch:
             served = {  # by a live process: not one of this pool's that exited (Temporal lists it ~75 s more)
                 poller.version
                 for identity, poller in view.live_pollers(now).items()
-                if identity not in self.supervisor.exited_identities and not former_process(identity, pool, host)
+                if identity in alive
+                or (identity not in self.supervisor.exited_identities and not former_process(identity, pool, host))
             }
             for role, version in (("current", view.current_version), ("ramping", view.ramping_version)):
                 if version is None or version in served:

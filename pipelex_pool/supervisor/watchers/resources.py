@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import anyio
 import structlog
 
 from pipelex_pool.supervisor.desired.requests import Request, RollReplica
@@ -14,6 +13,7 @@ from pipelex_pool.supervisor.events import Sampled
 from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.process.state import ProcState
 from pipelex_pool.supervisor.process.usage import ResourceProbe, Usage
+from pipelex_pool.ticks import sleep_on_grid
 from pipelex_pool.units import format_size
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ async def watch_resources(
     sampler's own."""
     probes: dict[int, ResourceProbe] = {}
     while True:
-        await anyio.sleep(SAMPLE_INTERVAL_S)
+        await sleep_on_grid(SAMPLE_INTERVAL_S)
         readings: list[tuple[ProcessHandle, int, Usage | None]] = []
         live: set[int] = set()
         for group in view.all_groups():

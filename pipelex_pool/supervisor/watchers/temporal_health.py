@@ -17,6 +17,8 @@ import structlog
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
+from pipelex_pool.ticks import sleep_on_grid
+
 log = structlog.get_logger("pipelex_pool.supervisor")
 CHECK_INTERVAL_S = 1.0
 UP_CHECK_INTERVAL_S = 3.0  # one RPC a second cost an idle supervisor as much as its 32 replicas' reports
@@ -48,7 +50,7 @@ class TemporalHealth:
                 self._failed(asked, self.problem() or f"{self.target}: {str(exc) or type(exc).__name__}")
             else:
                 self._answered()
-            await anyio.sleep(CHECK_INTERVAL_S if self.error else UP_CHECK_INTERVAL_S)
+            await sleep_on_grid(CHECK_INTERVAL_S if self.error else UP_CHECK_INTERVAL_S)
 
     def _failed(self, asked: float, error: str) -> None:
         if self.down_since is None:
