@@ -90,6 +90,29 @@ def test_shipped_topology_starts_dev_server_and_every_replica_polls(
     assert not [pid for pid in seen if alive(pid)]
 
 
+def test_a_frozen_replica_is_killed_by_its_watchdog_and_the_others_pings_keep_them_alive(
+    pool: Pool, temporal_server: TemporalServer, namespace: str
+) -> None:
+    """READY replicas' pings are read in batches (watchers/notify_batch.py), never judged unread: with a 2 s
+    watchdog (a ping a second) only the replica that stopped pinging is killed."""
+    pool.write(temporal_server, namespace, {"workers.llm.watchdog": "2s"})
+    pool.up()
+    before = {(r["group"], r["replica"]): status_doc.pid(r) for r in pool.wait_all_ready()["replicas"]}
+    victim = before[("llm", 1)]
+    os.kill(victim, signal.SIGSTOP)  # (the pool kills it; the Pool fixture kills every pid it saw, at worst)
+
+    def replaced(status: Status) -> bool:
+        r = next(r for r in status["replicas"] if (r["group"], r["replica"]) == ("llm", 1))
+        return bool(r["state"] == "READY" and r["pid"] != victim)
+
+    status = pool.wait(replaced, 60, "llm/1 killed by its watchdog and back READY")
+    after = {(r["group"], r["replica"]): r for r in status["replicas"]}
+    assert after[("llm", 1)]["last_exit"] == "killed by the pool: no WATCHDOG=1 for 2s"
+    for key, pid in before.items():
+        if key != ("llm", 1):
+            assert (status_doc.pid(after[key]), after[key]["restarts"]) == (pid, 0), key
+
+
 @pytest.mark.parametrize("spawner", ["fork", "exec"])
 def test_sigkilled_replica_is_replaced_and_nothing_else_moves(
     pool: Pool, temporal_server: TemporalServer, namespace: str, spawner: str

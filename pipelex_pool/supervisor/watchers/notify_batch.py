@@ -43,7 +43,7 @@ class NotifyBatch:
 
     def join(self, sock: socket.socket, handle: ProcessHandle, generation: int) -> None:
         """(from a replica's notify reader, once the replica is READY) read its socket with the others from now."""
-        if sock.fileno() in self._members:
+        if self._epoll.closed or sock.fileno() in self._members:
             return
         self._members[sock.fileno()] = _Member(sock, handle, generation)
         self._epoll.register(sock.fileno(), select.EPOLLIN)
@@ -52,9 +52,10 @@ class NotifyBatch:
         """(from the process watcher, at the replica's exit, before its socket is read for the last time and
         closed) no more of this socket here. Idempotent."""
         fd = sock.fileno()
-        if fd >= 0 and self._members.get(fd, None) is not None and self._members[fd].sock is sock:
+        member = self._members.get(fd)
+        if member is not None and member.sock is sock:
             del self._members[fd]
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):  # (ValueError: the batch is closed)
                 self._epoll.unregister(fd)
 
     @property
