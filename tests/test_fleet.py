@@ -88,8 +88,12 @@ async def test_two_pools_of_one_fleet_see_each_other_and_share_the_backlog(
         assert "fleet shared: 2 live pool(s)" in text and "fleeta" in text and "fleetb" in text
 
         # every replica of every pool of the fleet, from Temporal's heartbeats (no channel between the pools)
-        def both_listed(s: Status) -> bool:
-            return {w["pool"] for w in s["fleet"]["workers"]} == {"fleeta", "fleetb"}
+        # (each worker heartbeats on its own schedule: wait for the one the text is checked for, not any of its pool)
+        def both_listed(s: Status, other: str = other) -> bool:
+            workers = s["fleet"]["workers"]
+            return {w["pool"] for w in workers} == {"fleeta", "fleetb"} and any(
+                w["identity"].startswith(f"{other}/llm/0@") for w in workers
+            )
 
         status = pool.wait(both_listed, 60, f"{other}'s workers in the fleet's heartbeats")
         assert {w["status"] for w in status["fleet"]["workers"]} == {"RUNNING"}
