@@ -1,13 +1,15 @@
 """Benchmark: a chaos run. A random runner replica is SIGKILLed every 1-3 s for a while; how long after the last
 kill is the pool back at full strength, and did anything give up? pipelex-pool (shipped defaults: a replica that
 had been READY for min_uptime restarts at once and never counts toward FATAL) against supervisord
-(autorestart=true, startsecs=1), in the same run, against one local Temporal dev server.
+(autorestart=true, startsecs=1), side by side against one local Temporal dev server (each in a namespace of its
+own), interleaved: each round is a burst of kills on one set-up, then on the other (the order reversed every other
+round, the same seed for both), with the machine's load and the CPU-seconds the supervisor burnt in the burst.
 
 Full strength: every runner slot has a live process that Temporal lists among its queue's pollers (the identity
 holds the pid). The runners are the shipped topology's llm (4 replicas here) and media (2) groups.
 
     python3 -m venv .venv && .venv/bin/pip install -e ".[test]" supervisor
-    .venv/bin/python -m scripts.bench.chaos --seconds 120 --write BENCHMARKS.md
+    .venv/bin/python -m scripts.bench.chaos --rounds 4 --seconds 30 --write BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import asyncio
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 import xmlrpc.client
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,9 @@ from pipelex_pool.control.client import ControlClient
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 from scripts.bench.common import (
     dev_server,
+    interleaved,
     shipped_topology,
+    spread,
     start_pool,
     start_supervisord,
     stop_group,
@@ -40,16 +45,23 @@ from scripts.bench.common import (
     write_result,
     write_topology,
 )
+from scripts.bench.idle_cpu import tree_cpu
 
 RUNNERS = {"llm": 4, "media": 2}
 QUEUES = ("llm_q", "media_q")
 
 
 @dataclass
-class Outcome:
-    kills: int
-    back_after_s: float | None  # None: not back at full strength within the wait
-    gave_up: list[str]  # replicas the supervisor gave up on (FATAL)
+class SetUp:
+    name: str
+    supervisor: subprocess.Popen[bytes]
+    client: Client  # on the set-up's own namespace
+    runner_pids: Callable[[], dict[str, int | None]]
+    fatal: Callable[[], list[str]]  # the replicas the supervisor gives up on (FATAL) now
+    kills: list[int] = field(default_factory=list)
+    back_after_s: list[float | None] = field(default_factory=list)  # None: not back at full strength within 60 s
+    cpu: list[float] = field(default_factory=list)  # the supervisor's CPU-s in each burst, until full strength
+    gave_up: list[str] = field(default_factory=list)  # FATAL after the last burst
 
 
 async def polling_pids(client: Client) -> set[int]:
@@ -100,8 +112,8 @@ async def chaos(
     return kills, None
 
 
-async def bench_pool(client: Client, directory: Path, port: int, seconds: float, seed: int) -> Outcome:
-    doc = shipped_topology(directory, port, name="chaos-pool", replicas={"router": 1, **RUNNERS})
+async def pool_setup(directory: Path, port: int) -> SetUp:
+    doc = shipped_topology(directory, port, name="pool", replicas={"router": 1, **RUNNERS}, namespace="pool")
     sup = start_pool(write_topology(doc, directory))
     control = ControlClient(directory / "ctl.sock")
 
@@ -115,16 +127,15 @@ async def bench_pool(client: Client, directory: Path, port: int, seconds: float,
         found = {f"{r['group']}/{r['replica']}": r["pid"] for r in replicas() if r["group"] in RUNNERS}
         return found if len(found) == sum(RUNNERS.values()) else {"pool": None}
 
-    try:
-        kills, back = await chaos(client, runner_pids, seconds, seed)
-        fatal = [f"{r['group']}/{r['replica']}" for r in replicas() if r["state"] == "FATAL"]
-        return Outcome(kills, back, fatal)
-    finally:
-        stop_group(sup)
+    def fatal() -> list[str]:
+        return [f"{r['group']}/{r['replica']}" for r in replicas() if r["state"] == "FATAL"]
+
+    client = await Client.connect(f"127.0.0.1:{port}", namespace="pool")
+    return SetUp("pipelex-pool (shipped defaults)", sup, client, runner_pids, fatal)
 
 
-async def bench_supervisord(client: Client, directory: Path, port: int, seconds: float, seed: int) -> Outcome:
-    topology = write_topology(shipped_topology(directory, port, name="chaos-sd"), directory)
+async def supervisord_setup(directory: Path, port: int) -> SetUp:
+    topology = write_topology(shipped_topology(directory, port, name="sd", namespace="sd"), directory)
     sup, _, _ = start_supervisord(directory, supervisord_programs(topology, {"router": 1, **RUNNERS}))
 
     def processes() -> list[dict[str, Any]]:
@@ -140,38 +151,58 @@ async def bench_supervisord(client: Client, directory: Path, port: int, seconds:
         found = {str(p["name"]): int(p["pid"]) or None for p in processes() if p["group"] in RUNNERS}
         return found if len(found) == sum(RUNNERS.values()) else {"supervisord": None}
 
-    try:
-        kills, back = await chaos(client, runner_pids, seconds, seed)
-        fatal = [str(p["name"]) for p in processes() if p["statename"] == "FATAL"]
-        return Outcome(kills, back, fatal)
-    finally:
-        stop_group(sup)
+    def fatal() -> list[str]:
+        return [str(p["name"]) for p in processes() if p["statename"] == "FATAL"]
+
+    client = await Client.connect(f"127.0.0.1:{port}", namespace="sd")
+    return SetUp("supervisord (startsecs=1)", sup, client, runner_pids, fatal)
 
 
-def row(name: str, outcome: Outcome) -> str:
-    back = f"{outcome.back_after_s:.2f} s" if outcome.back_after_s is not None else "not within 60 s"
-    return f"| {name} | {outcome.kills} | {back} | {', '.join(outcome.gave_up) or 'none'} |"
+def row(setup: SetUp) -> str:
+    back = [b for b in setup.back_after_s if b is not None]
+    late = len(setup.back_after_s) - len(back)
+    shown = (spread(back) if back else "-") + (f"; {late} burst(s) not back within 60 s" if late else "")
+    return (
+        f"| {setup.name} | {sum(setup.kills)} | {shown} | {spread(setup.cpu)} | {', '.join(setup.gave_up) or 'none'} |"
+    )
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=120.0, help="How long to keep killing runners.")
+    parser.add_argument("--rounds", type=int, default=4, help="Bursts per set-up, interleaved.")
+    parser.add_argument("--seconds", type=float, default=30.0, help="How long each burst keeps killing runners.")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--write", type=Path, help="Append the result to this Markdown file.")
     args = parser.parse_args()
-    async with dev_server() as (client, port, directory):
+    loads: list[float] = []
+    async with dev_server(("pool", "sd")) as (_, port, directory):
         (directory / "pool").mkdir()
         (directory / "sd").mkdir()
-        pool = await bench_pool(client, directory / "pool", port, args.seconds, args.seed)
-        print("pipelex-pool", pool, flush=True)
-        sd = await bench_supervisord(client, directory / "sd", port, args.seconds, args.seed)
-        print("supervisord", sd, flush=True)
+        setups: list[SetUp] = []
+        try:
+            setups.append(await pool_setup(directory / "pool", port))
+            setups.append(await supervisord_setup(directory / "sd", port))
+            for n, setup in interleaved(args.rounds, setups):
+                loads.append(os.getloadavg()[0])
+                before = tree_cpu(setup.supervisor.pid)
+                kills, back = await chaos(setup.client, setup.runner_pids, args.seconds, args.seed + n)
+                setup.cpu.append(tree_cpu(setup.supervisor.pid) - before)
+                setup.kills.append(kills)
+                setup.back_after_s.append(back)
+                print(setup.name, kills, back, flush=True)
+            for setup in setups:
+                setup.gave_up = setup.fatal()
+        finally:
+            for setup in setups:
+                stop_group(setup.supervisor)
     text = (
-        f"A random runner (of {sum(RUNNERS.values())}: llm x{RUNNERS['llm']}, media x{RUNNERS['media']}) SIGKILLed "
-        f"every 1-3 s for {args.seconds:g} s (seed {args.seed}).\n\n"
-        "| supervisor | kills | last kill -> every runner polling again | gave up on (FATAL) |\n"
-        "| --- | --- | --- | --- |\n"
-        f"{row('pipelex-pool (shipped defaults)', pool)}\n{row('supervisord (startsecs=1)', sd)}\n"
+        f"{args.rounds} interleaved bursts per set-up: a random runner (of {sum(RUNNERS.values())}: llm "
+        f"x{RUNNERS['llm']}, media x{RUNNERS['media']}) SIGKILLed every 1-3 s for {args.seconds:g} s (seeds "
+        f"{args.seed}-{args.seed + args.rounds - 1}, the same for both), load {min(loads):.1f}-{max(loads):.1f}; "
+        "median (p90, min-max).\n\n"
+        "| supervisor | kills | last kill -> every runner polling again (s) | the supervisor's CPU-s per burst "
+        "| gave up on (FATAL) |\n"
+        "| --- | --- | --- | --- | --- |\n" + "".join(row(setup) + "\n" for setup in setups)
     )
     write_result(args.write, text)
     sys.stdout.flush()

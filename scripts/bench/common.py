@@ -11,9 +11,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import tomlkit
 from temporalio.client import Client
@@ -23,6 +24,7 @@ from pipelex_pool.control.client import ControlClient
 from pipelex_pool.temporal.devserver import dev_server_command, wait_until_serving
 
 REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -102,6 +104,14 @@ def ready_pids(control: ControlClient, group: str | None = None, *, polling: boo
         for r in replicas
         if r["state"] == "READY" and group in (None, r["group"]) and (r["polling"] or not polling)
     ]
+
+
+def interleaved(rounds: int, setups: Sequence[T]) -> Iterator[tuple[int, T]]:
+    """(round, set-up): each round every set-up in turn, the order reversed every other round, so that neither side
+    always runs first (or right after the other's load)."""
+    for n in range(rounds):
+        for setup in setups if n % 2 == 0 else reversed(setups):
+            yield n, setup
 
 
 def summary(values: list[float]) -> str:

@@ -1,6 +1,7 @@
-"""Benchmark: what a pool costs and how fast it answers, pipelex-pool against supervisord in the same run.
+"""Benchmark: what a pool costs and how fast it answers, pipelex-pool against supervisord, interleaved.
 
-Set-ups, one after the other against one local Temporal dev server, each supervising the same worker commands
+Set-ups, one after the other against one local Temporal dev server (the order reversed every other round, each
+set-up and size of each round in a namespace of its own), each supervising the same worker commands
 (`pipelex-pool worker`, router / llm / media groups of the shipped topology, its defaults, the simulated packs):
 pipelex-pool with its warm fork server (the default), pipelex-pool exec'ing each worker (`spawner = "exec"`), and
 supervisord. For each:
@@ -13,8 +14,10 @@ supervisord. For each:
   a new process each call) and the raw request (pipelex-pool's control socket / supervisord's XML-RPC
   getAllProcessInfo), median of 30 calls.
 
+Each figure is given as the median over the rounds (p90, min-max), with the machine's load during the run.
+
     python3 -m venv .venv && .venv/bin/pip install -e ".[test]" supervisor
-    .venv/bin/python -m scripts.bench.footprint --write BENCHMARKS.md
+    .venv/bin/python -m scripts.bench.footprint --rounds 2 --write BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import time
 import xmlrpc.client
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -40,7 +44,9 @@ from pipelex_pool.control.client import ControlClient
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 from scripts.bench.common import (
     dev_server,
+    interleaved,
     shipped_topology,
+    spread,
     start_pool,
     start_supervisord,
     stop_group,
@@ -179,12 +185,12 @@ def supervisord_setup() -> SetUp:
     )
 
 
-async def run_setup(setup: SetUp, directory: Path, port: int, idle_s: float) -> Result:
+async def run_setup(setup: SetUp, directory: Path, port: int, idle_s: float, round_tag: str) -> Result:
     """Each size in a namespace of its own: the pollers of the set-up before (listed for 75 s after they exit)
     are not this one's, and would keep its Temporal watch busy warning about them."""
     result = Result()
     for size, replicas in SIZES.items():
-        tag = f"{setup.tag}{size}"
+        tag = f"{setup.tag}{size}{round_tag}"
         here = directory / tag
         here.mkdir()
         client = await Client.connect(f"127.0.0.1:{port}", namespace=tag)
@@ -211,49 +217,69 @@ async def run_setup(setup: SetUp, directory: Path, port: int, idle_s: float) -> 
     return result
 
 
-def mib(value: int) -> str:
-    return f"{value / 2**20:.0f}"
-
-
-def report(results: dict[str, Result], idle_s: float) -> str:
+def report(results: dict[str, list[Result]], idle_s: float, loads: list[float]) -> str:
     names = list(results)
-    sd = results["supervisord"]
-    pool = results[names[0]]
+
+    def row(label: str, values: Callable[[Result], float], digits: int) -> str:
+        cells = (spread([values(r) for r in rounds], digits) for rounds in results.values())
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    def ratio(values: Callable[[Result], float]) -> float:
+        """supervisord's median over pipelex-pool's (the first set-up)."""
+        medians = [statistics.median(values(r) for r in results[name]) for name in ("supervisord", names[0])]
+        return medians[0] / medians[1]
+
     rows = [
+        f"{len(results[names[0]])} interleaved round(s), load {min(loads):.1f}-{max(loads):.1f}; "
+        "median (p90, min-max).",
+        "",
         "| | " + " | ".join(names) + " |",
         "| --- |" + " --- |" * len(names),
-        *(
-            f"| cold start, {size} replicas -> all polling | "
-            + " | ".join(f"{r.cold_start[size]:.1f} s" for r in results.values())
-            + " |"
-            for size in SIZES
-        ),
-        f"| supervisor idle CPU, 32 replicas, {idle_s:g} s (% of a core) | "
-        + " | ".join(f"{r.idle_cpu_percent:.2f}%" for r in results.values())
-        + " |",
-        "| supervisor memory RSS / PSS / USS (MiB) | "
-        + " | ".join(" / ".join(mib(r.supervisor_mem[k]) for k in ("rss", "pss", "uss")) for r in results.values())
-        + " |",
-        "| 32 workers memory RSS / PSS / USS (MiB, total) | "
-        + " | ".join(" / ".join(mib(r.workers_mem[k]) for k in ("rss", "pss", "uss")) for r in results.values())
-        + " |",
-        f"| `status` from the CLI, 32 replicas (median of {CALLS}) | "
-        + " | ".join(f"{r.status_cli_ms:.0f} ms" for r in results.values())
-        + " |",
-        f"| raw status request (control socket / XML-RPC, median of {CALLS}) | "
-        + " | ".join(f"{r.status_raw_ms:.1f} ms" for r in results.values())
-        + " |",
     ]
+    for size in SIZES:
+        rows.append(row(f"cold start, {size} replicas -> all polling (s)", partial(cold_start, size=size), 1))
+    rows.append(row(f"supervisor idle CPU, 32 replicas, {idle_s:g} s (% of a core)", idle_cpu, 2))
+    for key in ("rss", "pss", "uss"):
+        rows.append(row(f"supervisor memory {key.upper()} (MiB)", partial(supervisor_mib, key=key), 0))
+    for key in ("rss", "pss", "uss"):
+        rows.append(row(f"32 workers' memory {key.upper()} (MiB, total)", partial(workers_mib, key=key), 0))
+    rows.append(row(f"`status` from the CLI, 32 replicas (ms, median of {CALLS} calls)", status_cli, 0))
+    rows.append(row(f"raw status request (control socket / XML-RPC; ms, median of {CALLS})", status_raw, 1))
     ratios = (
-        f"\nsupervisorctl / pipelex-pool `status` (CLI, median): **{sd.status_cli_ms / pool.status_cli_ms:.1f}x**; "
-        f"cold start of 32, supervisord / pipelex-pool: **{sd.cold_start[32] / pool.cold_start[32]:.1f}x**; "
-        f"workers' USS, supervisord / pipelex-pool: **{sd.workers_mem['uss'] / pool.workers_mem['uss']:.2f}x**\n"
+        f"\nsupervisorctl / pipelex-pool `status` (CLI, median): **{ratio(status_cli):.1f}x**; cold start of 32, "
+        f"supervisord / pipelex-pool: **{ratio(partial(cold_start, size=32)):.1f}x**; workers' USS, supervisord / "
+        f"pipelex-pool: **{ratio(partial(workers_mib, key='uss')):.2f}x**\n"
     )
     return "\n".join(rows) + "\n" + ratios
 
 
+def cold_start(result: Result, size: int) -> float:
+    return result.cold_start[size]
+
+
+def idle_cpu(result: Result) -> float:
+    return result.idle_cpu_percent
+
+
+def supervisor_mib(result: Result, key: str) -> float:
+    return result.supervisor_mem[key] / 2**20
+
+
+def workers_mib(result: Result, key: str) -> float:
+    return result.workers_mem[key] / 2**20
+
+
+def status_cli(result: Result) -> float:
+    return result.status_cli_ms
+
+
+def status_raw(result: Result) -> float:
+    return result.status_raw_ms
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--only", choices=["fork", "exec", "supervisord"], action="append")
     parser.add_argument("--write", type=Path, help="Append the result to this Markdown file.")
@@ -261,14 +287,16 @@ async def main() -> None:
     setups = [pool_setup("fork"), pool_setup("exec"), supervisord_setup()]
     if args.only:
         setups = [s for s in setups if any(o in s.name for o in args.only)]
-    results = {}
-    namespaces = tuple(f"{setup.tag}{size}" for setup in setups for size in SIZES)
+    results: dict[str, list[Result]] = {setup.name: [] for setup in setups}
+    loads: list[float] = []
+    namespaces = tuple(f"{setup.tag}{size}r{n}" for setup in setups for size in SIZES for n in range(args.rounds))
     async with dev_server(namespaces) as (_, port, directory):
-        for setup in setups:
-            results[setup.name] = await run_setup(setup, directory, port, args.idle_seconds)
-            print(setup.name, results[setup.name], flush=True)
+        for n, setup in interleaved(args.rounds, setups):
+            loads.append(os.getloadavg()[0])
+            results[setup.name].append(await run_setup(setup, directory, port, args.idle_seconds, f"r{n}"))
+            print(setup.name, results[setup.name][-1], flush=True)
     if "supervisord" in results and len(results) > 1:
-        write_result(args.write, report(results, args.idle_seconds))
+        write_result(args.write, report(results, args.idle_seconds, loads))
     sys.stdout.flush()
     os._exit(0)  # skip interpreter teardown after using the Temporal client (see pipelex_pool.cli)
 

@@ -2,15 +2,17 @@
 pipelex-pool (hand-back on) against supervisord running the same workers.
 
 One local Temporal dev server; the shipped topology's router and two llm replicas, under pipelex-pool (shipped
-defaults), then under supervisord (autorestart). Each round starts 6 pipe runs of one 5-second `act_llm_gen_text`,
+defaults) and under supervisord (autorestart), side by side, each in a namespace of its own, interleaved round by
+round (the order reversed every other round). Each round starts 6 pipe runs of one 5-second `act_llm_gen_text`,
 waits until they run (1 s in), SIGKILLs the llm worker running the most of them, and times the kill until the last
 of that worker's runs has completed. With pipelex-pool the supervisor fails the dead worker's attempts by task token
 at once; under supervisord Temporal retries them when their start-to-close timeout (30 s here, set the same for
 both) expires. The simulated activity resumes from its last heartbeat in both cases, so the retry runs only what
-was left of its 5 s.
+was left of its 5 s. Beside each round: the machine's load when it started and the CPU-seconds the supervisor
+(with its fork server) burnt during it.
 
     python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]" supervisor
-    .venv/bin/python -m scripts.bench.handback --rounds 3 --write BENCHMARKS.md
+    .venv/bin/python -m scripts.bench.handback --rounds 5 --write BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowHandle
@@ -33,25 +36,38 @@ from pipelex_pool.control.client import ControlClient
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
 from scripts.bench.common import (
     dev_server,
+    interleaved,
     ready_pids,
     shipped_topology,
+    spread,
     start_pool,
     start_supervisord,
     stop_group,
-    summary,
     write_result,
     write_topology,
 )
+from scripts.bench.idle_cpu import tree_cpu
 
 RUNS = 6
 LATENCY_S = 5.0
 START_TO_CLOSE = "0:00:30"
 
 
-def topology(directory: Path, port: int) -> Path:
-    doc = shipped_topology(directory, port, replicas={"llm": 2, "media": 0})
+def topology(directory: Path, port: int, namespace: str) -> Path:
+    directory.mkdir()
+    doc = shipped_topology(directory, port, name=namespace, replicas={"llm": 2, "media": 0}, namespace=namespace)
     doc["temporal"]["queue_options"]["llm_q"]["start_to_close_timeout"] = START_TO_CLOSE
     return write_topology(doc, directory)
+
+
+@dataclass
+class SetUp:
+    name: str
+    supervisor: subprocess.Popen[bytes]
+    client: Client  # on the set-up's own namespace
+    llm_pids: Callable[[], Awaitable[list[int]]]
+    took: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # the supervisor's CPU-s during each round
 
 
 async def one_round(client: Client, llm_pids: Callable[[], Awaitable[list[int]]]) -> float:
@@ -91,21 +107,19 @@ async def one_round(client: Client, llm_pids: Callable[[], Awaitable[list[int]]]
     return took
 
 
-async def bench_pipelex_pool(client: Client, directory: Path, port: int, rounds: int) -> list[float]:
-    sup = start_pool(topology(directory, port))
+async def pipelex_pool(directory: Path, port: int) -> SetUp:
+    sup = start_pool(topology(directory, port, "pool"))
     control = ControlClient(directory / "ctl.sock")
 
     async def llm_pids() -> list[int]:
         return ready_pids(control, "llm", polling=True)
 
-    try:
-        return [await one_round(client, llm_pids) for _ in range(rounds)]
-    finally:
-        stop_group(sup)
+    client = await Client.connect(f"127.0.0.1:{port}", namespace="pool")
+    return SetUp("pipelex-pool (shipped defaults: hand-back on)", sup, client, llm_pids)
 
 
-async def bench_supervisord(client: Client, directory: Path, port: int, rounds: int) -> list[float]:
-    topo = topology(directory, port)
+async def supervisord(directory: Path, port: int) -> SetUp:
+    topo = topology(directory, port, "sd")
     worker = f"{sys.executable} -m pipelex_pool worker --config {topo}"
     sup, conf, ctl = start_supervisord(
         directory,
@@ -131,30 +145,41 @@ startsecs=0
         await asyncio.sleep(3.0 if len(found) == 2 else 0)  # started: give the new worker time to poll
         return found
 
-    try:
-        return [await one_round(client, llm_pids) for _ in range(rounds)]
-    finally:
-        stop_group(sup)
+    client = await Client.connect(f"127.0.0.1:{port}", namespace="sd")
+    label = f"supervisord (Temporal retries at start-to-close, {START_TO_CLOSE})"
+    return SetUp(label, sup, client, llm_pids)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--write", type=Path, help="Append the result to this Markdown file.")
     args = parser.parse_args()
-    async with dev_server() as (client, port, directory):
-        for name in ("pool", "sd"):
-            (directory / name).mkdir()
-        pool = await bench_pipelex_pool(client, directory / "pool", port, args.rounds)
-        sd = await bench_supervisord(client, directory / "sd", port, args.rounds)
-    ratio = statistics.median(sd) / statistics.median(pool)
+    loads: list[float] = []
+    async with dev_server(("pool", "sd")) as (_, port, directory):
+        setups: list[SetUp] = []
+        try:
+            setups.append(await pipelex_pool(directory / "pool", port))
+            setups.append(await supervisord(directory / "sd", port))
+            for _, setup in interleaved(args.rounds, setups):
+                loads.append(os.getloadavg()[0])
+                before = tree_cpu(setup.supervisor.pid)
+                setup.took.append(await one_round(setup.client, setup.llm_pids))
+                setup.cpu.append(tree_cpu(setup.supervisor.pid) - before)
+                print(setup.name, f"{setup.took[-1]:.2f} s", flush=True)
+        finally:
+            for setup in setups:
+                stop_group(setup.supervisor)
+    pool, sd = setups
+    rows = "".join(f"| {s.name} | {spread(s.took)} | {spread(s.cpu, 3)} |\n" for s in setups)
     text = (
-        f"| supervisor | SIGKILL of a busy llm worker -> all its runs completed ({args.rounds} rounds) |\n"
-        "| --- | --- |\n"
-        f"| pipelex-pool (shipped defaults: hand-back on) | {summary(pool)} |\n"
-        f"| supervisord (Temporal retries at start-to-close, {START_TO_CLOSE}) | {summary(sd)} |\n\n"
-        f"supervisord / pipelex-pool (median): **{ratio:.1f}x**. Each activity: {LATENCY_S:g} s, killed ~1 s in "
-        "(the retry resumes from its last heartbeat, so ~4 s of it remain)\n"
+        f"{args.rounds} interleaved rounds, load {min(loads):.1f}-{max(loads):.1f}; median (p90, min-max).\n\n"
+        "| supervisor | SIGKILL of a busy llm worker -> all its runs completed (s) "
+        "| the supervisor's CPU-s in the round |\n"
+        f"| --- | --- | --- |\n{rows}\n"
+        f"supervisord / pipelex-pool (median): **{statistics.median(sd.took) / statistics.median(pool.took):.1f}x**. "
+        f"Each activity: {LATENCY_S:g} s, killed ~1 s in (the retry resumes from its last heartbeat, so ~4 s of it "
+        "remain)\n"
     )
     write_result(args.write, text)
     sys.stdout.flush()

@@ -36,6 +36,7 @@ from pipelex_pool.control.client import ControlClient
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 from scripts.bench.common import (
     dev_server,
+    interleaved,
     ready_pids,
     shipped_topology,
     spread,
@@ -127,11 +128,6 @@ async def kill_and_wait(
         await asyncio.sleep(0.02)
 
 
-async def measure(client: Client, current_pid: Callable[[], int | None], rounds: int) -> list[float]:
-    """(one set-up alone, for preload.py) `rounds` kills: the seconds until each replacement polls."""
-    return [(await kill_and_wait(client, current_pid))[0] for _ in range(rounds)]
-
-
 async def one_kill(client: Client, setup: SetUp, prefix: str) -> None:
     """Kill the set-up's llm worker; its replacement's time to poll, CPU-s by then, and its supervisor's CPU-s."""
     before: list[float] = []
@@ -154,12 +150,10 @@ async def main() -> None:
         setups = {"fork/": pool(directory / "fork", port, "fork"), "exec/": pool(directory / "exec", port, "exec"),
                   "sd/": supervisord(directory / "sd", port)}  # fmt: skip
         try:
-            for n in range(args.rounds):
-                order = list(setups.items()) if n % 2 == 0 else list(reversed(setups.items()))
-                for prefix, setup in order:
-                    loads.append(os.getloadavg()[0])
-                    await one_kill(client, setup, prefix)
-                    print(setup.name, f"{setup.took[-1]:.2f} s", flush=True)
+            for _, (prefix, setup) in interleaved(args.rounds, list(setups.items())):
+                loads.append(os.getloadavg()[0])
+                await one_kill(client, setup, prefix)
+                print(setup.name, f"{setup.took[-1]:.2f} s", flush=True)
         finally:
             for setup in setups.values():
                 stop_group(setup.supervisor)
