@@ -74,20 +74,23 @@ async def polling_pids(client: Client) -> set[int]:
     return pids
 
 
+async def full_strength(
+    client: Client, runner_pids: Callable[[], dict[str, int | None]], killed: set[int] | None = None
+) -> bool:
+    """Every runner slot has a live process (none of `killed`) that Temporal lists among its queue's pollers."""
+    pids = runner_pids()
+    if not all(pids.values()) or (killed or set()) & set(pids.values()):  # a slot empty, or a death not noticed yet
+        return False
+    return {p for p in pids.values() if p} <= await polling_pids(client)
+
+
 async def chaos(
     client: Client, runner_pids: Callable[[], dict[str, int | None]], seconds: float, seed: int
 ) -> tuple[int, float | None]:
     """Kill random runners for `seconds`; returns (kills, seconds from the last kill until full strength)."""
     rng = random.Random(seed)
     killed: set[int] = set()
-
-    async def full_strength() -> bool:
-        pids = runner_pids()
-        if not all(pids.values()) or killed & set(pids.values()):  # a slot empty, or a death not noticed yet
-            return False
-        return {p for p in pids.values() if p} <= await polling_pids(client)
-
-    while not await full_strength():
+    while not await full_strength(client, runner_pids):
         await asyncio.sleep(0.2)
     kills, last_kill, end = 0, time.perf_counter(), time.perf_counter() + seconds
     while True:
@@ -106,7 +109,7 @@ async def chaos(
             break  # that was the last kill: measure from it
         await asyncio.sleep(pause)
     while time.perf_counter() < last_kill + 60.0:
-        if await full_strength():
+        if await full_strength(client, runner_pids, killed):
             return kills, time.perf_counter() - last_kill
         await asyncio.sleep(0.05)
     return kills, None
@@ -183,6 +186,8 @@ async def main() -> None:
             setups.append(await pool_setup(directory / "pool", port))
             setups.append(await supervisord_setup(directory / "sd", port))
             for n, setup in interleaved(args.rounds, setups):
+                while not await full_strength(setup.client, setup.runner_pids):  # (its start not counted)
+                    await asyncio.sleep(0.2)
                 loads.append(os.getloadavg()[0])
                 before = tree_cpu(setup.supervisor.pid)
                 kills, back = await chaos(setup.client, setup.runner_pids, args.seconds, args.seed + n)

@@ -70,13 +70,17 @@ class SetUp:
     cpu: list[float] = field(default_factory=list)  # the supervisor's CPU-s during each round
 
 
-async def one_round(client: Client, llm_pids: Callable[[], Awaitable[list[int]]]) -> float:
-    """Start the runs, kill the busiest llm worker 1 s in, time until its runs have all completed."""
+async def settled(llm_pids: Callable[[], Awaitable[list[int]]]) -> None:
+    """Both llm replicas up (the one killed last round replaced), for a while."""
     pids: list[int] = []
     while len(pids) < 2:
         pids = await llm_pids()
         await asyncio.sleep(0.2)
     await asyncio.sleep(2.0)
+
+
+async def one_round(client: Client) -> float:
+    """Start the runs, kill the busiest llm worker 1 s in, time until its runs have all completed."""
     runs: list[WorkflowHandle[object, PipeRunResult]] = [
         await client.start_workflow(
             "WfPipeRun",
@@ -163,8 +167,9 @@ async def main() -> None:
             setups.append(await supervisord(directory / "sd", port))
             for _, setup in interleaved(args.rounds, setups):
                 loads.append(os.getloadavg()[0])
+                await settled(setup.llm_pids)  # (its start, or the replacement of the last round, not counted)
                 before = tree_cpu(setup.supervisor.pid)
-                setup.took.append(await one_round(setup.client, setup.llm_pids))
+                setup.took.append(await one_round(setup.client))
                 setup.cpu.append(tree_cpu(setup.supervisor.pid) - before)
                 print(setup.name, f"{setup.took[-1]:.2f} s", flush=True)
         finally:
