@@ -1,4 +1,5 @@
-"""What the benchmarks share: a free port, a Temporal dev server for the run, a summary line, the results file."""
+"""What the benchmarks share: a free port, a Temporal dev server for the run, the interleaved order, the spread of a
+figure (median, p90, min-max), the results file."""
 
 from __future__ import annotations
 
@@ -112,12 +113,6 @@ def interleaved(rounds: int, setups: Sequence[T]) -> Iterator[tuple[int, T]]:
     for n in range(rounds):
         for setup in setups if n % 2 == 0 else reversed(setups):
             yield n, setup
-
-
-def summary(values: list[float]) -> str:
-    ordered = sorted(values)
-    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-    return f"median {statistics.median(values):.2f} s, p90 {p90:.2f} s, min {ordered[0]:.2f} s, max {ordered[-1]:.2f} s"
 
 
 def spread(values: list[float], digits: int = 2, unit: str = "") -> str:

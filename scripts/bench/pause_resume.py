@@ -27,7 +27,16 @@ from temporalio.client import Client
 
 from pipelex_pool.control.client import ControlClient
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
-from scripts.bench.common import dev_server, ready_pids, shipped_topology, start_pool, stop_group, summary, write_result
+from scripts.bench.common import (
+    dev_server,
+    interleaved,
+    ready_pids,
+    shipped_topology,
+    spread,
+    start_pool,
+    stop_group,
+    write_result,
+)
 
 QUEUE = "llm_q"
 
@@ -110,24 +119,24 @@ async def main() -> None:
         control = ControlClient(directory / "ctl.sock")
         try:
             await until(lambda: _ready(control), "pool READY")
-            resumes, restarts, resume_cpu, restart_cpu = [], [], [], []
-            for _ in range(args.rounds):  # interleaved, round by round
-                seconds, cpu = await resume_round(client, control)
-                resumes.append(seconds)
-                resume_cpu.append(cpu)
-                seconds, cpu = await restart_round(client, control)
-                restarts.append(seconds)
-                restart_cpu.append(cpu)
+            rounds = {"resume": resume_round, "restart": restart_round}
+            took: dict[str, list[float]] = {kind: [] for kind in rounds}
+            cpu: dict[str, list[float]] = {kind: [] for kind in rounds}
+            loads: list[float] = []
+            for _, kind in interleaved(args.rounds, list(rounds)):
+                loads.append(os.getloadavg()[0])
+                seconds, burnt = await rounds[kind](client, control)
+                took[kind].append(seconds)
+                cpu[kind].append(burnt)
         finally:
             stop_group(sup)
-    load = os.getloadavg()[0]
-    ratio = statistics.median(restarts) / statistics.median(resumes)
+    ratio = statistics.median(took["restart"]) / statistics.median(took["resume"])
     text = (
-        f"| llm back to polling ({args.rounds} interleaved rounds, load {load:.1f}) | time "
-        "| CPU-s of the replica (to polling; the new process's since its start) |\n"
+        f"{args.rounds} interleaved rounds, load {min(loads):.1f}-{max(loads):.1f}; median (p90, min-max).\n\n"
+        "| llm back to polling | time (s) | CPU-s of the replica (to polling; the new process's since its start) |\n"
         "| --- | --- | --- |\n"
-        f"| `resume llm` (same process) | {summary(resumes)} | median {statistics.median(resume_cpu):.3f} |\n"
-        f"| `restart llm` (a new process) | {summary(restarts)} | median {statistics.median(restart_cpu):.3f} |\n\n"
+        f"| `resume llm` (same process) | {spread(took['resume'])} | {spread(cpu['resume'], 3)} |\n"
+        f"| `restart llm` (a new process) | {spread(took['restart'])} | {spread(cpu['restart'], 3)} |\n\n"
         f"restart / resume (median): **{ratio:.1f}x**\n"
     )
     write_result(args.write, text)
