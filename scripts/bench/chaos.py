@@ -116,6 +116,7 @@ async def chaos(
 
 
 async def pool_setup(directory: Path, port: int) -> SetUp:
+    client = await Client.connect(f"127.0.0.1:{port}", namespace="pool")  # (first: nothing is left running if not)
     doc = shipped_topology(directory, port, name="pool", replicas={"router": 1, **RUNNERS}, namespace="pool")
     sup = start_pool(write_topology(doc, directory))
     control = ControlClient(directory / "ctl.sock")
@@ -133,11 +134,11 @@ async def pool_setup(directory: Path, port: int) -> SetUp:
     def fatal() -> list[str]:
         return [f"{r['group']}/{r['replica']}" for r in replicas() if r["state"] == "FATAL"]
 
-    client = await Client.connect(f"127.0.0.1:{port}", namespace="pool")
     return SetUp("pipelex-pool (shipped defaults)", sup, client, runner_pids, fatal)
 
 
 async def supervisord_setup(directory: Path, port: int) -> SetUp:
+    client = await Client.connect(f"127.0.0.1:{port}", namespace="sd")
     topology = write_topology(shipped_topology(directory, port, name="sd", namespace="sd"), directory)
     sup, _, _ = start_supervisord(directory, supervisord_programs(topology, {"router": 1, **RUNNERS}))
 
@@ -157,7 +158,6 @@ async def supervisord_setup(directory: Path, port: int) -> SetUp:
     def fatal() -> list[str]:
         return [str(p["name"]) for p in processes() if p["statename"] == "FATAL"]
 
-    client = await Client.connect(f"127.0.0.1:{port}", namespace="sd")
     return SetUp("supervisord (startsecs=1)", sup, client, runner_pids, fatal)
 
 

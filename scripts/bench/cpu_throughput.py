@@ -56,6 +56,8 @@ class SetUp:
     replicas: int
     supervisor: subprocess.Popen[bytes]
     client: Client  # on the set-up's own namespace
+    directory: Path
+    name: str  # its pool name and namespace
     rates: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)  # the set-up's CPU-s (supervisor and workers) in each round
 
@@ -90,18 +92,27 @@ async def throughput(client: Client) -> float:
 
 
 async def start(who: str, replicas: int, name: str, directory: Path, port: int) -> SetUp:
-    llm = {"router": 1, "llm": replicas, "media": 0}
-    doc = shipped_topology(directory, port, name=name, replicas=llm, namespace=name)
-    topology = write_topology(doc, directory)
+    """Launch the set-up (not waited for: `serving` does, once the caller holds it and will stop it)."""
     client = await Client.connect(f"127.0.0.1:{port}", namespace=name)
+    doc = shipped_topology(
+        directory, port, name=name, replicas={"router": 1, "llm": replicas, "media": 0}, namespace=name
+    )
+    topology = write_topology(doc, directory)
     if who == "pipelex-pool":
         sup = start_pool(topology)
-        while len(ready_pids(ControlClient(directory / "ctl.sock"), polling=True)) < 1 + replicas:
-            await asyncio.sleep(0.2)
     else:
         sup, _, _ = start_supervisord(directory, supervisord_programs(topology, {"router": 1, "llm": replicas}))
-        await wait_polling(client, f"{name}/", 1 + replicas)
-    return SetUp(who, replicas, sup, client)
+    return SetUp(who, replicas, sup, client, directory, name)
+
+
+async def serving(setup: SetUp) -> None:
+    """Until the router and every llm replica of the set-up poll."""
+    if setup.who == "pipelex-pool":
+        control = ControlClient(setup.directory / "ctl.sock")
+        while len(ready_pids(control, polling=True)) < 1 + setup.replicas:
+            await asyncio.sleep(0.2)
+    else:
+        await wait_polling(setup.client, f"{setup.name}/", 1 + setup.replicas)
 
 
 async def main() -> None:
@@ -117,6 +128,8 @@ async def main() -> None:
             for (who, replicas), name in zip(SETUPS, names, strict=True):
                 (directory / name).mkdir()
                 setups.append(await start(who, replicas, name, directory / name, port))
+            for setup in setups:
+                await serving(setup)
             await asyncio.sleep(2.0)
             for _, setup in interleaved(args.rounds, setups):
                 loads.append(os.getloadavg()[0])

@@ -112,17 +112,18 @@ async def one_round(client: Client) -> float:
 
 
 async def pipelex_pool(directory: Path, port: int) -> SetUp:
+    client = await Client.connect(f"127.0.0.1:{port}", namespace="pool")  # (first: nothing is left running if not)
     sup = start_pool(topology(directory, port, "pool"))
     control = ControlClient(directory / "ctl.sock")
 
     async def llm_pids() -> list[int]:
         return ready_pids(control, "llm", polling=True)
 
-    client = await Client.connect(f"127.0.0.1:{port}", namespace="pool")
     return SetUp("pipelex-pool (shipped defaults: hand-back on)", sup, client, llm_pids)
 
 
 async def supervisord(directory: Path, port: int) -> SetUp:
+    client = await Client.connect(f"127.0.0.1:{port}", namespace="sd")
     topo = topology(directory, port, "sd")
     worker = f"{sys.executable} -m pipelex_pool worker --config {topo}"
     sup, conf, ctl = start_supervisord(
@@ -149,7 +150,6 @@ startsecs=0
         await asyncio.sleep(3.0 if len(found) == 2 else 0)  # started: give the new worker time to poll
         return found
 
-    client = await Client.connect(f"127.0.0.1:{port}", namespace="sd")
     label = f"supervisord (Temporal retries at start-to-close, {START_TO_CLOSE})"
     return SetUp(label, sup, client, llm_pids)
 

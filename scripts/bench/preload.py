@@ -96,9 +96,9 @@ async def main() -> None:
             (directory / name).mkdir()
         setups: dict[str, SetUp] = {}
         try:
-            on, on_control = under_pool(directory / "on", port, "on", preload=True)
-            off, off_control = under_pool(directory / "off", port, "off", preload=False)
-            setups = {"on": on, "off": off, "sd": under_supervisord(directory / "sd", port)}
+            setups["on"], on_control = under_pool(directory / "on", port, "on", preload=True)
+            setups["off"], off_control = under_pool(directory / "off", port, "off", preload=False)
+            setups["sd"] = under_supervisord(directory / "sd", port)
             clients = {name: await Client.connect(f"127.0.0.1:{port}", namespace=name) for name in NAMES}
             for name in NAMES:
                 await wait_polling(clients[name], f"{name}/", 1 + LLM)
