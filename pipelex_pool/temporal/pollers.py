@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+import anyio
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import (
@@ -80,10 +81,16 @@ def merge_pollers(found: dict[str, Poller], response: DescribeTaskQueueResponse)
 async def queue_pollers(
     client: Client, queue: str, queue_type: QueueType, partitions: int = DEFAULT_PARTITIONS
 ) -> dict[str, Poller]:
-    """Every poller of `queue` for `queue_type` across its partitions, by identity (latest access kept)."""
+    """Every poller of `queue` for `queue_type` across its partitions, by identity (latest access kept). The
+    partitions are asked side by side: their answers come back together, one wake-up of the caller."""
     found: dict[str, Poller] = {}
-    for name in partition_names(queue, partitions):
+
+    async def one(name: str) -> None:
         merge_pollers(found, await describe_partition(client, name, queue_type))
+
+    async with anyio.create_task_group() as tg:
+        for name in partition_names(queue, partitions):
+            tg.start_soon(one, name)
     return found
 
 

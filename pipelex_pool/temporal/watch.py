@@ -43,9 +43,13 @@ class QueueView:
 async def describe(client: Client, queue: str, queue_type: QueueType, previous: QueueView | None = None) -> QueueView:
     """The root partition with its backlog statistics (cached ~5 s by the server, sticky tasks excluded, 0 once a
     queue idles out), and its pollers: added to `previous`'s if given, else every partition is described (a new
-    worker may poll another partition than the root for ~50 s)."""
+    worker may poll another partition than the root for ~50 s), all side by side with the root."""
     view = QueueView(queue, queue_type, pollers=dict(previous.pollers) if previous else {})
-    root = await describe_partition(client, queue, queue_type, report_stats=True)
+    async with anyio.create_task_group() as tg:  # (one wave: their answers come back together)
+        if previous is None:
+            for name in partition_names(queue)[1:]:
+                tg.start_soon(_merge_partition, client, name, queue_type, view.pollers)
+        root = await describe_partition(client, queue, queue_type, report_stats=True)
     stats = root.stats
     view.stats = QueueStats(
         backlog=stats.approximate_backlog_count,
@@ -61,10 +65,6 @@ async def describe(client: Client, queue: str, queue_type: QueueType, previous: 
     if routing.ramping_deployment_version.deployment_name:
         version = routing.ramping_deployment_version
         view.ramping_version = f"{version.deployment_name}.{version.build_id}"
-    if previous is None:  # (side by side: their answers come back together)
-        async with anyio.create_task_group() as tg:
-            for name in partition_names(queue)[1:]:
-                tg.start_soon(_merge_partition, client, name, queue_type, view.pollers)
     view.seen_at = datetime.now(UTC)
     return view
 

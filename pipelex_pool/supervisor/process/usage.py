@@ -47,13 +47,11 @@ class _Stat:
     rss_bytes: int
 
 
-def _read_stat(pid: int) -> _Stat | None:
-    try:  # (os-level: a Python file object would also stat, seek and ask whether /proc is a terminal)
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-        try:
-            text = os.read(fd, 4096).decode(errors="replace")
-        finally:
-            os.close(fd)
+def _read_stat(fd: int) -> _Stat | None:
+    """`fd`: /proc/<pid>/stat, kept open (read again from its start: the kernel writes it anew for each read; a
+    process reaped since answers an error, never another process's figures)."""
+    try:
+        text = os.pread(fd, 4096, 0).decode(errors="replace")
     except OSError:
         return None
     fields = text[text.rfind(")") + 2 :].split()  # the command name may hold spaces and parentheses
@@ -74,21 +72,47 @@ def _open_fds(pid: int) -> int | None:
 
 
 class ResourceProbe:
-    """Samples one pid; CPU% is measured over the time between two samples. Raises ProcessLookupError when the
-    pid does not exist."""
+    """Samples one pid through its /proc/<pid>/stat, opened once (a path lookup per sample is most of what a
+    sample costs); CPU% is measured over the time between two samples. Raises ProcessLookupError when the pid
+    does not exist. `close()` when done with it."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        first = _read_stat(pid)
+        self._fd = -1
+        try:
+            self._fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, ProcessLookupError) as exc:
+            raise ProcessLookupError(pid) from exc
+        except OSError:  # out of descriptors: opened for each sample instead
+            pass
+        first = self._read()
         if first is None:
+            self.close()
             raise ProcessLookupError(pid)
         self._started = first.started
         self._last = (time.monotonic(), first.cpu_s)
         self._samples = 0
         self._fds: int | None = None
 
+    def _read(self) -> _Stat | None:
+        if self._fd >= 0:
+            return _read_stat(self._fd)
+        try:
+            fd = os.open(f"/proc/{self.pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            return _read_stat(fd)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
     def sample(self) -> Usage | None:
-        stat = _read_stat(self.pid)
+        stat = self._read()
         if stat is None or stat.started != self._started:
             return None
         now = time.monotonic()

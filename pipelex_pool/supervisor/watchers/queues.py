@@ -116,15 +116,11 @@ class TemporalWatch:
     async def _round(self, client: Client) -> None:
         started = self.supervisor.clock()
         full = started >= self.full_round_due or self.looking()
+        fleet = full or started >= self.fleet_due
         asked_wall = time.time()  # (when the requests that may go unanswered were sent)
-        errors = await self._describe_all(client, full)
-        if (full or started >= self.fleet_due) and not errors:
+        errors, beats_error = await self._ask_all(client, full, fleet)
+        if fleet:
             self.fleet_due = started + FLEET_REFRESH_S
-            try:
-                with anyio.fail_after(RPC_TIMEOUT_S):
-                    self.fleet = await describe_fleet(client, self.supervisor.topology.pool.fleet_name)
-            except Exception as exc:
-                errors.append(f"fleet beacon: {exc or type(exc).__name__}")
         if errors and not self.error:
             self.error_since = asked_wall  # when the request that went unanswered was sent
             if self.expected_down():  # a normal start or stop: the pool's own dev server
@@ -136,10 +132,10 @@ class TemporalWatch:
         elif not errors and self.error:
             log.info("watch.temporal_available", after_s=round(time.time() - (self.error_since or time.time()), 1))
         self.error = "; ".join(errors) or None
-        if not errors and self.heartbeats_offered is not False:  # (one call per round: the pool's workers)
-            await self._read_heartbeats(client)
         mismatches = None
         if not errors:
+            if beats_error is not None:  # (while Temporal does not answer, that says it already)
+                log.info("watch.worker_list_failed", error=beats_error)
             mismatches = self.routing_mismatches()
             for mismatch in sorted(set(mismatches) - self.mismatches_logged):
                 log.error("watch.routing_mismatch", problem=mismatch)
@@ -153,11 +149,14 @@ class TemporalWatch:
         busy = autoscaled or self.looking()
         self.next_round = self.supervisor.clock() + (WATCH_INTERVAL_S if busy else QUIET_INTERVAL_S)
 
-    async def _describe_all(self, client: Client, full: bool) -> list[str]:
-        """Every watched queue described side by side (their answers come back together: one wake-up of the
-        supervisor for most of them, and a server that does not answer costs one timeout, not one per queue); a
-        queue that got no answer keeps its last view, marked stale. Returns what went wrong."""
+    async def _ask_all(self, client: Client, full: bool, fleet: bool) -> tuple[list[str], str | None]:
+        """A round's questions, all side by side (their answers come back together: one wake-up of the supervisor
+        for most of them, and a server that does not answer costs one timeout, not one per question): every
+        watched queue (a queue that got no answer keeps its last view, marked stale), the fleet's beacon when
+        `fleet`, the workers' heartbeats (of the fleet as last described). Returns what went wrong, and why the
+        heartbeats could not be read."""
         errors: list[str] = []
+        beats_error: list[str] = []
 
         async def one(key: tuple[str, QueueType]) -> None:
             previous = None if full else self.views.get(key)
@@ -172,10 +171,26 @@ class TemporalWatch:
                 if key in self.views:
                     self.views[key].error = errors[-1]
 
+        async def beacon() -> None:
+            try:
+                with anyio.fail_after(RPC_TIMEOUT_S):
+                    self.fleet = await describe_fleet(client, self.supervisor.topology.pool.fleet_name)
+            except Exception as exc:
+                errors.append(f"fleet beacon: {exc or type(exc).__name__}")
+
+        async def beats() -> None:
+            error = await self._read_heartbeats(client)
+            if error is not None:
+                beats_error.append(error)
+
         async with anyio.create_task_group() as tg:
             for key in self.watched():
                 tg.start_soon(one, key)
-        return sorted(errors)
+            if fleet:
+                tg.start_soon(beacon)
+            if self.heartbeats_offered is not False:  # (one call per round: the pool's and its fleet's workers)
+                tg.start_soon(beats)
+        return sorted(errors), beats_error[0] if beats_error else None
 
     async def _check_poller_limit(self, client: Client) -> None:
         """While a worker takes long to start (or the limit was seen), ask whether Temporal refuses new polls."""
@@ -258,8 +273,9 @@ class TemporalWatch:
         now = datetime.now(UTC)
         return all(any(i in v.live_pollers(now) for i in identities) for v in views if v is not None)
 
-    async def _read_heartbeats(self, client: Client) -> None:
-        """The pool's workers' last heartbeats; a server without them is asked no more (said in status)."""
+    async def _read_heartbeats(self, client: Client) -> str | None:
+        """The pool's workers' last heartbeats; a server without them is asked no more (said in status). Returns
+        why they could not be read (the last ones are kept)."""
         try:
             with anyio.fail_after(RPC_TIMEOUT_S):
                 pools = {self.supervisor.topology.pool.name, *(self.fleet.pools if self.fleet else ())}
@@ -267,11 +283,11 @@ class TemporalWatch:
         except NoWorkerList as exc:
             log.info("watch.no_worker_heartbeats", reason=str(exc))
             self.heartbeats_offered, self.heartbeats = False, {}
-            return
+            return None
         except Exception as exc:  # a view among others: keep the last one
-            log.info("watch.worker_list_failed", error=str(exc) or type(exc).__name__)
-            return
+            return str(exc) or type(exc).__name__
         self.heartbeats_offered, self.heartbeats_read_at = True, datetime.now(UTC)
+        return None
 
     def fleet_lagging(self, version: str) -> list[str]:
         """The live pools of this pool's fleet that poll one of its queues and none with `version` there (a

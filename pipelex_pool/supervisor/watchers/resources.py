@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -29,49 +29,84 @@ async def watch_resources(
 ) -> None:
     """Sample every replica's usage and `report` it (the loop records it: it alone writes replica facts); a
     replica over its group's max_memory is submitted for a rolling restart (replacement READY first, so its
-    in-flight work drains instead of being killed). The probes (each keeps its process's last CPU times) are the
-    sampler's own."""
-    probes: dict[int, ResourceProbe] = {}
-    while True:
-        await sleep_on_grid(SAMPLE_INTERVAL_S)
+    in-flight work drains instead of being killed)."""
+    with Probes() as probes:
+        while True:
+            await sleep_on_grid(SAMPLE_INTERVAL_S)
+            readings = probes.sample(
+                (handle, handle.pid) for handle in view.handles() if handle.pid is not None and handle in view.info
+            )
+            for handle, pid, usage in readings:
+                if usage is not None:
+                    check_memory(view, handle, pid, usage, submit)
+            if readings:
+                report(Sampled(tuple(readings)))
+
+
+class Probes:
+    """The sampler's probes, one per replica process (each keeps its process's /proc/<pid>/stat open and its last
+    CPU times), closed when their process is gone or the sampler stops."""
+
+    def __init__(self) -> None:
+        self._probes: dict[tuple[ProcessHandle, int], ResourceProbe] = {}
+
+    def __enter__(self) -> Probes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for probe in self._probes.values():
+            probe.close()
+        self._probes.clear()
+
+    def sample(self, processes: Iterable[tuple[ProcessHandle, int]]) -> list[tuple[ProcessHandle, int, Usage | None]]:
+        """A reading of each (replica, pid) (None: the process is gone, or the pid now names another); probes of
+        processes no longer listed are closed."""
         readings: list[tuple[ProcessHandle, int, Usage | None]] = []
-        live: set[int] = set()
-        for group in view.all_groups():
-            for handle in group.all_handles():
-                pid = handle.pid
-                if pid is None or handle not in view.info:
+        live: set[tuple[ProcessHandle, int]] = set()
+        for handle, pid in processes:
+            key = (handle, pid)
+            live.add(key)
+            probe = self._probes.get(key)
+            if probe is None:
+                try:
+                    probe = self._probes[key] = ResourceProbe(pid)
+                except ProcessLookupError:
                     continue
-                live.add(pid)
-                probe = probes.get(pid)
-                if probe is None:
-                    try:
-                        probe = probes[pid] = ResourceProbe(pid)
-                    except ProcessLookupError:
-                        continue
-                usage = probe.sample()
-                readings.append((handle, pid, usage))
-                limit = group.spec.max_memory if group.spec else None
-                if (
-                    limit
-                    and usage is not None
-                    and usage.rss_bytes > limit
-                    and handle.state is ProcState.READY
-                    and handle in group.handles
-                    and group.slot_of(handle.replica) not in group.roll_queue
-                ):
-                    log.warning(
-                        "worker.memory_exceeded",
-                        group=group.name,
-                        replica=handle.replica,
-                        pid=pid,
-                        rss_bytes=usage.rss_bytes,
-                        rss=format_size(usage.rss_bytes),
-                        max_memory=format_size(limit),
-                        action="rolling restart",
-                    )
-                    reason = f"RSS {format_size(usage.rss_bytes)} over max_memory {format_size(limit)}"
-                    submit(RollReplica(group.name, handle.replica, pid, reason))
-        for gone in set(probes) - live:
-            del probes[gone]
-        if readings:
-            report(Sampled(tuple(readings)))
+            readings.append((handle, pid, probe.sample()))
+        for gone in set(self._probes) - live:
+            self._probes.pop(gone).close()
+        return readings
+
+    @property
+    def open(self) -> int:
+        """How many probes are held (each with one descriptor)."""
+        return len(self._probes)
+
+
+def check_memory(
+    view: PoolState, handle: ProcessHandle, pid: int, usage: Usage, submit: Callable[[Request], object]
+) -> None:
+    """A READY replica over its group's max_memory, not already queued for a rolling restart: submitted for one."""
+    group = view.groups.get(handle.group)
+    limit = group.spec.max_memory if group is not None and group.spec else None
+    if (
+        group is None
+        or not limit
+        or usage.rss_bytes <= limit
+        or handle.state is not ProcState.READY
+        or handle not in group.handles
+        or group.slot_of(handle.replica) in group.roll_queue
+    ):
+        return
+    log.warning(
+        "worker.memory_exceeded",
+        group=group.name,
+        replica=handle.replica,
+        pid=pid,
+        rss_bytes=usage.rss_bytes,
+        rss=format_size(usage.rss_bytes),
+        max_memory=format_size(limit),
+        action="rolling restart",
+    )
+    reason = f"RSS {format_size(usage.rss_bytes)} over max_memory {format_size(limit)}"
+    submit(RollReplica(group.name, handle.replica, pid, reason))
