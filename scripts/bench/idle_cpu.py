@@ -5,7 +5,8 @@ Temporal dev server, no workflow running. For each set-up the supervisor's CPU (
 included) over a window, as percent of one core:
 - "quiet": every group running;
 - "warning open": media scaled to 0 (`scale media 0`), so `status` warns that media_q has routed activities and no
-  poller, for the whole window (measured once the warning is older than the watch's fast period).
+  poller, for the whole window (measured once the warning is older than the watch's fast period, counted from
+  when `status` first shows it).
 Set-ups: this checkout; optionally an earlier revision (`--ref REV`, run from a git worktree, same venv) to show a
 change's effect; supervisord (the same 32 workers; it has no notion of a warning: its one figure is shown in both
 rows). Set-ups are interleaved round by round.
@@ -29,6 +30,7 @@ import psutil
 import tomlkit
 
 from pipelex_pool.control.client import ControlClient
+from pipelex_pool.supervisor.watchers.queues import WARNING_FAST_S
 from scripts.bench.common import (
     dev_server,
     ready_pids,
@@ -41,7 +43,7 @@ from scripts.bench.common import (
 )
 
 REPLICAS = {"router": 1, "llm": 30, "media": 1}
-WARNING_SETTLE_S = 35.0  # past the watch's fast period for a new warning (WARNING_FAST_S, 30 s)
+SETTLE_S = 5.0  # past the watch's fast period for a new warning (WARNING_FAST_S after the warning is seen)
 
 
 def tree_cpu(pid: int) -> float:
@@ -71,6 +73,14 @@ async def wait_ready(control: ControlClient, count: int) -> None:
         await asyncio.sleep(0.5)
 
 
+async def wait_warning(control: ControlClient, text: str) -> None:
+    deadline = time.monotonic() + 120
+    while not any(text in w for w in control.call("status")["warnings"]):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no warning about {text} within 120 s")
+        await asyncio.sleep(0.5)
+
+
 async def pool_round(directory: Path, port: int, source: Path | None, window: float) -> tuple[float, float]:
     doc = shipped_topology(directory, port, replicas=REPLICAS)
     doc["pool"]["max_replicas"] = 64
@@ -87,7 +97,8 @@ async def pool_round(directory: Path, port: int, source: Path | None, window: fl
         await asyncio.sleep(10)  # the start's own work done
         quiet = await window_percent(sup.pid, window)
         control.call("scale", {"group": "media", "replicas": 0})
-        await asyncio.sleep(WARNING_SETTLE_S)
+        await wait_warning(control, "media_q")
+        await asyncio.sleep(WARNING_FAST_S + SETTLE_S)  # (its fast period counts from when the watch saw it)
         warnings = control.call("status")["warnings"]
         assert any("media_q" in w for w in warnings), warnings
         warned = await window_percent(sup.pid, window)

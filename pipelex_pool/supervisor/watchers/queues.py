@@ -4,8 +4,10 @@ It asks Temporal as often as there is something to learn: every WATCH_INTERVAL_S
 while a replica is starting or not yet seen polling, a warning has just opened (for WARNING_FAST_S: one that stays
 true, such as a group scaled to 0, does not keep the watch at full rate) or Temporal does not answer; otherwise the
 root partition's backlog every QUIET_INTERVAL_S (every WATCH_INTERVAL_S for a queue an autoscaler reads) and every
-partition's pollers every FULL_ROUND_S. It only reads Temporal and submits autoscaling decisions as requests: an
-outage never stalls the reconcile loop and never marks a worker failed by itself."""
+partition's pollers every FULL_ROUND_S. A round's questions (the queues, the fleet's beacon, the workers'
+heartbeats) go out together and their answers come back together: one wake-up of the supervisor, not one per
+question (a wake-up costs about as much as reading an answer). It only reads Temporal and submits autoscaling
+decisions as requests: an outage never stalls the reconcile loop and never marks a worker failed by itself."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Per-replica resource use: RSS, CPU%, threads, state from one read of /proc/<pid>/stat per replica and sample
-(open file descriptors every few samples), so that watching 32 replicas costs next to nothing."""
+"""Per-replica resource use: RSS, CPU%, threads, state from one read of /proc/<pid>/stat per replica and sample,
+from a descriptor opened once per process (open file descriptors every few samples), so that watching 32
+replicas costs next to nothing."""
 
 from __future__ import annotations
 
