@@ -10,9 +10,11 @@ from __future__ import annotations
 import enum
 import socket
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
@@ -88,10 +90,23 @@ async def queue_pollers(
     async def one(name: str) -> None:
         merge_pollers(found, await describe_partition(client, name, queue_type))
 
-    async with anyio.create_task_group() as tg:
-        for name in partition_names(queue, partitions):
-            tg.start_soon(one, name)
+    await side_by_side(*(partial(one, name) for name in partition_names(queue, partitions)))
     return found
+
+
+async def side_by_side(*calls: Callable[[], Coroutine[Any, Any, object]]) -> None:
+    """Run `calls` together (their answers come back together: one wake-up of the caller). The first error is
+    raised as itself, not wrapped in a group (what it says reaches status and the logs), the other calls
+    cancelled."""
+    try:
+        async with anyio.create_task_group() as tg:
+            for call in calls:
+                tg.start_soon(call)
+    except ExceptionGroup as group:
+        first: BaseException = group
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
 
 
 PROBE_TIMEOUT = timedelta(seconds=1)

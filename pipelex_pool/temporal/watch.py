@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
-import anyio
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueResponse
 from temporalio.client import Client
 
-from pipelex_pool.temporal.pollers import Poller, QueueType, describe_partition, merge_pollers, partition_names
+from pipelex_pool.temporal.pollers import (
+    Poller,
+    QueueType,
+    describe_partition,
+    merge_pollers,
+    partition_names,
+    side_by_side,
+)
 
 LIVE_WITHIN = timedelta(seconds=75)  # an idle worker re-polls at least every ~60 s (long-poll expiry)
 
@@ -45,11 +53,15 @@ async def describe(client: Client, queue: str, queue_type: QueueType, previous: 
     queue idles out), and its pollers: added to `previous`'s if given, else every partition is described (a new
     worker may poll another partition than the root for ~50 s), all side by side with the root."""
     view = QueueView(queue, queue_type, pollers=dict(previous.pollers) if previous else {})
-    async with anyio.create_task_group() as tg:  # (one wave: their answers come back together)
-        if previous is None:
-            for name in partition_names(queue)[1:]:
-                tg.start_soon(_merge_partition, client, name, queue_type, view.pollers)
-        root = await describe_partition(client, queue, queue_type, report_stats=True)
+    answers: list[DescribeTaskQueueResponse] = []
+
+    async def ask_root() -> None:
+        answers.append(await describe_partition(client, queue, queue_type, report_stats=True))
+
+    others = [] if previous else partition_names(queue)[1:]
+    merges = (partial(_merge_partition, client, name, queue_type, view.pollers) for name in others)
+    await side_by_side(ask_root, *merges)  # (one wave: their answers come back together)
+    root = answers[0]
     stats = root.stats
     view.stats = QueueStats(
         backlog=stats.approximate_backlog_count,
