@@ -21,6 +21,9 @@ WATCHDOG_USEC_ENV = "WATCHDOG_USEC"  # sd_notify: the allowed gap between WATCHD
 HEALTH_FILE_ENV = "PIPELEX_POOL_HEALTH_FILE"
 BUILD_ID_ENV = "PIPELEX_POOL_BUILD_ID"  # the build (Worker Deployment Version) a versioned worker registers as
 HEALTH_TOUCH_S = 5.0
+# "1": the supervisor looks for the worker among its queue's pollers (one watcher for every starting replica), so the
+# worker says POLLING_KEY=1 once its Worker polls instead of describing the queue itself until it sees itself
+LISTED_BY_POOL_ENV = "PIPELEX_POOL_LISTS_POLLERS"
 
 # -- notify keys a pool worker adds to the standard ones (READY, STATUS, WATCHDOG, STOPPING) ------------------------
 TASKS_KEY = "X_PIPELEX_TASKS"  # JSON task counts (worker/counts.py)
@@ -31,6 +34,7 @@ WAITING_KEY = "X_PIPELEX_WAITING_FOR_TEMPORAL"
 RUNS_KEY = "X_PIPELEX_RUNS"  # JSON: workflow runs cached / evicted (worker/cached_runs.py)
 # pause: "pausing" (no new task; in-flight ones finishing), "paused" (idle, warm), "" (polling again)
 PAUSE_KEY = "X_PIPELEX_PAUSE"
+POLLING_KEY = "X_PIPELEX_POLLING"  # "1": its Worker polls; READY once Temporal lists it (LISTED_BY_POOL_ENV)
 
 # -- pause and resume of a built-in worker: the process stays, its temporalio Worker stops polling ----------------
 PAUSE_SIGNAL = "SIGUSR1"  # stop taking tasks: the Worker shuts down (in-flight ones finish), the process stays

@@ -20,6 +20,7 @@ from anyio.abc import TaskGroup
 
 from pipelex_pool.contract import (
     PAUSE_SIGNAL,
+    POLLING_KEY,
     RESUME_SIGNAL,
     sdk_default_identity,
 )
@@ -67,6 +68,7 @@ from pipelex_pool.supervisor.spawning.spawner import ExecSpawner, Spawner
 from pipelex_pool.supervisor.starting import Starter
 from pipelex_pool.supervisor.systemd import SystemdNotifier
 from pipelex_pool.supervisor.view import ReplicaInfo, settled, summary, temporal_expected_down
+from pipelex_pool.supervisor.watchers.listing import Listing
 from pipelex_pool.supervisor.watchers.notify_batch import NotifyBatch
 from pipelex_pool.supervisor.watchers.queues import TemporalWatch, served_types
 from pipelex_pool.supervisor.watchers.resources import SAMPLE_INTERVAL_S, watch_resources
@@ -142,9 +144,10 @@ class Supervisor:
         stuck_after = pool.stuck_attempt_after.total_seconds()
         self.hand_backs = HandBacks(self.temporal.get, identity, self.inbox.report, stuck_after)
         record = lambda: self._write_state(must=True)  # noqa: E731
+        self.listing = Listing(self.temporal.get, self.inbox.send)  # who is polling yet, for READY
         self.starter = Starter(
-            self.paths, self.spawner, self.info, self.inbox.send, self.inbox.note, self.notify_batch,
-            self.temporal.get, record,
+            self.paths, self.spawner, self.info, self.inbox.send, self.inbox.note, self.notify_batch, self.listing,
+            record,
         )  # fmt: skip
         self.groups = {name: worker_group(self.topology, spec) for name, spec in self.topology.groups.items()}
         if self.dev_server:
@@ -192,6 +195,7 @@ class Supervisor:
             tg.start_soon(keep_running, "temporal_health", self.health.run, self.temporal.once)
             tg.start_soon(keep_running, "api_key", self.temporal.follow_key)
             tg.start_soon(keep_running, "temporal_watch", self.watch.run)
+            tg.start_soon(keep_running, "listing", self.listing.run)
             tg.start_soon(keep_running, "reports", self.inbox.keep_reports_fresh)
             tg.start_soon(keep_running, "notify_batch", self.notify_batch.run)
             tg.start_soon(keep_running, "deploy", self.deployer.run)
@@ -473,7 +477,17 @@ class Supervisor:
         elif isinstance(event, Notified):
             if event.fields.get("READY") == "1" and group.readiness is Readiness.NOTIFY:
                 mark_ready(handle, now)
+            elif event.fields.get(POLLING_KEY) == "1" and group.readiness is Readiness.NOTIFY:
+                self._expect_listed(group, handle)
             record_notify(self.replica_info(handle), handle, event.fields, now)
+
+    def _expect_listed(self, group: SupervisedGroup, handle: ProcessHandle) -> None:
+        """A pool worker polls: READY once Temporal lists it (the listing watcher looks for every starting one)."""
+        info = self.info.get(handle)
+        if group.spec is None or info is None or handle.state is not ProcState.STARTING:
+            return
+        types = served_types(self, group.spec.scope)
+        self.listing.expect(handle, group.spec.task_queue, types, info.identity)
 
     def _remember_exited(self, identity: str, now: float) -> None:
         """Keep an exited process's identity while Temporal may still list its last polls (then forget it)."""

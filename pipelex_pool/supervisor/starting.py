@@ -4,13 +4,12 @@ readiness) to the loop's inbox. Called by the loop, on its task; a failure is re
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import structlog
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
-from temporalio.client import Client
 
 from pipelex_pool.contract import START_PAUSED_ENV, with_pid
 from pipelex_pool.paths import PoolPaths
@@ -22,7 +21,8 @@ from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.spawning.launch import LaunchPlan, launch
 from pipelex_pool.supervisor.spawning.ports import pick_address
 from pipelex_pool.supervisor.spawning.spawner import Spawner
-from pipelex_pool.supervisor.watchers.child import watch_child, watch_polling, watch_serving
+from pipelex_pool.supervisor.watchers.child import watch_child, watch_serving
+from pipelex_pool.supervisor.watchers.listing import Listing
 from pipelex_pool.supervisor.watchers.notify_batch import NotifyBatch
 from pipelex_pool.temporal.pollers import QueueType
 from pipelex_pool.topology.load import Topology
@@ -38,7 +38,7 @@ class Starter:
     send: MemoryObjectSendStream[Event]  # the loop's inbox: what the watchers report on
     note: Callable[[Notified], None]  # ... and where they note watchdog pings (Inbox.note)
     batch: NotifyBatch  # ... and where a READY replica's notify socket is read with the others'
-    client: Callable[[], Awaitable[Client]]
+    listing: Listing  # ... and who looks for a starting replica among Temporal's pollers
     record: Callable[[], None]  # the state file, written before a new child may run (raises if it cannot be)
     spawned: int = 0  # processes spawned with a notify socket: each gets a path of its own
 
@@ -105,13 +105,7 @@ class Starter:
                 guarded, "serving_watch", watch_serving, handle, generation, address, namespace, timeout, self.send
             )
         elif group.readiness is Readiness.TEMPORAL and group.spec is not None:
-            queue = group.spec.task_queue
-            tg.start_soon(
-                guarded, "polling_watch", self._watch_polling, handle, generation, queue, types, info.identity
-            )
+            # a command's worker: by its pool identity, or temporalio's `<pid>@<host>` if it kept that one
+            self.listing.expect(handle, group.spec.task_queue, types, info.identity, sdk_identity=True,
+                                waits_for_temporal=False)  # fmt: skip
         return None
-
-    async def _watch_polling(
-        self, handle: ProcessHandle, generation: int, queue: str, types: list[QueueType], identity: str
-    ) -> None:
-        await watch_polling(await self.client(), handle, generation, queue, types, identity, self.send)

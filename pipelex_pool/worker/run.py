@@ -27,8 +27,10 @@ from pipelex_pool.contract import (
     HEALTH_FILE_ENV,
     HEALTH_TOUCH_S,
     IDENTITY_ENV,
+    LISTED_BY_POOL_ENV,
     PAUSE_KEY,
     PAUSE_SIGNAL,
+    POLLING_KEY,
     RESUME_SIGNAL,
     SDK_METRICS_KEY,
     START_PAUSED_ENV,
@@ -229,6 +231,7 @@ class WorkerProcess:
         self.outbox = inflight.Outbox(inflight.LEDGER, cached_runs.RUNS)
         # pause: the operator's wish (signals), and the event that wakes the run loop when it changes
         self.pause_wanted = os.environ.get(START_PAUSED_ENV) == "1"
+        self.listed_by_pool = os.environ.get(LISTED_BY_POOL_ENV) == "1"  # the supervisor looks for us in Temporal
         self.changed = anyio.Event()  # set (and replaced) when a pause, a resume or a drain is asked
         self.worker: Worker | None = None  # the Worker that runs now (or last ran)
         self.paused_worker: Worker | None = None  # the last Worker shut down for a pause
@@ -270,16 +273,19 @@ class WorkerProcess:
         self.drain("parent exited")
 
     async def _announce(self, client: Client, worker: Worker) -> None:
+        polling = f"STATUS=polling {self.settings.task_queue}"
         if self.pause_wanted:  # started paused: ready to resume, polling nothing
             ready: tuple[str, ...] = ("READY=1", "STATUS=paused", f"{PAUSE_KEY}=paused", f"MAINPID={os.getpid()}")
+        elif self.listed_by_pool:  # READY once the supervisor sees us listed (with every replica starting now)
+            ready = (f"{POLLING_KEY}=1", polling, f"MAINPID={os.getpid()}")
         else:
             await wait_until_polling(client, self.settings, self.notifier)
-            ready = ("READY=1", f"STATUS=polling {self.settings.task_queue}", f"MAINPID={os.getpid()}")
+            ready = ("READY=1", polling, f"MAINPID={os.getpid()}")
         # a full queue (the supervisor is paused) has no event to wait on: try again shortly
         while not self.notifier.send(*ready) and self.notifier.enabled:  # noqa: ASYNC110
             await anyio.sleep(RETRY_SEND_S)
         log.info(
-            "worker.ready",
+            "worker.polling" if ready[0].startswith(POLLING_KEY) else "worker.ready",
             task_queue=self.settings.task_queue,
             types=[t.name for t in queue_types(self.settings.scope)],
         )

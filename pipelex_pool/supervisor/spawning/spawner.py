@@ -14,7 +14,15 @@ from typing import Protocol
 import anyio
 from anyio.abc import ByteReceiveStream
 
-from pipelex_pool.contract import CONFIG_ENV, GROUP_ENV, IDENTITY_ENV, REPLICA_ENV, SUPERVISOR_PID_ENV, identity_for
+from pipelex_pool.contract import (
+    CONFIG_ENV,
+    GROUP_ENV,
+    IDENTITY_ENV,
+    LISTED_BY_POOL_ENV,
+    REPLICA_ENV,
+    SUPERVISOR_PID_ENV,
+    identity_for,
+)
 from pipelex_pool.packs import AppRef
 from pipelex_pool.supervisor.systemd import SYSTEMD_ENV
 from pipelex_pool.topology.schema import ResolvedGroup
@@ -158,7 +166,9 @@ def worker_spec(
         pool, group, program=BUILTIN_WORKER, python=sys.executable, config=str(topology_file), replica=str(replica),
         identity=identity, config_dir=str(config_dir or topology_file.parent),
     )  # fmt: skip
-    if group.command is not None:
+    if group.command is None:
+        env[LISTED_BY_POOL_ENV] = "1"
+    else:
         argv = pdeathsig_wrapped(argv)  # a program of the user's may not watch its parent: the wrapper does
     return ChildSpec(name=f"{group.name}/{replica}", argv=argv, env=env, identity=identity)
 

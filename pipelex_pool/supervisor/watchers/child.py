@@ -10,7 +10,6 @@ from collections.abc import Callable
 import anyio
 import structlog
 from anyio.abc import ByteReceiveStream, ObjectSendStream
-from temporalio.client import Client
 
 from pipelex_pool.supervisor.events import Event, Exited, Notified, SeenReady
 from pipelex_pool.supervisor.process.handle import ProcessHandle
@@ -20,7 +19,6 @@ from pipelex_pool.supervisor.spawning.logfile import RotatingLog
 from pipelex_pool.supervisor.watchers.datagrams import MAX_DATAGRAM, parse_notify, routed
 from pipelex_pool.supervisor.watchers.notify_batch import NotifyBatch
 from pipelex_pool.temporal.devserver import wait_until_serving
-from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 OUTPUT_DRAIN_S = 1.0
@@ -144,30 +142,3 @@ async def watch_serving(
         log.warning("devserver.not_serving", target=target, error=str(exc))
         return
     await events.send(SeenReady(handle, generation))
-
-
-async def watch_polling(
-    client: Client,
-    handle: ProcessHandle,
-    generation: int,
-    queue: str,
-    types: list[QueueType],
-    identity: str,
-    events: ObjectSendStream[Event],
-) -> None:
-    """Readiness `temporal`: ready once Temporal lists the child polling (by identity, or Pipelex's pid@host)."""
-    pid_prefix = f"{handle.pid}@"
-    pending = list(types)
-    while pending and handle.generation == generation:
-        for queue_type in list(pending):
-            try:
-                pollers = await queue_pollers(client, queue, queue_type)
-            except Exception as exc:  # Temporal briefly unavailable: keep waiting until start_timeout
-                log.warning("supervisor.describe_failed", queue=queue, error=str(exc))
-                break
-            if any(name == identity or name.startswith(pid_prefix) for name in pollers):
-                pending.remove(queue_type)
-        if pending:
-            await anyio.sleep(0.5)
-    if handle.generation == generation:
-        await events.send(SeenReady(handle, generation))
