@@ -226,7 +226,8 @@ def test_logs_and_down(pool: Pool) -> None:
     pool.wait_all_ready()
     children = [status_doc.pid(r) for r in pool.replicas()]
     logs = pool.cli("logs", "llm/1", "-n", "5")
-    assert logs.returncode == 0 and "worker.ready" in logs.stdout and len(logs.stdout.splitlines()) <= 5
+    # the worker says it polls; its READY is the supervisor's, once Temporal lists it (supervisor/watchers/listing.py)
+    assert logs.returncode == 0 and "worker.polling" in logs.stdout and len(logs.stdout.splitlines()) <= 5
     assert pool.cli("logs", "nope").returncode == 2
     group = pool.cli("logs", "llm", "-n", "2")  # a group of two: both replicas, each line prefixed with its name
     assert group.returncode == 0
