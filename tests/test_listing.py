@@ -80,6 +80,7 @@ async def test_a_replica_is_ready_once_listed_and_one_not_polling_keeps_waiting(
         event = await next_event(receive)
         assert isinstance(event, SeenReady) and event.handle is seen and event.generation == seen.generation
         assert list(listing.expected) == [silent]  # still looked for; the replaced one forgotten
+        assert listing.polling(silent)  # it said it polls: it holds no other start back
 
 
 async def test_a_command_keeping_the_sdk_identity_is_recognised_by_its_pid(client: Client) -> None:
@@ -90,8 +91,8 @@ async def test_a_command_keeping_the_sdk_identity_is_recognised_by_its_pid(clien
 
     command = starting(0, 4242)
     async with polling(client, queue, "4242@somehost"), watching(get) as (listing, receive):
-        listing.expect(command, queue, [QueueType.ACTIVITY], "pool/llm/0@host:4242", sdk_identity=True,
-                       waits_for_temporal=False)  # fmt: skip
+        listing.expect(command, queue, [QueueType.ACTIVITY], "pool/llm/0@host:4242", command=True)
+        assert not listing.polling(command)  # looked for from its spawn: it may still be in its start
         event = await next_event(receive)
         assert isinstance(event, SeenReady) and event.handle is command
 
@@ -110,7 +111,7 @@ async def test_while_temporal_cannot_be_asked_a_pool_worker_is_shown_waiting_unt
     worker, command = starting(0, 201), starting(1, 202)
     async with polling(client, queue, "pool/llm/0@host:201"), watching(get) as (listing, receive):
         listing.expect(worker, queue, [QueueType.ACTIVITY], "pool/llm/0@host:201")
-        listing.expect(command, queue, [QueueType.ACTIVITY], "pool/llm/1@host:202", waits_for_temporal=False)
+        listing.expect(command, queue, [QueueType.ACTIVITY], "pool/llm/1@host:202", command=True)
         event = await next_event(receive)
         assert isinstance(event, Notified) and event.handle is worker
         assert "connection refused" in event.fields[WAITING_KEY]

@@ -394,11 +394,15 @@ class Supervisor:
         self.notify_batch.close()
 
     def _in_start(self) -> list[float]:
-        """When each child still starting was started (one waiting for Temporal is not: it holds no start back)."""
+        """When each child still starting was started (one waiting for Temporal, or polling and waiting only to be
+        listed, is through its start's CPU-heavy part: it holds no start back)."""
         return [
             h.started_at
             for h in self.handles()
-            if h.state is ProcState.STARTING and not h.waiting_for_temporal and h.started_at is not None
+            if h.state is ProcState.STARTING
+            and not h.waiting_for_temporal
+            and h.started_at is not None
+            and not self.listing.polling(h)
         ]
 
     def _may_spawn(self, now: float) -> bool:

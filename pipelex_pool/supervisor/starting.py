@@ -106,6 +106,5 @@ class Starter:
             )
         elif group.readiness is Readiness.TEMPORAL and group.spec is not None:
             # a command's worker: by its pool identity, or temporalio's `<pid>@<host>` if it kept that one
-            self.listing.expect(handle, group.spec.task_queue, types, info.identity, sdk_identity=True,
-                                waits_for_temporal=False)  # fmt: skip
+            self.listing.expect(handle, group.spec.task_queue, types, info.identity, command=True)
         return None

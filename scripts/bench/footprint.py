@@ -39,6 +39,7 @@ from pathlib import Path
 import psutil
 from supervisor.xmlrpc import SupervisorTransport
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from pipelex_pool.control.client import ControlClient
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
@@ -95,8 +96,17 @@ async def polling(client: Client, prefix: str) -> set[str]:
 
 
 async def wait_polling(client: Client, prefix: str, count: int, within: float = 300.0) -> None:
+    """Until `count` identities starting with `prefix` are listed (a describe the server refuses for its rate
+    limit, when the measured set-up asks too much of it, is said and asked again)."""
     deadline = time.monotonic() + within
-    while len(await polling(client, prefix)) < count:
+    while True:
+        try:
+            if len(await polling(client, prefix)) >= count:
+                return
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.RESOURCE_EXHAUSTED:
+                raise
+            print(f"{prefix}: the server refused a describe ({exc.message}); asking again", file=sys.stderr)
         if time.monotonic() > deadline:
             raise SystemExit(f"{prefix}: fewer than {count} replicas polling after {within:g}s")
         await asyncio.sleep(0.1)

@@ -42,7 +42,7 @@ class Expected:
     types: frozenset[QueueType]
     identity: str
     pid_prefix: str | None  # a command's worker that kept temporalio's `<pid>@<host>` identity is recognised too
-    waits_for_temporal: bool  # shown waiting for Temporal while it cannot be asked (a pool worker)
+    command: bool  # a command's worker (looked for from its spawn); else a pool worker that said it polls
     since: float
 
     def current(self) -> bool:
@@ -64,6 +64,7 @@ class Listing:
         self.expected: dict[ProcessHandle, Expected] = {}
         self.failing = ""  # what the last wave's failure said ("" while Temporal answers)
         self._added = anyio.Event()
+        self._last_wave = -WAVE_S
 
     def expect(
         self,
@@ -72,33 +73,41 @@ class Listing:
         types: list[QueueType],
         identity: str,
         *,
-        sdk_identity: bool = False,
-        waits_for_temporal: bool = True,
+        command: bool = False,
     ) -> None:
         """Look for the handle's current process among `queue`'s pollers of every type in `types`: READY once
-        found in all (no type: at once)."""
-        pid_prefix = f"{handle.pid}@" if sdk_identity and handle.pid is not None else None
+        found in all (no type: at once). A pool worker is expected once it says it polls; a `command` from its
+        spawn (it says nothing), by its pool identity or temporalio's `<pid>@<host>`."""
+        pid_prefix = f"{handle.pid}@" if command and handle.pid is not None else None
         self.expected[handle] = Expected(
-            handle, handle.generation, queue, frozenset(types), identity, pid_prefix, waits_for_temporal,
-            time.monotonic(),
-        )  # fmt: skip
+            handle, handle.generation, queue, frozenset(types), identity, pid_prefix, command, time.monotonic()
+        )
         self._added.set()
 
+    def polling(self, handle: ProcessHandle) -> bool:
+        """The handle's current process said it polls and waits only for Temporal to list it (past its start's
+        CPU-heavy part: it holds no other start back)."""
+        expected = self.expected.get(handle)
+        return expected is not None and not expected.command and expected.current()
+
     async def run(self) -> None:
+        """Waves while replicas are expected: the first GATHER_S after an expectation (the rest of its batch of
+        starts joins it), then one every WAVE_S at most, every SLOW_WAVE_S once all left have waited SLOW_AFTER_S."""
         while True:
             self._forget_stale()
             if not self.expected:
                 await self._added.wait()
-                self._added = anyio.Event()
-                await anyio.sleep(GATHER_S)
-                continue
-            await self._wave()
-            if self.expected:
+            elif not self._added.is_set():
                 youngest = time.monotonic() - max(e.since for e in self.expected.values())
                 with anyio.move_on_after(WAVE_S if youngest < SLOW_AFTER_S else SLOW_WAVE_S):
                     await self._added.wait()
-                    await anyio.sleep(GATHER_S)
-                self._added = anyio.Event()
+            gather = GATHER_S if self._added.is_set() else 0.0
+            self._added = anyio.Event()
+            await anyio.sleep(max(gather, self._last_wave + WAVE_S - time.monotonic()))
+            self._forget_stale()
+            if self.expected:
+                self._last_wave = time.monotonic()
+                await self._wave()
 
     def _forget_stale(self) -> None:
         for handle in [h for h, e in self.expected.items() if not e.current()]:
@@ -136,5 +145,5 @@ class Listing:
     async def _tell(self, waiting: list[Expected], why: str) -> None:
         """A pool worker's wait for Temporal, as it would say it itself (`why`; "" once Temporal answers)."""
         for expected in waiting:
-            if expected.waits_for_temporal and expected.current():
+            if not expected.command and expected.current():
                 await self.events.send(Notified(expected.handle, expected.generation, {WAITING_KEY: why}))
