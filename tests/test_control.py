@@ -65,7 +65,7 @@ def test_status_shows_every_replica_and_the_pool(pool: Pool) -> None:
     table_start = header.index(table[0])
     rows = header[table_start + 1 : header.index("", table_start)]  # the replica table ends at a blank line
     assert len(rows) == 4 and all("READY" in row for row in rows)
-    data = pool.wait(lambda s: all(r["rss_bytes"] for r in s["replicas"]), 10, "resource samples")
+    data = pool.status()  # a look reads every replica's resources as of now: no sampler period to wait for
     assert data["protocol"] == 1
     assert data["pool"]["topology"] == str(pool.topology)
     assert all(r["rss_bytes"] and r["rss_bytes"] > 10 * 2**20 for r in data["replicas"])
@@ -150,14 +150,14 @@ async def test_rolling_restart_under_load_keeps_pollers_and_loses_no_activity(po
         # still be rolling; a READY replica's poll within LIVE_WITHIN is a live one)
         recent = {i for i, p in pollers.items() if datetime.now(UTC) - p.last_access < LIVE_WITHIN}
         assert ready & recent, f"no live llm poller: READY {ready}, recently polling {recent}"
-        samples += 1
+        samples += bool(status["pool"]["busy"])  # (a sample taken while the roll was under way)
         current = {r["pid"] for r in status["replicas"] if r["group"] == "llm" and r["role"] == "replica"}
         if not status["pool"]["busy"] and not (current & before) and len(ready) == 2:
             break
         await anyio.sleep(0.05)
     else:
         raise AssertionError("the rolling restart did not finish within 90 s")
-    assert samples > 10
+    assert samples >= 3  # the roll was watched while under way, not only once it was over
     lost_dispatches = 0
     for run in runs:
         await run.result(rpc_timeout=timedelta(seconds=60))  # every run succeeds

@@ -127,6 +127,33 @@ async def test_while_something_is_under_way_the_batch_reads_as_datagrams_come_no
     inbox.close()
 
 
+async def test_an_idle_batch_leaves_pings_to_the_loop_and_reads_on_its_tick_once_replicas_report(
+    pairs: list[tuple[socket.socket, socket.socket]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notify_batch, "TICK_S", 0.05)
+    inbox, (first, _) = Inbox(), pairs
+    batch = NotifyBatch(inbox)
+    batch.join(first[0], make_handle(), 1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(batch.run)
+        first[1].send(b"WATCHDOG=1")
+        assert await inbox.wait(1.0) is False  # idle: no tick at all (20 of them would have passed)
+        assert first[0].recv(1024) == b"WATCHDOG=1"  # left unread for the loop's own pass
+        first[1].send(REPORT)
+        batch.read(wake=False)  # (the loop's pass finds a report: replicas report again)
+        assert [e for e in taken(inbox) if isinstance(e, Notified)][0].fields.keys() == {INFLIGHT_KEY}
+        assert batch.reporting
+        first[1].send(REPORT)  # the next one is read on the batch's tick, the loop woken for it
+        with anyio.fail_after(60):
+            assert await inbox.wait(60) is True
+        events = taken(inbox)
+        assert isinstance(events[0], Notified) and INFLIGHT_KEY in events[0].fields
+        assert isinstance(events[-1], ReportsDue)
+        tg.cancel_scope.cancel()
+    batch.close()
+    inbox.close()
+
+
 async def test_periodic_tasks_of_different_periods_wake_on_the_same_grid() -> None:
     now = anyio.current_time()
     for period in (1.0, 2.0, 3.0):

@@ -8,11 +8,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from pipelex_pool.supervisor.process.usage import ResourceProbe
+from pipelex_pool.supervisor.process.usage import CPU_WINDOW_S, ResourceProbe
 from pipelex_pool.supervisor.watchers.resources import Probes
 from tests.test_handle import make_handle
 
@@ -82,3 +83,28 @@ def test_probes_hold_one_descriptor_per_listed_process_and_release_them(
         assert probes.sample([(handles[0], children[0].pid), (handles[1], children[1].pid)])[0][0] is handles[1]
         assert probes.open == 1
     assert open_descriptors() == before  # the sampler stopped: every probe closed
+
+
+def test_cpu_percent_is_measured_over_a_second_at_least_so_two_looks_in_a_row_agree() -> None:
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        probe = ResourceProbe(busy.pid)
+        try:
+            with_figure = None
+            deadline = time.monotonic() + 60  # (a hang guard: the child gets some CPU within a second or so)
+            while with_figure is None or with_figure.cpu_percent <= 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+                with_figure = probe.sample()
+                assert with_figure is not None
+            looked_at = time.monotonic()
+            again = probe.sample()  # a second look a moment later (status, then /metrics)
+            assert again is not None
+            if time.monotonic() - looked_at < CPU_WINDOW_S:  # (a machine stalled for a second has a new window)
+                assert again.cpu_percent == with_figure.cpu_percent  # not the few clock ticks between the looks
+            assert again.cpu_seconds >= with_figure.cpu_seconds
+        finally:
+            probe.close()
+    finally:
+        busy.kill()
+        busy.wait()

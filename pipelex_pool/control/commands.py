@@ -52,6 +52,7 @@ class Status(Command):
     mutating = False
 
     async def run(self, supervisor: PoolControl, args: dict[str, Any]) -> Any:
+        await supervisor.fresh()
         return pool_status(supervisor)
 
 

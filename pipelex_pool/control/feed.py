@@ -19,6 +19,7 @@ from pipelex_pool.supervisor.view import PoolView
 
 CHECK_EVERY_S = 1.0
 FASTEST_CHECK_S = 0.1  # a client may ask for checks this often at most
+FRESH_EVERY_S = 1.0  # the replicas' reports and resources read for a frame at most this often
 STATUS_EVERY_S = 5.0  # uptime and CPU move all the time: refreshed this often even when nothing else changed
 VOLATILE = frozenset(
     {"uptime_s", "cpu_percent", "rss_bytes", "cpu_seconds", "seen_for_s", "backlog_age_s", "poller_age_s", "age_s"}
@@ -54,8 +55,11 @@ async def stream(supervisor: PoolView, send: Send, *, events: bool = True, check
 
             if subscribed is not None:
                 tg.start_soon(forward_events)
-            last, sent_at = "", 0.0
+            last, sent_at, fresh_at = "", 0.0, 0.0
             while True:
+                if time.monotonic() - fresh_at >= FRESH_EVERY_S:  # (states are live; reports and resources read)
+                    await supervisor.fresh()
+                    fresh_at = time.monotonic()
                 status = pool_status(supervisor)
                 now = time.monotonic()
                 current = digest(status)

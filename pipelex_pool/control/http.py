@@ -115,6 +115,8 @@ class HttpEndpoint:
             for line in header_lines:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
+            if urlsplit(path).path == "/metrics":
+                await self.supervisor.fresh()  # every replica's reports and resources read as of this scrape
             status, body, kind = self._answer(method, path, headers)
             reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}[status]
             response = (

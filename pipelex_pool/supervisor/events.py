@@ -86,5 +86,13 @@ class Submitted:
         self.applied.set()
 
 
+@dataclass(eq=False)
+class Look:
+    """Someone looks at the pool (status, the live view, /metrics): the loop reads every replica's reports and
+    resources now, then sets `done`."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
 ProcessEvent = Notified | SeenReady | Exited
-Event = ProcessEvent | Sampled | HandedBack | RunsHandedBack | Submitted | ReportsDue
+Event = ProcessEvent | Sampled | HandedBack | RunsHandedBack | Submitted | ReportsDue | Look

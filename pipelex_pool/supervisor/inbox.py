@@ -22,6 +22,7 @@ from pipelex_pool.supervisor.desired.requests import Request
 from pipelex_pool.supervisor.events import (
     Event,
     HandedBack,
+    Look,
     Notified,
     ReportsDue,
     RunsHandedBack,
@@ -57,6 +58,17 @@ class Inbox:
         """(from the sampler and the hand-back tasks) what they found, for the loop to record"""
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             self.send.send_nowait(event)
+
+    def look(self) -> anyio.Event:
+        """(from status, the live view, /metrics) ask the loop for a fresh reading; the event is set once it is
+        recorded (or the pool has shut down)."""
+        look = Look()
+        if self.closed:
+            look.done.set()
+        else:
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self.send.send_nowait(look)
+        return look.done
 
     def note(self, noted: Notified) -> None:
         """(from a child's watcher) a watchdog ping or a report, for the loop's next iteration: a ping does not wake
@@ -125,6 +137,8 @@ class Inbox:
         refused = RequestRefused(ErrorCode.STOPPING, "the pool has shut down")
         if isinstance(self._held, Submitted):
             self._held.settle(refused=refused)
+        elif isinstance(self._held, Look):
+            self._held.done.set()
         while True:
             try:
                 event = self._receive.receive_nowait()
@@ -132,5 +146,7 @@ class Inbox:
                 break
             if isinstance(event, Submitted):
                 event.settle(refused=refused)
+            elif isinstance(event, Look):
+                event.done.set()
         self.send.close()
         self._receive.close()

@@ -33,6 +33,7 @@ from pipelex_pool.supervisor.desired.requests import DeployPlan, Reload, Request
 from pipelex_pool.supervisor.events import (
     Exited,
     HandedBack,
+    Look,
     Notified,
     ProcessEvent,
     ReportsDue,
@@ -71,19 +72,21 @@ from pipelex_pool.supervisor.view import ReplicaInfo, settled, summary, temporal
 from pipelex_pool.supervisor.watchers.listing import Listing
 from pipelex_pool.supervisor.watchers.notify_batch import NotifyBatch
 from pipelex_pool.supervisor.watchers.queues import TemporalWatch, served_types
-from pipelex_pool.supervisor.watchers.resources import SAMPLE_INTERVAL_S, watch_resources
+from pipelex_pool.supervisor.watchers.resources import ResourceSampler
 from pipelex_pool.supervisor.watchers.temporal_health import TemporalHealth
 from pipelex_pool.temporal.codec import data_converter
 from pipelex_pool.temporal.connect import LazyClient
 from pipelex_pool.temporal.fleet import beacon_identity, hold_beacon
 from pipelex_pool.temporal.watch import LIVE_WITHIN
-from pipelex_pool.ticks import on_grid
+from pipelex_pool.ticks import next_on_grid
 from pipelex_pool.topology.limits import default_max_replicas
 from pipelex_pool.topology.load import Topology, load_topology
 from pipelex_pool.topology.snapshot import write_validated
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 MAX_IDLE_S = 5.0
+REAP_EVERY_S = 5.0  # exited descendants the fork spawner adopted are reaped within this
+FRESH_WAIT_S = 0.25  # a look waits this long at most for a loop busy with starts (then: what it has)
 EXITED_IDENTITY_KEPT_S = 2 * LIVE_WITHIN.total_seconds()
 PAUSE_TOLERANCE_S = 1.0  # a loop that wakes later than this was paused (SIGSTOP, swap, a long pass)
 
@@ -111,6 +114,7 @@ class Supervisor:
     def __post_init__(self) -> None:
         self.inbox = Inbox()
         self.notify_batch = NotifyBatch(self.inbox)  # READY replicas' notify sockets, read together
+        self.sampler = ResourceSampler()  # their resources, on a period and whenever someone looks
         self._records = ChildRecords()
         self._tg: TaskGroup | None = None
         self.steps = 0  # loop iterations: the stall guard's sign of progress
@@ -167,6 +171,13 @@ class Supervisor:
             raise submitted.refused
         return submitted.answer
 
+    async def fresh(self) -> None:
+        """Until the loop has read every replica's reports and resources, so what status, the live view and
+        /metrics show is as of now; at most FRESH_WAIT_S (a loop busy with a mass start: what it has)."""
+        done = self.inbox.look()
+        with anyio.move_on_after(FRESH_WAIT_S):
+            await done.wait()
+
     async def reload_file(self) -> object:
         """Re-read the topology file (off the loop) and submit it; TopologyError leaves everything as it is."""
         new = await anyio.to_thread.run_sync(self._load_validated)
@@ -191,7 +202,7 @@ class Supervisor:
             self._tg = tg
             # each behind a fault boundary: a fault is logged, counted and the task started again (supervisor/fault.py)
             tg.start_soon(keep_running, "signals", self._signals)
-            tg.start_soon(keep_running, "resources", watch_resources, self, self.request, self.inbox.report)
+            tg.start_soon(keep_running, "resources", self.sampler.run, self, self.request, self.inbox.report)
             tg.start_soon(keep_running, "temporal_health", self.health.run, self.temporal.once)
             tg.start_soon(keep_running, "api_key", self.temporal.follow_key)
             tg.start_soon(keep_running, "temporal_watch", self.watch.run)
@@ -271,7 +282,7 @@ class Supervisor:
     def _reap_orphans(self, now: float) -> None:
         """Descendants the spawner adopted that exited and are no replica (the fork spawner is a subreaper)."""
         if now >= self._next_reap:
-            self._next_reap = now + SAMPLE_INTERVAL_S
+            self._next_reap = now + REAP_EVERY_S
             known = {h.pid for h in self.handles() if h.pid is not None}
             for pid in self.spawner.reap_orphans(known):
                 log.info("supervisor.orphan_reaped", pid=pid)
@@ -288,8 +299,11 @@ class Supervisor:
         is_settled = settled(self)
         self.systemd.settled(summary(self), is_settled)
         self._quiet = is_settled and self._nothing_pending()
-        self._full_due = on_grid(now + MAX_IDLE_S)  # (with the periodic tasks' wake-up: ticks.py)
+        # the next multiple of MAX_IDLE_S: with the periodic tasks' wake-ups (ticks.py), at most MAX_IDLE_S away
+        self._full_due = next_on_grid(now, MAX_IDLE_S)
         self.notify_batch.set_prompt(not self._quiet or self._pause_pending())
+        if not self._quiet:
+            self.watch.poke()
 
     def _pause_pending(self) -> bool:
         """A pause or resume signalled to a replica that has not reported it done (a command waits on it)."""
@@ -346,11 +360,14 @@ class Supervisor:
         anything arrived that may change what the loop does (a request, an exit, a readiness, a wait for Temporal),
         False for reports alone (REPORT_ONLY)."""
         requests: list[Submitted] = []
+        looks: list[Look] = []
         material = False
         while (event := self.inbox.take()) is not None:
             if isinstance(event, Submitted):
                 requests.append(event)
                 material = True
+            elif isinstance(event, Look):
+                looks.append(event)
             elif isinstance(event, Sampled):
                 record_sampled(self.info, event)
             elif isinstance(event, HandedBack | RunsHandedBack):
@@ -360,6 +377,11 @@ class Supervisor:
             else:
                 material = material or not (isinstance(event, Notified) and event.fields.keys() <= REPORT_ONLY)
                 await self._observe(event)
+        if looks:  # (the reports were read at the start of this iteration and applied above)
+            if (sampled := self.sampler.sample(self, self.request)) is not None:
+                record_sampled(self.info, sampled)
+            for look in looks:
+                look.done.set()
         for submitted in requests:
             self._apply(submitted)
         return material
@@ -392,6 +414,7 @@ class Supervisor:
         """No more requests: what is still queued is refused, so no requester waits forever."""
         self.inbox.close()
         self.notify_batch.close()
+        self.sampler.close()
 
     def _in_start(self) -> list[float]:
         """When each child still starting was started (one waiting for Temporal, or polling and waiting only to be

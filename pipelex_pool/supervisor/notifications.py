@@ -40,6 +40,7 @@ CRASH_LOOP_WINDOW_S = 60.0
 BURST_ATTEMPTS = 5  # attempts handed back within BURST_WINDOW_S: a hand-back burst
 BURST_WINDOW_S = 60.0
 TICK_S = 1.0  # rate-limited notes and Temporal's outage are looked at this often
+CONFIG_CHECK_S = 5.0  # without [pool.notify]: whether a reload added it
 
 
 @dataclass(frozen=True)
@@ -159,9 +160,10 @@ class Notifications:
         self.failed = 0
 
     async def run(self) -> None:
-        # nothing to tell anyone: no copy of each event; a reload may add [pool.notify] (it has no event of its own)
+        # nothing to tell anyone: no copy of each event; a reload may add [pool.notify] (it has no event of its own:
+        # looked at with the loop's own pass, not every TICK_S, so an idle pool without notifications is not woken)
         while self.config() is None:  # noqa: ASYNC110
-            await sleep_on_grid(TICK_S)
+            await sleep_on_grid(CONFIG_CHECK_S)
         receive = FEED.subscribe()
         try:
             async with anyio.create_task_group() as tg:

@@ -38,6 +38,10 @@ class PoolView(PoolState, Protocol):
     @property
     def notifications(self) -> Notifications: ...
 
+    async def fresh(self) -> None:
+        """Until every replica's reports and resources are read as of now (bounded: a busy loop, what it has)."""
+        ...
+
 
 class PoolControl(PoolView, Protocol):
     """What control commands get: the view, and the way to ask for a change (a request the loop applies)."""

@@ -7,7 +7,8 @@ import os
 import time
 from dataclasses import dataclass
 
-FDS_EVERY = 5  # open file descriptors are counted every this many samples (a directory listing per replica)
+FDS_EVERY_S = 10.0  # open file descriptors are counted at most this often (a directory listing per replica)
+CPU_WINDOW_S = 1.0  # CPU% is measured over this much time at least (a sample sooner repeats the last figure)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 STATES = {
@@ -73,8 +74,9 @@ def _open_fds(pid: int) -> int | None:
 
 class ResourceProbe:
     """Samples one pid through its /proc/<pid>/stat, opened once (a path lookup per sample is most of what a
-    sample costs); CPU% is measured over the time between two samples. Raises ProcessLookupError when the pid
-    does not exist. `close()` when done with it."""
+    sample costs); CPU% is measured over the time since the last sample at least CPU_WINDOW_S before (samples
+    come both on a period and when someone looks: two looks a moment apart show the same CPU%, not the few clock
+    ticks between them). Raises ProcessLookupError when the pid does not exist. `close()` when done with it."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -91,8 +93,9 @@ class ResourceProbe:
             raise ProcessLookupError(pid)
         self._started = first.started
         self._last = (time.monotonic(), first.cpu_s)
-        self._samples = 0
+        self._cpu_percent = 0.0
         self._fds: int | None = None
+        self._fds_at = -FDS_EVERY_S
 
     def _read(self) -> _Stat | None:
         if self._fd >= 0:
@@ -117,13 +120,14 @@ class ResourceProbe:
             return None
         now = time.monotonic()
         then, cpu_then = self._last
-        self._last = (now, stat.cpu_s)
-        if self._samples % FDS_EVERY == 0:
-            self._fds = _open_fds(self.pid)
-        self._samples += 1
+        if now - then >= CPU_WINDOW_S:
+            self._cpu_percent = 100 * (stat.cpu_s - cpu_then) / (now - then)
+            self._last = (now, stat.cpu_s)
+        if now - self._fds_at >= FDS_EVERY_S:
+            self._fds, self._fds_at = _open_fds(self.pid), now
         return Usage(
             rss_bytes=stat.rss_bytes,
-            cpu_percent=100 * (stat.cpu_s - cpu_then) / (now - then) if now > then else 0.0,
+            cpu_percent=self._cpu_percent,
             cpu_seconds=stat.cpu_s,
             threads=stat.threads,
             open_fds=self._fds,

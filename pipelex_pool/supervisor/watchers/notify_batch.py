@@ -3,27 +3,36 @@
 A READY replica sends watchdog pings (32 idle replicas: 4 a second together) and reports (a busy one: its in-flight
 attempts 4 times a second); nothing in them must reach the loop at once, so its socket joins this batch, which
 reads whatever its members sent (one epoll of them all) at the start of each of the loop's iterations (a watchdog
-deadline is never judged on a ping left unread) and, while the pool is quiet, once a TICK_S (on the supervisor's
-tick grid, with its other periodic tasks); while something is under way (a start, a stop, a pause asked for, ...)
-it reads as soon as any member has something. A replica's exit is seen by its process watcher, which takes its
-socket out of the batch and reads what is left before reporting the exit."""
+deadline is never judged on a ping left unread; status, the live view and /metrics make one: supervisor/loop.py,
+`fresh`). Between iterations it reads:
+- while something is under way (a start, a stop, a pause asked for, ...): as soon as any member has something;
+- while replicas report (a read found a report less than REPORTING_FOR_S ago): once a TICK_S, on the supervisor's
+  tick grid (a busy replica's socket holds 10 datagrams, 2.5 s of its reports; one that finds it full keeps what
+  it could not send and sends it all later, worker/inflight.py);
+- while the pool is idle (pings alone): not at all; the loop's own pass (every 5 s at least) reads them, and a
+  report it finds there turns the tick back on. An idle pool of 32 was woken once a second for nothing.
+A replica's exit is seen by its process watcher, which takes its socket out of the batch and reads what is left
+before reporting the exit."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import select
 import socket
+import time
 from dataclasses import dataclass
 
 import anyio
 
 from pipelex_pool.supervisor.events import Notified
-from pipelex_pool.supervisor.inbox import REPORTS_WAIT_S, Inbox
+from pipelex_pool.supervisor.inbox import PING, REPORTS_WAIT_S, Inbox
 from pipelex_pool.supervisor.process.handle import ProcessHandle
 from pipelex_pool.supervisor.watchers.datagrams import MAX_DATAGRAM, routed
 from pipelex_pool.ticks import until_grid
 
-TICK_S = REPORTS_WAIT_S  # a report of a READY replica reaches the loop (and status) within this
+TICK_S = REPORTS_WAIT_S  # a report of a READY replica reaches the loop within this, while replicas report
+REPORTING_FOR_S = 3.0  # ... that is, while a read found one less than this ago
 
 
 @dataclass(frozen=True)
@@ -39,7 +48,8 @@ class NotifyBatch:
         self._epoll = select.epoll()
         self._members: dict[int, _Member] = {}  # by file descriptor
         self._prompt = False
-        self._prompted = anyio.Event()  # set when the batch turns prompt (wakes the tick's sleep)
+        self._reported_at = -math.inf  # (monotonic) when a read last found a report
+        self._woken = anyio.Event()  # set when the batch turns prompt or reporting (wakes its wait)
 
     def join(self, sock: socket.socket, handle: ProcessHandle, generation: int) -> None:
         """(from a replica's notify reader, once the replica is READY) read its socket with the others from now."""
@@ -59,13 +69,18 @@ class NotifyBatch:
                 self._epoll.unregister(fd)
 
     @property
+    def reporting(self) -> bool:
+        """A read found a report less than REPORTING_FOR_S ago: the batch reads on the tick."""
+        return time.monotonic() - self._reported_at < REPORTING_FOR_S
+
+    @property
     def members(self) -> int:
         return len(self._members)
 
     def set_prompt(self, prompt: bool) -> None:
         """(from the loop, after each iteration) whether something is under way that a report may settle."""
         if prompt and not self._prompt:
-            self._prompted.set()
+            self._woken.set()
         self._prompt = prompt
 
     def read(self, *, wake: bool) -> None:
@@ -88,20 +103,24 @@ class NotifyBatch:
                     noted.append(notified)
                 else:
                     self._inbox.notify(notified)
+        if any(n.fields != PING for n in noted):
+            if not self.reporting:
+                self._woken.set()
+            self._reported_at = time.monotonic()
         if noted:
             self._inbox.note_read(noted, wake=wake)
 
     async def run(self) -> None:
-        """(a task of the supervisor's) Read the batch once a tick while the pool is quiet, at once while it is
-        not."""
+        """(a task of the supervisor's) Read the batch at once while something is under way, once a tick while
+        replicas report, and leave it to the loop's pass while the pool is idle."""
         while True:
             if self._prompt:
                 with anyio.move_on_after(TICK_S):  # (and look again whether it is still prompt)
                     await anyio.wait_readable(self._epoll.fileno())
             else:
-                self._prompted = anyio.Event()
-                with anyio.move_on_after(until_grid(TICK_S)):
-                    await self._prompted.wait()
+                self._woken = anyio.Event()
+                with anyio.move_on_after(until_grid(TICK_S) if self.reporting else math.inf):
+                    await self._woken.wait()
             self.read(wake=True)
 
     def close(self) -> None:

@@ -32,7 +32,7 @@ from pipelex_pool.temporal.fleet import FLEET_REFRESH_S, FleetView, describe_fle
 from pipelex_pool.temporal.heartbeats import NoWorkerList, WorkerBeat, list_workers
 from pipelex_pool.temporal.pollers import QueueType, poller_limit_error, queue_types
 from pipelex_pool.temporal.watch import QueueView, describe
-from pipelex_pool.ticks import sleep_on_grid
+from pipelex_pool.ticks import on_grid, sleep_on_grid
 
 if TYPE_CHECKING:
     from pipelex_pool.supervisor.pool_state import PoolState
@@ -70,6 +70,7 @@ class TemporalWatch:
     mismatches_logged: set[str] = field(default_factory=set)  # routing mismatches already logged (error level)
     open_warnings: frozenset[str] = frozenset()  # the warnings last seen, and since when (supervisor clock) as such
     warnings_since: float = 0.0
+    _poked: anyio.Event = field(default_factory=anyio.Event)  # something under way in the pool: look now
 
     def watched(self) -> list[tuple[str, QueueType]]:
         """Every queue a group polls (with the types its scope serves), every routed queue, the default queue."""
@@ -83,10 +84,22 @@ class TemporalWatch:
         return sorted(keys, key=lambda k: (k[0], k[1].name))
 
     async def run(self) -> None:
+        """A round when one is due or there is something to learn, looked at every WATCH_INTERVAL_S on the tick
+        grid; while there is nothing to learn, not before the next round is due unless the loop pokes it."""
         while True:
             if self.supervisor.clock() >= self.next_round or self.looking():
                 await self._round(await self.client())
-            await sleep_on_grid(WATCH_INTERVAL_S)
+            if self.looking():
+                await sleep_on_grid(WATCH_INTERVAL_S)
+                continue
+            self._poked = anyio.Event()
+            with anyio.move_on_after(on_grid(self.next_round, WATCH_INTERVAL_S) - self.supervisor.clock()):
+                await self._poked.wait()
+                await sleep_on_grid(WATCH_INTERVAL_S)  # (with the other periodic tasks)
+
+    def poke(self) -> None:
+        """(from the loop, while something is under way: a start, a stop, ...) look at the pool again now."""
+        self._poked.set()
 
     def looking(self) -> bool:
         """Whether there is something to learn about pollers now: a replica starting or READY but not yet seen in a

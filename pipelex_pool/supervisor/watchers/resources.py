@@ -1,6 +1,9 @@
 """Per-replica resource use: RSS, CPU%, threads, state from one read of /proc/<pid>/stat per replica and sample,
-from a descriptor opened once per process (open file descriptors every few samples), so that watching 32
-replicas costs next to nothing."""
+from a descriptor opened once per process (open file descriptors every 10 s at most), so that watching 32
+replicas costs next to nothing.
+
+Sampled when someone looks (status, the live view and /metrics ask the loop for a fresh reading: `sample`) and
+every SAMPLE_INTERVAL_S in the background (`run`), for max_memory and for the CPU% of the next look."""
 
 from __future__ import annotations
 
@@ -22,26 +25,41 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("pipelex_pool.supervisor")
 
-SAMPLE_INTERVAL_S = 2.0  # RSS, CPU% and state in status are at most this old
+# A replica over max_memory is seen within this (supervisord's memmon looks once a minute); what status shows is
+# read when it is asked for. Sampling 32 replicas every 2 s was a fifth of an idle supervisor's CPU.
+SAMPLE_INTERVAL_S = 10.0
 
 
-async def watch_resources(
-    view: PoolState, submit: Callable[[Request], object], report: Callable[[Sampled], None]
-) -> None:
-    """Sample every replica's usage and `report` it (the loop records it: it alone writes replica facts); a
-    replica over its group's max_memory is submitted for a rolling restart (replacement READY first, so its
-    in-flight work drains instead of being killed)."""
-    with Probes() as probes:
+class ResourceSampler:
+    """Every replica's probe, sampled on a period (`run`) and when someone looks (`sample`, from the loop)."""
+
+    def __init__(self) -> None:
+        self.probes = Probes()
+
+    def sample(self, view: PoolState, submit: Callable[[Request], object]) -> Sampled | None:
+        """A reading of every replica with a process (None: none has one); a replica over its group's max_memory
+        is submitted for a rolling restart (replacement READY first, so its in-flight work drains instead of being
+        killed)."""
+        readings = self.probes.sample(
+            (handle, handle.pid) for handle in view.handles() if handle.pid is not None and handle in view.info
+        )
+        for handle, pid, usage in readings:
+            if usage is not None:
+                check_memory(view, handle, pid, usage, submit)
+        return Sampled(tuple(readings)) if readings else None
+
+    async def run(
+        self, view: PoolState, submit: Callable[[Request], object], report: Callable[[Sampled], None]
+    ) -> None:
+        """Sample every SAMPLE_INTERVAL_S and `report` it (the loop records it: it alone writes replica facts)."""
         while True:
             await sleep_on_grid(SAMPLE_INTERVAL_S)
-            readings = probes.sample(
-                (handle, handle.pid) for handle in view.handles() if handle.pid is not None and handle in view.info
-            )
-            for handle, pid, usage in readings:
-                if usage is not None:
-                    check_memory(view, handle, pid, usage, submit)
-            if readings:
-                report(Sampled(tuple(readings)))
+            sampled = self.sample(view, submit)
+            if sampled is not None:
+                report(sampled)
+
+    def close(self) -> None:
+        self.probes.close()
 
 
 class Probes:
@@ -55,6 +73,9 @@ class Probes:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         for probe in self._probes.values():
             probe.close()
         self._probes.clear()
