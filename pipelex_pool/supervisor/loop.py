@@ -356,9 +356,10 @@ class Supervisor:
             self.hand_backs.postpone_stuck_check(self.clock())  # reports queued meanwhile must arrive first
 
     async def _drain(self) -> bool:
-        """The one point where what arrived is applied: observers' reports first, in order, then requests. True if
-        anything arrived that may change what the loop does (a request, an exit, a readiness, a wait for Temporal),
-        False for reports alone (REPORT_ONLY)."""
+        """The one point where what arrived is applied: observers' reports first, in order, then requests, then a
+        fresh reading of the replicas' resources if someone looks (status, top, /metrics). True if anything arrived
+        that may change what the loop does (a request, an exit, a readiness, a wait for Temporal), False for reports
+        alone (REPORT_ONLY)."""
         requests: list[Submitted] = []
         looks: list[Look] = []
         material = False
@@ -377,13 +378,14 @@ class Supervisor:
             else:
                 material = material or not (isinstance(event, Notified) and event.fields.keys() <= REPORT_ONLY)
                 await self._observe(event)
-        if looks:  # (the reports were read at the start of this iteration and applied above)
+        for submitted in requests:
+            self._apply(submitted)
+        self.sampler.note_work(self)
+        if looks:  # (the reports were read at the start of this iteration and applied above, requests too)
             if (sampled := self.sampler.sample(self, self.request)) is not None:
                 record_sampled(self.info, sampled)
             for look in looks:
                 look.done.set()
-        for submitted in requests:
-            self._apply(submitted)
         return material
 
     def _apply(self, submitted: Submitted) -> None:

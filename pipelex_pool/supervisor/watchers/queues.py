@@ -70,7 +70,7 @@ class TemporalWatch:
     mismatches_logged: set[str] = field(default_factory=set)  # routing mismatches already logged (error level)
     open_warnings: frozenset[str] = frozenset()  # the warnings last seen, and since when (supervisor clock) as such
     warnings_since: float = 0.0
-    _poked: anyio.Event = field(default_factory=anyio.Event)  # something under way in the pool: look now
+    _poked: anyio.Event = field(default_factory=anyio.Event, init=False, repr=False)  # the loop: look now
 
     def watched(self) -> list[tuple[str, QueueType]]:
         """Every queue a group polls (with the types its scope serves), every routed queue, the default queue."""
