@@ -266,6 +266,8 @@ class Supervisor:
         if self.shutting_down and not any(h.state.alive for h in self.handles()):
             return True
         self._tell_systemd(now)
+        if not self._quiet:
+            self.watch.poke()  # something under way (a start, a stop): the watch looks again now, not at its round
         return False
 
     async def _tick(self, now: float) -> None:
@@ -302,8 +304,6 @@ class Supervisor:
         # the next multiple of MAX_IDLE_S: with the periodic tasks' wake-ups (ticks.py), at most MAX_IDLE_S away
         self._full_due = next_on_grid(now, MAX_IDLE_S)
         self.notify_batch.set_prompt(not self._quiet or self._pause_pending())
-        if not self._quiet:
-            self.watch.poke()
 
     def _pause_pending(self) -> bool:
         """A pause or resume signalled to a replica that has not reported it done (a command waits on it)."""
