@@ -244,6 +244,7 @@ def check_topology(
     if complete and len(resolved) == len(groups):
         _check_coverage(temporal, resolved, scopes, issues)
         check_safety(temporal, resolved, scopes, issues)
+        _check_long_polls(resolved, scopes, issues)
     _check_worker_metrics(pool, groups, issues)
     _check_replica_limit(pool, groups, issues)
     if pool.deployment and not pool.build_id:
@@ -291,6 +292,47 @@ def start_order_cycle(after: dict[str, list[str]]) -> list[str] | None:
         cycle: list[str] = exc.args[1]
         return cycle[:-1][::-1]  # graphlib lists it from the end of the edges, the first group repeated
     return None
+
+
+SERVER_POLL_LIMIT = 1200  # a self-hosted Temporal's concurrent long polls per namespace and frontend (namespaceCount)
+
+
+def long_polls(group: ResolvedGroup, scope: ResolvedScope) -> int:
+    """The long polls one replica of `group` holds on Temporal at most: temporalio keeps its profile's poll count
+    open (at most one per free slot), for workflow tasks if the scope runs workflows and for activity tasks if it
+    runs activities. A group with its own command: unknown (0)."""
+    if group.command is not None:
+        return 0
+    profile = group.runtime_profile
+    polls = 0
+    if scope.workflows:
+        polls += min(profile.max_concurrent_workflow_task_polls or 0, profile.max_concurrent_workflow_tasks or 0)
+    if scope.activities:
+        polls += min(profile.max_concurrent_activity_task_polls or 0, profile.max_concurrent_activities or 0)
+    return polls
+
+
+def _check_long_polls(groups: dict[str, ResolvedGroup], scopes: dict[str, ResolvedScope], issues: list[Issue]) -> None:
+    """Every group at its most, with its profile's polls per replica, within what a server accepts by default."""
+    held = {
+        name: (max(g.replicas, g.autoscale.max if g.autoscale else 0), long_polls(g, scopes[g.scope]))
+        for name, g in groups.items()
+    }
+    total = sum(replicas * polls for replicas, polls in held.values())
+    if total <= SERVER_POLL_LIMIT:
+        return
+    shown = ", ".join(f"{name}: {replicas} x {polls}" for name, (replicas, polls) in held.items() if replicas * polls)
+    issues.append(
+        Issue(
+            "temporal.worker_runtime_profiles",
+            f"the groups hold up to {total:,} long polls on Temporal at once ({shown}), over the "
+            f"{SERVER_POLL_LIMIT:,} a self-hosted server accepts per namespace by default (frontend.namespaceCount): "
+            "the polls over it are refused and retried, and the server pays for every one at each start.",
+            "lower max_concurrent_workflow_task_polls and max_concurrent_activity_task_polls in the groups' runtime "
+            "profiles (temporalio's default is 5: a few polls keep a replica fed), or raise the server's limit.",
+            Severity.WARNING,
+        )
+    )
 
 
 def _check_replica_limit(pool: PoolSection, groups: dict[str, WorkerGroup], issues: list[Issue]) -> None:

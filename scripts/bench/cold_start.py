@@ -8,12 +8,13 @@ own:
 - supervisord: the same groups as programs (autorestart, startsecs=1);
 - by hand: `sh -c 'pipelex-pool worker ... & ... wait'`, every worker at once, nothing supervising them.
 Measured per start: the wall time from launching the set-up until Temporal lists every replica among its queues'
-pollers (every partition described, every 0.1 s); the CPU-seconds the set-up's processes burnt meanwhile (the
-supervisor, its helpers and the workers); the Temporal server's (answering the new workers' connections, polls and
-readiness checks); and the whole machine's (/proc/stat: the set-up, the server, this benchmark's own checks). Two
-floors, each CPU-seconds spread over every core: the machine's (the start could not be faster on this machine:
-the server shares its cores) and the set-up's own (what it would be if the server cost nothing). The by-hand
-loop's CPU-seconds per replica are a worker's full exec'd start, the pool's are a forked one's.
+pollers (every partition of each queue still missing a replica described, every 0.1 s); the CPU-seconds the
+set-up's processes burnt meanwhile (the supervisor, its helpers and the workers); the Temporal server's (answering
+the new workers' connections, polls and readiness checks); this benchmark's own (its checks); and the whole
+machine's (/proc/stat: the set-up, the server, the checks). Two floors, each CPU-seconds spread over every core: the
+machine's (the start could not be faster on this machine: the server shares its cores) and the set-up's own (what
+it would be if the server cost nothing). The by-hand loop's CPU-seconds per replica are a worker's full exec'd
+start, the pool's are a forked one's.
 
     python3 -m venv .venv && .venv/bin/pip install -e ".[test]" supervisor
     .venv/bin/python -m scripts.bench.cold_start --rounds 3 [--ref REV] [--write BENCHMARKS.md]
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -117,6 +119,12 @@ def server_cpu(port: int) -> float:
     return total
 
 
+def own_cpu() -> float:
+    """CPU-seconds of this benchmark's process (its checks: the describes, their answers)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def tree_cpu(pid: int) -> float:
     """CPU-seconds of the process and of all its descendants alive now (user + system)."""
     root = psutil.Process(pid)
@@ -134,17 +142,17 @@ async def one_start(starter: Starter, directory: Path, port: int, size: int, tag
     directory.mkdir()  # noqa: ASYNC240 (a benchmark's set-up, before anything is timed)
     client = await Client.connect(f"127.0.0.1:{port}", namespace=tag)
     load = os.getloadavg()[0]
-    server, machine = server_cpu(port), machine_busy()
+    server, machine, checks = server_cpu(port), machine_busy(), own_cpu()
     started = time.perf_counter()
     process = starter(directory, port, SIZES[size], tag)
     try:
-        await wait_polling(client, f"{tag}/", size)
+        await wait_polling(client, f"{tag}/", size, replicas=SIZES[size])
         wall = time.perf_counter() - started
-        cpu = tree_cpu(process.pid)
+        cpu, checks = tree_cpu(process.pid), own_cpu() - checks
         server, machine = server_cpu(port) - server, machine_busy() - machine
     finally:
         stop_group(process)
-    return {"wall": wall, "cpu": cpu, "server": server, "machine": machine, "load": load}
+    return {"wall": wall, "cpu": cpu, "server": server, "checks": checks, "machine": machine, "load": load}
 
 
 async def main() -> None:
@@ -190,17 +198,19 @@ async def run_rounds(args: argparse.Namespace, sizes: list[int]) -> None:
         f"{min(loads):.1f}-{max(loads):.1f}. Median (p90, min-max). Floors: CPU-s / {CORES} cores, the machine's "
         "(everything busy during the start: the set-up, the Temporal server, this benchmark's checks) and the "
         "set-up's own.\n\n"
-        "| replicas | set-up | cold start -> all polling | set-up CPU-s | Temporal CPU-s | machine CPU-s "
-        "| wall / machine floor | wall / set-up floor |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        "| replicas | set-up | cold start -> all polling | set-up CPU-s | Temporal CPU-s | checks CPU-s "
+        "| machine CPU-s | wall / machine floor | wall / set-up floor |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )
     for size in sizes:
         for name in SETUPS:
             rows = results[(name, size)]
-            med = {key: statistics.median(r[key] for r in rows) for key in ("wall", "cpu", "server", "machine")}
+            keys = ("wall", "cpu", "server", "checks", "machine")
+            med = {key: statistics.median(r[key] for r in rows) for key in keys}
             text += (
                 f"| {size} | {name} | {spread([r['wall'] for r in rows], 1, ' s')} | {med['cpu']:.1f} "
-                f"| {med['server']:.1f} | {med['machine']:.1f} | {med['wall'] / (med['machine'] / CORES):.2f} "
+                f"| {med['server']:.1f} | {med['checks']:.1f} | {med['machine']:.1f} "
+                f"| {med['wall'] / (med['machine'] / CORES):.2f} "
                 f"| {med['wall'] / (med['cpu'] / CORES):.2f} |\n"
             )
     write_result(args.write, text)

@@ -42,7 +42,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from pipelex_pool.control.client import ControlClient
-from pipelex_pool.temporal.pollers import QueueType, queue_pollers
+from pipelex_pool.temporal.pollers import QueueType, queue_pollers, side_by_side
 from scripts.bench.common import (
     dev_server,
     interleaved,
@@ -63,6 +63,11 @@ WATCHED = [
     ("llm_q", QueueType.ACTIVITY),
     ("media_q", QueueType.ACTIVITY),
 ]
+GROUP_QUEUES = {  # what each group of the shipped topology polls
+    "router": [("temporal_task_queue", QueueType.WORKFLOW), ("temporal_task_queue", QueueType.ACTIVITY)],
+    "llm": [("llm_q", QueueType.ACTIVITY)],
+    "media": [("media_q", QueueType.ACTIVITY)],
+}
 CALLS = 30
 
 
@@ -95,13 +100,29 @@ async def polling(client: Client, prefix: str) -> set[str]:
     return found
 
 
-async def wait_polling(client: Client, prefix: str, count: int, within: float = 300.0) -> None:
+async def wait_polling(
+    client: Client, prefix: str, count: int, within: float = 300.0, replicas: dict[str, int] | None = None
+) -> None:
     """Until `count` identities starting with `prefix` are listed (a describe the server refuses for its rate
-    limit, when the measured set-up asks too much of it, is said and asked again)."""
+    limit, when the measured set-up asks too much of it, is said and asked again). An identity once listed counts
+    (Temporal lists a poller for minutes after its last poll). With `replicas` (per group of the shipped topology),
+    a queue is no longer described once its group's replicas were all listed on it: the checks cost the server
+    less as a start goes on, the same for every set-up."""
     deadline = time.monotonic() + within
+    expected: dict[tuple[str, QueueType], int] = {}
+    for group, n in (replicas or {}).items():
+        for key in GROUP_QUEUES[group]:
+            expected[key] = expected.get(key, 0) + n
+    seen: dict[tuple[str, QueueType], set[str]] = {key: set() for key in WATCHED}
+
+    async def describe(key: tuple[str, QueueType]) -> None:
+        seen[key] |= {i for i in await queue_pollers(client, *key) if i.startswith(prefix)}
+
     while True:
+        pending = [key for key in WATCHED if key not in expected or len(seen[key]) < expected[key]]
         try:
-            if len(await polling(client, prefix)) >= count:
+            await side_by_side(*(partial(describe, key) for key in pending))
+            if len(set().union(*seen.values())) >= count:
                 return
         except RPCError as exc:
             if exc.status is not RPCStatusCode.RESOURCE_EXHAUSTED:
