@@ -228,7 +228,7 @@ async def run_setup(setup: SetUp, directory: Path, port: int, idle_s: float, rou
         started = time.perf_counter()
         process, config = setup.start(here, port, replicas, tag)
         try:
-            await wait_polling(client, f"{tag}/", size)
+            await wait_polling(client, f"{tag}/", size, replicas=replicas)
             result.cold_start[size] = time.perf_counter() - started
             if size != max(SIZES):
                 continue
