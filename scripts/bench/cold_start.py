@@ -17,7 +17,7 @@ it would be if the server cost nothing). The by-hand loop's CPU-seconds per repl
 start, the pool's are a forked one's.
 
     python3 -m venv .venv && .venv/bin/pip install -e ".[test]" supervisor
-    .venv/bin/python -m scripts.bench.cold_start --rounds 3 [--ref REV] [--write BENCHMARKS.md]
+    .venv/bin/python -m scripts.bench.cold_start --rounds 3 [--ref REV] [--polls N] [--only-pool] [--write FILE]
 """
 
 from __future__ import annotations
@@ -61,6 +61,21 @@ def pool(directory: Path, port: int, replicas: dict[str, int], name: str) -> sub
     doc = shipped_topology(directory, port, name=name, replicas=replicas, namespace=name)
     doc["pool"]["max_replicas"] = 128
     return start_pool(write_topology(doc, directory))
+
+
+def pool_polling(polls: int) -> Starter:
+    """`pool` with `polls` long polls of each kind per replica in every runtime profile (the shipped topology's
+    default profile sets 5; Pipelex's default profile sets 100)."""
+
+    def start(directory: Path, port: int, replicas: dict[str, int], name: str) -> subprocess.Popen[bytes]:
+        doc = shipped_topology(directory, port, name=name, replicas=replicas, namespace=name)
+        doc["pool"]["max_replicas"] = 128
+        for profile in doc["temporal"]["worker_runtime_profiles"]["profiles"].values():
+            profile["max_concurrent_workflow_task_polls"] = polls
+            profile["max_concurrent_activity_task_polls"] = polls
+        return start_pool(write_topology(doc, directory))
+
+    return start
 
 
 def pool_from(source: Path) -> Starter:
@@ -160,8 +175,14 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sizes", default="8,32,64")
     parser.add_argument("--ref", help="Also run pipelex-pool at this git revision (from a worktree), interleaved.")
+    parser.add_argument("--polls", type=int, help="Also run pipelex-pool with this many polls per replica.")
+    parser.add_argument("--only-pool", action="store_true", help="Leave supervisord and the by-hand loop out.")
     parser.add_argument("--write", type=Path, help="Append the result to this Markdown file.")
     args = parser.parse_args()
+    if args.only_pool:
+        del SETUPS["supervisord"], SETUPS["by hand"]
+    if args.polls:
+        SETUPS[f"pipelex-pool, {args.polls} polls per replica"] = pool_polling(args.polls)
     sizes = [int(s) for s in args.sizes.split(",")]
     worktree = None
     if args.ref:
