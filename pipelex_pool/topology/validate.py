@@ -297,7 +297,7 @@ def start_order_cycle(after: dict[str, list[str]]) -> list[str] | None:
 SERVER_POLL_LIMIT = 1200  # a self-hosted Temporal's concurrent long polls per namespace and frontend (namespaceCount)
 
 
-def long_polls(group: ResolvedGroup, scope: ResolvedScope) -> int:
+def _long_polls(group: ResolvedGroup, scope: ResolvedScope) -> int:
     """The long polls one replica of `group` holds on Temporal at most: temporalio keeps its profile's poll count
     open (at most one per free slot), for workflow tasks if the scope runs workflows and for activity tasks if it
     runs activities. A group with its own command: unknown (0)."""
@@ -315,7 +315,7 @@ def long_polls(group: ResolvedGroup, scope: ResolvedScope) -> int:
 def _check_long_polls(groups: dict[str, ResolvedGroup], scopes: dict[str, ResolvedScope], issues: list[Issue]) -> None:
     """Every group at its most, with its profile's polls per replica, within what a server accepts by default."""
     held = {
-        name: (max(g.replicas, g.autoscale.max if g.autoscale else 0), long_polls(g, scopes[g.scope]))
+        name: (max(g.replicas, g.autoscale.max if g.autoscale else 0), _long_polls(g, scopes[g.scope]))
         for name, g in groups.items()
     }
     total = sum(replicas * polls for replicas, polls in held.values())

@@ -93,13 +93,6 @@ class SetUp:
     workers: Callable[[Path, psutil.Process], set[int]]  # the worker pids, from the supervisor
 
 
-async def polling(client: Client, prefix: str) -> set[str]:
-    found: set[str] = set()
-    for queue, queue_type in WATCHED:
-        found |= {i for i in await queue_pollers(client, queue, queue_type) if i.startswith(prefix)}
-    return found
-
-
 async def wait_polling(
     client: Client, prefix: str, count: int, within: float = 300.0, replicas: dict[str, int] | None = None
 ) -> None:
