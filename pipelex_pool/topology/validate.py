@@ -294,6 +294,11 @@ def start_order_cycle(after: dict[str, list[str]]) -> list[str] | None:
     return None
 
 
+def most_replicas(group: WorkerGroup | ResolvedGroup) -> int:
+    """The replicas a group can run at once: its count, or its autoscale max if higher."""
+    return max(group.replicas, group.autoscale.max if group.autoscale else 0)
+
+
 SERVER_POLL_LIMIT = 1200  # a self-hosted Temporal's concurrent long polls per namespace and frontend (namespaceCount)
 
 
@@ -314,10 +319,7 @@ def _long_polls(group: ResolvedGroup, scope: ResolvedScope) -> int:
 
 def _check_long_polls(groups: dict[str, ResolvedGroup], scopes: dict[str, ResolvedScope], issues: list[Issue]) -> None:
     """Every group at its most, with its profile's polls per replica, within what a server accepts by default."""
-    held = {
-        name: (max(g.replicas, g.autoscale.max if g.autoscale else 0), _long_polls(g, scopes[g.scope]))
-        for name, g in groups.items()
-    }
+    held = {name: (most_replicas(g), _long_polls(g, scopes[g.scope])) for name, g in groups.items()}
     total = sum(replicas * polls for replicas, polls in held.values())
     if total <= SERVER_POLL_LIMIT:
         return
@@ -338,7 +340,7 @@ def _check_long_polls(groups: dict[str, ResolvedGroup], scopes: dict[str, Resolv
 def _check_replica_limit(pool: PoolSection, groups: dict[str, WorkerGroup], issues: list[Issue]) -> None:
     """Every group at its most (replicas, or its autoscale max) must fit in [pool] max_replicas."""
     limit = pool.max_replicas or default_max_replicas()
-    most = {name: max(g.replicas, g.autoscale.max if g.autoscale else 0) for name, g in groups.items()}
+    most = {name: most_replicas(g) for name, g in groups.items()}
     if sum(most.values()) > limit:
         where = "pool.max_replicas" if pool.max_replicas else "workers"
         source = (
@@ -361,7 +363,7 @@ def _check_worker_metrics(pool: PoolSection, groups: dict[str, WorkerGroup], iss
         return
     host, ports = split_port_range(pool.worker_metrics)
     # each group at its largest, plus one replacement while a rolling restart runs
-    most = sum(max(g.replicas, g.autoscale.max if g.autoscale else 0) + 1 for g in groups.values())
+    most = sum(most_replicas(g) + 1 for g in groups.values())
     if len(ports) < most:
         issues.append(
             _error(
