@@ -381,14 +381,16 @@ def test_an_invalid_key_of_a_group_does_not_hide_its_other_errors(tmp_path: Path
 
 
 def test_a_pool_holding_more_long_polls_than_a_server_accepts_is_warned(tmp_path: Path) -> None:
-    """Pipelex's default profile (100 polls of each kind) times 40 llm replicas: over a server's default limit."""
+    """Pipelex's default profile (100 polls of each kind) times 40 llm replicas: over a server's default limit for
+    activity-task polls (the limit is per poll API)."""
     file = write_topology(tmp_path, {"workers.llm.replicas": 40})
     result = run_validate(str(file))
     assert result.exit_code == 0, result.output
-    warning = "temporal.worker_runtime_profiles: warning: the groups hold up to 2,300 long polls on Temporal at once"
+    warning = "temporal.worker_runtime_profiles: warning: the groups hold up to 2,200 activity-task long polls"
     assert warning in result.output
-    assert "(router: 1 x 200, llm: 40 x 50, media: 1 x 100)" in result.output
+    assert "(router: 1 x 100, llm: 40 x 50, media: 1 x 100)" in result.output
     assert "frontend.namespaceCount" in result.output and "temporalio's default is 5" in result.output
+    assert "workflow-task long polls" not in result.output  # (one router: 100, counted apart, within the limit)
 
     fewer = write_topology(
         tmp_path,

@@ -299,42 +299,48 @@ def most_replicas(group: WorkerGroup | ResolvedGroup) -> int:
     return max(group.replicas, group.autoscale.max if group.autoscale else 0)
 
 
-SERVER_POLL_LIMIT = 1200  # a self-hosted Temporal's concurrent long polls per namespace and frontend (namespaceCount)
+SERVER_POLL_LIMIT = 1200  # a self-hosted Temporal's concurrent long polls per namespace, frontend and poll API
 
 
-def _long_polls(group: ResolvedGroup, scope: ResolvedScope) -> int:
-    """The long polls one replica of `group` holds on Temporal at most: temporalio keeps its profile's poll count
-    open (at most one per free slot), for workflow tasks if the scope runs workflows and for activity tasks if it
-    runs activities. A group with its own command: unknown (0)."""
+def _long_polls(group: ResolvedGroup, scope: ResolvedScope) -> dict[str, int]:
+    """The long polls one replica of `group` holds on Temporal at most, per kind of task: temporalio keeps its
+    profile's poll count open (at most one per free slot), for workflow tasks if the scope runs workflows and for
+    activity tasks if it runs activities. A group with its own command: unknown (none)."""
     if group.command is not None:
-        return 0
+        return {}
     profile = group.runtime_profile
-    polls = 0
+    polls: dict[str, int] = {}
     if scope.workflows:
-        polls += min(profile.max_concurrent_workflow_task_polls or 0, profile.max_concurrent_workflow_tasks or 0)
+        polls["workflow"] = min(
+            profile.max_concurrent_workflow_task_polls or 0, profile.max_concurrent_workflow_tasks or 0
+        )
     if scope.activities:
-        polls += min(profile.max_concurrent_activity_task_polls or 0, profile.max_concurrent_activities or 0)
+        polls["activity"] = min(profile.max_concurrent_activity_task_polls or 0, profile.max_concurrent_activities or 0)
     return polls
 
 
 def _check_long_polls(groups: dict[str, ResolvedGroup], scopes: dict[str, ResolvedScope], issues: list[Issue]) -> None:
-    """Every group at its most, with its profile's polls per replica, within what a server accepts by default."""
+    """Every group at its most, with its profile's polls per replica, within what a server accepts by default (a
+    limit per poll API: workflow-task polls and activity-task polls are counted apart)."""
     held = {name: (most_replicas(g), _long_polls(g, scopes[g.scope])) for name, g in groups.items()}
-    total = sum(replicas * polls for replicas, polls in held.values())
-    if total <= SERVER_POLL_LIMIT:
-        return
-    shown = ", ".join(f"{name}: {replicas} x {polls}" for name, (replicas, polls) in held.items() if replicas * polls)
-    issues.append(
-        Issue(
-            "temporal.worker_runtime_profiles",
-            f"the groups hold up to {total:,} long polls on Temporal at once ({shown}), over the "
-            f"{SERVER_POLL_LIMIT:,} a self-hosted server accepts per namespace by default (frontend.namespaceCount): "
-            "the polls over it are refused and retried, and the server pays for every one at each start.",
-            "lower max_concurrent_workflow_task_polls and max_concurrent_activity_task_polls in the groups' runtime "
-            "profiles (temporalio's default is 5: a few polls keep a replica fed), or raise the server's limit.",
-            Severity.WARNING,
+    for kind in ("workflow", "activity"):
+        each = {name: (replicas, polls[kind]) for name, (replicas, polls) in held.items() if polls.get(kind)}
+        total = sum(replicas * polls for replicas, polls in each.values())
+        if total <= SERVER_POLL_LIMIT:
+            continue
+        shown = ", ".join(f"{name}: {replicas} x {polls}" for name, (replicas, polls) in each.items() if replicas)
+        issues.append(
+            Issue(
+                "temporal.worker_runtime_profiles",
+                f"the groups hold up to {total:,} {kind}-task long polls on Temporal at once ({shown}), over the "
+                f"{SERVER_POLL_LIMIT:,} a self-hosted server accepts per namespace and poll API by default "
+                "(frontend.namespaceCount): the polls over it are refused and retried, and the server pays for every "
+                "one at each start.",
+                f"lower max_concurrent_{kind}_task_polls in the groups' runtime profiles (temporalio's default is 5: "
+                "a few polls keep a replica fed), or raise the server's limit.",
+                Severity.WARNING,
+            )
         )
-    )
 
 
 def _check_replica_limit(pool: PoolSection, groups: dict[str, WorkerGroup], issues: list[Issue]) -> None:
