@@ -41,11 +41,11 @@ from scripts.bench.common import (
     start_pool,
     start_supervisord,
     stop_group,
+    supervisor_cpu_s,
     supervisord_programs,
     write_result,
     write_topology,
 )
-from scripts.bench.idle_cpu import tree_cpu
 
 RUNNERS = {"llm": 4, "media": 2}
 QUEUES = ("llm_q", "media_q")
@@ -189,9 +189,9 @@ async def main() -> None:
                 while not await full_strength(setup.client, setup.runner_pids):  # (its start not counted)
                     await asyncio.sleep(0.2)
                 loads.append(os.getloadavg()[0])
-                before = tree_cpu(setup.supervisor.pid)
+                before = supervisor_cpu_s(setup.supervisor.pid)
                 kills, back = await chaos(setup.client, setup.runner_pids, args.seconds, args.seed + n)
-                setup.cpu.append(tree_cpu(setup.supervisor.pid) - before)
+                setup.cpu.append(supervisor_cpu_s(setup.supervisor.pid) - before)
                 setup.kills.append(kills)
                 setup.back_after_s.append(back)
                 print(setup.name, kills, back, flush=True)

@@ -39,6 +39,7 @@ from temporalio.client import Client
 
 from scripts.bench.common import (
     WORKER_ARGS,
+    cpu_s,
     dev_server,
     shipped_topology,
     spread,
@@ -46,6 +47,7 @@ from scripts.bench.common import (
     start_supervisord,
     stop_group,
     supervisord_programs,
+    tree_cpu_s,
     write_result,
     write_topology,
 )
@@ -127,10 +129,10 @@ def machine_busy() -> float:
 def server_cpu(port: int) -> float:
     """CPU-seconds of the Temporal dev server serving `port` (user + system)."""
     total = 0.0
-    for process in psutil.process_iter(["cmdline", "cpu_times"]):
+    for process in psutil.process_iter(["cmdline"]):
         command = process.info["cmdline"] or []
         if "start-dev" in command and str(port) in command:
-            total += process.info["cpu_times"].user + process.info["cpu_times"].system
+            total += cpu_s(process.pid)
     return total
 
 
@@ -138,19 +140,6 @@ def own_cpu() -> float:
     """CPU-seconds of this benchmark's process (its checks: the describes, their answers)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU-seconds of the process and of all its descendants alive now (user + system)."""
-    root = psutil.Process(pid)
-    total = 0.0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system + times.children_user + times.children_system
-    return total
 
 
 async def one_start(starter: Starter, directory: Path, port: int, size: int, tag: str) -> dict[str, float]:
@@ -163,7 +152,7 @@ async def one_start(starter: Starter, directory: Path, port: int, size: int, tag
     try:
         await wait_polling(client, f"{tag}/", size, replicas=SIZES[size])
         wall = time.perf_counter() - started
-        cpu, checks = tree_cpu(process.pid), own_cpu() - checks
+        cpu, checks = tree_cpu_s(process.pid), own_cpu() - checks
         server, machine = server_cpu(port) - server, machine_busy() - machine
     finally:
         stop_group(process)

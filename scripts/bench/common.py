@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import psutil
 import tomlkit
 from temporalio.client import Client
 from tomlkit import TOMLDocument
@@ -178,6 +179,56 @@ serverurl=unix://{directory}/supervisor.sock
     )
     ctl = shutil.which("supervisorctl", path=str(Path(sys.executable).parent)) or "supervisorctl"
     return process, conf, ctl
+
+
+def cpu_s(pid: int) -> float:
+    """CPU-seconds a process has run so far, every thread of it (exited ones too), read from the kernel's
+    nanosecond counter (the process's CPU clock; any process may read another's). Not /proc/PID/stat's utime and
+    stime: each is truncated to a 10 ms tick, which under-counts every process by ~10 ms on average (0.6 CPU-s
+    over the 64 new workers of a cold start). 0.0 for a process that is gone."""
+    try:
+        return time.clock_gettime((~pid << 3) | 2)  # CPUCLOCK_SCHED of process `pid` (Linux's clock id encoding)
+    except OSError:
+        return 0.0
+
+
+def cpus(pids: list[int]) -> float:
+    """CPU-seconds of these processes (0 for one that is gone)."""
+    return sum(cpu_s(pid) for pid in pids)
+
+
+def supervisor_cpu_s(pid: int) -> float:
+    """CPU-seconds of a supervisor and of its fork server (pipelex-pool's; supervisord has none), not its workers."""
+    total = cpu_s(pid)
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.Error:
+        return total
+    for child in children:
+        try:
+            if "fork_server" in " ".join(child.cmdline()):
+                total += cpu_s(child.pid)
+        except psutil.Error:
+            continue
+    return total
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU-seconds of a process and of every descendant alive now, and of the children they reaped (the kernel
+    adds a reaped child's exact time to its parent's; truncated once, not once per child)."""
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return total
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += cpu_s(process.pid) + times.children_user + times.children_system
+    return total
 
 
 def stop_group(process: subprocess.Popen[bytes]) -> None:

@@ -25,7 +25,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 from temporalio.client import Client
 
 from pipelex_pool.control.client import ControlClient
@@ -40,6 +39,7 @@ from scripts.bench.common import (
     start_supervisord,
     stop_group,
     supervisord_programs,
+    tree_cpu_s,
     write_result,
     write_topology,
 )
@@ -60,18 +60,6 @@ class SetUp:
     name: str  # its pool name and namespace
     rates: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)  # the set-up's CPU-s (supervisor and workers) in each round
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU-seconds of a process and of all its descendants alive now."""
-    root = psutil.Process(pid)
-    total = 0.0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            total += sum(process.cpu_times()[:2])
-        except psutil.NoSuchProcess:
-            continue
-    return total
 
 
 async def throughput(client: Client) -> float:
@@ -133,9 +121,9 @@ async def main() -> None:
             await asyncio.sleep(2.0)
             for _, setup in interleaved(args.rounds, setups):
                 loads.append(os.getloadavg()[0])
-                before = tree_cpu(setup.supervisor.pid)
+                before = tree_cpu_s(setup.supervisor.pid)
                 setup.rates.append(await throughput(setup.client))
-                setup.cpu.append(tree_cpu(setup.supervisor.pid) - before)
+                setup.cpu.append(tree_cpu_s(setup.supervisor.pid) - before)
                 print(setup.who, setup.replicas, f"{setup.rates[-1]:.2f} runs/s", flush=True)
         finally:
             for setup in setups:

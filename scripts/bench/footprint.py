@@ -44,6 +44,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from pipelex_pool.control.client import ControlClient
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers, side_by_side
 from scripts.bench.common import (
+    cpus,
     dev_server,
     interleaved,
     shipped_topology,
@@ -138,17 +139,6 @@ def memory(pids: list[int]) -> dict[str, int]:
     return total
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    spent = 0.0
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-        except psutil.Error:
-            continue
-        spent += times.user + times.system
-    return spent
-
-
 def split(supervisor: psutil.Process, workers: set[int]) -> tuple[list[int], list[int]]:
     """(supervisor and its helpers, e.g. the fork server; the workers): the supervisor's process tree."""
     tree = [supervisor, *supervisor.children(recursive=True)]
@@ -228,9 +218,9 @@ async def run_setup(setup: SetUp, directory: Path, port: int, idle_s: float, rou
             await asyncio.sleep(10.0)  # settle: first samples, first descriptions, fork server idle
             supervisor = psutil.Process(process.pid)
             supervisor_side, worker_side = split(supervisor, setup.workers(config, supervisor))
-            before = cpu_seconds(supervisor_side)
+            before = cpus(supervisor_side)
             await asyncio.sleep(idle_s)
-            result.idle_cpu_percent = 100 * (cpu_seconds(supervisor_side) - before) / idle_s
+            result.idle_cpu_percent = 100 * (cpus(supervisor_side) - before) / idle_s
             result.supervisor_mem = memory(supervisor_side)
             result.workers_mem = memory(worker_side)
             argv = setup.status_cli(config)

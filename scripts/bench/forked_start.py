@@ -28,16 +28,9 @@ import sys
 import time
 from pathlib import Path
 
-from scripts.bench.common import dev_server, shipped_topology, write_result, write_topology
+from scripts.bench.common import cpu_s, dev_server, shipped_topology, write_result, write_topology
 
-TICKS = os.sysconf("SC_CLK_TCK")
 ARGS = ["--task-queue", "llm_q", "--scope", "runner-llm", "--profile", "llm-pool"]
-
-
-def cpu_seconds(pid: int) -> float:
-    """The process's own CPU time so far (utime + stime)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def child(topology: Path, notify: Path, profile: Path | None) -> None:
@@ -78,7 +71,7 @@ def one_start(directory: Path, topology: Path, n: int, profile: bool) -> tuple[f
         while True:
             fields = dict(line.split("=", 1) for line in sock.recv(65536).decode().splitlines() if "=" in line)
             if fields.get("READY") == "1":
-                return time.perf_counter() - forked, cpu_seconds(pid), stats
+                return time.perf_counter() - forked, cpu_s(pid), stats
     finally:
         os.kill(pid, signal.SIGTERM)
         os.waitpid(pid, 0)

@@ -43,10 +43,10 @@ from scripts.bench.common import (
     start_pool,
     start_supervisord,
     stop_group,
+    supervisor_cpu_s,
     write_result,
     write_topology,
 )
-from scripts.bench.idle_cpu import tree_cpu
 
 RUNS = 6
 LATENCY_S = 5.0
@@ -168,9 +168,9 @@ async def main() -> None:
             for _, setup in interleaved(args.rounds, setups):
                 loads.append(os.getloadavg()[0])
                 await settled(setup.llm_pids)  # (its start, or the replacement of the last round, not counted)
-                before = tree_cpu(setup.supervisor.pid)
+                before = supervisor_cpu_s(setup.supervisor.pid)
                 setup.took.append(await one_round(setup.client))
-                setup.cpu.append(tree_cpu(setup.supervisor.pid) - before)
+                setup.cpu.append(supervisor_cpu_s(setup.supervisor.pid) - before)
                 print(setup.name, f"{setup.took[-1]:.2f} s", flush=True)
         finally:
             for setup in setups:

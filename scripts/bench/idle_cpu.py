@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import tomlkit
 
 from pipelex_pool.control.client import ControlClient
@@ -38,6 +37,7 @@ from scripts.bench.common import (
     spread,
     start_supervisord,
     stop_group,
+    supervisor_cpu_s,
     supervisord_programs,
     write_result,
 )
@@ -46,36 +46,10 @@ REPLICAS = {"router": 1, "llm": 30, "media": 1}
 SETTLE_S = 5.0  # past the watch's fast period for a new warning (WARNING_FAST_S after the warning is seen)
 
 
-def on_cpu_s(pid: int) -> float:
-    """CPU-seconds a process's threads have run, from the scheduler's nanosecond counters (schedstat): an idle
-    supervisor burns a few clock ticks in a window, below what utime/stime (10 ms ticks) resolve."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as stat:
-                total += int(stat.read().split()[0])
-        except (OSError, ValueError, IndexError):  # a thread that has just exited
-            continue
-    return total / 1e9
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU-seconds of the supervisor and of its children that are not workers (the fork server)."""
-    process = psutil.Process(pid)
-    total = on_cpu_s(pid)
-    for child in process.children():
-        try:
-            if "fork_server" in " ".join(child.cmdline()):
-                total += on_cpu_s(child.pid)
-        except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
-            continue
-    return total
-
-
 async def window_percent(pid: int, window: float) -> float:
-    before, started = tree_cpu(pid), time.monotonic()
+    before, started = supervisor_cpu_s(pid), time.monotonic()
     await asyncio.sleep(window)
-    return 100 * (tree_cpu(pid) - before) / (time.monotonic() - started)
+    return 100 * (supervisor_cpu_s(pid) - before) / (time.monotonic() - started)
 
 
 async def wait_ready(control: ControlClient, count: int) -> None:

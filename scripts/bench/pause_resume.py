@@ -22,12 +22,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psutil
 from temporalio.client import Client
 
 from pipelex_pool.control.client import ControlClient
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 from scripts.bench.common import (
+    cpus,
     dev_server,
     interleaved,
     ready_pids,
@@ -39,17 +39,6 @@ from scripts.bench.common import (
 )
 
 QUEUE = "llm_q"
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def llm_row(control: ControlClient) -> dict[str, object] | None:
@@ -76,7 +65,7 @@ async def resume_round(client: Client, control: ControlClient) -> tuple[float, f
     row = llm_row(control)
     assert row is not None
     identity, pid = str(row["identity"]), int(str(row["pid"]))
-    cpu_before, sent = cpu_seconds([pid]), datetime.now(UTC)
+    cpu_before, sent = cpus([pid]), datetime.now(UTC)
     started = time.perf_counter()
     control.call("resume", {"group": "llm"})
 
@@ -85,7 +74,7 @@ async def resume_round(client: Client, control: ControlClient) -> tuple[float, f
         return poller is not None and poller.last_access > sent
 
     await until(polling_again, "poll after resume")
-    return time.perf_counter() - started, cpu_seconds([pid]) - cpu_before
+    return time.perf_counter() - started, cpus([pid]) - cpu_before
 
 
 async def restart_round(client: Client, control: ControlClient) -> tuple[float, float]:
@@ -99,7 +88,7 @@ async def restart_round(client: Client, control: ControlClient) -> tuple[float, 
     await until(new_poller, "new poller after restart")
     elapsed = time.perf_counter() - started
     await until(lambda: _settled(control), "restart settled")
-    return elapsed, cpu_seconds(ready_pids(control, "llm"))  # the new process's CPU since its start
+    return elapsed, cpus(ready_pids(control, "llm"))  # the new process's CPU since its start
 
 
 async def _settled(control: ControlClient) -> bool:

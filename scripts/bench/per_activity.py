@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import statistics
 import subprocess
@@ -30,18 +29,19 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
 from temporalio.client import Client
 
 from pipelex_pool.control.client import ControlClient
 from pipelex_pool.sim.model import PipeRunInput, PipeRunResult, SimStep
 from scripts.bench.common import (
+    cpu_s,
     dev_server,
     ready_pids,
     shipped_topology,
     spread,
     start_pool,
     stop_group,
+    supervisor_cpu_s,
     write_result,
     write_topology,
 )
@@ -51,27 +51,6 @@ STEPS = 30
 LATENCY_S = 0.2
 SETTLE_S = 3.0  # after a set-up starts serving: its start's own work done
 IDLE_S = 10.0
-
-
-def cpu(pid: int) -> float:
-    """CPU-seconds the process's threads alive now have run (the kernel's schedstat: nanoseconds, not ticks)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / 1e9
-
-
-def supervisor_cpu(pid: int) -> float:
-    """The supervisor's and its fork server's CPU-seconds (not its workers')."""
-    total = cpu(pid)
-    for child in psutil.Process(pid).children():
-        with contextlib.suppress(psutil.Error):
-            if "fork_server" in " ".join(child.cmdline()):
-                total += cpu(child.pid)
-    return total
 
 
 async def run_activities(client: Client) -> tuple[int, float]:
@@ -100,12 +79,12 @@ def cli(topology: Path, *args: str) -> None:
 
 async def measure(client: Client, supervisor: int, worker: int) -> dict[str, float]:
     await asyncio.sleep(SETTLE_S)
-    idle0, started = supervisor_cpu(supervisor), time.perf_counter()
+    idle0, started = supervisor_cpu_s(supervisor), time.perf_counter()
     await asyncio.sleep(IDLE_S)
-    idle_rate = (supervisor_cpu(supervisor) - idle0) / (time.perf_counter() - started)
-    sup0, work0, load0 = supervisor_cpu(supervisor), cpu(worker), os.getloadavg()[0]
+    idle_rate = (supervisor_cpu_s(supervisor) - idle0) / (time.perf_counter() - started)
+    sup0, work0, load0 = supervisor_cpu_s(supervisor), cpu_s(worker), os.getloadavg()[0]
     count, seconds = await run_activities(client)
-    sup, work = supervisor_cpu(supervisor) - sup0, cpu(worker) - work0
+    sup, work = supervisor_cpu_s(supervisor) - sup0, cpu_s(worker) - work0
     return {
         "count": count,
         "seconds": seconds,

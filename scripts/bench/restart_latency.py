@@ -29,12 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 from temporalio.client import Client
 
 from pipelex_pool.control.client import ControlClient
 from pipelex_pool.temporal.pollers import QueueType, queue_pollers
 from scripts.bench.common import (
+    cpu_s,
     dev_server,
     interleaved,
     ready_pids,
@@ -43,10 +43,10 @@ from scripts.bench.common import (
     start_pool,
     start_supervisord,
     stop_group,
+    supervisor_cpu_s,
     write_result,
     write_topology,
 )
-from scripts.bench.idle_cpu import tree_cpu
 
 QUEUE = "llm_q"
 SETTLE_S = 3.0  # READY for longer than min_uptime before the kill: a run, not a young death
@@ -132,12 +132,11 @@ async def one_kill(client: Client, setup: SetUp, prefix: str) -> None:
     """Kill the set-up's llm worker; its replacement's time to poll, CPU-s by then, and its supervisor's CPU-s."""
     before: list[float] = []
     took, identity = await kill_and_wait(
-        client, setup.pid, prefix, lambda: before.append(tree_cpu(setup.supervisor.pid))
+        client, setup.pid, prefix, lambda: before.append(supervisor_cpu_s(setup.supervisor.pid))
     )
-    times = psutil.Process(int(identity.rpartition(":")[2])).cpu_times()
     setup.took.append(took)
-    setup.worker_cpu.append(times.user + times.system)
-    setup.supervisor_cpu.append(tree_cpu(setup.supervisor.pid) - before[0])
+    setup.worker_cpu.append(cpu_s(int(identity.rpartition(":")[2])))
+    setup.supervisor_cpu.append(supervisor_cpu_s(setup.supervisor.pid) - before[0])
 
 
 async def main() -> None:
