@@ -5,9 +5,10 @@ held back while that many are still starting, and goes as soon as one of them is
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from pipelex_pool.supervisor.spawning.cores import usable_cores
 
 # How long a child counts as "in its start" at most (unless it is READY or waiting for Temporal before): a forked
 # one is through its CPU-heavy part (connect, build its Worker, first polls) in ~0.1-0.3 s, an exec'd one in ~1 s
@@ -21,18 +22,18 @@ def default_spawn_rate(spawner: str = "exec") -> float:
     the fork server's part: 32, a cap the bound on children in their start (below) reaches first on a busy machine.
     Measured with 64 forked replicas on 2 cores (scripts/bench/cold_start.py): 16 starts a second paced the start
     (5.1-5.3 s), 64 a second let the machine pace it (4.4 s, everything at once 4.0-4.3 s)."""
-    return (32.0 if spawner == "fork" else 2.0) * (os.cpu_count() or 1)
+    return (32.0 if spawner == "fork" else 2.0) * usable_cores()
 
 
 def default_spawn_batch() -> int:
-    """As many starts in one iteration as the machine has cores."""
-    return os.cpu_count() or 1
+    """As many starts in one iteration as the supervisor has cores (usable_cores: its CPUs and CPU quota)."""
+    return usable_cores()
 
 
 def default_in_start(spawner: str = "exec") -> int:
     """Children in their start at once at most, per core: an exec'd start keeps a core busy for most of it, then
     waits for Temporal to list it (2); a forked one mostly waits on Temporal's answers (8)."""
-    return (8 if spawner == "fork" else 2) * (os.cpu_count() or 1)
+    return (8 if spawner == "fork" else 2) * usable_cores()
 
 
 @dataclass
