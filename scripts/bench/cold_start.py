@@ -17,13 +17,15 @@ it would be if the server cost nothing). The by-hand loop's CPU-seconds per repl
 start, the pool's are a forked one's.
 
     python3 -m venv .venv && .venv/bin/pip install -e ".[test]" supervisor
-    .venv/bin/python -m scripts.bench.cold_start --rounds 3 [--ref REV] [--polls N] [--only-pool] [--write FILE]
+    .venv/bin/python -m scripts.bench.cold_start --rounds 3 [--ref REV] [--polls N] [--only-pool] [--split-cores]
+        [--write FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
 import statistics
@@ -31,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -56,6 +58,7 @@ from scripts.bench.footprint import wait_polling
 SIZES = {8: {"router": 1, "llm": 4, "media": 3}, 32: {"router": 2, "llm": 20, "media": 10},
          64: {"router": 4, "llm": 40, "media": 20}}  # fmt: skip
 CORES = os.cpu_count() or 1
+SETUP_CPUS: set[int] | None = None  # --split-cores: the CPUs the set-ups run on (the server and the checks: the rest)
 Starter = Callable[[Path, int, dict[str, int], str], subprocess.Popen[bytes]]
 
 
@@ -142,13 +145,28 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+@contextlib.contextmanager
+def starting_on(cpus: set[int] | None) -> Iterator[None]:
+    """Processes started meanwhile (by this thread) run on `cpus` (None: where this benchmark runs)."""
+    if cpus is None:
+        yield
+        return
+    own = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, own)
+
+
 async def one_start(starter: Starter, directory: Path, port: int, size: int, tag: str) -> dict[str, float]:
     directory.mkdir()  # noqa: ASYNC240 (a benchmark's set-up, before anything is timed)
     client = await Client.connect(f"127.0.0.1:{port}", namespace=tag)
     load = os.getloadavg()[0]
     server, machine, checks = server_cpu(port), machine_busy(), own_cpu()
     started = time.perf_counter()
-    process = starter(directory, port, SIZES[size], tag)
+    with starting_on(SETUP_CPUS):
+        process = starter(directory, port, SIZES[size], tag)
     try:
         await wait_polling(client, f"{tag}/", size, replicas=SIZES[size])
         wall = time.perf_counter() - started
@@ -166,8 +184,20 @@ async def main() -> None:
     parser.add_argument("--ref", help="Also run pipelex-pool at this git revision (from a worktree), interleaved.")
     parser.add_argument("--polls", type=int, help="Also run pipelex-pool with this many polls per replica.")
     parser.add_argument("--only-pool", action="store_true", help="Leave supervisord and the by-hand loop out.")
+    parser.add_argument(
+        "--split-cores",
+        action="store_true",
+        help="The set-ups on the first CPU, the Temporal server and this benchmark's checks on the others.",
+    )
     parser.add_argument("--write", type=Path, help="Append the result to this Markdown file.")
     args = parser.parse_args()
+    if args.split_cores:
+        global SETUP_CPUS
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--split-cores needs 2 CPUs or more")
+        SETUP_CPUS = {cpus[0]}
+        os.sched_setaffinity(0, set(cpus[1:]))  # before the server starts and before any thread: all inherit it
     if args.only_pool:
         del SETUPS["supervisord"], SETUPS["by hand"]
     if args.polls:
@@ -203,11 +233,18 @@ async def run_rounds(args: argparse.Namespace, sizes: list[int]) -> None:
                     await asyncio.sleep(5.0)  # the last set-up's processes gone, the server quiet again
     loads = [r["load"] for rows in results.values() for r in rows]
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    own_cores = CORES if SETUP_CPUS is None else len(SETUP_CPUS)
+    split = (
+        ""
+        if SETUP_CPUS is None
+        else f" Split cores: each set-up on CPU {min(SETUP_CPUS)} alone, the Temporal server and this benchmark's "
+        f"checks on the other {CORES - own_cores}; the set-up's floor is its CPU-s over its {own_cores} core."
+    )
     text = (
         f"Commit {rev}, {CORES} cores, {args.rounds} interleaved rounds, load at each start "
-        f"{min(loads):.1f}-{max(loads):.1f}. Median (p90, min-max). Floors: CPU-s / {CORES} cores, the machine's "
-        "(everything busy during the start: the set-up, the Temporal server, this benchmark's checks) and the "
-        "set-up's own.\n\n"
+        f"{min(loads):.1f}-{max(loads):.1f}. Median (p90, min-max). Floors: CPU-s / cores, the machine's "
+        "(everything busy during the start: the set-up, the Temporal server, this benchmark's checks, over every "
+        f"core) and the set-up's own (over the cores it runs on).{split}\n\n"
         "| replicas | set-up | cold start -> all polling | set-up CPU-s | Temporal CPU-s | checks CPU-s "
         "| machine CPU-s | wall / machine floor | wall / set-up floor |\n"
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
@@ -221,7 +258,7 @@ async def run_rounds(args: argparse.Namespace, sizes: list[int]) -> None:
                 f"| {size} | {name} | {spread([r['wall'] for r in rows], 1, ' s')} | {med['cpu']:.1f} "
                 f"| {med['server']:.1f} | {med['checks']:.1f} | {med['machine']:.1f} "
                 f"| {med['wall'] / (med['machine'] / CORES):.2f} "
-                f"| {med['wall'] / (med['cpu'] / CORES):.2f} |\n"
+                f"| {med['wall'] / (med['cpu'] / own_cores):.2f} |\n"
             )
     write_result(args.write, text)
     sys.stdout.flush()
