@@ -154,6 +154,9 @@ async def main() -> None:
     rate = {name: [r["count"] / r["seconds"] for r in rows] for name, rows in results.items()}
     loads = [r["load"] for rows in results.values() for r in rows]
     ratio = statistics.median(worker_ms["pool"]) / statistics.median(worker_ms["bare"])
+    # each round's two set-ups ran next to each other: their ratio leaves out how the machine drifts between rounds
+    paired = [p / b for p, b in zip(worker_ms["pool"], worker_ms["bare"], strict=True)]
+    totals = sum(r["worker"] for r in pool) / sum(r["worker"] for r in results["bare"])
     text = (
         f"Commit {rev}; {args.rounds} interleaved rounds of {RUNS * STEPS} `act_llm_gen_text` attempts "
         f"({LATENCY_S:g} s each, shipped llm-pool profile); load {min(loads):.1f}-{max(loads):.1f}. "
@@ -164,7 +167,9 @@ async def main() -> None:
         f"| {spread(rate['pool'], 1)} |\n"
         f"| bare temporalio worker | {spread(worker_ms['bare'], 3)} | (the pool idle: {1000 * baseline:.2f} ms/s) "
         f"| {spread(rate['bare'], 1)} |\n\n"
-        f"Worker CPU per activity, pool / bare: {ratio:.3f}.\n"
+        f"Worker CPU per activity, pool / bare: **{spread(paired, 3)}**, the rounds' own ratios (each round's two "
+        f"set-ups ran side by side); {totals:.3f} over every round's CPU; {ratio:.3f} the medians' ratio (the "
+        "machine's drift between rounds in it).\n"
     )
     write_result(args.write, text)
     sys.stdout.flush()
