@@ -8,13 +8,15 @@ own:
 - supervisord: the same groups as programs (autorestart, startsecs=1);
 - by hand: `sh -c 'pipelex-pool worker ... & ... wait'`, every worker at once, nothing supervising them.
 Measured per start: the wall time from launching the set-up until Temporal lists every replica among its queues'
-pollers (every partition of each queue still missing a replica described, every 0.1 s); the CPU-seconds the
-set-up's processes burnt meanwhile (the supervisor, its helpers and the workers); the Temporal server's (answering
-the new workers' connections, polls and readiness checks); this benchmark's own (its checks); and the whole
-machine's (/proc/stat: the set-up, the server, the checks). Two floors, each CPU-seconds spread over every core: the
-machine's (the start could not be faster on this machine: the server shares its cores) and the set-up's own (what
-it would be if the server cost nothing). The by-hand loop's CPU-seconds per replica are a worker's full exec'd
-start, the pool's are a forked one's.
+pollers (every partition of each queue still missing a replica described, every 0.1 s); the CPU-seconds the set-up's
+processes burnt meanwhile (the supervisor, its helpers and the workers; read from each process's CPU clock, not its
+10 ms ticks); the Temporal server's (answering the new workers' connections, polls and readiness checks); this
+benchmark's own (its checks); and the whole machine's (/proc/stat: the set-up, the server, the checks). Two floors,
+each CPU-seconds spread over every core: the machine's (the start could not be faster on this machine: the server
+shares its cores) and the set-up's own (what it would be if the server cost nothing). With `--split-cores`, each
+set-up runs on the first CPU alone and the server and the checks on the others, and the set-up's floor is its
+CPU-seconds over its one core. The by-hand loop's CPU-seconds per replica are a worker's full exec'd start, the
+pool's are a forked one's.
 
     python3 -m venv .venv && .venv/bin/pip install -e ".[test]" supervisor
     .venv/bin/python -m scripts.bench.cold_start --rounds 3 [--ref REV] [--polls N] [--only-pool] [--split-cores]

@@ -3,7 +3,7 @@ CPU-seconds, and where they go.
 
 It does what the fork server does (imports temporalio and the built-in worker once, then forks), and in each child
 runs the worker as the fork server would (`worker/entry.py`) on the shipped topology's llm group, against a local
-Temporal dev server. The parent reads the child's CPU time (utime + stime, /proc) when the child says READY=1 over
+Temporal dev server. The parent reads the child's CPU time (its CPU clock, nanoseconds) when the child says READY=1 over
 its notify socket: the worker says so once Temporal lists it among the queue's pollers, so the figure holds
 everything a replacement burns before it serves. With `--profile`, each child runs under cProfile and the merged
 profile's heaviest functions are printed (cumulative CPU, profile overhead included: compare rows, not totals).

@@ -9,7 +9,7 @@ a local Temporal dev server. Rounds alternate two set-ups serving the llm queue:
 Each round starts RUNS workflows of STEPS parallel `act_llm_gen_text` steps that each wait LATENCY_S (longer than
 the worker's report batch, so every attempt is reported started and then finished, as an LLM call is) and waits for
 all of them. Per round: the serving worker's CPU and the supervisor's (with its fork server) over the round, from
-the kernel's per-thread run time (/proc/<pid>/task/*/schedstat, nanoseconds), divided by the activities run. The
+each process's CPU clock (nanoseconds, every thread), divided by the activities run. The
 supervisor's cost per activity is its CPU in a pool round minus its idle rate over the same time, measured in the
 IDLE_S just before the round with the pool in the same state (what remains is the activities' reports, and the
 router's for their RUNS workflows).
