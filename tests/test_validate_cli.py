@@ -404,3 +404,26 @@ def test_a_pool_holding_more_long_polls_than_a_server_accepts_is_warned(tmp_path
     result = run_validate(str(fewer))
     assert result.exit_code == 0, result.output
     assert "long polls" not in result.output
+
+
+def test_a_profile_temporalio_refuses_is_an_error_before_any_replica_starts(tmp_path: Path) -> None:
+    """1 workflow-task poll with a workflow cache: temporalio's Worker refuses it (every replica of the profile
+    would exit as a configuration error); validate says so, naming the profile, its groups and the fix."""
+    file = write_topology(tmp_path, {f"{PR}.default.max_concurrent_workflow_task_polls": 1})
+    result = run_validate(str(file), "--json")
+    assert result.exit_code == 2, result.output
+    default, llm = [i for i in json.loads(result.output)["issues"] if i["severity"] == "error"]
+    assert default["path"] == f"{PR}.default.max_concurrent_workflow_task_polls"
+    assert "runtime profile 'default' (groups: router, media) has 1 workflow-task poll with" in default["problem"]
+    assert "max_cached_workflows = 10000" in default["problem"]
+    assert "2 or more" in default["fix"] and "max_cached_workflows = 0" in default["fix"]
+    assert llm["path"] == f"{PR}.llm-pool.max_concurrent_workflow_task_polls"  # (it sets no poll count of its own)
+    assert "(groups: llm) has 1 workflow-task poll (taken from the default profile 'default')" in llm["problem"]
+
+    no_cache = write_topology(
+        tmp_path,
+        {f"{PR}.default.max_concurrent_workflow_task_polls": 1, f"{PR}.default.max_cached_workflows": 0},
+        name="no_cache.toml",
+    )
+    result = run_validate(str(no_cache))
+    assert result.exit_code == 0, result.output

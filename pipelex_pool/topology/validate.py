@@ -241,6 +241,7 @@ def check_topology(
         if result is not None:
             resolved[name] = result
     _check_start_order(groups, issues)
+    _check_sticky_polls(temporal, resolved, issues)
     if complete and len(resolved) == len(groups):
         _check_coverage(temporal, resolved, scopes, issues)
         check_safety(temporal, resolved, scopes, issues)
@@ -292,6 +293,35 @@ def start_order_cycle(after: dict[str, list[str]]) -> list[str] | None:
         cycle: list[str] = exc.args[1]
         return cycle[:-1][::-1]  # graphlib lists it from the end of the edges, the first group repeated
     return None
+
+
+def _check_sticky_polls(temporal: TemporalSection, groups: dict[str, ResolvedGroup], issues: list[Issue]) -> None:
+    """A runtime profile temporalio refuses: a worker that caches workflows (max_cached_workflows > 0) polls both
+    its sticky queue and the shared one, so it needs at least 2 workflow-task polls; with 1, building the Worker
+    fails in every replica of every group with that profile (each would exit as a configuration error). Once per
+    profile, naming the groups."""
+    by_profile: dict[str, list[ResolvedGroup]] = {}
+    for group in groups.values():
+        if group.command is None:  # (a command of the user's own builds its worker itself)
+            by_profile.setdefault(group.profile, []).append(group)
+    profiles = temporal.worker_runtime_profiles
+    for profile, members in by_profile.items():
+        runtime = members[0].runtime_profile
+        cached = runtime.max_cached_workflows or 0
+        if cached > 0 and runtime.max_concurrent_workflow_task_polls == 1:
+            own = profiles.all_profiles()[profile].max_concurrent_workflow_task_polls
+            origin = "" if own is not None else f" (taken from the default profile {profiles.default_profile!r})"
+            issues.append(
+                _error(
+                    f"temporal.worker_runtime_profiles.profiles.{profile}.max_concurrent_workflow_task_polls",
+                    f"runtime profile {profile!r} (groups: {', '.join(g.name for g in members)}) has 1 workflow-task "
+                    f"poll{origin} with max_cached_workflows = {cached}: temporalio refuses such a worker (one that "
+                    "caches workflows polls its sticky queue and the shared one), so every replica would fail to "
+                    "start.",
+                    "set max_concurrent_workflow_task_polls to 2 or more, or max_cached_workflows = 0 (no "
+                    "workflow cache).",
+                )
+            )
 
 
 def most_replicas(group: WorkerGroup | ResolvedGroup) -> int:
