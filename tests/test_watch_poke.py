@@ -4,6 +4,8 @@ round is replaced by a recorder, so nothing is asked of a server; the watch's ow
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -13,6 +15,7 @@ import pytest
 from pipelex_pool.supervisor.pool_state import PoolState
 from pipelex_pool.supervisor.watchers.queues import TemporalWatch
 
+WatchAtRest = tuple[TemporalWatch, list[bool], list[float]]  # the watch, whether a replica starts, its rounds
 HANG_GUARD_S = 30.0  # a round comes within a tick (WATCH_INTERVAL_S) of the poke; this only stops a hang
 
 
@@ -31,10 +34,13 @@ async def no_client() -> Any:
     return None
 
 
-def watch_at_rest(monkeypatch: pytest.MonkeyPatch, starting: list[bool], rounds: list[float]) -> TemporalWatch:
-    """A watch whose last round said: nothing to learn, the next round in an hour. `starting[0]` is whether a
-    replica is starting (what `looking()` reads of the pool); each round appends the pool's clock to `rounds`."""
-    pool = FakePool()
+@asynccontextmanager
+async def watch_at_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[TemporalWatch, list[bool], list[float]]]:
+    """A running watch whose last round said: nothing to learn, the next round in an hour; with the flag `looking()`
+    reads (whether a replica is starting) and the pool's clock at each of its rounds. Stopped on the way out."""
+    pool, starting, rounds = FakePool(), [False], list[float]()
     watch = TemporalWatch(cast(PoolState, pool), no_client, lambda request: None)
     watch.next_round = pool.now + 3600.0
 
@@ -44,39 +50,32 @@ def watch_at_rest(monkeypatch: pytest.MonkeyPatch, starting: list[bool], rounds:
 
     monkeypatch.setattr(watch, "_round", recorded_round)
     monkeypatch.setattr(watch, "looking", lambda: starting[0])
-    return watch
+    with anyio.fail_after(HANG_GUARD_S):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch.run)
+            await anyio.wait_all_tasks_blocked()
+            yield watch, starting, rounds
+            tg.cancel_scope.cancel()
 
 
 async def test_a_poke_while_a_replica_starts_makes_the_watch_look_now(monkeypatch: pytest.MonkeyPatch) -> None:
-    starting, rounds = [False], list[float]()
-    watch = watch_at_rest(monkeypatch, starting, rounds)
-    with anyio.fail_after(HANG_GUARD_S):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch.run)
-            await anyio.wait_all_tasks_blocked()
-            assert rounds == []  # at rest: waiting for a round an hour away
-            starting[0] = True  # the loop spawned a replica ...
-            watch.poke()  # ... and pokes the watch
-            while not rounds:
-                await anyio.sleep(0.05)
-            assert rounds == [100.0]  # looked at the pool now, not at its next round
-            tg.cancel_scope.cancel()
+    async with watch_at_rest(monkeypatch) as (watch, starting, rounds):
+        assert rounds == []  # at rest: waiting for a round an hour away
+        starting[0] = True  # the loop spawned a replica ...
+        watch.poke()  # ... and pokes the watch
+        while not rounds:
+            await anyio.sleep(0.05)
+        assert rounds == [100.0]  # looked at the pool now, not at its next round
 
 
 async def test_a_poke_with_nothing_under_way_leaves_the_watch_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
-    starting, rounds = [False], list[float]()
-    watch = watch_at_rest(monkeypatch, starting, rounds)
-    with anyio.fail_after(HANG_GUARD_S):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch.run)
-            await anyio.wait_all_tasks_blocked()
-            waiting_for = watch._poked  # noqa: SLF001 (the event the watch waits on between rounds)
-            watch.poke()
-            while watch._poked is waiting_for:  # noqa: SLF001 (it woke, found nothing to learn, waits again)
-                await anyio.sleep(0.05)
-            assert rounds == []  # no round: the poke alone is nothing to learn
-            starting[0] = True  # and a later poke with a start under way still works: the watch is waiting again
-            watch.poke()
-            while not rounds:
-                await anyio.sleep(0.05)
-            tg.cancel_scope.cancel()
+    async with watch_at_rest(monkeypatch) as (watch, starting, rounds):
+        waiting_for = watch._poked  # noqa: SLF001 (the event the watch waits on between rounds)
+        watch.poke()
+        while watch._poked is waiting_for:  # noqa: SLF001 (it woke, found nothing to learn, waits again)
+            await anyio.sleep(0.05)
+        assert rounds == []  # no round: the poke alone is nothing to learn
+        starting[0] = True  # and a later poke with a start under way still works: the watch is waiting again
+        watch.poke()
+        while not rounds:
+            await anyio.sleep(0.05)
